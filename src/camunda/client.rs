@@ -1,0 +1,438 @@
+//! A hand-written client for the Camunda 7 REST API (`/engine-rest`), the parts herald uses.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::error::CamundaError;
+use super::variables::Variables;
+
+/// One topic of a fetchAndLock request.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicRequest {
+    pub topic_name: String,
+    pub lock_duration: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variables: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub process_variables: BTreeMap<String, Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub include_extension_properties: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FetchAndLock {
+    pub worker_id: String,
+    pub max_tasks: u32,
+    pub use_priority: bool,
+    /// Long polling: how long the engine may hold the request open when no task is there (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub async_response_timeout: Option<u64>,
+    pub topics: Vec<TopicRequest>,
+}
+
+/// An external task locked for this worker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockedTask {
+    pub id: String,
+    pub topic_name: String,
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    #[serde(default)]
+    pub retries: Option<i32>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+    #[serde(default)]
+    pub business_key: Option<String>,
+    pub process_instance_id: String,
+    #[serde(default)]
+    pub process_definition_key: Option<String>,
+    #[serde(default)]
+    pub activity_id: Option<String>,
+    #[serde(default)]
+    pub activity_instance_id: Option<String>,
+    #[serde(default)]
+    pub execution_id: Option<String>,
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub priority: Option<i64>,
+    #[serde(default)]
+    pub variables: Variables,
+    #[serde(default)]
+    pub extension_properties: BTreeMap<String, String>,
+}
+
+/// A report of a technical failure (`/external-task/{id}/failure`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureReport {
+    pub worker_id: String,
+    pub error_message: String,
+    pub error_details: String,
+    pub retries: i32,
+    pub retry_timeout: u64,
+}
+
+/// A message to correlate (`/message`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageCorrelation {
+    pub message_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_instance_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub business_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    #[serde(skip_serializing_if = "Variables::is_empty")]
+    pub process_variables: Variables,
+    pub all: bool,
+    pub result_enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CorrelationResult {
+    #[serde(default)]
+    pub result_type: Option<String>,
+    #[serde(default)]
+    pub execution: Option<Value>,
+    #[serde(default)]
+    pub process_instance: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub deployed_process_definitions: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessInstance {
+    pub id: String,
+    #[serde(default)]
+    pub business_key: Option<String>,
+    #[serde(default)]
+    pub ended: bool,
+}
+
+/// The engine's REST API.
+#[derive(Clone)]
+pub struct CamundaClient {
+    http: reqwest::Client,
+    base: String,
+    retry: ExponentialBuilder,
+}
+
+impl CamundaClient {
+    /// `base` is the REST root, e.g. `http://127.0.0.1:8080/engine-rest`.
+    pub fn new(base: &str) -> Result<CamundaClient, CamundaError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(CamundaError::Unavailable)?;
+        Ok(CamundaClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            retry: ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(4)
+                .with_jitter(),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Option<Duration>,
+    ) -> Result<Option<T>, CamundaError> {
+        let mut request = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        let response = request.send().await.map_err(CamundaError::Unavailable)?;
+        let status = response.status();
+        let text = response.text().await.map_err(CamundaError::Unavailable)?;
+        if !status.is_success() {
+            return Err(CamundaError::from_response(status, &text));
+        }
+        if status == StatusCode::NO_CONTENT || text.trim().is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| CamundaError::Decode(format!("{path}: {e}")))
+    }
+
+    /// A call retried on transient errors (engine down, 5xx overload, optimistic locking).
+    async fn call_retried<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Value,
+    ) -> Result<Option<T>, CamundaError> {
+        (|| self.call::<T>(method.clone(), path, Some(&body), None))
+            .retry(self.retry)
+            .when(|e: &CamundaError| e.is_transient())
+            .notify(|err: &CamundaError, after: Duration| {
+                tracing::warn!(path, error = %err, retry_in_ms = after.as_millis() as u64, "engine call failed, retrying");
+            })
+            .await
+    }
+
+    /// `GET /engine`: the engines this REST root serves (a cheap liveness check).
+    pub async fn engines(&self) -> Result<Vec<Value>, CamundaError> {
+        Ok(self
+            .call(Method::GET, "/engine", None, None)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// fetchAndLock with long polling; not retried here (the worker loop backs off itself).
+    pub async fn fetch_and_lock(
+        &self,
+        request: &FetchAndLock,
+    ) -> Result<Vec<LockedTask>, CamundaError> {
+        let body =
+            serde_json::to_value(request).map_err(|e| CamundaError::Decode(e.to_string()))?;
+        let wait = Duration::from_millis(request.async_response_timeout.unwrap_or(0))
+            + Duration::from_secs(15);
+        Ok(self
+            .call(
+                Method::POST,
+                "/external-task/fetchAndLock",
+                Some(&body),
+                Some(wait),
+            )
+            .await?
+            .unwrap_or_default())
+    }
+
+    pub async fn complete(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        variables: &Variables,
+    ) -> Result<(), CamundaError> {
+        let body = json!({ "workerId": worker_id, "variables": variables });
+        self.call_retried::<Value>(
+            Method::POST,
+            &format!("/external-task/{task_id}/complete"),
+            body,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn handle_failure(
+        &self,
+        task_id: &str,
+        report: &FailureReport,
+    ) -> Result<(), CamundaError> {
+        let body = serde_json::to_value(report).map_err(|e| CamundaError::Decode(e.to_string()))?;
+        self.call_retried::<Value>(
+            Method::POST,
+            &format!("/external-task/{task_id}/failure"),
+            body,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn bpmn_error(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        error_code: &str,
+        error_message: &str,
+        variables: &Variables,
+    ) -> Result<(), CamundaError> {
+        let body = json!({
+            "workerId": worker_id,
+            "errorCode": error_code,
+            "errorMessage": error_message,
+            "variables": variables,
+        });
+        self.call_retried::<Value>(
+            Method::POST,
+            &format!("/external-task/{task_id}/bpmnError"),
+            body,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Moves the lock expiry to `new_duration` from now.
+    pub async fn extend_lock(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        new_duration: Duration,
+    ) -> Result<(), CamundaError> {
+        let body = json!({ "workerId": worker_id, "newDuration": new_duration.as_millis() as u64 });
+        self.call_retried::<Value>(
+            Method::POST,
+            &format!("/external-task/{task_id}/extendLock"),
+            body,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Gives the task back so that another worker can fetch it at once.
+    pub async fn unlock(&self, task_id: &str) -> Result<(), CamundaError> {
+        self.call_retried::<Value>(
+            Method::POST,
+            &format!("/external-task/{task_id}/unlock"),
+            json!({}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Correlates a message and returns what it reached. With `all: false`, nothing waiting is
+    /// `CorrelationMismatch`; with `all: true` it is an empty list.
+    pub async fn correlate(
+        &self,
+        message: &MessageCorrelation,
+    ) -> Result<Vec<CorrelationResult>, CamundaError> {
+        let body =
+            serde_json::to_value(message).map_err(|e| CamundaError::Decode(e.to_string()))?;
+        Ok(self
+            .call::<Vec<CorrelationResult>>(Method::POST, "/message", Some(&body), None)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Deploys files (BPMN, DMN, forms) as one deployment, skipping unchanged resources.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<Deployment, CamundaError> {
+        let mut form = reqwest::multipart::Form::new()
+            .text("deployment-name", name.to_string())
+            .text("deployment-source", "herald")
+            .text("enable-duplicate-filtering", "true")
+            .text("deploy-changed-only", "true");
+        for (file_name, bytes) in files {
+            let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name(file_name.clone());
+            form = form.part(file_name.clone(), part);
+        }
+        let response = self
+            .http
+            .post(format!("{}/deployment/create", self.base))
+            .multipart(form)
+            .send()
+            .await
+            .map_err(CamundaError::Unavailable)?;
+        let status = response.status();
+        let text = response.text().await.map_err(CamundaError::Unavailable)?;
+        if !status.is_success() {
+            return Err(CamundaError::from_response(status, &text));
+        }
+        serde_json::from_str(&text).map_err(|e| CamundaError::Decode(format!("deployment: {e}")))
+    }
+
+    /// Reads every `.bpmn` file of a folder and deploys them together.
+    pub async fn deploy_dir(&self, name: &str, dir: &Path) -> Result<Deployment, DeployDirError> {
+        let mut files = Vec::new();
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| DeployDirError::Read(dir.display().to_string(), e))?;
+        for entry in entries {
+            let path = entry
+                .map_err(|e| DeployDirError::Read(dir.display().to_string(), e))?
+                .path();
+            if path.extension().and_then(|e| e.to_str()) == Some("bpmn") {
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| DeployDirError::Read(path.display().to_string(), e))?;
+                let file_name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("process.bpmn")
+                    .to_string();
+                files.push((file_name, bytes));
+            }
+        }
+        if files.is_empty() {
+            return Err(DeployDirError::Empty(dir.display().to_string()));
+        }
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(self.deploy(name, &files).await?)
+    }
+
+    /// Starts the latest version of a process definition.
+    pub async fn start_process(
+        &self,
+        definition_key: &str,
+        business_key: &str,
+        variables: &Variables,
+    ) -> Result<ProcessInstance, CamundaError> {
+        let body = json!({ "businessKey": business_key, "variables": variables });
+        self.call::<ProcessInstance>(
+            Method::POST,
+            &format!("/process-definition/key/{definition_key}/start"),
+            Some(&body),
+            None,
+        )
+        .await?
+        .ok_or_else(|| CamundaError::Decode("empty answer to process start".into()))
+    }
+
+    /// Any GET, for reading history and runtime state (tests, demo, operations).
+    pub async fn get_json(&self, path_and_query: &str) -> Result<Value, CamundaError> {
+        Ok(self
+            .call::<Value>(Method::GET, path_and_query, None, None)
+            .await?
+            .unwrap_or(Value::Null))
+    }
+
+    /// Sets the retries of an external task (what Cockpit's "increment retries" does).
+    pub async fn set_retries(&self, task_id: &str, retries: i32) -> Result<(), CamundaError> {
+        self.call::<Value>(
+            Method::PUT,
+            &format!("/external-task/{task_id}/retries"),
+            Some(&json!({ "retries": retries })),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployDirError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, #[source] std::io::Error),
+    #[error("no .bpmn file in {0}")]
+    Empty(String),
+    #[error(transparent)]
+    Engine(#[from] CamundaError),
+}

@@ -1,0 +1,43 @@
+//! The channel adapter interface. Adapters never touch the database: they return a typed
+//! outcome and the ledger records it.
+
+use std::time::Duration;
+
+use crate::camunda::worker::BoxFuture;
+use crate::ledger::{Channel, CommunicationId};
+
+use super::failure::FailureClass;
+
+/// A rendered message ready for one recipient.
+#[derive(Debug, Clone)]
+pub struct OutboundMessage {
+    pub communication_id: CommunicationId,
+    pub correlation_id: String,
+    pub attempt_no: i32,
+    pub address: String,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+}
+
+/// How the provider answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryOutcome {
+    /// Accepted by the provider (which is not "delivered").
+    Accepted {
+        provider_message_id: Option<String>,
+        response_code: Option<i32>,
+        summary: String,
+    },
+    Failed {
+        class: FailureClass,
+        response_code: Option<i32>,
+        summary: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+pub trait ChannelAdapter: Send + Sync + 'static {
+    fn channel(&self) -> Channel;
+    fn send<'a>(&'a self, message: &'a OutboundMessage) -> BoxFuture<'a, DeliveryOutcome>;
+}

@@ -1,0 +1,208 @@
+//! Failure classes and the retry schedule: every "should we try again?" is decided here.
+
+use std::time::Duration;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Why an attempt failed, channel-neutral (design notes, section 14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailureClass {
+    /// The provider could not be reached: connection refused, DNS, network, HTTP 5xx.
+    ProviderUnavailable,
+    /// No answer in time.
+    Timeout,
+    /// The provider asks us to slow down: SMTP 421, HTTP 429.
+    RateLimited,
+    /// A temporary refusal: SMTP 45x.
+    TemporaryRejection,
+    /// The address does not exist or is malformed: SMTP 550/551/553, 501 on RCPT.
+    InvalidRecipient,
+    /// Any other permanent refusal: SMTP 5xx, webhook 4xx.
+    PermanentRejection,
+    /// Our own configuration is wrong (template, credentials, TLS): no retry fixes it by itself.
+    Configuration,
+}
+
+impl FailureClass {
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            FailureClass::ProviderUnavailable
+                | FailureClass::Timeout
+                | FailureClass::RateLimited
+                | FailureClass::TemporaryRejection
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::ProviderUnavailable => "PROVIDER_UNAVAILABLE",
+            FailureClass::Timeout => "TIMEOUT",
+            FailureClass::RateLimited => "RATE_LIMITED",
+            FailureClass::TemporaryRejection => "TEMPORARY_REJECTION",
+            FailureClass::InvalidRecipient => "INVALID_RECIPIENT",
+            FailureClass::PermanentRejection => "PERMANENT_REJECTION",
+            FailureClass::Configuration => "CONFIGURATION",
+        }
+    }
+}
+
+/// What went wrong on an SMTP exchange, as far as classification cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpFailure {
+    /// The server answered with this reply code.
+    Reply(u16),
+    Timeout,
+    /// Connection refused, reset or closed, DNS failure.
+    Connection,
+    Tls,
+    /// The server's answer could not be parsed, or the client refused the message.
+    Protocol,
+}
+
+/// SMTP failure → class. 4xx is transient, 5xx permanent, with the recipient cases told apart.
+pub fn classify_smtp(failure: SmtpFailure) -> FailureClass {
+    match failure {
+        SmtpFailure::Reply(421) => FailureClass::RateLimited,
+        SmtpFailure::Reply(400..=499) => FailureClass::TemporaryRejection,
+        SmtpFailure::Reply(550 | 551 | 553 | 501) => FailureClass::InvalidRecipient,
+        SmtpFailure::Reply(_) => FailureClass::PermanentRejection,
+        SmtpFailure::Timeout => FailureClass::Timeout,
+        SmtpFailure::Connection => FailureClass::ProviderUnavailable,
+        SmtpFailure::Tls | SmtpFailure::Protocol => FailureClass::Configuration,
+    }
+}
+
+/// The delays before each attempt: the first is the first attempt's (normally zero), then one per
+/// retry. Attempts beyond the schedule are not made: the communication fails for good.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrySchedule {
+    pub delays: Vec<Duration>,
+    /// Spread each delay by ± this fraction so that a burst of failures does not retry in step.
+    pub jitter: f64,
+    /// The longest a provider's Retry-After is honoured.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetrySchedule {
+    /// now, +1 min, +5 min, +30 min, +2 h, then final.
+    fn default() -> Self {
+        RetrySchedule {
+            delays: [0, 60, 300, 1800, 7200]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            jitter: 0.1,
+            max_retry_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetrySchedule {
+    /// After attempt `attempt_no` (1-based) failed with `class`: the wait before the next
+    /// attempt, or None when the communication fails for good.
+    pub fn next_delay(
+        &self,
+        attempt_no: i32,
+        class: FailureClass,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        if !class.is_retryable() {
+            return None;
+        }
+        let base = *self.delays.get(attempt_no.max(0) as usize)?;
+        let spread = if self.jitter > 0.0 && !base.is_zero() {
+            let factor = rand::thread_rng().gen_range((1.0 - self.jitter)..=(1.0 + self.jitter));
+            base.mul_f64(factor)
+        } else {
+            base
+        };
+        let asked = retry_after
+            .map(|d| d.min(self.max_retry_after))
+            .unwrap_or_default();
+        Some(spread.max(asked))
+    }
+
+    pub fn max_attempts(&self) -> usize {
+        self.delays.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smtp_replies_are_classified() {
+        assert_eq!(
+            classify_smtp(SmtpFailure::Reply(451)),
+            FailureClass::TemporaryRejection
+        );
+        assert_eq!(
+            classify_smtp(SmtpFailure::Reply(452)),
+            FailureClass::TemporaryRejection
+        );
+        assert_eq!(
+            classify_smtp(SmtpFailure::Reply(421)),
+            FailureClass::RateLimited
+        );
+        assert_eq!(
+            classify_smtp(SmtpFailure::Reply(550)),
+            FailureClass::InvalidRecipient
+        );
+        assert_eq!(
+            classify_smtp(SmtpFailure::Reply(553)),
+            FailureClass::InvalidRecipient
+        );
+        assert_eq!(
+            classify_smtp(SmtpFailure::Reply(554)),
+            FailureClass::PermanentRejection
+        );
+        assert_eq!(classify_smtp(SmtpFailure::Timeout), FailureClass::Timeout);
+        assert_eq!(
+            classify_smtp(SmtpFailure::Connection),
+            FailureClass::ProviderUnavailable
+        );
+        assert_eq!(classify_smtp(SmtpFailure::Tls), FailureClass::Configuration);
+        assert!(classify_smtp(SmtpFailure::Reply(451)).is_retryable());
+        assert!(classify_smtp(SmtpFailure::Connection).is_retryable());
+        assert!(!classify_smtp(SmtpFailure::Reply(550)).is_retryable());
+    }
+
+    #[test]
+    fn default_schedule_is_now_1m_5m_30m_2h_then_final() {
+        let s = RetrySchedule {
+            jitter: 0.0,
+            ..RetrySchedule::default()
+        };
+        let c = FailureClass::TemporaryRejection;
+        assert_eq!(s.next_delay(1, c, None), Some(Duration::from_secs(60)));
+        assert_eq!(s.next_delay(2, c, None), Some(Duration::from_secs(300)));
+        assert_eq!(s.next_delay(3, c, None), Some(Duration::from_secs(1800)));
+        assert_eq!(s.next_delay(4, c, None), Some(Duration::from_secs(7200)));
+        assert_eq!(s.next_delay(5, c, None), None);
+        assert_eq!(s.next_delay(1, FailureClass::InvalidRecipient, None), None);
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds_and_retry_after_is_clamped() {
+        let s = RetrySchedule::default();
+        for _ in 0..200 {
+            let d = s.next_delay(1, FailureClass::Timeout, None).unwrap();
+            assert!(
+                d >= Duration::from_secs(54) && d <= Duration::from_secs(66),
+                "{d:?}"
+            );
+        }
+        let d = s
+            .next_delay(
+                1,
+                FailureClass::RateLimited,
+                Some(Duration::from_secs(86_400)),
+            )
+            .unwrap();
+        assert_eq!(d, Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,231 @@
+//! The delivery engine: claims due jobs from the durable queue, renders, sends through the
+//! channel's adapter, and records each attempt with the retry policy applied.
+
+pub mod adapter;
+pub mod email;
+pub mod failure;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::ledger::wakeup::{Wakeup, Woke};
+use crate::ledger::{AttemptResult, Channel, ClaimedJob, Ledger};
+use crate::templates::TemplateRegistry;
+
+pub use adapter::{ChannelAdapter, DeliveryOutcome, OutboundMessage};
+pub use failure::{FailureClass, RetrySchedule};
+
+#[derive(Debug, Clone)]
+pub struct DeliveryOptions {
+    pub worker_id: String,
+    pub batch_size: i64,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub schedule: RetrySchedule,
+}
+
+pub struct DeliveryEngine {
+    ledger: Ledger,
+    templates: Arc<TemplateRegistry>,
+    adapters: HashMap<Channel, Arc<dyn ChannelAdapter>>,
+    options: DeliveryOptions,
+}
+
+impl DeliveryEngine {
+    pub fn new(
+        ledger: Ledger,
+        templates: Arc<TemplateRegistry>,
+        options: DeliveryOptions,
+    ) -> DeliveryEngine {
+        DeliveryEngine {
+            ledger,
+            templates,
+            adapters: HashMap::new(),
+            options,
+        }
+    }
+
+    /// Registers the adapter of a channel (one line per channel at start-up).
+    pub fn register(&mut self, adapter: Arc<dyn ChannelAdapter>) {
+        self.adapters.insert(adapter.channel(), adapter);
+    }
+
+    /// Runs until `shutdown`; a batch in progress is finished first.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut wakeup = Wakeup::new(self.ledger.pool().clone(), "herald_delivery");
+        let mut backoff = Duration::from_millis(250);
+        tracing::info!(worker_id = %self.options.worker_id, "delivery loop started");
+        while !shutdown.is_cancelled() {
+            match self
+                .ledger
+                .claim_jobs(
+                    &self.options.worker_id,
+                    self.options.batch_size,
+                    self.options.lease,
+                )
+                .await
+            {
+                Ok(jobs) if !jobs.is_empty() => {
+                    backoff = Duration::from_millis(250);
+                    let mut batch = JoinSet::new();
+                    for job in jobs {
+                        let engine = self.clone();
+                        let span = tracing::info_span!(
+                            "delivery",
+                            communicationId = %job.communication_id,
+                            correlationId = %job.correlation_id,
+                            businessKey = job.business_key.as_deref().unwrap_or(""),
+                            attempt = job.attempt_no,
+                        );
+                        batch.spawn(async move { engine.deliver(job).await }.instrument(span));
+                    }
+                    while batch.join_next().await.is_some() {}
+                }
+                Ok(_) => {
+                    let wait = match self.ledger.next_due_in().await {
+                        Ok(Some(due)) => due.min(self.options.poll_interval),
+                        _ => self.options.poll_interval,
+                    };
+                    if wakeup.wait(wait, &shutdown).await == Woke::Shutdown {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "claiming delivery jobs failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        tracing::info!("delivery loop stopped");
+    }
+
+    async fn deliver(&self, job: ClaimedJob) {
+        let result = self.attempt(&job).await;
+        match &result {
+            AttemptResult::Sent { .. } => {
+                tracing::info!(to = job.address_masked.as_deref().unwrap_or("?"), "sent")
+            }
+            AttemptResult::Retry {
+                failure_class,
+                after,
+                summary,
+                ..
+            } => {
+                tracing::warn!(failure_class, retry_in_ms = after.as_millis() as u64, %summary, "attempt failed; retry scheduled")
+            }
+            AttemptResult::Final {
+                failure_class,
+                summary,
+                ..
+            } => {
+                tracing::error!(failure_class, %summary, "attempt failed; communication failed for good")
+            }
+        }
+        // The provider has answered: recording it must not be lost to a passing database fault,
+        // or the lease would expire and the message would go out again.
+        let recorded = (|| {
+            self.ledger
+                .finish_attempt(&job, &self.options.worker_id, result.clone())
+        })
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(5))
+                .with_total_delay(Some(self.options.lease)),
+        )
+        .await;
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "lease lost before the attempt was recorded; another sender owns the job"
+            ),
+            Err(err) => {
+                tracing::error!(error = %err, "could not record the attempt; the lease will expire")
+            }
+        }
+    }
+
+    async fn attempt(&self, job: &ClaimedJob) -> AttemptResult {
+        let final_config = |code: &str, summary: String| AttemptResult::Final {
+            failure_class: FailureClass::Configuration.as_str().into(),
+            failure_code: code.into(),
+            response_code: None,
+            summary,
+        };
+        let Some(adapter) = self.adapters.get(&job.channel) else {
+            return final_config(
+                "CHANNEL_NOT_CONFIGURED",
+                format!("no adapter for channel {}", job.channel),
+            );
+        };
+        let Some(address) = job.recipient_address.clone() else {
+            return final_config("NO_ADDRESS", "the delivery job has no address".into());
+        };
+        let rendered = match self
+            .templates
+            .get(&job.template_family, &job.template_version)
+            .and_then(|t| self.templates.render(t, &job.render_payload))
+        {
+            Ok(rendered) => rendered,
+            Err(err) => return final_config("TEMPLATE_ERROR", err.to_string()),
+        };
+        let message = OutboundMessage {
+            communication_id: job.communication_id,
+            correlation_id: job.correlation_id.clone(),
+            attempt_no: job.attempt_no,
+            address,
+            subject: rendered.subject,
+            html: rendered.html,
+            text: rendered.text,
+        };
+        match adapter.send(&message).await {
+            DeliveryOutcome::Accepted {
+                provider_message_id,
+                response_code,
+                summary,
+            } => AttemptResult::Sent {
+                provider_message_id,
+                response_code,
+                summary,
+                content_hash: rendered.content_hash,
+            },
+            DeliveryOutcome::Failed {
+                class,
+                response_code,
+                summary,
+                retry_after,
+            } => match self
+                .options
+                .schedule
+                .next_delay(job.attempt_no, class, retry_after)
+            {
+                Some(after) => AttemptResult::Retry {
+                    failure_class: class.as_str().into(),
+                    response_code,
+                    summary,
+                    after,
+                },
+                None => AttemptResult::Final {
+                    failure_class: class.as_str().into(),
+                    failure_code: if class.is_retryable() {
+                        "RETRIES_EXHAUSTED".into()
+                    } else {
+                        class.as_str().into()
+                    },
+                    response_code,
+                    summary,
+                },
+            },
+        }
+    }
+}

@@ -1,0 +1,805 @@
+//! The ledger: the only writer of communication records, delivery attempts, the outbox, the
+//! delivery queue and the correlations back into Camunda.
+
+pub mod model;
+pub mod transition;
+pub mod wakeup;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+pub use model::*;
+pub use transition::{transition, AttemptWrite, StatusChange};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("communication {0} not found")]
+    NotFound(CommunicationId),
+    #[error("communication {id} cannot move from {from} to {to}")]
+    IllegalTransition {
+        id: CommunicationId,
+        from: CommunicationStatus,
+        to: CommunicationStatus,
+    },
+    #[error("corrupt ledger value: {0}")]
+    Corrupt(#[from] UnknownValue),
+}
+
+/// Connects a pool (lazily: the first query connects, so a database outage at start-up is a
+/// retryable condition, not a crash).
+pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, LedgerError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(database_url)?)
+}
+
+/// What the ledger decided before any provider is involved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// Queue for delivery.
+    Queue,
+    /// Policy said no (opted out, inactive recipient, …): a business status, no attempt.
+    Suppress { code: String, message: String },
+    /// Cannot be delivered at all (no recipient, invalid address, …): a business status.
+    Fail { code: String, message: String },
+}
+
+/// The recipient as resolved by policy. The address is kept only on the delivery job.
+#[derive(Debug, Clone)]
+pub struct ResolvedRecipient {
+    pub recipient_type: RecipientType,
+    pub recipient_ref: String,
+    pub channel: Channel,
+    pub address: Option<String>,
+    pub locale: Option<String>,
+}
+
+/// The process instance that asked for the communication and waits for its outcome.
+#[derive(Debug, Clone)]
+pub struct ProcessOrigin {
+    pub process_instance_id: String,
+    pub business_key: Option<String>,
+    pub activity_id: Option<String>,
+    pub topic: String,
+    pub task_id: String,
+    /// Whether the process waits for CommunicationSent/CommunicationFailed.
+    pub waits_for_outcome: bool,
+}
+
+/// A request for one communication.
+#[derive(Debug, Clone)]
+pub struct NewCommunication {
+    pub tenant_id: String,
+    pub communication_type: CommunicationType,
+    pub category: MessageCategory,
+    pub subject_type: String,
+    pub subject_id: String,
+    pub quote_id: Option<String>,
+    pub order_id: Option<String>,
+    pub recipient: ResolvedRecipient,
+    pub address_hash: Option<String>,
+    pub address_masked: Option<String>,
+    pub template_family: String,
+    pub template_version: String,
+    pub idempotency_key: String,
+    pub requested_by: String,
+    pub correlation_id: String,
+    pub origin: Option<ProcessOrigin>,
+    pub artifacts: Vec<(String, String)>,
+    pub render_payload: Value,
+    pub admission: Admission,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestOutcome {
+    pub communication_id: CommunicationId,
+    pub status: CommunicationStatus,
+    /// false when the idempotency key named an existing communication.
+    pub created: bool,
+}
+
+/// A delivery job claimed by a sender, with what it needs to render and send.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub communication_id: CommunicationId,
+    pub tenant_id: String,
+    pub attempt_no: i32,
+    pub channel: Channel,
+    pub communication_type: String,
+    pub recipient_address: Option<String>,
+    pub address_masked: Option<String>,
+    pub render_payload: Value,
+    pub locale: Option<String>,
+    pub template_family: String,
+    pub template_version: String,
+    pub correlation_id: String,
+    pub business_key: Option<String>,
+}
+
+/// How an attempt ended, as the delivery engine decided (retry policy applied).
+#[derive(Debug, Clone)]
+pub enum AttemptResult {
+    Sent {
+        provider_message_id: Option<String>,
+        response_code: Option<i32>,
+        summary: String,
+        content_hash: String,
+    },
+    Retry {
+        failure_class: String,
+        response_code: Option<i32>,
+        summary: String,
+        after: Duration,
+    },
+    Final {
+        failure_class: String,
+        failure_code: String,
+        response_code: Option<i32>,
+        summary: String,
+    },
+}
+
+/// A message to correlate into Camunda.
+#[derive(Debug, Clone)]
+pub struct CorrelationJob {
+    pub row_id: Uuid,
+    pub communication_id: CommunicationId,
+    pub process_instance_id: String,
+    pub message_name: String,
+    pub tenant_id: String,
+    pub tries: i32,
+    pub deadline_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommunicationView {
+    pub communication_id: CommunicationId,
+    pub tenant_id: String,
+    pub communication_type: String,
+    pub status: String,
+    pub idempotency_key: String,
+    pub recipient_type: String,
+    pub recipient_ref: String,
+    pub address_masked: Option<String>,
+    pub channel: String,
+    pub template_family: String,
+    pub template_version: String,
+    pub rendered_content_hash: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub correlation_id: String,
+    pub business_key: Option<String>,
+    pub process_instance_id: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptView {
+    pub attempt_no: i32,
+    pub status: String,
+    pub failure_class: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub response_code: Option<i32>,
+    pub response_summary: Option<String>,
+    pub attempted_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone)]
+pub struct Ledger {
+    pool: PgPool,
+    correlation_deadline: Duration,
+}
+
+impl Ledger {
+    pub fn new(pool: PgPool, correlation_deadline: Duration) -> Ledger {
+        Ledger {
+            pool,
+            correlation_deadline,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<(), LedgerError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Records a communication, or finds the one its idempotency key names; in one
+    /// transaction with its outbox events, its delivery job and the waiting process.
+    pub async fn request(&self, new: &NewCommunication) -> Result<RequestOutcome, LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        let id = CommunicationId::new();
+        let now = Utc::now();
+        let inserted = sqlx::query(
+            "INSERT INTO communication_record (communication_id, tenant_id, communication_type, message_category, status,
+                 subject_type, subject_id, quote_id, order_id, recipient_type, recipient_ref, channel, address_hash,
+                 address_masked, template_family, template_version, idempotency_key, requested_by, requested_at,
+                 correlation_id, process_instance_id, business_key, activity_id, topic)
+             VALUES ($1, $2, $3, $4, 'REQUESTED', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
+             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+             RETURNING communication_id",
+        )
+        .bind(id.0)
+        .bind(&new.tenant_id)
+        .bind(new.communication_type.as_str())
+        .bind(new.category.as_str())
+        .bind(&new.subject_type)
+        .bind(&new.subject_id)
+        .bind(&new.quote_id)
+        .bind(&new.order_id)
+        .bind(new.recipient.recipient_type.as_str())
+        .bind(&new.recipient.recipient_ref)
+        .bind(new.recipient.channel.as_str())
+        .bind(&new.address_hash)
+        .bind(&new.address_masked)
+        .bind(&new.template_family)
+        .bind(&new.template_version)
+        .bind(&new.idempotency_key)
+        .bind(&new.requested_by)
+        .bind(now)
+        .bind(&new.correlation_id)
+        .bind(new.origin.as_ref().map(|o| &o.process_instance_id))
+        .bind(new.origin.as_ref().and_then(|o| o.business_key.as_ref()))
+        .bind(new.origin.as_ref().and_then(|o| o.activity_id.as_ref()))
+        .bind(new.origin.as_ref().map(|o| &o.topic))
+        .fetch_optional(&mut *tx)
+        .await?;
+
+        let outcome = if inserted.is_some() {
+            for (artifact_id, role) in &new.artifacts {
+                sqlx::query(
+                    "INSERT INTO communication_artifact_link (communication_id, artifact_id, artifact_role) VALUES ($1, $2, $3)",
+                )
+                .bind(id.0)
+                .bind(artifact_id)
+                .bind(role)
+                .execute(&mut *tx)
+                .await?;
+            }
+            transition::record_requested(&mut tx, id).await?;
+            let status = match &new.admission {
+                Admission::Queue => {
+                    sqlx::query(
+                        "INSERT INTO delivery_job (communication_id, tenant_id, due_at, recipient_address, render_payload, locale)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(id.0)
+                    .bind(&new.tenant_id)
+                    .bind(now)
+                    .bind(&new.recipient.address)
+                    .bind(&new.render_payload)
+                    .bind(&new.recipient.locale)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("SELECT pg_notify('herald_delivery', '')")
+                        .execute(&mut *tx)
+                        .await?;
+                    CommunicationStatus::Queued
+                }
+                Admission::Suppress { .. } => CommunicationStatus::Suppressed,
+                Admission::Fail { .. } => CommunicationStatus::FailedFinal,
+            };
+            let change = match &new.admission {
+                Admission::Queue => StatusChange::default(),
+                Admission::Suppress { code, message } | Admission::Fail { code, message } => {
+                    StatusChange {
+                        failure_code: Some(code.clone()),
+                        failure_message: Some(message.clone()),
+                        ..StatusChange::default()
+                    }
+                }
+            };
+            transition(&mut tx, id, status, change, None).await?;
+            RequestOutcome {
+                communication_id: id,
+                status,
+                created: true,
+            }
+        } else {
+            let row = sqlx::query(
+                "SELECT communication_id, status FROM communication_record WHERE tenant_id = $1 AND idempotency_key = $2",
+            )
+            .bind(&new.tenant_id)
+            .bind(&new.idempotency_key)
+            .fetch_one(&mut *tx)
+            .await?;
+            RequestOutcome {
+                communication_id: CommunicationId(row.get("communication_id")),
+                status: row.get::<String, _>("status").parse()?,
+                created: false,
+            }
+        };
+        if let Some(origin) = new.origin.as_ref().filter(|o| o.waits_for_outcome) {
+            self.register_waiter(&mut tx, outcome.communication_id, origin)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Adds a process instance to those waiting for the communication's outcome; when the
+    /// outcome is already known, its correlation is scheduled at once.
+    async fn register_waiter(
+        &self,
+        conn: &mut PgConnection,
+        id: CommunicationId,
+        origin: &ProcessOrigin,
+    ) -> Result<(), LedgerError> {
+        let row = sqlx::query("SELECT status, tenant_id FROM communication_record WHERE communication_id = $1 FOR UPDATE")
+            .bind(id.0)
+            .fetch_one(&mut *conn)
+            .await?;
+        let status: CommunicationStatus = row.get::<String, _>("status").parse()?;
+        let tenant_id: String = row.get("tenant_id");
+        sqlx::query(
+            "INSERT INTO communication_waiter (communication_id, process_instance_id, business_key, task_id, tenant_id)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(id.0)
+        .bind(&origin.process_instance_id)
+        .bind(&origin.business_key)
+        .bind(&origin.task_id)
+        .bind(&tenant_id)
+        .execute(&mut *conn)
+        .await?;
+        if let Some(outcome) = status.outcome() {
+            self.schedule_correlation(
+                conn,
+                id,
+                &origin.process_instance_id,
+                outcome.message_name(),
+                &tenant_id,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn schedule_correlation(
+        &self,
+        conn: &mut PgConnection,
+        id: CommunicationId,
+        process_instance_id: &str,
+        message_name: &str,
+        tenant_id: &str,
+    ) -> Result<(), LedgerError> {
+        let deadline = Utc::now()
+            + chrono::Duration::from_std(self.correlation_deadline)
+                .unwrap_or(chrono::Duration::hours(1));
+        sqlx::query(
+            "INSERT INTO camunda_correlation (correlation_row_id, communication_id, process_instance_id, message_name, tenant_id, deadline_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(Uuid::now_v7())
+        .bind(id.0)
+        .bind(process_instance_id)
+        .bind(message_name)
+        .bind(tenant_id)
+        .bind(deadline)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("SELECT pg_notify('herald_correlation', '')")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` due delivery jobs for `worker`, each for `lease`; every claim starts
+    /// a new attempt and moves its record to SENDING.
+    pub async fn claim_jobs(
+        &self,
+        worker: &str,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>, LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        let lease_ms = lease.as_millis() as i64;
+        let rows = sqlx::query(
+            "WITH due AS (
+                 SELECT communication_id FROM delivery_job
+                 WHERE NOT done AND due_at <= now() AND (locked_until IS NULL OR locked_until < now())
+                 ORDER BY due_at
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE delivery_job j SET locked_by = $1, locked_until = now() + make_interval(secs => $3::double precision / 1000),
+                 attempts = j.attempts + 1
+             FROM due WHERE j.communication_id = due.communication_id
+             RETURNING j.communication_id, j.attempts, j.recipient_address, j.render_payload, j.locale",
+        )
+        .bind(worker)
+        .bind(limit)
+        .bind(lease_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id = CommunicationId(row.get("communication_id"));
+            let attempt_no: i32 = row.get("attempts");
+            let record = sqlx::query(
+                "SELECT tenant_id, channel, communication_type, template_family, template_version, correlation_id,
+                        business_key, address_masked
+                 FROM communication_record WHERE communication_id = $1",
+            )
+            .bind(id.0)
+            .fetch_one(&mut *tx)
+            .await?;
+            let channel: Channel = record.get::<String, _>("channel").parse()?;
+            transition(
+                &mut tx,
+                id,
+                CommunicationStatus::Sending,
+                StatusChange::default(),
+                Some(AttemptWrite::Start {
+                    attempt_no,
+                    channel,
+                    provider: provider_name(channel).to_string(),
+                    claimed_by: worker.to_string(),
+                }),
+            )
+            .await?;
+            jobs.push(ClaimedJob {
+                communication_id: id,
+                tenant_id: record.get("tenant_id"),
+                attempt_no,
+                channel,
+                communication_type: record.get("communication_type"),
+                recipient_address: row.get("recipient_address"),
+                address_masked: record.get("address_masked"),
+                render_payload: row
+                    .get::<Option<Value>, _>("render_payload")
+                    .unwrap_or(Value::Null),
+                locale: row.get("locale"),
+                template_family: record.get("template_family"),
+                template_version: record.get("template_version"),
+                correlation_id: record.get("correlation_id"),
+                business_key: record.get("business_key"),
+            });
+        }
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    /// How long until the next job falls due (or its lease runs out), if there is one.
+    pub async fn next_due_in(&self) -> Result<Option<Duration>, LedgerError> {
+        let seconds: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM (MIN(GREATEST(due_at, COALESCE(locked_until, due_at))) - now()))::float8
+             FROM delivery_job WHERE NOT done",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(seconds.map(|s| Duration::from_secs_f64(s.max(0.0) + 0.005)))
+    }
+
+    /// Records how an attempt ended. Returns false (and changes nothing) when the sender's
+    /// lease was lost to another sender in the meantime.
+    pub async fn finish_attempt(
+        &self,
+        job: &ClaimedJob,
+        worker: &str,
+        result: AttemptResult,
+    ) -> Result<bool, LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        let fenced =
+            match &result {
+                AttemptResult::Retry { after, .. } => {
+                    sqlx::query(
+                        "UPDATE delivery_job SET locked_by = NULL, locked_until = NULL,
+                         due_at = now() + make_interval(secs => $4::double precision / 1000)
+                     WHERE communication_id = $1 AND locked_by = $2 AND attempts = $3 AND NOT done",
+                    )
+                    .bind(job.communication_id.0)
+                    .bind(worker)
+                    .bind(job.attempt_no)
+                    .bind(after.as_millis() as i64)
+                    .execute(&mut *tx)
+                    .await?
+                }
+                AttemptResult::Sent { .. } | AttemptResult::Final { .. } => sqlx::query(
+                    "UPDATE delivery_job SET done = true, locked_by = NULL, locked_until = NULL,
+                         recipient_address = NULL, render_payload = NULL
+                     WHERE communication_id = $1 AND locked_by = $2 AND attempts = $3 AND NOT done",
+                )
+                .bind(job.communication_id.0)
+                .bind(worker)
+                .bind(job.attempt_no)
+                .execute(&mut *tx)
+                .await?,
+            };
+        if fenced.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let (to, change, attempt) = match result {
+            AttemptResult::Sent {
+                provider_message_id,
+                response_code,
+                summary,
+                content_hash,
+            } => (
+                CommunicationStatus::Sent,
+                StatusChange {
+                    rendered_content_hash: Some(content_hash.clone()),
+                    ..StatusChange::default()
+                },
+                AttemptWrite::Finish {
+                    attempt_no: job.attempt_no,
+                    status: AttemptStatus::Accepted,
+                    failure_class: None,
+                    provider_message_id,
+                    response_code,
+                    response_summary: Some(summary),
+                    request_payload_hash: Some(content_hash),
+                },
+            ),
+            AttemptResult::Retry {
+                failure_class,
+                response_code,
+                summary,
+                ..
+            } => (
+                CommunicationStatus::FailedRetryable,
+                StatusChange::default(),
+                AttemptWrite::Finish {
+                    attempt_no: job.attempt_no,
+                    status: AttemptStatus::FailedRetryable,
+                    failure_class: Some(failure_class),
+                    provider_message_id: None,
+                    response_code,
+                    response_summary: Some(summary),
+                    request_payload_hash: None,
+                },
+            ),
+            AttemptResult::Final {
+                failure_class,
+                failure_code,
+                response_code,
+                summary,
+            } => (
+                CommunicationStatus::FailedFinal,
+                StatusChange {
+                    failure_code: Some(failure_code),
+                    failure_message: Some(summary.clone()),
+                    ..StatusChange::default()
+                },
+                AttemptWrite::Finish {
+                    attempt_no: job.attempt_no,
+                    status: AttemptStatus::FailedFinal,
+                    failure_class: Some(failure_class),
+                    provider_message_id: None,
+                    response_code,
+                    response_summary: Some(summary),
+                    request_payload_hash: None,
+                },
+            ),
+        };
+        transition(&mut tx, job.communication_id, to, change, Some(attempt)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Publishes up to `limit` pending outbox events. Today's subscriber is Camunda: an outcome
+    /// event schedules one correlation per waiting process instance.
+    pub async fn relay_outbox(&self, limit: i64) -> Result<usize, LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT outbox_id, aggregate_id, event_type, tenant_id FROM communication_outbox
+             WHERE status = 'PENDING' ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut published = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let outbox_id: Uuid = row.get("outbox_id");
+            let id = CommunicationId(row.get("aggregate_id"));
+            let event_type: String = row.get("event_type");
+            let message_name = match event_type.as_str() {
+                "CommunicationSent" => Some(Outcome::Sent.message_name()),
+                "CommunicationFailed" | "CommunicationSuppressed" => {
+                    Some(Outcome::Failed.message_name())
+                }
+                _ => None,
+            };
+            if let Some(message_name) = message_name {
+                // Serialises with register_waiter: a waiter is either seen here or sees the outcome.
+                sqlx::query(
+                    "SELECT 1 FROM communication_record WHERE communication_id = $1 FOR UPDATE",
+                )
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+                let waiters: Vec<String> =
+                    sqlx::query_scalar("SELECT process_instance_id FROM communication_waiter WHERE communication_id = $1")
+                        .bind(id.0)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let tenant_id: String = row.get("tenant_id");
+                for process_instance_id in waiters {
+                    self.schedule_correlation(
+                        &mut tx,
+                        id,
+                        &process_instance_id,
+                        message_name,
+                        &tenant_id,
+                    )
+                    .await?;
+                }
+            }
+            tracing::debug!(communicationId = %id, event_type, "outbox event published");
+            published.push(outbox_id);
+        }
+        if !published.is_empty() {
+            sqlx::query("UPDATE communication_outbox SET status = 'PUBLISHED', published_at = now() WHERE outbox_id = ANY($1)")
+                .bind(&published)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(published.len())
+    }
+
+    /// Claims due correlations for `lease`.
+    pub async fn claim_correlations(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<CorrelationJob>, LedgerError> {
+        let rows = sqlx::query(
+            "WITH due AS (
+                 SELECT correlation_row_id FROM camunda_correlation
+                 WHERE status = 'PENDING' AND next_try_at <= now() AND (locked_until IS NULL OR locked_until < now())
+                 ORDER BY next_try_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+             UPDATE camunda_correlation c SET locked_until = now() + make_interval(secs => $2::double precision / 1000),
+                 tries = c.tries + 1
+             FROM due WHERE c.correlation_row_id = due.correlation_row_id
+             RETURNING c.correlation_row_id, c.communication_id, c.process_instance_id, c.message_name, c.tenant_id,
+                       c.tries, c.deadline_at",
+        )
+        .bind(limit)
+        .bind(lease.as_millis() as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| CorrelationJob {
+                row_id: row.get("correlation_row_id"),
+                communication_id: CommunicationId(row.get("communication_id")),
+                process_instance_id: row.get("process_instance_id"),
+                message_name: row.get("message_name"),
+                tenant_id: row.get("tenant_id"),
+                tries: row.get("tries"),
+                deadline_at: row.get("deadline_at"),
+            })
+            .collect())
+    }
+
+    /// How long until the next pending correlation is due, if there is one.
+    pub async fn next_correlation_in(&self) -> Result<Option<Duration>, LedgerError> {
+        let seconds: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM (MIN(GREATEST(next_try_at, COALESCE(locked_until, next_try_at))) - now()))::float8
+             FROM camunda_correlation WHERE status = 'PENDING'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(seconds.map(|s| Duration::from_secs_f64(s.max(0.0) + 0.005)))
+    }
+
+    pub async fn correlation_done(&self, job: &CorrelationJob) -> Result<(), LedgerError> {
+        sqlx::query(
+            "UPDATE camunda_correlation SET status = 'CORRELATED', correlated_at = now(), locked_until = NULL, last_error = NULL
+             WHERE correlation_row_id = $1",
+        )
+        .bind(job.row_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Schedules the next try, or records the correlation as failed once past its deadline
+    /// (when `give_up_at_deadline`). Returns true when it was given up.
+    pub async fn correlation_retry(
+        &self,
+        job: &CorrelationJob,
+        error: &str,
+        after: Duration,
+        give_up_at_deadline: bool,
+    ) -> Result<bool, LedgerError> {
+        let next =
+            Utc::now() + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::seconds(60));
+        let give_up = give_up_at_deadline && next > job.deadline_at;
+        sqlx::query(
+            "UPDATE camunda_correlation SET status = $2, next_try_at = $3, locked_until = NULL, last_error = $4
+             WHERE correlation_row_id = $1",
+        )
+        .bind(job.row_id)
+        .bind(if give_up { "FAILED" } else { "PENDING" })
+        .bind(next)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(give_up)
+    }
+
+    /// A communication with its attempts (for history, the API and tests).
+    pub async fn get(&self, id: CommunicationId) -> Result<Option<CommunicationView>, LedgerError> {
+        let Some(row) =
+            sqlx::query("SELECT * FROM communication_record WHERE communication_id = $1")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let attempts = sqlx::query(
+            "SELECT attempt_no, status, failure_class, provider_message_id, response_code, response_summary, attempted_at, completed_at
+             FROM communication_delivery_attempt WHERE communication_id = $1 ORDER BY attempt_no",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|a| AttemptView {
+            attempt_no: a.get("attempt_no"),
+            status: a.get("status"),
+            failure_class: a.get("failure_class"),
+            provider_message_id: a.get("provider_message_id"),
+            response_code: a.get("response_code"),
+            response_summary: a.get("response_summary"),
+            attempted_at: a.get("attempted_at"),
+            completed_at: a.get("completed_at"),
+        })
+        .collect();
+        Ok(Some(CommunicationView {
+            communication_id: id,
+            tenant_id: row.get("tenant_id"),
+            communication_type: row.get("communication_type"),
+            status: row.get("status"),
+            idempotency_key: row.get("idempotency_key"),
+            recipient_type: row.get("recipient_type"),
+            recipient_ref: row.get("recipient_ref"),
+            address_masked: row.get("address_masked"),
+            channel: row.get("channel"),
+            template_family: row.get("template_family"),
+            template_version: row.get("template_version"),
+            rendered_content_hash: row.get("rendered_content_hash"),
+            failure_code: row.get("failure_code"),
+            failure_message: row.get("failure_message"),
+            correlation_id: row.get("correlation_id"),
+            business_key: row.get("business_key"),
+            process_instance_id: row.get("process_instance_id"),
+            requested_at: row.get("requested_at"),
+            sent_at: row.get("sent_at"),
+            attempts,
+        }))
+    }
+}
+
+/// The provider name recorded on attempts.
+pub fn provider_name(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Email => "smtp",
+        Channel::Webhook => "http",
+        Channel::InApp => "inbox",
+    }
+}

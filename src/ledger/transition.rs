@@ -1,0 +1,244 @@
+//! The one place where a communication's status changes: the record, the attempt and the
+//! outbox row are written in the caller's transaction, together or not at all.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::model::{AttemptStatus, Channel, CommunicationId, CommunicationStatus};
+use super::LedgerError;
+
+/// An attempt row to write with the status change.
+#[derive(Debug, Clone)]
+pub enum AttemptWrite {
+    /// A sender claimed the communication: a new attempt starts.
+    Start {
+        attempt_no: i32,
+        channel: Channel,
+        provider: String,
+        claimed_by: String,
+    },
+    /// The sender reports how the attempt ended.
+    Finish {
+        attempt_no: i32,
+        status: AttemptStatus,
+        failure_class: Option<String>,
+        provider_message_id: Option<String>,
+        response_code: Option<i32>,
+        response_summary: Option<String>,
+        request_payload_hash: Option<String>,
+    },
+}
+
+/// What else changes on the record with the status.
+#[derive(Debug, Clone, Default)]
+pub struct StatusChange {
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub rendered_content_hash: Option<String>,
+}
+
+/// The record as a transition leaves it (what events and callers need).
+#[derive(Debug, Clone)]
+pub struct TransitionedRecord {
+    pub communication_id: CommunicationId,
+    pub tenant_id: String,
+    pub status: CommunicationStatus,
+}
+
+/// Moves a communication to `to`, writes the attempt and the status's outbox event.
+/// Refuses a move the lifecycle does not allow (the record is left untouched).
+pub async fn transition(
+    conn: &mut PgConnection,
+    id: CommunicationId,
+    to: CommunicationStatus,
+    change: StatusChange,
+    attempt: Option<AttemptWrite>,
+) -> Result<TransitionedRecord, LedgerError> {
+    let row = sqlx::query(
+        "SELECT status, tenant_id FROM communication_record WHERE communication_id = $1 FOR UPDATE",
+    )
+    .bind(id.0)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(LedgerError::NotFound(id))?;
+    let from: CommunicationStatus = row.get::<String, _>("status").parse()?;
+    let tenant_id: String = row.get("tenant_id");
+    if !from.can_become(to) {
+        return Err(LedgerError::IllegalTransition { id, from, to });
+    }
+    let now = Utc::now();
+    let is_final = matches!(
+        to,
+        CommunicationStatus::FailedFinal | CommunicationStatus::Suppressed
+    );
+    sqlx::query(
+        "UPDATE communication_record SET status = $2, updated_at = $3, version = version + 1,
+             sent_at = CASE WHEN $2 = 'SENT' THEN $3 ELSE sent_at END,
+             final_at = CASE WHEN $4 THEN $3 ELSE final_at END,
+             failure_code = COALESCE($5, failure_code),
+             failure_message = COALESCE($6, failure_message),
+             rendered_content_hash = COALESCE($7, rendered_content_hash)
+         WHERE communication_id = $1",
+    )
+    .bind(id.0)
+    .bind(to.as_str())
+    .bind(now)
+    .bind(is_final)
+    .bind(&change.failure_code)
+    .bind(&change.failure_message)
+    .bind(&change.rendered_content_hash)
+    .execute(&mut *conn)
+    .await?;
+
+    if let Some(attempt) = attempt {
+        write_attempt(conn, id, &tenant_id, attempt, now).await?;
+    }
+    if let Some(event_type) = to.event_type() {
+        append_event(conn, id, event_type, now).await?;
+    }
+    Ok(TransitionedRecord {
+        communication_id: id,
+        tenant_id,
+        status: to,
+    })
+}
+
+async fn write_attempt(
+    conn: &mut PgConnection,
+    id: CommunicationId,
+    tenant_id: &str,
+    attempt: AttemptWrite,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    match attempt {
+        AttemptWrite::Start {
+            attempt_no,
+            channel,
+            provider,
+            claimed_by,
+        } => {
+            // A previous attempt still open means its sender vanished: its outcome is unknown.
+            sqlx::query(
+                "UPDATE communication_delivery_attempt SET status = 'ABANDONED', completed_at = $2,
+                     response_summary = 'lease expired before the sender reported'
+                 WHERE communication_id = $1 AND status = 'IN_PROGRESS'",
+            )
+            .bind(id.0)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO communication_delivery_attempt
+                     (attempt_id, tenant_id, communication_id, attempt_no, channel, provider, status, claimed_by, attempted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'IN_PROGRESS', $7, $8)",
+            )
+            .bind(Uuid::now_v7())
+            .bind(tenant_id)
+            .bind(id.0)
+            .bind(attempt_no)
+            .bind(channel.as_str())
+            .bind(provider)
+            .bind(claimed_by)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
+        AttemptWrite::Finish {
+            attempt_no,
+            status,
+            failure_class,
+            provider_message_id,
+            response_code,
+            response_summary,
+            request_payload_hash,
+        } => {
+            sqlx::query(
+                "UPDATE communication_delivery_attempt SET status = $3, failure_class = $4, provider_message_id = $5,
+                     response_code = $6, response_summary = $7, request_payload_hash = $8, completed_at = $9
+                 WHERE communication_id = $1 AND attempt_no = $2",
+            )
+            .bind(id.0)
+            .bind(attempt_no)
+            .bind(status.as_str())
+            .bind(failure_class)
+            .bind(provider_message_id)
+            .bind(response_code)
+            .bind(response_summary)
+            .bind(request_payload_hash)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes an event about the record as it is now (never a raw address, never a body).
+async fn append_event(
+    conn: &mut PgConnection,
+    id: CommunicationId,
+    event_type: &str,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let row = sqlx::query(
+        "SELECT r.tenant_id, r.communication_type, r.status, r.subject_type, r.subject_id, r.quote_id, r.order_id,
+                r.channel, r.recipient_type, r.recipient_ref, r.correlation_id, r.failure_code, r.template_family,
+                r.template_version, r.business_key,
+                COALESCE((SELECT array_agg(artifact_id ORDER BY artifact_id) FROM communication_artifact_link a
+                          WHERE a.communication_id = r.communication_id), '{}') AS artifact_ids
+         FROM communication_record r WHERE r.communication_id = $1",
+    )
+    .bind(id.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    let event_id = Uuid::now_v7();
+    let tenant_id: String = row.get("tenant_id");
+    let payload = json!({
+        "eventId": event_id,
+        "eventType": event_type,
+        "eventVersion": 1,
+        "occurredAt": now,
+        "tenantId": tenant_id,
+        "communicationId": id,
+        "type": row.get::<String, _>("communication_type"),
+        "status": row.get::<String, _>("status"),
+        "subject": { "type": row.get::<String, _>("subject_type"), "id": row.get::<String, _>("subject_id") },
+        "quoteId": row.get::<Option<String>, _>("quote_id"),
+        "orderId": row.get::<Option<String>, _>("order_id"),
+        "artifactIds": row.get::<Vec<String>, _>("artifact_ids"),
+        "channel": row.get::<String, _>("channel"),
+        "recipientType": row.get::<String, _>("recipient_type"),
+        "recipientRef": row.get::<String, _>("recipient_ref"),
+        "correlationId": row.get::<String, _>("correlation_id"),
+        "businessKey": row.get::<Option<String>, _>("business_key"),
+        "template": format!("{}:{}", row.get::<String, _>("template_family"), row.get::<String, _>("template_version")),
+        "failureCode": row.get::<Option<String>, _>("failure_code"),
+    });
+    sqlx::query(
+        "INSERT INTO communication_outbox (outbox_id, tenant_id, aggregate_type, aggregate_id, event_type, event_version, payload, headers, created_at)
+         VALUES ($1, $2, 'Communication', $3, $4, 1, $5, $6, $7)",
+    )
+    .bind(event_id)
+    .bind(&tenant_id)
+    .bind(id.0)
+    .bind(event_type)
+    .bind(&payload)
+    .bind(json!({ "correlationId": row.get::<String, _>("correlation_id") }))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify('herald_outbox', '')")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Writes the CommunicationRequested event of a record just inserted as REQUESTED.
+pub async fn record_requested(
+    conn: &mut PgConnection,
+    id: CommunicationId,
+) -> Result<(), LedgerError> {
+    append_event(conn, id, "CommunicationRequested", Utc::now()).await
+}

@@ -1,0 +1,82 @@
+//! Wake-ups through PostgreSQL LISTEN/NOTIFY with a polling fallback: an idle process sleeps
+//! until a notification arrives (new work within milliseconds) or its poll interval ends.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool};
+use tokio_util::sync::CancellationToken;
+
+pub struct Wakeup {
+    pool: PgPool,
+    channel: &'static str,
+    listener: Option<PgListener>,
+}
+
+/// Why `wait` returned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Woke {
+    Notified,
+    TimedOut,
+    Shutdown,
+}
+
+impl Wakeup {
+    pub fn new(pool: PgPool, channel: &'static str) -> Wakeup {
+        Wakeup {
+            pool,
+            channel,
+            listener: None,
+        }
+    }
+
+    async fn listener(&mut self) -> Option<&mut PgListener> {
+        if self.listener.is_none() {
+            match PgListener::connect_with(&self.pool).await {
+                Ok(mut listener) => match listener.listen(self.channel).await {
+                    Ok(()) => self.listener = Some(listener),
+                    Err(err) => {
+                        tracing::warn!(channel = self.channel, error = %err, "LISTEN failed; polling")
+                    }
+                },
+                Err(err) => {
+                    tracing::warn!(channel = self.channel, error = %err, "no listener connection; polling")
+                }
+            }
+        }
+        self.listener.as_mut()
+    }
+
+    /// Waits for a notification, at most `timeout`.
+    pub async fn wait(&mut self, timeout: Duration, shutdown: &CancellationToken) -> Woke {
+        let channel = self.channel;
+        let sleep = tokio::time::sleep(timeout);
+        tokio::pin!(sleep);
+        let Some(listener) = self.listener().await else {
+            return tokio::select! {
+                _ = shutdown.cancelled() => Woke::Shutdown,
+                _ = &mut sleep => Woke::TimedOut,
+            };
+        };
+        let woke = tokio::select! {
+            _ = shutdown.cancelled() => Woke::Shutdown,
+            _ = &mut sleep => Woke::TimedOut,
+            received = listener.try_recv() => match received {
+                Ok(Some(_)) => Woke::Notified,
+                // The connection was lost: notifications may have been missed, so look for work.
+                Ok(None) => Woke::Notified,
+                Err(err) => {
+                    tracing::warn!(channel, error = %err, "listener failed; reconnecting");
+                    self.listener = None;
+                    Woke::Notified
+                }
+            },
+        };
+        if woke == Woke::Notified {
+            // Several notifications often come together; take them all as one wake-up.
+            if let Some(listener) = self.listener.as_mut() {
+                while listener.next_buffered().is_some() {}
+            }
+        }
+        woke
+    }
+}

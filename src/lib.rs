@@ -1,0 +1,12 @@
+//! herald: a communication ledger and delivery engine for CPQ/OMS, running as Camunda 7
+//! external-task workers.
+
+pub mod camunda;
+pub mod config;
+pub mod delivery;
+pub mod ledger;
+pub mod policy;
+pub mod relay;
+pub mod runtime;
+pub mod templates;
+pub mod workers;

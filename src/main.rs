@@ -1,0 +1,126 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use herald::camunda::CamundaClient;
+use herald::config::Settings;
+use herald::runtime::{self, Components};
+
+/// herald: communication ledger and delivery engine, as Camunda 7 external-task workers.
+#[derive(Parser)]
+#[command(name = "herald", version, about)]
+struct Cli {
+    /// A TOML settings file (also HERALD_CONFIG); HERALD_* environment variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the database migrations to HERALD_DATABASE_URL and exit.
+    Migrate,
+    /// Deploy every BPMN file of bpmn/ to the engine (unchanged files are skipped).
+    Deploy(DeployArgs),
+    /// Run the workers, the delivery loop and the outbox relay until SIGTERM or SIGINT.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct DeployArgs {
+    /// The deployment's name in the engine.
+    #[arg(long, default_value = "herald")]
+    name: String,
+    /// The folder of BPMN files (default: paths.bpmn of the settings).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Run only these components (comma-separated: workers, delivery, relay); default all.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    only: Vec<Component>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Component {
+    Workers,
+    Delivery,
+    Relay,
+}
+
+fn init_logs(settings: &Settings) {
+    // HERALD_LOG__FILTER (settings: log.filter), e.g. `info,herald=debug`.
+    let filter = tracing_subscriber::EnvFilter::new(&settings.log.filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if settings.log.format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref()).context("loading settings")?;
+    init_logs(&settings);
+    match cli.command {
+        Command::Migrate => {
+            let ledger = runtime::ledger(&settings)?;
+            ledger.migrate().await.context("applying migrations")?;
+            println!("migrations applied");
+        }
+        Command::Deploy(args) => {
+            let client = CamundaClient::new(&settings.camunda_url)?;
+            let dir = args.dir.unwrap_or_else(|| settings.paths.bpmn.clone());
+            let deployment = client.deploy_dir(&args.name, &dir).await.with_context(|| {
+                format!("deploying {} to {}", dir.display(), settings.camunda_url)
+            })?;
+            let definitions = deployment
+                .deployed_process_definitions
+                .map(|d| d.len())
+                .unwrap_or(0);
+            println!(
+                "deployment {} ({definitions} new process definition(s))",
+                deployment.id
+            );
+        }
+        Command::Run(args) => {
+            let components = if args.only.is_empty() {
+                Components::all()
+            } else {
+                Components {
+                    workers: args.only.contains(&Component::Workers),
+                    delivery: args.only.contains(&Component::Delivery),
+                    relay: args.only.contains(&Component::Relay),
+                }
+            };
+            let shutdown = CancellationToken::new();
+            let signals = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutdown requested");
+                signals.cancel();
+            });
+            runtime::run(settings, components, shutdown).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

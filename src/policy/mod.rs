@@ -1,0 +1,7 @@
+//! Policy: everything decided before a delivery attempt. Today: recipients and idempotency keys.
+
+pub mod keys;
+pub mod recipients;
+
+pub use keys::{derive_key, KeyError};
+pub use recipients::{hash_address, mask_address, Resolution};

@@ -1,0 +1,181 @@
+//! Recipient resolution. A recipient that cannot be reached is a business status with a
+//! reason code, never an error of the worker.
+
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use crate::ledger::{Channel, RecipientType, ResolvedRecipient};
+
+/// What resolution found.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    Resolved {
+        recipient: ResolvedRecipient,
+        display_name: Option<String>,
+    },
+    /// Cannot be delivered: FAILED_FINAL with this reason code.
+    Failed {
+        recipient_type: RecipientType,
+        recipient_ref: String,
+        code: &'static str,
+        message: String,
+    },
+    /// Policy says no: SUPPRESSED with this reason code.
+    Suppressed {
+        recipient_type: RecipientType,
+        recipient_ref: String,
+        code: &'static str,
+        message: String,
+    },
+}
+
+impl Resolution {
+    pub fn recipient_ref(&self) -> &str {
+        match self {
+            Resolution::Resolved { recipient, .. } => &recipient.recipient_ref,
+            Resolution::Failed { recipient_ref, .. }
+            | Resolution::Suppressed { recipient_ref, .. } => recipient_ref,
+        }
+    }
+}
+
+/// sha256 of the normalised address: for dedupe, search and suppression without the address.
+pub fn hash_address(address: &str) -> String {
+    hex::encode(Sha256::digest(
+        address.trim().to_ascii_lowercase().as_bytes(),
+    ))
+}
+
+/// `j***@example.com`: enough for an operator to recognise, never the address itself.
+pub fn mask_address(address: &str) -> String {
+    match address.trim().rsplit_once('@') {
+        Some((local, domain)) => {
+            let first = local.chars().next().map(String::from).unwrap_or_default();
+            format!("{first}***@{domain}")
+        }
+        None => "***".into(),
+    }
+}
+
+fn valid_email(address: &str) -> Result<(), String> {
+    address
+        .trim()
+        .parse::<lettre::Address>()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// An address given explicitly in the process variables.
+pub fn explicit_email(address: &str, locale: Option<&str>) -> Resolution {
+    let address = address.trim();
+    let recipient_ref = format!("address:{}", &hash_address(address)[..16]);
+    if let Err(reason) = valid_email(address) {
+        return Resolution::Failed {
+            recipient_type: RecipientType::Address,
+            recipient_ref,
+            code: "INVALID_ADDRESS",
+            message: format!("the explicit recipient is not a valid email address ({reason})"),
+        };
+    }
+    Resolution::Resolved {
+        recipient: ResolvedRecipient {
+            recipient_type: RecipientType::Address,
+            recipient_ref,
+            channel: Channel::Email,
+            address: Some(address.to_string()),
+            locale: locale.map(str::to_string),
+        },
+        display_name: None,
+    }
+}
+
+/// A contact of herald's directory, within the tenant.
+pub async fn contact_email(
+    pool: &PgPool,
+    tenant_id: &str,
+    contact_id: &str,
+    locale: Option<&str>,
+) -> Result<Resolution, sqlx::Error> {
+    let row: Option<(String, Option<String>, Option<String>, bool)> = sqlx::query_as(
+        "SELECT display_name, email, locale, active FROM contact WHERE tenant_id = $1 AND contact_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(contact_id)
+    .fetch_optional(pool)
+    .await?;
+    let recipient_ref = contact_id.to_string();
+    let failed = |code, message: String| Resolution::Failed {
+        recipient_type: RecipientType::Contact,
+        recipient_ref: recipient_ref.clone(),
+        code,
+        message,
+    };
+    let Some((display_name, email, contact_locale, active)) = row else {
+        return Ok(failed(
+            "RECIPIENT_NOT_FOUND",
+            format!("no contact '{contact_id}' in tenant '{tenant_id}'"),
+        ));
+    };
+    if !active {
+        return Ok(Resolution::Suppressed {
+            recipient_type: RecipientType::Contact,
+            recipient_ref,
+            code: "RECIPIENT_INACTIVE",
+            message: format!("contact '{contact_id}' is inactive"),
+        });
+    }
+    let Some(email) = email.filter(|e| !e.trim().is_empty()) else {
+        return Ok(failed(
+            "NO_VALID_ADDRESS",
+            format!("contact '{contact_id}' has no email address"),
+        ));
+    };
+    if let Err(reason) = valid_email(&email) {
+        return Ok(failed(
+            "INVALID_ADDRESS",
+            format!("contact '{contact_id}' has an invalid email address ({reason})"),
+        ));
+    }
+    Ok(Resolution::Resolved {
+        recipient: ResolvedRecipient {
+            recipient_type: RecipientType::Contact,
+            recipient_ref,
+            channel: Channel::Email,
+            address: Some(email.trim().to_string()),
+            locale: locale.map(str::to_string).or(contact_locale),
+        },
+        display_name: Some(display_name),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_and_hashes_addresses() {
+        assert_eq!(mask_address("jane.doe@example.com"), "j***@example.com");
+        assert_eq!(mask_address("nonsense"), "***");
+        assert_eq!(
+            hash_address(" Jane@Example.com "),
+            hash_address("jane@example.com")
+        );
+        assert_eq!(hash_address("a@b.c").len(), 64);
+    }
+
+    #[test]
+    fn explicit_addresses_are_validated_and_never_become_the_ref() {
+        match explicit_email("jane@example.com", Some("de")) {
+            Resolution::Resolved { recipient, .. } => {
+                assert!(recipient.recipient_ref.starts_with("address:"));
+                assert!(!recipient.recipient_ref.contains('@'));
+                assert_eq!(recipient.locale.as_deref(), Some("de"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match explicit_email("not an address", None) {
+            Resolution::Failed { code, .. } => assert_eq!(code, "INVALID_ADDRESS"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The outbox relay: publishes each outbox event once and correlates outcomes into the
+//! waiting Camunda process instances, retrying until the process is ready or a deadline passes.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::camunda::{CamundaClient, CamundaError, MessageCorrelation, TypedValue, Variables};
+use crate::ledger::wakeup::{Wakeup, Woke};
+use crate::ledger::{CorrelationJob, Ledger};
+
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    pub batch_size: i64,
+    pub poll_interval: Duration,
+    /// First wait after a failed correlation; doubles per try up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// Moves outbox events to their subscribers until `shutdown`.
+pub async fn run_outbox(ledger: Ledger, options: RelayOptions, shutdown: CancellationToken) {
+    let mut wakeup = Wakeup::new(ledger.pool().clone(), "herald_outbox");
+    let mut backoff = Duration::from_millis(250);
+    tracing::info!("outbox relay started");
+    while !shutdown.is_cancelled() {
+        match ledger.relay_outbox(options.batch_size).await {
+            Ok(n) if n > 0 => backoff = Duration::from_millis(250),
+            Ok(_) => {
+                if wakeup.wait(options.poll_interval, &shutdown).await == Woke::Shutdown {
+                    break;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "outbox relay failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    tracing::info!("outbox relay stopped");
+}
+
+/// Correlates CommunicationSent / CommunicationFailed into the waiting instances until `shutdown`.
+pub async fn run_correlations(
+    ledger: Ledger,
+    camunda: CamundaClient,
+    options: RelayOptions,
+    shutdown: CancellationToken,
+) {
+    let mut wakeup = Wakeup::new(ledger.pool().clone(), "herald_correlation");
+    let mut backoff = Duration::from_millis(250);
+    tracing::info!("correlation relay started");
+    while !shutdown.is_cancelled() {
+        match ledger
+            .claim_correlations(options.batch_size, Duration::from_secs(60))
+            .await
+        {
+            Ok(jobs) if !jobs.is_empty() => {
+                backoff = Duration::from_millis(250);
+                for job in jobs {
+                    correlate(&ledger, &camunda, &options, &job).await;
+                }
+            }
+            Ok(_) => {
+                let wait = match ledger.next_correlation_in().await {
+                    Ok(Some(due)) => due.min(options.poll_interval),
+                    _ => options.poll_interval,
+                };
+                if wakeup.wait(wait, &shutdown).await == Woke::Shutdown {
+                    break;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "claiming correlations failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    tracing::info!("correlation relay stopped");
+}
+
+/// The wait before try `tries + 1`.
+pub fn correlation_backoff(options: &RelayOptions, tries: i32) -> Duration {
+    let factor = 2u32.saturating_pow((tries - 1).clamp(0, 20) as u32);
+    options
+        .min_backoff
+        .saturating_mul(factor)
+        .min(options.max_backoff)
+}
+
+async fn correlate(
+    ledger: &Ledger,
+    camunda: &CamundaClient,
+    options: &RelayOptions,
+    job: &CorrelationJob,
+) {
+    let mut variables = Variables::new();
+    variables.insert(
+        "communicationId".into(),
+        TypedValue::string(job.communication_id.to_string()),
+    );
+    let message = MessageCorrelation {
+        message_name: job.message_name.clone(),
+        process_instance_id: Some(job.process_instance_id.clone()),
+        business_key: None,
+        tenant_id: None,
+        process_variables: variables,
+        all: false,
+        result_enabled: true,
+    };
+    let span = tracing::info_span!(
+        "correlation",
+        communicationId = %job.communication_id,
+        processInstanceId = %job.process_instance_id,
+        message = %job.message_name,
+        tries = job.tries,
+    );
+    let _entered = span.enter();
+    let result = camunda.correlate(&message).await;
+    let (error, give_up_at_deadline) = match result {
+        Ok(results) if !results.is_empty() => {
+            tracing::info!("message correlated");
+            if let Err(err) = ledger.correlation_done(job).await {
+                tracing::warn!(error = %err, "correlated, but could not record it; it will be tried again");
+            }
+            return;
+        }
+        Ok(_) => ("nothing was correlated".to_string(), true),
+        // Not waiting yet (or any more): try again until the deadline.
+        Err(err @ CamundaError::CorrelationMismatch(_)) => (err.to_string(), true),
+        Err(err @ CamundaError::BadRequest { .. }) => (err.to_string(), true),
+        // The engine is down or overloaded: keep trying, the outcome must not be lost.
+        Err(err) => (err.to_string(), false),
+    };
+    let after = correlation_backoff(options, job.tries);
+    match ledger
+        .correlation_retry(job, &error, after, give_up_at_deadline)
+        .await
+    {
+        Ok(true) => {
+            tracing::error!(%error, "correlation given up after its deadline; recorded as FAILED")
+        }
+        Ok(false) => {
+            tracing::debug!(%error, retry_in_ms = after.as_millis() as u64, "correlation retried later")
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "could not record the correlation try; its lease will expire")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlation_backoff_doubles_up_to_a_cap() {
+        let options = RelayOptions {
+            batch_size: 10,
+            poll_interval: Duration::from_secs(5),
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+        };
+        assert_eq!(correlation_backoff(&options, 1), Duration::from_millis(200));
+        assert_eq!(correlation_backoff(&options, 2), Duration::from_millis(400));
+        assert_eq!(
+            correlation_backoff(&options, 4),
+            Duration::from_millis(1600)
+        );
+        assert_eq!(correlation_backoff(&options, 40), Duration::from_secs(30));
+    }
+}

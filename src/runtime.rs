@@ -1,0 +1,185 @@
+//! Wiring of `herald run`: the workers, the delivery loop and the outbox relay in one process
+//! (or only some of them, to scale each out on its own).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::camunda::worker::{self, WorkerOptions};
+use crate::camunda::{CamundaClient, CamundaError};
+use crate::config::{ConfigError, Settings};
+use crate::delivery::email::{EmailAdapter, EmailConfigError, EmailSettings};
+use crate::delivery::{DeliveryEngine, DeliveryOptions};
+use crate::ledger::{self, Ledger, LedgerError};
+use crate::relay::{self, RelayOptions};
+use crate::templates::{TemplateError, TemplateRegistry};
+use crate::workers::{self, HandlerDeps, TopicError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Camunda(#[from] CamundaError),
+    #[error(transparent)]
+    Templates(#[from] TemplateError),
+    #[error(transparent)]
+    Topics(#[from] TopicError),
+    #[error(transparent)]
+    Email(#[from] EmailConfigError),
+    #[error("nothing to run: enable at least one of workers, delivery, relay")]
+    NothingToRun,
+}
+
+/// Which parts run in this process.
+#[derive(Debug, Clone, Copy)]
+pub struct Components {
+    pub workers: bool,
+    pub delivery: bool,
+    pub relay: bool,
+}
+
+impl Components {
+    pub fn all() -> Components {
+        Components {
+            workers: true,
+            delivery: true,
+            relay: true,
+        }
+    }
+}
+
+pub fn ledger(settings: &Settings) -> Result<Ledger, LedgerError> {
+    let pool = ledger::connect_lazy(&settings.database_url, settings.database.max_connections)?;
+    Ok(Ledger::new(
+        pool,
+        Duration::from_secs(settings.relay.correlation_deadline_s),
+    ))
+}
+
+/// Runs the chosen components until `shutdown` is cancelled, then stops them in order:
+/// the workers stop fetching and finish their tasks, the delivery loop finishes its batch.
+pub async fn run(
+    settings: Settings,
+    components: Components,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    if !(components.workers || components.delivery || components.relay) {
+        return Err(RuntimeError::NothingToRun);
+    }
+    let ledger = ledger(&settings)?;
+    if settings.database.migrate_on_start {
+        // Waits for the database at start-up rather than failing on the first refusal.
+        let mut wait = Duration::from_millis(250);
+        loop {
+            match ledger.migrate().await {
+                Ok(()) => break,
+                Err(LedgerError::Database(err)) if !shutdown.is_cancelled() => {
+                    tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "database not reachable for migrations");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+    let templates = Arc::new(TemplateRegistry::load(&settings.paths.templates)?);
+    let camunda = CamundaClient::new(&settings.camunda_url)?;
+    let worker_id = settings.worker_id();
+    let mut tasks = tokio::task::JoinSet::new();
+
+    if components.workers {
+        let topics = workers::load_topics(&settings.paths.topics)?;
+        let deps = HandlerDeps {
+            ledger: ledger.clone(),
+            templates: templates.clone(),
+            requested_by: worker_id.clone(),
+        };
+        let subscriptions = workers::subscriptions(&topics, &deps);
+        let mut process_variables = BTreeMap::new();
+        if let Some(lane) = &settings.camunda.lane {
+            process_variables.insert(
+                "heraldLane".to_string(),
+                serde_json::Value::String(lane.clone()),
+            );
+        }
+        let options = WorkerOptions {
+            worker_id: worker_id.clone(),
+            max_tasks: settings.camunda.max_tasks,
+            max_in_flight: settings.camunda.max_in_flight,
+            long_poll: Duration::from_millis(settings.camunda.long_poll_ms),
+            process_variables,
+            shutdown_grace: Duration::from_millis(settings.camunda.shutdown_grace_ms),
+        };
+        tasks.spawn(worker::run(
+            camunda.clone(),
+            options,
+            subscriptions,
+            shutdown.clone(),
+        ));
+    }
+    if components.delivery {
+        let mut engine = DeliveryEngine::new(
+            ledger.clone(),
+            templates.clone(),
+            DeliveryOptions {
+                worker_id: worker_id.clone(),
+                batch_size: settings.delivery.batch_size,
+                lease: Duration::from_millis(settings.delivery.lease_ms),
+                poll_interval: Duration::from_millis(settings.delivery.poll_interval_ms),
+                schedule: settings.retry_schedule(),
+            },
+        );
+        engine.register(Arc::new(EmailAdapter::new(&EmailSettings {
+            url: settings.smtp_url.clone(),
+            from: settings.smtp.from.clone(),
+            username: settings.smtp.username.clone(),
+            password: settings.smtp.password.clone(),
+            timeout: Duration::from_millis(settings.smtp.timeout_ms),
+            pool_max: settings.smtp.pool_max,
+        })?));
+        tasks.spawn(Arc::new(engine).run(shutdown.clone()));
+    }
+    if components.relay {
+        let options = RelayOptions {
+            batch_size: settings.relay.batch_size,
+            poll_interval: Duration::from_millis(settings.relay.poll_interval_ms),
+            min_backoff: Duration::from_millis(settings.relay.min_backoff_ms),
+            max_backoff: Duration::from_millis(settings.relay.max_backoff_ms),
+        };
+        tasks.spawn(relay::run_outbox(
+            ledger.clone(),
+            options.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(relay::run_correlations(
+            ledger.clone(),
+            camunda.clone(),
+            options,
+            shutdown.clone(),
+        ));
+    }
+    tracing::info!(
+        worker_id,
+        workers = components.workers,
+        delivery = components.delivery,
+        relay = components.relay,
+        "herald running"
+    );
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(err) = joined {
+            if err.is_panic() {
+                tracing::error!(error = %err, "a component panicked; stopping");
+                shutdown.cancel();
+            }
+        }
+    }
+    Ok(())
+}

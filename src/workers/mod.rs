@@ -1,0 +1,182 @@
+//! Topic handlers, one file per topic, and the topic files of `topics/*.toml` that wire them.
+
+pub mod send_proposal;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::camunda::worker::{IncidentPolicy, Subscription, TaskHandler, TechnicalFailure};
+use crate::ledger::{CommunicationType, Ledger, MessageCategory};
+use crate::policy::keys::placeholders;
+use crate::templates::TemplateRegistry;
+
+/// One `topics/<topic>.toml` file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    pub topic: String,
+    /// Which handler serves the topic (a file in `src/workers/`).
+    pub handler: String,
+    pub communication_type: CommunicationType,
+    pub category: MessageCategory,
+    pub template_family: String,
+    pub idempotency_key: String,
+    /// Whether the process waits for CommunicationSent / CommunicationFailed.
+    pub waits_for_outcome: bool,
+    pub lock_duration_ms: u64,
+    pub variables: Vec<String>,
+    pub incident: IncidentConfig,
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+}
+
+fn default_enabled() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentConfig {
+    /// Retries after the first technical failure before Cockpit shows an incident.
+    pub retries: i32,
+    pub retry_timeouts_ms: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// Reads and checks every topic file of `dir`.
+pub fn load_topics(dir: &Path) -> Result<Vec<TopicConfig>, TopicError> {
+    let invalid = |path: &Path, message: String| TopicError::Invalid {
+        path: path.display().to_string(),
+        message,
+    };
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| invalid(dir, e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("toml"))
+        .collect();
+    paths.sort();
+    let mut topics: Vec<TopicConfig> = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(|e| invalid(&path, e.to_string()))?;
+        let topic: TopicConfig =
+            toml::from_str(&text).map_err(|e| invalid(&path, e.to_string()))?;
+        if topics.iter().any(|t| t.topic == topic.topic) {
+            return Err(invalid(
+                &path,
+                format!("topic '{}' is defined twice", topic.topic),
+            ));
+        }
+        if !KNOWN_HANDLERS.contains(&topic.handler.as_str()) {
+            return Err(invalid(
+                &path,
+                format!(
+                    "handler '{}' is unknown (known: {})",
+                    topic.handler,
+                    KNOWN_HANDLERS.join(", ")
+                ),
+            ));
+        }
+        let names = placeholders(&topic.idempotency_key)
+            .map_err(|e| invalid(&path, format!("idempotency_key: {e}")))?;
+        if !names.iter().any(|n| n == "businessKey") {
+            return Err(invalid(
+                &path,
+                "idempotency_key must include {businessKey}".into(),
+            ));
+        }
+        if topic.incident.retries < 0 || topic.incident.retry_timeouts_ms.is_empty() {
+            return Err(invalid(
+                &path,
+                "incident: retries >= 0 and at least one retry timeout".into(),
+            ));
+        }
+        if topic.lock_duration_ms < 1000 {
+            return Err(invalid(
+                &path,
+                "lock_duration_ms must be at least 1000".into(),
+            ));
+        }
+        topics.push(topic);
+    }
+    if topics.is_empty() {
+        return Err(invalid(dir, "no topic file (*.toml)".into()));
+    }
+    Ok(topics)
+}
+
+const KNOWN_HANDLERS: &[&str] = &["send-proposal"];
+
+/// What handlers need.
+#[derive(Clone)]
+pub struct HandlerDeps {
+    pub ledger: Ledger,
+    pub templates: Arc<TemplateRegistry>,
+    pub requested_by: String,
+}
+
+/// Builds the subscriptions of the enabled topics.
+pub fn subscriptions(topics: &[TopicConfig], deps: &HandlerDeps) -> Vec<Subscription> {
+    topics
+        .iter()
+        .filter(|t| t.enabled)
+        .map(|topic| {
+            let handler: Arc<dyn TaskHandler> = match topic.handler.as_str() {
+                "send-proposal" => Arc::new(send_proposal::SendProposal::new(
+                    topic.clone(),
+                    deps.clone(),
+                )),
+                other => unreachable!("load_topics refuses unknown handler {other}"),
+            };
+            Subscription {
+                topic: topic.topic.clone(),
+                lock_duration: Duration::from_millis(topic.lock_duration_ms),
+                variables: topic.variables.clone(),
+                include_extension_properties: false,
+                incident: IncidentPolicy {
+                    retries: topic.incident.retries,
+                    retry_timeouts: topic
+                        .incident
+                        .retry_timeouts_ms
+                        .iter()
+                        .map(|ms| Duration::from_millis(*ms))
+                        .collect(),
+                },
+                handler,
+            }
+        })
+        .collect()
+}
+
+/// A failure that no retry fixes (a model or configuration error): an incident at once.
+pub(crate) fn permanent(
+    message: impl Into<String>,
+    details: impl Into<String>,
+) -> TechnicalFailure {
+    TechnicalFailure {
+        message: message.into(),
+        details: details.into(),
+        permanent: true,
+        retry_after: None,
+    }
+}
+
+/// A failure that may pass (database down): retried by the engine, then an incident.
+pub(crate) fn transient(
+    message: impl Into<String>,
+    details: impl Into<String>,
+) -> TechnicalFailure {
+    TechnicalFailure {
+        message: message.into(),
+        details: details.into(),
+        permanent: false,
+        retry_after: None,
+    }
+}

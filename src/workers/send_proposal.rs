@@ -1,0 +1,341 @@
+//! `send-proposal`: deliver a quote proposal to the customer's contact.
+//!
+//! Reads `quoteId` (String), `revisionNo` (Integer), `artifactId` (String), `tenantId` (String),
+//! `recipientEmail` (String) or `recipientContactId` (String), optional `locale`; records the
+//! communication under an idempotency key derived from the process business key; completes the
+//! task with `communicationId` only.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::camunda::worker::{BoxFuture, HandlerOutcome, TaskHandler, TechnicalFailure};
+use crate::camunda::{LockedTask, TypedValue, VariableError, Variables, VariablesExt};
+use crate::ledger::{
+    Admission, LedgerError, NewCommunication, ProcessOrigin, RecipientType, ResolvedRecipient,
+};
+use crate::policy::{self, derive_key, hash_address, mask_address, Resolution};
+
+use super::{permanent, transient, HandlerDeps, TopicConfig};
+
+pub struct SendProposal {
+    topic: TopicConfig,
+    deps: HandlerDeps,
+}
+
+/// The inputs the topic reads, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProposalInput {
+    pub quote_id: String,
+    pub revision_no: i64,
+    pub artifact_id: String,
+    pub tenant_id: String,
+    pub recipient: RecipientInput,
+    pub locale: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecipientInput {
+    Email(String),
+    Contact(String),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InputError {
+    #[error(transparent)]
+    Variable(#[from] VariableError),
+    #[error("give the recipient as either recipientEmail or recipientContactId, not both")]
+    TwoRecipients,
+    #[error("no recipient: set recipientEmail or recipientContactId")]
+    NoRecipient,
+}
+
+impl ProposalInput {
+    pub fn read(vars: &Variables) -> Result<ProposalInput, InputError> {
+        let recipient = match (
+            vars.opt_str("recipientEmail")?,
+            vars.opt_str("recipientContactId")?,
+        ) {
+            (Some(_), Some(_)) => return Err(InputError::TwoRecipients),
+            (Some(email), None) => RecipientInput::Email(email.to_string()),
+            (None, Some(contact)) => RecipientInput::Contact(contact.to_string()),
+            (None, None) => return Err(InputError::NoRecipient),
+        };
+        Ok(ProposalInput {
+            quote_id: vars.require_str("quoteId")?.to_string(),
+            revision_no: vars.require_i64("revisionNo")?,
+            artifact_id: vars.require_str("artifactId")?.to_string(),
+            tenant_id: vars.require_str("tenantId")?.to_string(),
+            recipient,
+            locale: vars.opt_str("locale")?.map(str::to_string),
+        })
+    }
+}
+
+impl SendProposal {
+    pub fn new(topic: TopicConfig, deps: HandlerDeps) -> SendProposal {
+        SendProposal { topic, deps }
+    }
+
+    async fn run(&self, task: &LockedTask) -> Result<String, TechnicalFailure> {
+        let topic = &self.topic.topic;
+        let input = ProposalInput::read(&task.variables).map_err(|e| {
+            permanent(
+                format!("{topic}: {e}"),
+                format!(
+                    "The service task '{}' of process '{}' must provide quoteId (String), revisionNo (Integer), artifactId (String), tenantId (String), recipientEmail or recipientContactId (String), optional locale (String). Fix the model or the process variables, then increment the retries.",
+                    task.activity_id.as_deref().unwrap_or("?"),
+                    task.process_definition_key.as_deref().unwrap_or("?"),
+                ),
+            )
+        })?;
+        let business_key = task.business_key.clone().filter(|k| !k.trim().is_empty()).ok_or_else(|| {
+            permanent(
+                format!("{topic}: the process instance has no business key"),
+                "herald derives the idempotency key from the process business key: start the process with a businessKey (e.g. the quote revision).",
+            )
+        })?;
+
+        let resolution = match &input.recipient {
+            RecipientInput::Email(address) => {
+                policy::recipients::explicit_email(address, input.locale.as_deref())
+            }
+            RecipientInput::Contact(contact_id) => policy::recipients::contact_email(
+                self.deps.ledger.pool(),
+                &input.tenant_id,
+                contact_id,
+                input.locale.as_deref(),
+            )
+            .await
+            .map_err(|e| {
+                transient(
+                    format!("{topic}: ledger database unavailable"),
+                    e.to_string(),
+                )
+            })?,
+        };
+
+        let mut key_values: BTreeMap<&str, String> = BTreeMap::new();
+        key_values.insert("businessKey", business_key.clone());
+        key_values.insert("quoteId", input.quote_id.clone());
+        key_values.insert("revisionNo", input.revision_no.to_string());
+        key_values.insert("artifactId", input.artifact_id.clone());
+        key_values.insert("tenantId", input.tenant_id.clone());
+        key_values.insert("recipientRef", resolution.recipient_ref().to_string());
+        let idempotency_key =
+            derive_key(&self.topic.idempotency_key, &key_values).map_err(|e| {
+                permanent(
+                    format!("{topic}: {e}"),
+                    "Fix the idempotency_key pattern in the topic file.",
+                )
+            })?;
+
+        let locale = match &resolution {
+            Resolution::Resolved { recipient, .. } => recipient.locale.clone(),
+            _ => input.locale.clone(),
+        };
+        let template = self
+            .deps
+            .templates
+            .resolve(&self.topic.template_family, locale.as_deref(), Utc::now())
+            .map_err(|e| {
+                permanent(
+                    format!("{topic}: {e}"),
+                    "Add or approve a template version, then increment the retries.",
+                )
+            })?;
+        let display_name = match &resolution {
+            Resolution::Resolved { display_name, .. } => display_name.clone(),
+            _ => None,
+        };
+        let payload = json!({
+            "quoteNumber": input.quote_id,
+            "revisionNo": input.revision_no,
+            "documentReference": input.artifact_id,
+            "customerDisplayName": display_name.unwrap_or_else(|| "Customer".into()),
+        });
+        // Render once now: a template that cannot render is a configuration error for Cockpit,
+        // not a delivery failure discovered later.
+        self.deps
+            .templates
+            .render(template, &payload)
+            .map_err(|e| {
+                permanent(
+                    format!("{topic}: {e}"),
+                    "Fix the template or its payload fields, then increment the retries.",
+                )
+            })?;
+
+        let (recipient, address_hash, address_masked, admission) = match resolution {
+            Resolution::Resolved { recipient, .. } => {
+                let address = recipient.address.clone().unwrap_or_default();
+                (
+                    recipient,
+                    Some(hash_address(&address)),
+                    Some(mask_address(&address)),
+                    Admission::Queue,
+                )
+            }
+            Resolution::Failed {
+                recipient_type,
+                recipient_ref,
+                code,
+                message,
+            } => (
+                unresolved(recipient_type, recipient_ref, &locale),
+                None,
+                None,
+                Admission::Fail {
+                    code: code.into(),
+                    message,
+                },
+            ),
+            Resolution::Suppressed {
+                recipient_type,
+                recipient_ref,
+                code,
+                message,
+            } => (
+                unresolved(recipient_type, recipient_ref, &locale),
+                None,
+                None,
+                Admission::Suppress {
+                    code: code.into(),
+                    message,
+                },
+            ),
+        };
+
+        let new = NewCommunication {
+            tenant_id: input.tenant_id.clone(),
+            communication_type: self.topic.communication_type,
+            category: self.topic.category,
+            subject_type: "QUOTE_REVISION".into(),
+            subject_id: format!("{}/{}", input.quote_id, input.revision_no),
+            quote_id: Some(input.quote_id.clone()),
+            order_id: None,
+            recipient,
+            address_hash,
+            address_masked,
+            template_family: template.meta.family.clone(),
+            template_version: template.meta.version.clone(),
+            idempotency_key,
+            requested_by: format!("camunda:{}", self.deps.requested_by),
+            correlation_id: uuid::Uuid::now_v7().to_string(),
+            origin: Some(ProcessOrigin {
+                process_instance_id: task.process_instance_id.clone(),
+                business_key: Some(business_key),
+                activity_id: task.activity_id.clone(),
+                topic: topic.clone(),
+                task_id: task.id.clone(),
+                waits_for_outcome: self.topic.waits_for_outcome,
+            }),
+            artifacts: vec![(input.artifact_id.clone(), "PROPOSAL_DOCUMENT".into())],
+            render_payload: payload,
+            admission,
+        };
+        let outcome = self.deps.ledger.request(&new).await.map_err(|e| match e {
+            LedgerError::Database(_) => transient(
+                format!("{topic}: ledger database unavailable"),
+                e.to_string(),
+            ),
+            other => permanent(format!("{topic}: {other}"), other.to_string()),
+        })?;
+        tracing::info!(
+            communicationId = %outcome.communication_id,
+            status = %outcome.status,
+            created = outcome.created,
+            "communication recorded"
+        );
+        Ok(outcome.communication_id.to_string())
+    }
+}
+
+fn unresolved(
+    recipient_type: RecipientType,
+    recipient_ref: String,
+    locale: &Option<String>,
+) -> ResolvedRecipient {
+    ResolvedRecipient {
+        recipient_type,
+        recipient_ref,
+        channel: crate::ledger::Channel::Email,
+        address: None,
+        locale: locale.clone(),
+    }
+}
+
+impl TaskHandler for SendProposal {
+    fn handle<'a>(&'a self, task: &'a LockedTask) -> BoxFuture<'a, HandlerOutcome> {
+        Box::pin(async move {
+            match self.run(task).await {
+                Ok(communication_id) => {
+                    let mut variables = Variables::new();
+                    variables.insert(
+                        "communicationId".into(),
+                        TypedValue::string(communication_id),
+                    );
+                    HandlerOutcome::Complete(variables)
+                }
+                Err(failure) => HandlerOutcome::Failure(failure),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vars(v: serde_json::Value) -> Variables {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn reads_the_topic_contract() {
+        let input = ProposalInput::read(&vars(json!({
+            "quoteId": {"type": "String", "value": "Q-1"},
+            "revisionNo": {"type": "Integer", "value": 4},
+            "artifactId": {"type": "String", "value": "doc-1"},
+            "tenantId": {"type": "String", "value": "acme"},
+            "recipientContactId": {"type": "String", "value": "contact-551"}
+        })))
+        .unwrap();
+        assert_eq!(
+            input.recipient,
+            RecipientInput::Contact("contact-551".into())
+        );
+        assert_eq!(input.revision_no, 4);
+        assert_eq!(input.locale, None);
+    }
+
+    #[test]
+    fn refuses_ambiguous_or_missing_recipients() {
+        let base = json!({
+            "quoteId": {"type": "String", "value": "Q-1"},
+            "revisionNo": {"type": "Integer", "value": 4},
+            "artifactId": {"type": "String", "value": "doc-1"},
+            "tenantId": {"type": "String", "value": "acme"}
+        });
+        assert_eq!(
+            ProposalInput::read(&vars(base.clone())).unwrap_err(),
+            InputError::NoRecipient
+        );
+        let mut both = base.clone();
+        both["recipientEmail"] = json!({"type": "String", "value": "a@b.example"});
+        both["recipientContactId"] = json!({"type": "String", "value": "c"});
+        assert_eq!(
+            ProposalInput::read(&vars(both)).unwrap_err(),
+            InputError::TwoRecipients
+        );
+        let mut wrong = base;
+        wrong["recipientEmail"] = json!({"type": "String", "value": "a@b.example"});
+        wrong["revisionNo"] = json!({"type": "String", "value": "4"});
+        assert!(ProposalInput::read(&vars(wrong))
+            .unwrap_err()
+            .to_string()
+            .contains("revisionNo"));
+    }
+}

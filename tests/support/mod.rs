@@ -1,0 +1,289 @@
+//! Test support: the real stack started by `scripts/stack up` (PostgreSQL, the Camunda engine),
+//! a fresh database per test, an SMTP sink per test, and herald itself as a child process.
+//!
+//! Tests never skip: without the stack they fail and say how to start it.
+
+#![allow(dead_code)]
+
+pub mod smtp_sink;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use herald::camunda::{CamundaClient, TypedValue, Variables};
+use serde_json::Value;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Connection;
+
+pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: these tests run against the real stack; start it with `scripts/stack up` and `source .stack/env`, or run `scripts/test`")
+    })
+}
+
+/// The engine's REST client (HERALD_CAMUNDA_URL).
+pub fn camunda() -> CamundaClient {
+    CamundaClient::new(&required_env("HERALD_CAMUNDA_URL")).expect("camunda client")
+}
+
+pub fn camunda_url() -> String {
+    required_env("HERALD_CAMUNDA_URL")
+}
+
+/// A fresh, migrated database for one test on the stack's PostgreSQL.
+pub struct TestDb {
+    pub url: String,
+    pub name: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let admin_url = required_env("HERALD_DATABASE_URL");
+        let name = format!("herald_t_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at HERALD_DATABASE_URL: {e}"));
+        sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let url = replace_db_name(&admin_url, &name);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .expect("connect to test database");
+        herald::ledger::MIGRATOR
+            .run(&pool)
+            .await
+            .expect("migrations");
+        TestDb { url, name, pool }
+    }
+
+    /// Adds a contact to herald's directory.
+    pub async fn add_contact(&self, tenant: &str, contact_id: &str, name: &str, email: &str) {
+        sqlx::query("INSERT INTO contact (tenant_id, contact_id, display_name, email, locale) VALUES ($1, $2, $3, $4, 'en')")
+            .bind(tenant)
+            .bind(contact_id)
+            .bind(name)
+            .bind(email)
+            .execute(&self.pool)
+            .await
+            .expect("insert contact");
+    }
+
+    /// Refuses (or allows again) every new connection to this database, and cuts the open ones:
+    /// the database is unreachable for herald, for real.
+    pub async fn set_reachable(&self, reachable: bool) {
+        let admin_url = required_env("HERALD_DATABASE_URL");
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("admin connection");
+        sqlx::query(&format!(
+            r#"ALTER DATABASE "{}" WITH ALLOW_CONNECTIONS {}"#,
+            self.name, reachable
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("alter database");
+        if !reachable {
+            self.pool.close().await;
+            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+                .bind(&self.name)
+                .execute(&mut admin)
+                .await
+                .expect("terminate backends");
+        }
+    }
+
+    /// A new pool (after `set_reachable(true)`).
+    pub async fn reconnect(&mut self) {
+        self.pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&self.url)
+            .await
+            .expect("reconnect");
+    }
+
+    pub async fn scalar_i64(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect(sql)
+    }
+}
+
+fn replace_db_name(url: &str, name: &str) -> String {
+    let mut parsed = url::Url::parse(url).expect("HERALD_DATABASE_URL is a URL");
+    parsed.set_path(&format!("/{name}"));
+    parsed.to_string()
+}
+
+/// herald running as a child process (`herald run`), killed when dropped.
+pub struct Herald {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+/// A unique lane: herald fetches only the tasks of processes started with this `heraldLane`.
+pub fn new_lane() -> String {
+    format!("lane-{}", uuid::Uuid::new_v4().simple())
+}
+
+impl Herald {
+    /// Starts `herald run` on `db` and `smtp_url`, fetching only `lane`; `extra` env overrides.
+    pub fn start(db: &TestDb, smtp_url: &str, lane: &str, extra: &[(&str, &str)]) -> Herald {
+        let logs = Path::new(MANIFEST_DIR).join("target").join("test-logs");
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let log = logs.join(format!("{lane}-{}.log", uuid::Uuid::new_v4().simple()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        command
+            .arg("run")
+            .current_dir(MANIFEST_DIR)
+            .env("HERALD_DATABASE_URL", &db.url)
+            .env("HERALD_SMTP_URL", smtp_url)
+            .env("HERALD_CAMUNDA_URL", camunda_url())
+            .env("HERALD_CAMUNDA__LANE", lane)
+            .env("HERALD_CAMUNDA__LONG_POLL_MS", "5000")
+            .env("HERALD_DATABASE__MAX_CONNECTIONS", "5")
+            .env("HERALD_RELAY__POLL_INTERVAL_MS", "1000")
+            .env("HERALD_DELIVERY__POLL_INTERVAL_MS", "1000")
+            .env("HERALD_LOG__FILTER", "info,herald=debug")
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("spawn herald");
+        Herald {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// SIGTERM, then wait for the exit status (graceful shutdown).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "herald did not stop within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Deploys bpmn/ (unchanged files are skipped by the engine).
+pub async fn deploy(camunda: &CamundaClient) {
+    camunda
+        .deploy_dir("herald-tests", &Path::new(MANIFEST_DIR).join("bpmn"))
+        .await
+        .expect("deploy bpmn/");
+}
+
+pub fn string_var(value: &str) -> TypedValue {
+    TypedValue::string(value)
+}
+
+/// Proposal inputs for the quote-proposal process.
+pub fn proposal_vars(lane: &str, quote_id: &str, recipient: (&str, &str)) -> Variables {
+    let mut v = Variables::new();
+    v.insert("heraldLane".into(), TypedValue::string(lane));
+    v.insert("quoteId".into(), TypedValue::string(quote_id));
+    v.insert("revisionNo".into(), TypedValue::integer(4));
+    v.insert("artifactId".into(), TypedValue::string("doc-77"));
+    v.insert("tenantId".into(), TypedValue::string("acme"));
+    v.insert(recipient.0.into(), TypedValue::string(recipient.1));
+    v
+}
+
+/// Polls `check` every 100 ms until it returns Some, or panics after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The history of a process instance.
+pub async fn history(camunda: &CamundaClient, process_instance_id: &str) -> Value {
+    camunda
+        .get_json(&format!("/history/process-instance/{process_instance_id}"))
+        .await
+        .expect("history")
+}
+
+pub async fn wait_until_completed(
+    camunda: &CamundaClient,
+    process_instance_id: &str,
+    timeout: Duration,
+) {
+    wait_for("the process instance to complete", timeout, || async {
+        let h = history(camunda, process_instance_id).await;
+        (h["state"] == "COMPLETED").then_some(())
+    })
+    .await
+}
+
+/// The variables of a (possibly ended) process instance, by name.
+pub async fn history_variables(
+    camunda: &CamundaClient,
+    process_instance_id: &str,
+) -> serde_json::Map<String, Value> {
+    let list = camunda
+        .get_json(&format!(
+            "/history/variable-instance?processInstanceId={process_instance_id}"
+        ))
+        .await
+        .expect("variables");
+    list.as_array()
+        .expect("list")
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap_or("").to_string(),
+                v["value"].clone(),
+            )
+        })
+        .collect()
+}
