@@ -1,0 +1,28 @@
+# Shared helpers of scripts/demo and scripts/test (sourced, not run).
+
+say() { printf '[%s] %s\n' "${SCRIPT_NAME:-herald}" "$*" >&2; }
+fail() { printf '[%s] error: %s\n' "${SCRIPT_NAME:-herald}" "$*" >&2; exit 1; }
+
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  command -v apt-get >/dev/null || fail "apt-get is missing: install $* by hand"
+  say "installing $* with apt-get"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# Rust comes with the machine (rustup); Java 17 and Maven come from Debian when missing.
+# PostgreSQL is installed by scripts/stack.
+ensure_toolchain() {
+  command -v cargo >/dev/null || fail "cargo is missing: install Rust (https://rustup.rs), then run this again"
+  local need=()
+  command -v java >/dev/null || need+=(openjdk-17-jdk-headless)
+  command -v mvn >/dev/null || need+=(maven)
+  command -v psql >/dev/null || need+=(postgresql-client)
+  command -v curl >/dev/null || need+=(curl)
+  command -v python3 >/dev/null || need+=(python3)
+  if [ "${#need[@]}" -gt 0 ]; then
+    apt_install "${need[@]}"
+  fi
+}
