@@ -1,0 +1,152 @@
+//! Outcome messages that arrive before the process waits for them are retried until it does,
+//! and recorded as failed correlations after their deadline: never lost, never fatal.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use herald::camunda::CamundaClient;
+use support::*;
+
+async fn deploy_fixture(camunda: &CamundaClient) {
+    camunda
+        .deploy_dir(
+            "herald-test-fixtures",
+            &Path::new(MANIFEST_DIR).join("tests/fixtures/bpmn"),
+        )
+        .await
+        .expect("deploy fixtures");
+}
+
+async fn active_review_task(camunda: &CamundaClient, process_instance_id: &str) -> String {
+    let path = format!("/task?processInstanceId={process_instance_id}&taskDefinitionKey=review");
+    wait_for("the review task", Duration::from_secs(60), || {
+        let camunda = camunda.clone();
+        let path = path.clone();
+        async move {
+            camunda
+                .get_json(&path)
+                .await
+                .unwrap()
+                .as_array()
+                .and_then(|a| a.first())
+                .map(|t| t["id"].as_str().unwrap().to_string())
+        }
+    })
+    .await
+}
+
+async fn complete_user_task(task_id: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/task/{task_id}/complete", camunda_url()))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_outcome_is_retried_until_the_process_waits_for_it() {
+    let camunda = camunda();
+    deploy_fixture(&camunda).await;
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let lane = new_lane();
+    let herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let instance = camunda
+        .start_process(
+            "test-proposal-with-review",
+            &format!("Q-8008-r1-{}", &lane[5..13]),
+            &proposal_vars(
+                &lane,
+                "Q-8008",
+                ("recipientEmail", "early@customer.example"),
+            ),
+        )
+        .await
+        .unwrap();
+    let review = active_review_task(&camunda, &instance.id).await;
+    sink.wait_for(1, Duration::from_secs(30)).await;
+
+    // The email went out while the process sits in the review task: the correlation misses.
+    let tries = wait_for("a missed correlation", Duration::from_secs(30), || async {
+        let (tries, error): (i32, Option<String>) =
+            sqlx::query_as("SELECT tries, last_error FROM camunda_correlation")
+                .fetch_optional(&db.pool)
+                .await
+                .unwrap()?;
+        (tries >= 2 && error.is_some_and(|e| e.contains("CommunicationSent"))).then_some(tries)
+    })
+    .await;
+    let status: String = sqlx::query_scalar("SELECT status FROM camunda_correlation")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "PENDING", "still retried after {tries} tries");
+
+    complete_user_task(&review).await;
+    wait_until_completed(&camunda, &instance.id, Duration::from_secs(60)).await;
+    let status: String = sqlx::query_scalar("SELECT status FROM camunda_correlation")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "CORRELATED");
+    assert!(herald.log_text().contains("message correlated"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correlation_past_its_deadline_is_recorded_as_failed_and_the_relay_goes_on() {
+    let camunda = camunda();
+    deploy_fixture(&camunda).await;
+    deploy(&camunda).await;
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let lane = new_lane();
+    let _herald = Herald::start(
+        &db,
+        &sink.url(),
+        &lane,
+        &[("HERALD_RELAY__CORRELATION_DEADLINE_S", "2")],
+    );
+    let stuck = camunda
+        .start_process(
+            "test-proposal-with-review",
+            &format!("Q-9009-r1-{}", &lane[5..13]),
+            &proposal_vars(&lane, "Q-9009", ("recipientEmail", "late@customer.example")),
+        )
+        .await
+        .unwrap();
+    let failed = wait_for(
+        "the correlation to be given up",
+        Duration::from_secs(60),
+        || async {
+            let row: Option<(String, Option<String>)> = sqlx::query_as(
+                "SELECT status, last_error FROM camunda_correlation WHERE process_instance_id = $1",
+            )
+            .bind(&stuck.id)
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap();
+            row.filter(|(status, _)| status == "FAILED")
+        },
+    )
+    .await;
+    assert!(
+        failed.1.unwrap_or_default().contains("Cannot correlate"),
+        "the engine's reason is kept"
+    );
+
+    // The relay is still alive: another process gets its outcome.
+    let next = camunda
+        .start_process(
+            "quote-proposal",
+            &format!("Q-9010-r1-{}", &lane[5..13]),
+            &proposal_vars(&lane, "Q-9010", ("recipientEmail", "next@customer.example")),
+        )
+        .await
+        .unwrap();
+    wait_until_completed(&camunda, &next.id, Duration::from_secs(60)).await;
+    assert_eq!(sink.received().len(), 2);
+}
