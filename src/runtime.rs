@@ -99,6 +99,7 @@ pub async fn run(
         let topics = workers::load_topics(&settings.paths.topics)?;
         let deps = HandlerDeps {
             ledger: ledger.clone(),
+            camunda: camunda.clone(),
             templates: templates.clone(),
             requested_by: worker_id.clone(),
         };

@@ -37,16 +37,6 @@ async fn active_review_task(camunda: &CamundaClient, process_instance_id: &str) 
     .await
 }
 
-async fn complete_user_task(task_id: &str) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/task/{task_id}/complete", camunda_url()))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_early_outcome_is_retried_until_the_process_waits_for_it() {
     let camunda = camunda();

@@ -125,6 +125,7 @@ async fn worker_crashing_between_insert_and_complete_sends_once() {
     assert_eq!(locked.process_instance_id, instance.id);
     let deps = HandlerDeps {
         ledger: Ledger::new(db.pool.clone(), Duration::from_secs(60)),
+        camunda: camunda.clone(),
         templates: Arc::new(
             TemplateRegistry::load(&std::path::Path::new(MANIFEST_DIR).join("templates")).unwrap(),
         ),

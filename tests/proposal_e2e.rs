@@ -54,7 +54,7 @@ async fn proposal_process_ends_after_the_email_arrives() {
         mail.header("Subject").as_deref(),
         Some("Your proposal Q-1001 (revision 4)")
     );
-    let body = mail.body();
+    let body = mail.body_text();
     assert!(body.contains("Dear Jane Doe,"), "{body}");
     assert!(body.contains("document doc-77"), "{body}");
     assert!(

@@ -131,6 +131,87 @@ pub struct ProcessInstance {
     pub ended: bool,
 }
 
+/// A user task at runtime (`/task`) or in history (`/history/task`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserTask {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub assignee: Option<String>,
+    #[serde(default)]
+    pub task_definition_key: Option<String>,
+    #[serde(default)]
+    pub process_instance_id: Option<String>,
+    /// Runtime tasks: when the task was created.
+    #[serde(default)]
+    pub created: Option<String>,
+    /// History: when the task started and ended.
+    #[serde(default)]
+    pub start_time: Option<String>,
+    #[serde(default)]
+    pub end_time: Option<String>,
+    #[serde(default)]
+    pub due: Option<String>,
+}
+
+impl UserTask {
+    /// When the task was created (runtime) or started (history).
+    pub fn since(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let text = self.created.as_deref().or(self.start_time.as_deref())?;
+        parse_engine_time(text)
+    }
+}
+
+/// The engine writes times as `2026-11-26T10:15:30.123+0000`.
+pub fn parse_engine_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.3f%z")
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(text))
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityLink {
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub group_id: Option<String>,
+    #[serde(rename = "type")]
+    pub link_type: String,
+}
+
+/// A user of the engine's identity service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserProfile {
+    pub id: String,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+impl UserProfile {
+    pub fn display_name(&self) -> String {
+        let name = [self.first_name.as_deref(), self.last_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if name.is_empty() {
+            self.id.clone()
+        } else {
+            name
+        }
+    }
+}
+
 /// The engine's REST API.
 #[derive(Clone)]
 pub struct CamundaClient {
@@ -412,6 +493,95 @@ impl CamundaClient {
             .call::<Value>(Method::GET, path_and_query, None, None)
             .await?
             .unwrap_or(Value::Null))
+    }
+
+    /// A GET with query parameters (encoded), read as `T`; a missing body reads as `T::default()`.
+    async fn get_query<T: DeserializeOwned + Default>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, CamundaError> {
+        let encoded: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query)
+            .finish();
+        let full = if encoded.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{encoded}")
+        };
+        (|| self.call::<T>(Method::GET, &full, None, None))
+            .retry(self.retry)
+            .when(|e: &CamundaError| e.is_transient())
+            .await
+            .map(Option::unwrap_or_default)
+    }
+
+    /// The active user tasks of a process instance with this task definition key.
+    pub async fn active_tasks(
+        &self,
+        process_instance_id: &str,
+        task_definition_key: &str,
+    ) -> Result<Vec<UserTask>, CamundaError> {
+        self.get_query(
+            "/task",
+            &[
+                ("processInstanceId", process_instance_id),
+                ("taskDefinitionKey", task_definition_key),
+            ],
+        )
+        .await
+    }
+
+    /// The user tasks of a process instance with this key, newest first, ended ones included.
+    pub async fn historic_tasks(
+        &self,
+        process_instance_id: &str,
+        task_definition_key: &str,
+    ) -> Result<Vec<UserTask>, CamundaError> {
+        self.get_query(
+            "/history/task",
+            &[
+                ("processInstanceId", process_instance_id),
+                ("taskDefinitionKey", task_definition_key),
+                ("sortBy", "startTime"),
+                ("sortOrder", "desc"),
+            ],
+        )
+        .await
+    }
+
+    pub async fn identity_links(&self, task_id: &str) -> Result<Vec<IdentityLink>, CamundaError> {
+        self.get_query(&format!("/task/{task_id}/identity-links"), &[])
+            .await
+    }
+
+    /// A user's profile; None when the engine knows no such user.
+    pub async fn user_profile(&self, user_id: &str) -> Result<Option<UserProfile>, CamundaError> {
+        let path = format!(
+            "/user/{}/profile",
+            url::form_urlencoded::byte_serialize(user_id.as_bytes()).collect::<String>()
+        );
+        match self
+            .call::<UserProfile>(Method::GET, &path, None, None)
+            .await
+        {
+            Ok(profile) => Ok(profile),
+            Err(CamundaError::NotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The members of a group (with their profiles).
+    pub async fn group_members(&self, group_id: &str) -> Result<Vec<UserProfile>, CamundaError> {
+        self.get_query(
+            "/user",
+            &[
+                ("memberOfGroup", group_id),
+                ("sortBy", "userId"),
+                ("sortOrder", "asc"),
+            ],
+        )
+        .await
     }
 
     /// Sets the retries of an external task (what Cockpit's "increment retries" does).

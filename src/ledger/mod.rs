@@ -101,6 +101,10 @@ pub struct NewCommunication {
     pub artifacts: Vec<(String, String)>,
     pub render_payload: Value,
     pub admission: Admission,
+    /// The user task the communication is about (reminders, escalations).
+    pub about_task_id: Option<String>,
+    /// Not to be delivered before this time (quiet hours, rate limits).
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -229,106 +233,13 @@ impl Ledger {
     /// transaction with its outbox events, its delivery job and the waiting process.
     pub async fn request(&self, new: &NewCommunication) -> Result<RequestOutcome, LedgerError> {
         let mut tx = self.pool.begin().await?;
-        let id = CommunicationId::new();
-        let now = Utc::now();
-        let inserted = sqlx::query(
-            "INSERT INTO communication_record (communication_id, tenant_id, communication_type, message_category, status,
-                 subject_type, subject_id, quote_id, order_id, recipient_type, recipient_ref, channel, address_hash,
-                 address_masked, template_family, template_version, idempotency_key, requested_by, requested_at,
-                 correlation_id, process_instance_id, business_key, activity_id, topic)
-             VALUES ($1, $2, $3, $4, 'REQUESTED', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
-             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-             RETURNING communication_id",
-        )
-        .bind(id.0)
-        .bind(&new.tenant_id)
-        .bind(new.communication_type.as_str())
-        .bind(new.category.as_str())
-        .bind(&new.subject_type)
-        .bind(&new.subject_id)
-        .bind(&new.quote_id)
-        .bind(&new.order_id)
-        .bind(new.recipient.recipient_type.as_str())
-        .bind(&new.recipient.recipient_ref)
-        .bind(new.recipient.channel.as_str())
-        .bind(&new.address_hash)
-        .bind(&new.address_masked)
-        .bind(&new.template_family)
-        .bind(&new.template_version)
-        .bind(&new.idempotency_key)
-        .bind(&new.requested_by)
-        .bind(now)
-        .bind(&new.correlation_id)
-        .bind(new.origin.as_ref().map(|o| &o.process_instance_id))
-        .bind(new.origin.as_ref().and_then(|o| o.business_key.as_ref()))
-        .bind(new.origin.as_ref().and_then(|o| o.activity_id.as_ref()))
-        .bind(new.origin.as_ref().map(|o| &o.topic))
-        .fetch_optional(&mut *tx)
-        .await?;
-
-        let outcome = if inserted.is_some() {
-            for (artifact_id, role) in &new.artifacts {
-                sqlx::query(
-                    "INSERT INTO communication_artifact_link (communication_id, artifact_id, artifact_role) VALUES ($1, $2, $3)",
-                )
-                .bind(id.0)
-                .bind(artifact_id)
-                .bind(role)
-                .execute(&mut *tx)
-                .await?;
-            }
-            transition::record_requested(&mut tx, id).await?;
-            let status = match &new.admission {
-                Admission::Queue => {
-                    sqlx::query(
-                        "INSERT INTO delivery_job (communication_id, tenant_id, due_at, recipient_address, render_payload, locale)
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(id.0)
-                    .bind(&new.tenant_id)
-                    .bind(now)
-                    .bind(&new.recipient.address)
-                    .bind(&new.render_payload)
-                    .bind(&new.recipient.locale)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query("SELECT pg_notify('herald_delivery', '')")
-                        .execute(&mut *tx)
-                        .await?;
-                    CommunicationStatus::Queued
-                }
-                Admission::Suppress { .. } => CommunicationStatus::Suppressed,
-                Admission::Fail { .. } => CommunicationStatus::FailedFinal,
-            };
-            let change = match &new.admission {
-                Admission::Queue => StatusChange::default(),
-                Admission::Suppress { code, message } | Admission::Fail { code, message } => {
-                    StatusChange {
-                        failure_code: Some(code.clone()),
-                        failure_message: Some(message.clone()),
-                        ..StatusChange::default()
-                    }
-                }
-            };
-            transition(&mut tx, id, status, change, None).await?;
-            RequestOutcome {
+        let outcome = match insert_record(&mut tx, new, None, false).await? {
+            Some(id) => RequestOutcome {
                 communication_id: id,
-                status,
+                status: admit(&mut tx, id, new).await?,
                 created: true,
-            }
-        } else {
-            let row = sqlx::query(
-                "SELECT communication_id, status FROM communication_record WHERE tenant_id = $1 AND idempotency_key = $2",
-            )
-            .bind(&new.tenant_id)
-            .bind(&new.idempotency_key)
-            .fetch_one(&mut *tx)
-            .await?;
-            RequestOutcome {
-                communication_id: CommunicationId(row.get("communication_id")),
-                status: row.get::<String, _>("status").parse()?,
-                created: false,
-            }
+            },
+            None => existing(&mut tx, new).await?,
         };
         if let Some(origin) = new.origin.as_ref().filter(|o| o.waits_for_outcome) {
             self.register_waiter(&mut tx, outcome.communication_id, origin)
@@ -336,6 +247,111 @@ impl Ledger {
         }
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    /// Records a parent communication (the id the process gets) with one child per recipient,
+    /// or finds the parent its idempotency key names. The parent's outcome follows its
+    /// children's; a parent without children fails with NO_RECIPIENT.
+    pub async fn request_fanout(
+        &self,
+        parent: &NewCommunication,
+        children: &[NewCommunication],
+    ) -> Result<RequestOutcome, LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        let outcome = match insert_record(&mut tx, parent, None, true).await? {
+            Some(parent_id) => {
+                transition::record_requested(&mut tx, parent_id).await?;
+                let mut created = 0;
+                let mut queued = false;
+                for child in children {
+                    if let Some(child_id) =
+                        insert_record(&mut tx, child, Some(parent_id), false).await?
+                    {
+                        created += 1;
+                        queued |=
+                            admit(&mut tx, child_id, child).await? == CommunicationStatus::Queued;
+                    }
+                }
+                let status = if queued {
+                    transition(
+                        &mut tx,
+                        parent_id,
+                        CommunicationStatus::Queued,
+                        StatusChange::default(),
+                        None,
+                    )
+                    .await?;
+                    CommunicationStatus::Queued
+                } else if created == 0 {
+                    let (code, message) = match &parent.admission {
+                        Admission::Fail { code, message }
+                        | Admission::Suppress { code, message } => (code.clone(), message.clone()),
+                        Admission::Queue => (
+                            "NO_RECIPIENT".to_string(),
+                            "no recipient was found".to_string(),
+                        ),
+                    };
+                    let change = StatusChange {
+                        failure_code: Some(code),
+                        failure_message: Some(message),
+                        ..StatusChange::default()
+                    };
+                    let to = if matches!(parent.admission, Admission::Suppress { .. }) {
+                        CommunicationStatus::Suppressed
+                    } else {
+                        CommunicationStatus::FailedFinal
+                    };
+                    transition(&mut tx, parent_id, to, change, None).await?;
+                    to
+                } else {
+                    transition::settle_parent(&mut tx, parent_id).await?;
+                    current_status(&mut tx, parent_id).await?
+                };
+                RequestOutcome {
+                    communication_id: parent_id,
+                    status,
+                    created: true,
+                }
+            }
+            None => existing(&mut tx, parent).await?,
+        };
+        if let Some(origin) = parent.origin.as_ref().filter(|o| o.waits_for_outcome) {
+            self.register_waiter(&mut tx, outcome.communication_id, origin)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// How many parent communications already exist about a user task (reminder ordinals).
+    pub async fn count_about_task(&self, topic: &str, task_id: &str) -> Result<i64, LedgerError> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM communication_record WHERE about_task_id = $1 AND topic = $2 AND parent_id IS NULL",
+        )
+        .bind(task_id)
+        .bind(topic)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The children of a parent communication.
+    pub async fn children(
+        &self,
+        parent: CommunicationId,
+    ) -> Result<Vec<CommunicationView>, LedgerError> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT communication_id FROM communication_record WHERE parent_id = $1 ORDER BY recipient_ref",
+        )
+        .bind(parent.0)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut views = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(view) = self.get(CommunicationId(id)).await? {
+                views.push(view);
+            }
+        }
+        Ok(views)
     }
 
     /// Adds a process instance to those waiting for the communication's outcome; when the
@@ -793,6 +809,134 @@ impl Ledger {
             attempts,
         }))
     }
+}
+
+/// Inserts a record as REQUESTED; None when its idempotency key exists already.
+async fn insert_record(
+    conn: &mut PgConnection,
+    new: &NewCommunication,
+    parent_id: Option<CommunicationId>,
+    is_parent: bool,
+) -> Result<Option<CommunicationId>, LedgerError> {
+    let id = CommunicationId::new();
+    let inserted = sqlx::query(
+        "INSERT INTO communication_record (communication_id, tenant_id, communication_type, message_category, status,
+             subject_type, subject_id, quote_id, order_id, recipient_type, recipient_ref, channel, address_hash,
+             address_masked, template_family, template_version, idempotency_key, requested_by, requested_at,
+             correlation_id, process_instance_id, business_key, activity_id, topic, parent_id, is_parent, about_task_id)
+         VALUES ($1, $2, $3, $4, 'REQUESTED', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, now(), $18, $19,
+                 $20, $21, $22, $23, $24, $25)
+         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+         RETURNING communication_id",
+    )
+    .bind(id.0)
+    .bind(&new.tenant_id)
+    .bind(new.communication_type.as_str())
+    .bind(new.category.as_str())
+    .bind(&new.subject_type)
+    .bind(&new.subject_id)
+    .bind(&new.quote_id)
+    .bind(&new.order_id)
+    .bind(new.recipient.recipient_type.as_str())
+    .bind(&new.recipient.recipient_ref)
+    .bind(new.recipient.channel.as_str())
+    .bind(&new.address_hash)
+    .bind(&new.address_masked)
+    .bind(&new.template_family)
+    .bind(&new.template_version)
+    .bind(&new.idempotency_key)
+    .bind(&new.requested_by)
+    .bind(&new.correlation_id)
+    .bind(new.origin.as_ref().map(|o| &o.process_instance_id))
+    .bind(new.origin.as_ref().and_then(|o| o.business_key.as_ref()))
+    .bind(new.origin.as_ref().and_then(|o| o.activity_id.as_ref()))
+    .bind(new.origin.as_ref().map(|o| &o.topic))
+    .bind(parent_id.map(|p| p.0))
+    .bind(is_parent)
+    .bind(&new.about_task_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(inserted.map(|_| id))
+}
+
+/// Links the artifacts, writes CommunicationRequested, and applies the admission: a delivery
+/// job (QUEUED), or a business status (SUPPRESSED, FAILED_FINAL) with its reason.
+async fn admit(
+    conn: &mut PgConnection,
+    id: CommunicationId,
+    new: &NewCommunication,
+) -> Result<CommunicationStatus, LedgerError> {
+    for (artifact_id, role) in &new.artifacts {
+        sqlx::query("INSERT INTO communication_artifact_link (communication_id, artifact_id, artifact_role) VALUES ($1, $2, $3)")
+            .bind(id.0)
+            .bind(artifact_id)
+            .bind(role)
+            .execute(&mut *conn)
+            .await?;
+    }
+    transition::record_requested(&mut *conn, id).await?;
+    let (status, change) = match &new.admission {
+        Admission::Queue => {
+            sqlx::query(
+                "INSERT INTO delivery_job (communication_id, tenant_id, due_at, recipient_address, render_payload, locale)
+                 VALUES ($1, $2, COALESCE($3, now()), $4, $5, $6)",
+            )
+            .bind(id.0)
+            .bind(&new.tenant_id)
+            .bind(new.not_before)
+            .bind(&new.recipient.address)
+            .bind(&new.render_payload)
+            .bind(&new.recipient.locale)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("SELECT pg_notify('herald_delivery', '')")
+                .execute(&mut *conn)
+                .await?;
+            (CommunicationStatus::Queued, StatusChange::default())
+        }
+        Admission::Suppress { code, message } | Admission::Fail { code, message } => (
+            if matches!(new.admission, Admission::Suppress { .. }) {
+                CommunicationStatus::Suppressed
+            } else {
+                CommunicationStatus::FailedFinal
+            },
+            StatusChange {
+                failure_code: Some(code.clone()),
+                failure_message: Some(message.clone()),
+                ..StatusChange::default()
+            },
+        ),
+    };
+    transition(&mut *conn, id, status, change, None).await?;
+    Ok(status)
+}
+
+async fn existing(
+    conn: &mut PgConnection,
+    new: &NewCommunication,
+) -> Result<RequestOutcome, LedgerError> {
+    let row = sqlx::query("SELECT communication_id, status FROM communication_record WHERE tenant_id = $1 AND idempotency_key = $2")
+        .bind(&new.tenant_id)
+        .bind(&new.idempotency_key)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(RequestOutcome {
+        communication_id: CommunicationId(row.get("communication_id")),
+        status: row.get::<String, _>("status").parse()?,
+        created: false,
+    })
+}
+
+async fn current_status(
+    conn: &mut PgConnection,
+    id: CommunicationId,
+) -> Result<CommunicationStatus, LedgerError> {
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM communication_record WHERE communication_id = $1")
+            .bind(id.0)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(status.parse()?)
 }
 
 /// The provider name recorded on attempts.

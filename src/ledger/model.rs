@@ -79,6 +79,17 @@ impl CommunicationStatus {
         }
     }
 
+    /// The lifecycle of a parent communication, which has no attempts of its own: its
+    /// outcome follows its children's.
+    pub fn can_become_as_parent(self, to: CommunicationStatus) -> bool {
+        use CommunicationStatus::*;
+        match self {
+            Requested => matches!(to, Queued | Sent | Suppressed | FailedFinal),
+            Queued => matches!(to, Sent | Suppressed | FailedFinal),
+            _ => false,
+        }
+    }
+
     /// The outcome a waiting process learns of, once there is one.
     pub fn outcome(self) -> Option<Outcome> {
         use CommunicationStatus::*;

@@ -57,7 +57,7 @@ pub async fn transition(
     attempt: Option<AttemptWrite>,
 ) -> Result<TransitionedRecord, LedgerError> {
     let row = sqlx::query(
-        "SELECT status, tenant_id FROM communication_record WHERE communication_id = $1 FOR UPDATE",
+        "SELECT status, tenant_id, parent_id, is_parent FROM communication_record WHERE communication_id = $1 FOR UPDATE",
     )
     .bind(id.0)
     .fetch_optional(&mut *conn)
@@ -65,7 +65,14 @@ pub async fn transition(
     .ok_or(LedgerError::NotFound(id))?;
     let from: CommunicationStatus = row.get::<String, _>("status").parse()?;
     let tenant_id: String = row.get("tenant_id");
-    if !from.can_become(to) {
+    let parent_id: Option<Uuid> = row.get("parent_id");
+    let is_parent: bool = row.get("is_parent");
+    let allowed = if is_parent {
+        from.can_become_as_parent(to)
+    } else {
+        from.can_become(to)
+    };
+    if !allowed {
         return Err(LedgerError::IllegalTransition { id, from, to });
     }
     let now = Utc::now();
@@ -97,6 +104,9 @@ pub async fn transition(
     }
     if let Some(event_type) = to.event_type() {
         append_event(conn, id, event_type, now).await?;
+    }
+    if let (Some(parent), Some(_)) = (parent_id, to.outcome()) {
+        settle_parent(conn, CommunicationId(parent)).await?;
     }
     Ok(TransitionedRecord {
         communication_id: id,
@@ -241,4 +251,67 @@ pub async fn record_requested(
     id: CommunicationId,
 ) -> Result<(), LedgerError> {
     append_event(conn, id, "CommunicationRequested", Utc::now()).await
+}
+
+/// Gives a parent communication its outcome once every child has one: SENT when at least one
+/// child went out, SUPPRESSED when all were suppressed, FAILED_FINAL otherwise.
+pub fn parent_outcome(children: &[CommunicationStatus]) -> Option<CommunicationStatus> {
+    if children.is_empty() || children.iter().any(|c| c.outcome().is_none()) {
+        return None;
+    }
+    if children
+        .iter()
+        .any(|c| c.outcome() == Some(super::model::Outcome::Sent))
+    {
+        Some(CommunicationStatus::Sent)
+    } else if children
+        .iter()
+        .all(|c| *c == CommunicationStatus::Suppressed)
+    {
+        Some(CommunicationStatus::Suppressed)
+    } else {
+        Some(CommunicationStatus::FailedFinal)
+    }
+}
+
+/// Moves a parent to its outcome when its children allow it (in the caller's transaction).
+pub async fn settle_parent(
+    conn: &mut PgConnection,
+    parent: CommunicationId,
+) -> Result<(), LedgerError> {
+    let current: String = sqlx::query_scalar(
+        "SELECT status FROM communication_record WHERE communication_id = $1 FOR UPDATE",
+    )
+    .bind(parent.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    let current: CommunicationStatus = current.parse()?;
+    if current.outcome().is_some() {
+        return Ok(());
+    }
+    let children: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM communication_record WHERE parent_id = $1")
+            .bind(parent.0)
+            .fetch_all(&mut *conn)
+            .await?;
+    let children = children
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<Vec<CommunicationStatus>, _>>()?;
+    let Some(outcome) = parent_outcome(&children) else {
+        return Ok(());
+    };
+    let change = match outcome {
+        CommunicationStatus::Sent => StatusChange::default(),
+        _ => StatusChange {
+            failure_code: Some("NO_RECIPIENT_REACHED".into()),
+            failure_message: Some(format!(
+                "none of the {} recipients was reached",
+                children.len()
+            )),
+            ..StatusChange::default()
+        },
+    };
+    Box::pin(transition(conn, parent, outcome, change, None)).await?;
+    Ok(())
 }

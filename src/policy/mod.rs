@@ -1,5 +1,6 @@
 //! Policy: everything decided before a delivery attempt. Today: recipients and idempotency keys.
 
+pub mod identity;
 pub mod keys;
 pub mod recipients;
 

@@ -57,7 +57,7 @@ pub fn mask_address(address: &str) -> String {
     }
 }
 
-fn valid_email(address: &str) -> Result<(), String> {
+pub(crate) fn valid_email(address: &str) -> Result<(), String> {
     address
         .trim()
         .parse::<lettre::Address>()

@@ -1,6 +1,7 @@
 //! Topic handlers, one file per topic, and the topic files of `topics/*.toml` that wire them.
 
 pub mod send_proposal;
+pub mod task_notice;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::camunda::worker::{IncidentPolicy, Subscription, TaskHandler, TechnicalFailure};
+use crate::camunda::CamundaClient;
 use crate::ledger::{CommunicationType, Ledger, MessageCategory};
 use crate::policy::keys::placeholders;
 use crate::templates::TemplateRegistry;
@@ -19,11 +21,18 @@ use crate::templates::TemplateRegistry;
 pub struct TopicConfig {
     pub topic: String,
     /// Which handler serves the topic (a file in `src/workers/`).
-    pub handler: String,
+    pub handler: HandlerKind,
     pub communication_type: CommunicationType,
     pub category: MessageCategory,
     pub template_family: String,
     pub idempotency_key: String,
+    /// Topics that reach several recipients: the key of the parent communication (the id the
+    /// process gets); `idempotency_key` is then each recipient's key.
+    #[serde(default)]
+    pub parent_key: Option<String>,
+    /// Fetch the service task's extension properties (e.g. taskDefinitionKey).
+    #[serde(default)]
+    pub include_extension_properties: bool,
     /// Whether the process waits for CommunicationSent / CommunicationFailed.
     pub waits_for_outcome: bool,
     pub lock_duration_ms: u64,
@@ -31,6 +40,25 @@ pub struct TopicConfig {
     pub incident: IncidentConfig,
     #[serde(default = "default_enabled")]
     pub enabled: bool,
+}
+
+/// The handlers herald has, by the name topic files use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandlerKind {
+    SendProposal,
+    ApprovalReminder,
+    Escalation,
+}
+
+impl HandlerKind {
+    /// Handlers that reach several recipients under a parent communication.
+    pub fn fans_out(self) -> bool {
+        matches!(
+            self,
+            HandlerKind::ApprovalReminder | HandlerKind::Escalation
+        )
+    }
 }
 
 fn default_enabled() -> bool {
@@ -74,22 +102,29 @@ pub fn load_topics(dir: &Path) -> Result<Vec<TopicConfig>, TopicError> {
                 format!("topic '{}' is defined twice", topic.topic),
             ));
         }
-        if !KNOWN_HANDLERS.contains(&topic.handler.as_str()) {
+        let mut names = placeholders(&topic.idempotency_key)
+            .map_err(|e| invalid(&path, format!("idempotency_key: {e}")))?;
+        if let Some(parent_key) = &topic.parent_key {
+            names.extend(
+                placeholders(parent_key).map_err(|e| invalid(&path, format!("parent_key: {e}")))?,
+            );
+        }
+        if !names
+            .iter()
+            .any(|n| n == "businessKey" || n == "taskId" || n == "externalTaskId")
+        {
+            return Err(invalid(
+                &path,
+                "idempotency_key (or parent_key) must include {businessKey}, {taskId} or {externalTaskId}".into(),
+            ));
+        }
+        if topic.handler.fans_out() && topic.parent_key.is_none() {
             return Err(invalid(
                 &path,
                 format!(
-                    "handler '{}' is unknown (known: {})",
-                    topic.handler,
-                    KNOWN_HANDLERS.join(", ")
+                    "handler {:?} reaches several recipients: set parent_key",
+                    topic.handler
                 ),
-            ));
-        }
-        let names = placeholders(&topic.idempotency_key)
-            .map_err(|e| invalid(&path, format!("idempotency_key: {e}")))?;
-        if !names.iter().any(|n| n == "businessKey") {
-            return Err(invalid(
-                &path,
-                "idempotency_key must include {businessKey}".into(),
             ));
         }
         if topic.incident.retries < 0 || topic.incident.retry_timeouts_ms.is_empty() {
@@ -112,12 +147,11 @@ pub fn load_topics(dir: &Path) -> Result<Vec<TopicConfig>, TopicError> {
     Ok(topics)
 }
 
-const KNOWN_HANDLERS: &[&str] = &["send-proposal"];
-
 /// What handlers need.
 #[derive(Clone)]
 pub struct HandlerDeps {
     pub ledger: Ledger,
+    pub camunda: CamundaClient,
     pub templates: Arc<TemplateRegistry>,
     pub requested_by: String,
 }
@@ -128,18 +162,27 @@ pub fn subscriptions(topics: &[TopicConfig], deps: &HandlerDeps) -> Vec<Subscrip
         .iter()
         .filter(|t| t.enabled)
         .map(|topic| {
-            let handler: Arc<dyn TaskHandler> = match topic.handler.as_str() {
-                "send-proposal" => Arc::new(send_proposal::SendProposal::new(
+            let handler: Arc<dyn TaskHandler> = match topic.handler {
+                HandlerKind::SendProposal => Arc::new(send_proposal::SendProposal::new(
                     topic.clone(),
                     deps.clone(),
                 )),
-                other => unreachable!("load_topics refuses unknown handler {other}"),
+                HandlerKind::ApprovalReminder => Arc::new(task_notice::TaskNotice::new(
+                    topic.clone(),
+                    deps.clone(),
+                    task_notice::NoticeKind::Reminder,
+                )),
+                HandlerKind::Escalation => Arc::new(task_notice::TaskNotice::new(
+                    topic.clone(),
+                    deps.clone(),
+                    task_notice::NoticeKind::Escalation,
+                )),
             };
             Subscription {
                 topic: topic.topic.clone(),
                 lock_duration: Duration::from_millis(topic.lock_duration_ms),
                 variables: topic.variables.clone(),
-                include_extension_properties: false,
+                include_extension_properties: topic.include_extension_properties,
                 incident: IncidentPolicy {
                     retries: topic.incident.retries,
                     retry_timeouts: topic

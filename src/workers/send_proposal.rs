@@ -234,6 +234,8 @@ impl SendProposal {
             artifacts: vec![(input.artifact_id.clone(), "PROPOSAL_DOCUMENT".into())],
             render_payload: payload,
             admission,
+            about_task_id: None,
+            not_before: None,
         };
         let outcome = self.deps.ledger.request(&new).await.map_err(|e| match e {
             LedgerError::Database(_) => transient(

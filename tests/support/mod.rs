@@ -287,3 +287,79 @@ pub async fn history_variables(
         })
         .collect()
 }
+
+async fn engine_call(method: reqwest::Method, path: &str, body: Option<Value>) {
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", camunda_url()));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("engine reachable");
+    let status = response.status();
+    assert!(
+        status.is_success(),
+        "{path}: {status} {}",
+        response.text().await.unwrap_or_default()
+    );
+}
+
+/// Creates an engine user with a profile email (unique ids per test).
+pub async fn create_user(id: &str, first: &str, last: &str, email: Option<&str>) {
+    engine_call(
+        reqwest::Method::POST,
+        "/user/create",
+        Some(serde_json::json!({
+            "profile": {"id": id, "firstName": first, "lastName": last, "email": email},
+            "credentials": {"password": "not-used-1"}
+        })),
+    )
+    .await
+}
+
+pub async fn create_group(id: &str, members: &[&str]) {
+    engine_call(
+        reqwest::Method::POST,
+        "/group/create",
+        Some(serde_json::json!({"id": id, "name": id, "type": "WORKFLOW"})),
+    )
+    .await;
+    for member in members {
+        engine_call(
+            reqwest::Method::PUT,
+            &format!("/group/{id}/members/{member}"),
+            None,
+        )
+        .await;
+    }
+}
+
+/// Completes a user task.
+pub async fn complete_user_task(task_id: &str) {
+    engine_call(
+        reqwest::Method::POST,
+        &format!("/task/{task_id}/complete"),
+        Some(serde_json::json!({})),
+    )
+    .await
+}
+
+/// The first active user task of a process instance with this key, once there is one.
+pub async fn wait_for_user_task(
+    camunda: &CamundaClient,
+    process_instance_id: &str,
+    key: &str,
+) -> Value {
+    let path = format!("/task?processInstanceId={process_instance_id}&taskDefinitionKey={key}");
+    wait_for(&format!("user task {key}"), Duration::from_secs(60), || {
+        let camunda = camunda.clone();
+        let path = path.clone();
+        async move {
+            camunda
+                .get_json(&path)
+                .await
+                .unwrap()
+                .as_array()
+                .and_then(|a| a.first().cloned())
+        }
+    })
+    .await
+}

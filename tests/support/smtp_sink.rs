@@ -51,6 +51,28 @@ impl ReceivedMail {
         found
     }
 
+    /// The body with quoted-printable soft line breaks and `=XX` escapes undone (what a mail
+    /// client shows, for the text and html parts alike).
+    pub fn body_text(&self) -> String {
+        let joined = self.body().replace("=\r\n", "");
+        let bytes = joined.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if bytes[i] == b'=' && i + 2 < bytes.len() {
+                if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
     /// The raw body after the header block.
     pub fn body(&self) -> &str {
         self.data

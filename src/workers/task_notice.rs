@@ -1,0 +1,504 @@
+//! `approval-reminder` and `escalation`: internal notices about a user task of the same process.
+//!
+//! The service task names the user task with the extension property (or variable)
+//! `taskDefinitionKey`; a variable wins over the model's extension property.
+//! - approval-reminder: to the active task's assignee, or (unassigned) to its candidate users and
+//!   the members of its candidate groups. Fire-and-observe.
+//! - escalation: to the members of the group `escalationGroup` (or the user `escalationUser`),
+//!   naming the overdue task, its assignee and how long it has waited.
+//!
+//! One record per recipient under a parent communication, whose id the task is completed with.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::camunda::client::UserTask;
+use crate::camunda::worker::{BoxFuture, HandlerOutcome, TaskHandler, TechnicalFailure};
+use crate::camunda::{CamundaError, LockedTask, TypedValue, Variables, VariablesExt};
+use crate::ledger::{
+    Admission, Channel, LedgerError, NewCommunication, ProcessOrigin, RecipientType,
+    ResolvedRecipient,
+};
+use crate::policy::identity::{engine_user, user_ref};
+use crate::policy::{derive_key, hash_address, mask_address, Resolution};
+use crate::templates::Template;
+
+use super::{permanent, transient, HandlerDeps, TopicConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    Reminder,
+    Escalation,
+}
+
+pub struct TaskNotice {
+    topic: TopicConfig,
+    deps: HandlerDeps,
+    kind: NoticeKind,
+}
+
+/// A setting of the service task: a process or input variable, else the task's extension
+/// property (the model's default).
+fn task_setting(task: &LockedTask, name: &str) -> Result<Option<String>, TechnicalFailure> {
+    let variable = task.variables.opt_str(name).map_err(|e| {
+        permanent(
+            format!("{}: {e}", task.topic_name),
+            "Fix the variable's type in the model.",
+        )
+    })?;
+    Ok(variable.map(|v| v.trim().to_string()).or_else(|| {
+        task.extension_properties
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }))
+}
+
+/// `2 h 5 min`, `40 min`, `3 d 4 h`.
+pub fn waited(since: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let minutes = (now - since).num_minutes().max(0);
+    let (days, hours, mins) = (minutes / 1440, (minutes % 1440) / 60, minutes % 60);
+    match (days, hours) {
+        (0, 0) => format!("{mins} min"),
+        (0, _) => format!("{hours} h {mins} min"),
+        _ => format!("{days} d {hours} h"),
+    }
+}
+
+fn engine_down(topic: &str, err: CamundaError) -> TechnicalFailure {
+    transient(
+        format!("{topic}: engine identity or task query failed"),
+        err.to_string(),
+    )
+}
+
+impl TaskNotice {
+    pub fn new(topic: TopicConfig, deps: HandlerDeps, kind: NoticeKind) -> TaskNotice {
+        TaskNotice { topic, deps, kind }
+    }
+
+    /// The user task the notice is about.
+    async fn user_task(
+        &self,
+        task: &LockedTask,
+        key: &str,
+    ) -> Result<Option<UserTask>, TechnicalFailure> {
+        let camunda = &self.deps.camunda;
+        let topic = &self.topic.topic;
+        match self.kind {
+            // A reminder is only for a task still waiting.
+            NoticeKind::Reminder => Ok(camunda
+                .active_tasks(&task.process_instance_id, key)
+                .await
+                .map_err(|e| engine_down(topic, e))?
+                .into_iter()
+                .next()),
+            // An interrupting timer has cancelled the task by now: read it from history.
+            NoticeKind::Escalation => Ok(camunda
+                .historic_tasks(&task.process_instance_id, key)
+                .await
+                .map_err(|e| engine_down(topic, e))?
+                .into_iter()
+                .next()),
+        }
+    }
+
+    /// The engine users to notify, sorted and without duplicates.
+    async fn recipients(
+        &self,
+        task: &LockedTask,
+        user_task: &UserTask,
+    ) -> Result<BTreeSet<String>, TechnicalFailure> {
+        let camunda = &self.deps.camunda;
+        let topic = &self.topic.topic;
+        let mut users = BTreeSet::new();
+        match self.kind {
+            NoticeKind::Reminder => {
+                if let Some(assignee) = user_task.assignee.as_ref().filter(|a| !a.is_empty()) {
+                    users.insert(assignee.clone());
+                    return Ok(users);
+                }
+                for link in camunda
+                    .identity_links(&user_task.id)
+                    .await
+                    .map_err(|e| engine_down(topic, e))?
+                {
+                    if link.link_type != "candidate" {
+                        continue;
+                    }
+                    if let Some(user) = link.user_id {
+                        users.insert(user);
+                    }
+                    if let Some(group) = link.group_id {
+                        for member in camunda
+                            .group_members(&group)
+                            .await
+                            .map_err(|e| engine_down(topic, e))?
+                        {
+                            users.insert(member.id);
+                        }
+                    }
+                }
+            }
+            NoticeKind::Escalation => {
+                let group = task_setting(task, "escalationGroup")?;
+                let user = task_setting(task, "escalationUser")?;
+                match (group, user) {
+                    (Some(group), _) => {
+                        for member in camunda.group_members(&group).await.map_err(|e| engine_down(topic, e))? {
+                            users.insert(member.id);
+                        }
+                    }
+                    (None, Some(user)) => {
+                        users.insert(user);
+                    }
+                    (None, None) => {
+                        return Err(permanent(
+                            format!("{topic}: set the extension property escalationGroup or escalationUser"),
+                            "The escalation service task must say whom to notify: a Camunda group (escalationGroup) or user (escalationUser).",
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    async fn run(&self, task: &LockedTask) -> Result<String, TechnicalFailure> {
+        let topic = &self.topic.topic;
+        let key = task_setting(task, "taskDefinitionKey")?.ok_or_else(|| {
+            permanent(
+                format!("{topic}: set the extension property taskDefinitionKey"),
+                "The service task must name the user task it is about with the extension property (or input variable) taskDefinitionKey.",
+            )
+        })?;
+        let business_key = task.business_key.clone().filter(|k| !k.trim().is_empty()).ok_or_else(|| {
+            permanent(
+                format!("{topic}: the process instance has no business key"),
+                "herald derives idempotency keys from the process business key: start the process with a businessKey.",
+            )
+        })?;
+        let tenant_id = task_setting(task, "tenantId")?
+            .or_else(|| task.tenant_id.clone())
+            .unwrap_or_else(|| "default".into());
+        let locale = task_setting(task, "locale")?;
+        let template = self
+            .deps
+            .templates
+            .resolve(&self.topic.template_family, locale.as_deref(), Utc::now())
+            .map_err(|e| {
+                permanent(
+                    format!("{topic}: {e}"),
+                    "Add or approve a template version, then increment the retries.",
+                )
+            })?;
+
+        let user_task = self.user_task(task, &key).await?;
+        let now = Utc::now();
+        let mut values: BTreeMap<&str, String> = BTreeMap::new();
+        values.insert("businessKey", business_key.clone());
+        values.insert("externalTaskId", task.id.clone());
+        values.insert("taskDefinitionKey", key.clone());
+        values.insert("tenantId", tenant_id.clone());
+        let key_error = |e: crate::policy::KeyError| {
+            permanent(
+                format!("{topic}: {e}"),
+                "Fix the key pattern in the topic file.",
+            )
+        };
+
+        let origin = ProcessOrigin {
+            process_instance_id: task.process_instance_id.clone(),
+            business_key: Some(business_key.clone()),
+            activity_id: task.activity_id.clone(),
+            topic: topic.clone(),
+            task_id: task.id.clone(),
+            waits_for_outcome: self.topic.waits_for_outcome,
+        };
+        let (children, parent_admission, parent_ref, about_task) = match &user_task {
+            None => (
+                Vec::new(),
+                Admission::Suppress {
+                    code: "TASK_NOT_ACTIVE".into(),
+                    message: format!(
+                        "no active user task '{key}' in the process instance: nothing to remind"
+                    ),
+                },
+                format!("task:{key}"),
+                None,
+            ),
+            Some(user_task) => {
+                values.insert("taskId", user_task.id.clone());
+                let ordinal = match self.kind {
+                    NoticeKind::Reminder => {
+                        self.deps
+                            .ledger
+                            .count_about_task(topic, &user_task.id)
+                            .await
+                            .map_err(|e| {
+                                transient(
+                                    format!("{topic}: ledger database unavailable"),
+                                    e.to_string(),
+                                )
+                            })?
+                            + 1
+                    }
+                    NoticeKind::Escalation => 1,
+                };
+                values.insert("ordinal", ordinal.to_string());
+                let users = self.recipients(task, user_task).await?;
+                let assignee_name = match user_task.assignee.as_deref().filter(|a| !a.is_empty()) {
+                    Some(assignee) => match self.deps.camunda.user_profile(assignee).await {
+                        Ok(Some(profile)) => profile.display_name(),
+                        Ok(None) => assignee.to_string(),
+                        Err(e) => return Err(engine_down(topic, e)),
+                    },
+                    None => "nobody (unassigned)".into(),
+                };
+                let waited_for = user_task
+                    .since()
+                    .map(|since| waited(since, now))
+                    .unwrap_or_else(|| "unknown".into());
+                let mut children = Vec::with_capacity(users.len());
+                for user in &users {
+                    let profile = self
+                        .deps
+                        .camunda
+                        .user_profile(user)
+                        .await
+                        .map_err(|e| engine_down(topic, e))?;
+                    let resolution = engine_user(user, profile.as_ref(), locale.as_deref());
+                    let payload = json!({
+                        "recipientName": match &resolution {
+                            Resolution::Resolved { display_name: Some(name), .. } => name.clone(),
+                            _ => user.clone(),
+                        },
+                        "taskName": user_task.name.clone().unwrap_or_else(|| key.clone()),
+                        "businessKey": business_key,
+                        "waitedFor": waited_for,
+                        "assigneeName": assignee_name,
+                        "reminderNo": ordinal,
+                    });
+                    let mut child_values = values.clone();
+                    child_values.insert("recipientRef", user_ref(user));
+                    let idempotency_key = derive_key(&self.topic.idempotency_key, &child_values)
+                        .map_err(key_error)?;
+                    children.push(self.child(
+                        template,
+                        &tenant_id,
+                        &business_key,
+                        resolution,
+                        idempotency_key,
+                        payload,
+                        &origin,
+                        &user_task.id,
+                    )?);
+                }
+                let parent_ref = match self.kind {
+                    NoticeKind::Reminder => format!("task:{}", user_task.id),
+                    NoticeKind::Escalation => format!("escalation-of:{}", user_task.id),
+                };
+                (
+                    children,
+                    Admission::Fail {
+                        code: "NO_RECIPIENT".into(),
+                        message: format!("nobody to notify about task '{key}' (no assignee, candidates or group members)"),
+                    },
+                    parent_ref,
+                    Some(user_task.id.clone()),
+                )
+            }
+        };
+        let parent_key_pattern = self
+            .topic
+            .parent_key
+            .as_deref()
+            .unwrap_or(&self.topic.idempotency_key);
+        let parent = NewCommunication {
+            tenant_id: tenant_id.clone(),
+            communication_type: self.topic.communication_type,
+            category: self.topic.category,
+            subject_type: "USER_TASK".into(),
+            subject_id: about_task.clone().unwrap_or_else(|| key.clone()),
+            quote_id: None,
+            order_id: None,
+            recipient: ResolvedRecipient {
+                recipient_type: RecipientType::Group,
+                recipient_ref: parent_ref,
+                channel: Channel::Email,
+                address: None,
+                locale: locale.clone(),
+            },
+            address_hash: None,
+            address_masked: None,
+            template_family: template.meta.family.clone(),
+            template_version: template.meta.version.clone(),
+            idempotency_key: derive_key(parent_key_pattern, &values).map_err(key_error)?,
+            requested_by: format!("camunda:{}", self.deps.requested_by),
+            correlation_id: uuid::Uuid::now_v7().to_string(),
+            origin: Some(origin),
+            artifacts: Vec::new(),
+            render_payload: serde_json::Value::Null,
+            admission: parent_admission,
+            about_task_id: about_task,
+            not_before: None,
+        };
+        let outcome = self
+            .deps
+            .ledger
+            .request_fanout(&parent, &children)
+            .await
+            .map_err(|e| match e {
+                LedgerError::Database(_) => transient(
+                    format!("{topic}: ledger database unavailable"),
+                    e.to_string(),
+                ),
+                other => permanent(format!("{topic}: {other}"), other.to_string()),
+            })?;
+        tracing::info!(
+            communicationId = %outcome.communication_id,
+            status = %outcome.status,
+            created = outcome.created,
+            recipients = children.len(),
+            "notice recorded"
+        );
+        Ok(outcome.communication_id.to_string())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn child(
+        &self,
+        template: &Template,
+        tenant_id: &str,
+        business_key: &str,
+        resolution: Resolution,
+        idempotency_key: String,
+        payload: serde_json::Value,
+        origin: &ProcessOrigin,
+        user_task_id: &str,
+    ) -> Result<NewCommunication, TechnicalFailure> {
+        let topic = &self.topic.topic;
+        if matches!(resolution, Resolution::Resolved { .. }) {
+            self.deps
+                .templates
+                .render(template, &payload)
+                .map_err(|e| {
+                    permanent(
+                        format!("{topic}: {e}"),
+                        "Fix the template or its payload fields, then increment the retries.",
+                    )
+                })?;
+        }
+        let (recipient, address_hash, address_masked, admission) = match resolution {
+            Resolution::Resolved { recipient, .. } => {
+                let address = recipient.address.clone().unwrap_or_default();
+                (
+                    recipient,
+                    Some(hash_address(&address)),
+                    Some(mask_address(&address)),
+                    Admission::Queue,
+                )
+            }
+            Resolution::Failed {
+                recipient_type,
+                recipient_ref,
+                code,
+                message,
+            } => (
+                unaddressed(recipient_type, recipient_ref),
+                None,
+                None,
+                Admission::Fail {
+                    code: code.into(),
+                    message,
+                },
+            ),
+            Resolution::Suppressed {
+                recipient_type,
+                recipient_ref,
+                code,
+                message,
+            } => (
+                unaddressed(recipient_type, recipient_ref),
+                None,
+                None,
+                Admission::Suppress {
+                    code: code.into(),
+                    message,
+                },
+            ),
+        };
+        Ok(NewCommunication {
+            tenant_id: tenant_id.to_string(),
+            communication_type: self.topic.communication_type,
+            category: self.topic.category,
+            subject_type: "USER_TASK".into(),
+            subject_id: user_task_id.to_string(),
+            quote_id: None,
+            order_id: None,
+            recipient,
+            address_hash,
+            address_masked,
+            template_family: template.meta.family.clone(),
+            template_version: template.meta.version.clone(),
+            idempotency_key,
+            requested_by: format!("camunda:{}", self.deps.requested_by),
+            correlation_id: uuid::Uuid::now_v7().to_string(),
+            origin: Some(ProcessOrigin {
+                waits_for_outcome: false,
+                business_key: Some(business_key.to_string()),
+                ..origin.clone()
+            }),
+            artifacts: Vec::new(),
+            render_payload: payload,
+            admission,
+            about_task_id: Some(user_task_id.to_string()),
+            not_before: None,
+        })
+    }
+}
+
+fn unaddressed(recipient_type: RecipientType, recipient_ref: String) -> ResolvedRecipient {
+    ResolvedRecipient {
+        recipient_type,
+        recipient_ref,
+        channel: Channel::Email,
+        address: None,
+        locale: None,
+    }
+}
+
+impl TaskHandler for TaskNotice {
+    fn handle<'a>(&'a self, task: &'a LockedTask) -> BoxFuture<'a, HandlerOutcome> {
+        Box::pin(async move {
+            match self.run(task).await {
+                Ok(communication_id) => {
+                    let mut variables = Variables::new();
+                    variables.insert(
+                        "communicationId".into(),
+                        TypedValue::string(communication_id),
+                    );
+                    HandlerOutcome::Complete(variables)
+                }
+                Err(failure) => HandlerOutcome::Failure(failure),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn waiting_time_reads_like_a_person_wrote_it() {
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 26, 8, 0, 0).unwrap();
+        assert_eq!(waited(t0, t0 + chrono::Duration::minutes(40)), "40 min");
+        assert_eq!(waited(t0, t0 + chrono::Duration::minutes(125)), "2 h 5 min");
+        assert_eq!(waited(t0, t0 + chrono::Duration::hours(76)), "3 d 4 h");
+        assert_eq!(waited(t0, t0 - chrono::Duration::minutes(5)), "0 min");
+    }
+}

@@ -1,0 +1,372 @@
+//! approval-reminder and escalation on the real engine: recipients from Camunda's identity
+//! service, one record per recipient under a parent, reminders never resent for a re-fetched
+//! task but sent again for the next timer firing.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::camunda::worker::{HandlerOutcome, TaskHandler};
+use herald::camunda::{FetchAndLock, TopicRequest, TypedValue, Variables};
+use herald::ledger::{CommunicationId, Ledger};
+use herald::templates::TemplateRegistry;
+use herald::workers::task_notice::{NoticeKind, TaskNotice};
+use herald::workers::{load_topics, HandlerDeps};
+use support::*;
+
+fn approval_vars(lane: &str, extra: &[(&str, TypedValue)]) -> Variables {
+    let mut v = Variables::new();
+    v.insert("heraldLane".into(), TypedValue::string(lane));
+    v.insert("tenantId".into(), TypedValue::string("acme"));
+    for (name, value) in extra {
+        v.insert(name.to_string(), value.clone());
+    }
+    v
+}
+
+fn short(lane: &str) -> &str {
+    &lane[5..13]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_go_to_the_assignee_once_per_timer_firing() {
+    let camunda = camunda();
+    deploy(&camunda).await;
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let lane = new_lane();
+    let approver = format!("anna{}", short(&lane));
+    create_user(
+        &approver,
+        "Anna",
+        "Approver",
+        Some(&format!("{approver}@corp.example")),
+    )
+    .await;
+    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+
+    let instance = camunda
+        .start_process(
+            "quote-approval",
+            &format!("Q-A1-r1-{}", short(&lane)),
+            &approval_vars(
+                &lane,
+                &[
+                    ("approver", TypedValue::string(&approver)),
+                    ("reminderCycle", TypedValue::string("R2/PT3S")),
+                    ("escalationAfter", TypedValue::string("PT1H")),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    let mails = sink.wait_for(2, Duration::from_secs(60)).await;
+    assert_eq!(mails.len(), 2);
+    for mail in &mails {
+        assert_eq!(mail.rcpt_to, vec![format!("{approver}@corp.example")]);
+        assert!(
+            mail.body().contains("Hello Anna Approver"),
+            "{}",
+            mail.body()
+        );
+    }
+    let mut subjects: Vec<String> = mails.iter().map(|m| m.header("Subject").unwrap()).collect();
+    subjects.sort();
+    assert!(
+        subjects[0].starts_with("Reminder 1: \"Approve quote\""),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects[1].starts_with("Reminder 2: \"Approve quote\""),
+        "{subjects:?}"
+    );
+
+    // Two parents (one per firing), each with one child; the approval task is still open.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM communication_record WHERE is_parent")
+            .await,
+        2
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM communication_record WHERE parent_id IS NOT NULL AND status = 'SENT'").await,
+        2
+    );
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM communication_record WHERE is_parent AND status = 'SENT'"
+        )
+        .await,
+        2,
+        "a parent is SENT once its children are"
+    );
+    wait_for_user_task(&camunda, &instance.id, "approve_quote").await;
+    assert_eq!(sink.received().len(), 2, "R2: no third reminder");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refetched_reminder_task_is_not_sent_twice() {
+    let camunda = camunda();
+    deploy(&camunda).await;
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let lane = new_lane();
+    let approver = format!("bob{}", short(&lane));
+    create_user(
+        &approver,
+        "Bob",
+        "Builder",
+        Some(&format!("{approver}@corp.example")),
+    )
+    .await;
+    let instance = camunda
+        .start_process(
+            "quote-approval",
+            &format!("Q-A2-r1-{}", short(&lane)),
+            &approval_vars(
+                &lane,
+                &[
+                    ("approver", TypedValue::string(&approver)),
+                    ("reminderCycle", TypedValue::string("R1/PT1S")),
+                    ("escalationAfter", TypedValue::string("PT1H")),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+
+    // A first worker locks the reminder task for 2 s, records the reminder, and dies.
+    let topics = load_topics(&std::path::Path::new(MANIFEST_DIR).join("topics")).unwrap();
+    let topic = topics
+        .iter()
+        .find(|t| t.topic == "approval-reminder")
+        .unwrap()
+        .clone();
+    let mut filter = BTreeMap::new();
+    filter.insert(
+        "heraldLane".to_string(),
+        serde_json::Value::String(lane.clone()),
+    );
+    let locked = wait_for("the reminder task", Duration::from_secs(30), || {
+        let request = FetchAndLock {
+            worker_id: "doomed-worker".into(),
+            max_tasks: 1,
+            use_priority: true,
+            async_response_timeout: Some(1000),
+            topics: vec![TopicRequest {
+                topic_name: "approval-reminder".into(),
+                lock_duration: 2000,
+                variables: Some(topic.variables.clone()),
+                process_variables: filter.clone(),
+                include_extension_properties: true,
+            }],
+        };
+        let camunda = camunda.clone();
+        async move {
+            camunda
+                .fetch_and_lock(&request)
+                .await
+                .unwrap()
+                .into_iter()
+                .next()
+        }
+    })
+    .await;
+    assert_eq!(
+        locked
+            .extension_properties
+            .get("taskDefinitionKey")
+            .map(String::as_str),
+        Some("approve_quote")
+    );
+    let deps = HandlerDeps {
+        ledger: Ledger::new(db.pool.clone(), Duration::from_secs(60)),
+        camunda: camunda.clone(),
+        templates: Arc::new(
+            TemplateRegistry::load(&std::path::Path::new(MANIFEST_DIR).join("templates")).unwrap(),
+        ),
+        requested_by: "doomed-worker".into(),
+    };
+    let handler = TaskNotice::new(topic, deps, NoticeKind::Reminder);
+    let HandlerOutcome::Complete(vars) = handler.handle(&locked).await else {
+        panic!("the handler should have recorded the reminder")
+    };
+    let first_id = vars["communicationId"].value.as_str().unwrap().to_string();
+
+    // herald sends the queued reminder and, after the lock expired, fetches the task again.
+    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    wait_for(
+        "the reminder task to be completed",
+        Duration::from_secs(60),
+        || {
+            let camunda = camunda.clone();
+            let path = format!(
+                "/history/variable-instance?processInstanceId={}&variableName=communicationId",
+                instance.id
+            );
+            async move {
+                camunda
+                    .get_json(&path)
+                    .await
+                    .unwrap()
+                    .as_array()
+                    .and_then(|a| a.first().cloned())
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.received().len(), 1, "one reminder, not two");
+    let completed_with = history_variables(&camunda, &instance.id).await["communicationId"].clone();
+    assert_eq!(completed_with.as_str(), Some(first_id.as_str()));
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM communication_record")
+            .await,
+        2,
+        "one parent, one child"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unassigned_reminders_reach_candidates_and_escalation_reaches_the_group() {
+    let camunda = camunda();
+    deploy(&camunda).await;
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let lane = new_lane();
+    let s = short(&lane);
+    let (c1, c2, m1, m2, nomail) = (
+        format!("cara{s}"),
+        format!("carl{s}"),
+        format!("mia{s}"),
+        format!("max{s}"),
+        format!("nomail{s}"),
+    );
+    create_user(
+        &c1,
+        "Cara",
+        "Candidate",
+        Some(&format!("{c1}@corp.example")),
+    )
+    .await;
+    create_user(
+        &c2,
+        "Carl",
+        "Candidate",
+        Some(&format!("{c2}@corp.example")),
+    )
+    .await;
+    create_user(&m1, "Mia", "Manager", Some(&format!("{m1}@corp.example"))).await;
+    create_user(&m2, "Max", "Manager", Some(&format!("{m2}@corp.example"))).await;
+    create_user(&nomail, "No", "Mail", None).await;
+    let approvers = format!("approvers{s}");
+    let managers = format!("managers{s}");
+    create_group(&approvers, &[&c1, &c2]).await;
+    create_group(&managers, &[&m1, &m2, &nomail]).await;
+    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+
+    let instance = camunda
+        .start_process(
+            "quote-approval",
+            &format!("Q-A3-r1-{s}"),
+            &approval_vars(
+                &lane,
+                &[
+                    ("approverGroup", TypedValue::string(&approvers)),
+                    ("reminderCycle", TypedValue::string("R1/PT1S")),
+                    ("escalationAfter", TypedValue::string("PT8S")),
+                    ("escalationGroup", TypedValue::string(&managers)),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    let escalated = wait_for_user_task(&camunda, &instance.id, "approve_quote_escalated").await;
+    let mails = sink.wait_for(4, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mails = if sink.received().len() > mails.len() {
+        sink.received()
+    } else {
+        mails
+    };
+    let by_rcpt: BTreeMap<String, String> = mails
+        .iter()
+        .map(|m| (m.rcpt_to[0].clone(), m.header("Subject").unwrap()))
+        .collect();
+    assert_eq!(mails.len(), 4, "{by_rcpt:?}");
+    assert!(by_rcpt[&format!("{c1}@corp.example")].starts_with("Reminder 1"));
+    assert!(by_rcpt[&format!("{c2}@corp.example")].starts_with("Reminder 1"));
+    assert!(by_rcpt[&format!("{m1}@corp.example")].starts_with("Escalation: \"Approve quote\""));
+    assert!(by_rcpt[&format!("{m2}@corp.example")].starts_with("Escalation"));
+    let escalation = mails
+        .iter()
+        .find(|m| m.rcpt_to[0].starts_with(&m1))
+        .unwrap();
+    assert!(
+        escalation
+            .body_text()
+            .contains("assigned to nobody (unassigned), has waited"),
+        "{}",
+        escalation.body_text()
+    );
+
+    // The group member without an address is a recorded business failure, not an incident.
+    let (status, code): (String, Option<String>) = sqlx::query_as(
+        "SELECT status, failure_code FROM communication_record WHERE recipient_ref = $1",
+    )
+    .bind(format!("user:{nomail}"))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), code.as_deref()),
+        ("FAILED_FINAL", Some("NO_VALID_ADDRESS"))
+    );
+    let incidents = camunda
+        .get_json(&format!("/incident?processInstanceId={}", instance.id))
+        .await
+        .unwrap();
+    assert_eq!(incidents.as_array().unwrap().len(), 0);
+
+    // History shows both levels: the escalation's parent and its three children.
+    let escalation_id: String = sqlx::query_scalar(
+        "SELECT communication_id::text FROM communication_record WHERE is_parent AND communication_type = 'SLA_ESCALATION'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    let children = ledger
+        .children(escalation_id.parse::<CommunicationId>().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(children.len(), 3);
+    let parent = ledger
+        .get(escalation_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        parent.status, "SENT",
+        "two of three reached: the escalation went out"
+    );
+
+    // The process reassigned the task to the managers.
+    let links = camunda
+        .get_json(&format!(
+            "/task/{}/identity-links",
+            escalated["id"].as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+    assert!(
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["groupId"] == managers.as_str()),
+        "{links}"
+    );
+}
