@@ -62,6 +62,11 @@ pub async fn run_correlations(
             Ok(jobs) if !jobs.is_empty() => {
                 backoff = Duration::from_millis(250);
                 for job in jobs {
+                    if shutdown.is_cancelled() {
+                        // The rest of the batch is claimed: its lease runs out and another
+                        // relay (or this one, restarted) takes it.
+                        break;
+                    }
                     correlate(&ledger, &camunda, &options, &job).await;
                 }
             }

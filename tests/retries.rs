@@ -66,7 +66,7 @@ async fn smtp_550_fails_final_and_the_process_takes_the_failure_path() {
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     sink.script_recipient("nobody@customer.example", &[550]);
     let lane = new_lane();
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[FAST_RETRIES]);
+    let herald = Herald::start(&db, &sink.url(), &lane, &[FAST_RETRIES]);
 
     let instance = camunda
         .start_process(
@@ -128,6 +128,24 @@ async fn smtp_550_fails_final_and_the_process_takes_the_failure_path() {
         )
         .await;
     assert_eq!(failed_events, 1);
+    // The provider quoted the address in its answer: neither the ledger nor the log keep it.
+    assert!(!record
+        .failure_message
+        .unwrap_or_default()
+        .contains("nobody@"));
+    assert!(!record.attempts[0]
+        .response_summary
+        .clone()
+        .unwrap_or_default()
+        .contains("nobody@"));
+    assert!(
+        herald.log_text().contains("n***@customer.example"),
+        "the log names the masked address"
+    );
+    assert!(
+        !herald.log_text().contains("nobody@customer.example"),
+        "no raw address in herald's log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

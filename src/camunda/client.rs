@@ -442,7 +442,7 @@ impl CamundaClient {
         serde_json::from_str(&text).map_err(|e| CamundaError::Decode(format!("deployment: {e}")))
     }
 
-    /// Reads every `.bpmn` file of a folder and deploys them together.
+    /// Reads every model file of a folder (BPMN, DMN, CMMN, forms) and deploys them together.
     pub async fn deploy_dir(&self, name: &str, dir: &Path) -> Result<Deployment, DeployDirError> {
         let mut files = Vec::new();
         let entries = std::fs::read_dir(dir)
@@ -451,7 +451,11 @@ impl CamundaClient {
             let path = entry
                 .map_err(|e| DeployDirError::Read(dir.display().to_string(), e))?
                 .path();
-            if path.extension().and_then(|e| e.to_str()) == Some("bpmn") {
+            let model = matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("bpmn" | "dmn" | "cmmn" | "form" | "html")
+            );
+            if model && path.is_file() {
                 let bytes = std::fs::read(&path)
                     .map_err(|e| DeployDirError::Read(path.display().to_string(), e))?;
                 let file_name = path

@@ -17,6 +17,9 @@ use super::client::{CamundaClient, FailureReport, FetchAndLock, LockedTask, Topi
 use super::error::CamundaError;
 use super::variables::Variables;
 
+/// The shortest time between two fetches that both came back empty.
+const MIN_EMPTY_FETCH: Duration = Duration::from_millis(500);
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a handler decided about a task.
@@ -154,11 +157,21 @@ pub async fn run(
             async_response_timeout: Some(options.long_poll.as_millis() as u64),
             topics: topics.clone(),
         };
+        let asked_at = tokio::time::Instant::now();
         let fetched = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = client.fetch_and_lock(&request) => r,
         };
         let locked = match fetched {
+            Ok(locked) if locked.is_empty() && asked_at.elapsed() < MIN_EMPTY_FETCH => {
+                // An empty answer that came back at once (no long polling, or a newer request
+                // of the same workerId cancelled this one): do not hammer the engine.
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(MIN_EMPTY_FETCH) => {}
+                }
+                continue;
+            }
             Ok(locked) => {
                 backoff = Duration::from_millis(500);
                 locked
@@ -251,13 +264,63 @@ async fn execute(client: &CamundaClient, worker_id: &str, sub: &Subscription, ta
             }
         })
     };
-    let outcome = sub.handler.handle(task).await;
+    // The handler runs in a task of its own so that a panic (a bug) is reported to the engine
+    // as an incident instead of leaving the task locked and extended for ever.
+    let handler = sub.handler.clone();
+    let owned = task.clone();
+    let outcome = match tokio::spawn(async move { handler.handle(&owned).await }).await {
+        Ok(outcome) => outcome,
+        Err(err) => HandlerOutcome::Failure(TechnicalFailure {
+            message: format!("{}: herald's handler failed unexpectedly (a bug)", task.topic_name),
+            details: format!("{err}. Report it to the herald team with the herald log of this task; increment the retries after the fix."),
+            permanent: true,
+            retry_after: None,
+        }),
+    };
     keep_alive.cancel();
     let _ = extender.await;
+    report(client, worker_id, sub, task, &outcome).await;
+}
 
-    let reported: Result<(), CamundaError> = match &outcome {
+/// Tells the engine how the task ended.
+async fn report(
+    client: &CamundaClient,
+    worker_id: &str,
+    sub: &Subscription,
+    task: &LockedTask,
+    outcome: &HandlerOutcome,
+) {
+    let reported: Result<(), CamundaError> = match outcome {
         HandlerOutcome::Complete(variables) => {
-            client.complete(&task.id, worker_id, variables).await
+            match client.complete(&task.id, worker_id, variables).await {
+                // The engine refused to go on (e.g. a model error after the task): make it an
+                // incident with a countdown rather than a silent loop of lock expiries.
+                Err(
+                    err @ (CamundaError::BadRequest { .. }
+                    | CamundaError::Server { .. }
+                    | CamundaError::Decode(_)),
+                ) => {
+                    let failure = TechnicalFailure {
+                        message: format!(
+                            "{}: the engine refused to complete the task",
+                            task.topic_name
+                        ),
+                        details: err.to_string(),
+                        permanent: false,
+                        retry_after: None,
+                    };
+                    Box::pin(report(
+                        client,
+                        worker_id,
+                        sub,
+                        task,
+                        &HandlerOutcome::Failure(failure),
+                    ))
+                    .await;
+                    return;
+                }
+                other => other,
+            }
         }
         HandlerOutcome::Failure(failure) => {
             let (retries, mut timeout) = sub.incident.next(task.retries, failure.permanent);

@@ -11,6 +11,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::camunda::worker::BoxFuture;
 use crate::ledger::Channel;
+use crate::policy::redact_addresses;
 
 use super::adapter::{ChannelAdapter, DeliveryOutcome, OutboundMessage};
 use super::failure::{classify_smtp, FailureClass, SmtpFailure};
@@ -129,9 +130,11 @@ impl EmailAdapter {
             .from(self.from.clone())
             .to(to)
             .subject(subject)
+            // One Message-ID per communication, the same on every attempt: a receiver that
+            // got a message whose acceptance we never heard of can drop the second copy.
             .message_id(Some(format!(
-                "<{}.{}@{}>",
-                message.communication_id, message.attempt_no, self.message_id_domain
+                "<{}@{}>",
+                message.communication_id, self.message_id_domain
             )))
             .header(CorrelationIdHeader(message.correlation_id.clone()))
             .multipart(MultiPart::alternative_plain_html(
@@ -170,7 +173,7 @@ impl ChannelAdapter for EmailAdapter {
                     DeliveryOutcome::Accepted {
                         provider_message_id,
                         response_code: Some(u16::from(response.code()) as i32),
-                        summary: truncate(&text, 300),
+                        summary: truncate(&redact_addresses(&text), 300),
                     }
                 }
                 Err(err) => {
@@ -181,7 +184,7 @@ impl ChannelAdapter for EmailAdapter {
                             SmtpFailure::Reply(code) => Some(code as i32),
                             _ => None,
                         },
-                        summary: truncate(&err.to_string(), 300),
+                        summary: truncate(&redact_addresses(&err.to_string()), 300),
                         retry_after: None,
                     }
                 }

@@ -71,7 +71,9 @@ pub fn classify_smtp(failure: SmtpFailure) -> FailureClass {
         SmtpFailure::Reply(_) => FailureClass::PermanentRejection,
         SmtpFailure::Timeout => FailureClass::Timeout,
         SmtpFailure::Connection => FailureClass::ProviderUnavailable,
-        SmtpFailure::Tls | SmtpFailure::Protocol => FailureClass::Configuration,
+        // A broken TLS set-up or a garbled answer is the provider's or the network's problem
+        // as often as ours: retried on the schedule, never a silent final failure.
+        SmtpFailure::Tls | SmtpFailure::Protocol => FailureClass::ProviderUnavailable,
     }
 }
 
@@ -165,7 +167,10 @@ mod tests {
             classify_smtp(SmtpFailure::Connection),
             FailureClass::ProviderUnavailable
         );
-        assert_eq!(classify_smtp(SmtpFailure::Tls), FailureClass::Configuration);
+        assert_eq!(
+            classify_smtp(SmtpFailure::Tls),
+            FailureClass::ProviderUnavailable
+        );
         assert!(classify_smtp(SmtpFailure::Reply(451)).is_retryable());
         assert!(classify_smtp(SmtpFailure::Connection).is_retryable());
         assert!(!classify_smtp(SmtpFailure::Reply(550)).is_retryable());

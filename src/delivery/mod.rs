@@ -188,7 +188,22 @@ impl DeliveryEngine {
             html: rendered.html,
             text: rendered.text,
         };
-        match adapter.send(&message).await {
+        // A send must end well inside the lease, or another sender could take the job over
+        // while this one is still talking to the provider.
+        let budget = self.options.lease.mul_f64(0.8);
+        let outcome = match tokio::time::timeout(budget, adapter.send(&message)).await {
+            Ok(outcome) => outcome,
+            Err(_) => DeliveryOutcome::Failed {
+                class: FailureClass::Timeout,
+                response_code: None,
+                summary: format!(
+                    "no answer from the provider within {} ms",
+                    budget.as_millis()
+                ),
+                retry_after: None,
+            },
+        };
+        match outcome {
             DeliveryOutcome::Accepted {
                 provider_message_id,
                 response_code,

@@ -384,6 +384,7 @@ impl Ledger {
                 conn,
                 id,
                 &origin.process_instance_id,
+                &origin.task_id,
                 outcome.message_name(),
                 &tenant_id,
             )
@@ -397,6 +398,7 @@ impl Ledger {
         conn: &mut PgConnection,
         id: CommunicationId,
         process_instance_id: &str,
+        task_id: &str,
         message_name: &str,
         tenant_id: &str,
     ) -> Result<(), LedgerError> {
@@ -404,12 +406,13 @@ impl Ledger {
             + chrono::Duration::from_std(self.correlation_deadline)
                 .unwrap_or(chrono::Duration::hours(1));
         sqlx::query(
-            "INSERT INTO camunda_correlation (correlation_row_id, communication_id, process_instance_id, message_name, tenant_id, deadline_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO camunda_correlation (correlation_row_id, communication_id, process_instance_id, task_id, message_name, tenant_id, deadline_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
         .bind(Uuid::now_v7())
         .bind(id.0)
         .bind(process_instance_id)
+        .bind(task_id)
         .bind(message_name)
         .bind(tenant_id)
         .bind(deadline)
@@ -500,7 +503,7 @@ impl Ledger {
     pub async fn next_due_in(&self) -> Result<Option<Duration>, LedgerError> {
         let seconds: Option<f64> = sqlx::query_scalar(
             "SELECT EXTRACT(EPOCH FROM (MIN(GREATEST(due_at, COALESCE(locked_until, due_at))) - now()))::float8
-             FROM delivery_job WHERE NOT done",
+             FROM (SELECT due_at, locked_until FROM delivery_job WHERE NOT done ORDER BY due_at LIMIT 64) soonest",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -645,17 +648,19 @@ impl Ledger {
                 .bind(id.0)
                 .execute(&mut *tx)
                 .await?;
-                let waiters: Vec<String> =
-                    sqlx::query_scalar("SELECT process_instance_id FROM communication_waiter WHERE communication_id = $1")
-                        .bind(id.0)
-                        .fetch_all(&mut *tx)
-                        .await?;
+                let waiters: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT process_instance_id, task_id FROM communication_waiter WHERE communication_id = $1",
+                )
+                .bind(id.0)
+                .fetch_all(&mut *tx)
+                .await?;
                 let tenant_id: String = row.get("tenant_id");
-                for process_instance_id in waiters {
+                for (process_instance_id, task_id) in waiters {
                     self.schedule_correlation(
                         &mut tx,
                         id,
                         &process_instance_id,
+                        &task_id,
                         message_name,
                         &tenant_id,
                     )
@@ -714,7 +719,8 @@ impl Ledger {
     pub async fn next_correlation_in(&self) -> Result<Option<Duration>, LedgerError> {
         let seconds: Option<f64> = sqlx::query_scalar(
             "SELECT EXTRACT(EPOCH FROM (MIN(GREATEST(next_try_at, COALESCE(locked_until, next_try_at))) - now()))::float8
-             FROM camunda_correlation WHERE status = 'PENDING'",
+             FROM (SELECT next_try_at, locked_until FROM camunda_correlation WHERE status = 'PENDING'
+                   ORDER BY next_try_at LIMIT 64) soonest",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -724,9 +730,10 @@ impl Ledger {
     pub async fn correlation_done(&self, job: &CorrelationJob) -> Result<(), LedgerError> {
         sqlx::query(
             "UPDATE camunda_correlation SET status = 'CORRELATED', correlated_at = now(), locked_until = NULL, last_error = NULL
-             WHERE correlation_row_id = $1",
+             WHERE correlation_row_id = $1 AND status = 'PENDING' AND tries = $2",
         )
         .bind(job.row_id)
+        .bind(job.tries)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -746,12 +753,13 @@ impl Ledger {
         let give_up = give_up_at_deadline && next > job.deadline_at;
         sqlx::query(
             "UPDATE camunda_correlation SET status = $2, next_try_at = $3, locked_until = NULL, last_error = $4
-             WHERE correlation_row_id = $1",
+             WHERE correlation_row_id = $1 AND status = 'PENDING' AND tries = $5",
         )
         .bind(job.row_id)
         .bind(if give_up { "FAILED" } else { "PENDING" })
         .bind(next)
         .bind(error)
+        .bind(job.tries)
         .execute(&self.pool)
         .await?;
         Ok(give_up)

@@ -51,7 +51,11 @@ impl Wakeup {
         let channel = self.channel;
         let sleep = tokio::time::sleep(timeout);
         tokio::pin!(sleep);
-        let Some(listener) = self.listener().await else {
+        let connected = tokio::select! {
+            _ = shutdown.cancelled() => return Woke::Shutdown,
+            listener = self.listener() => listener.is_some(),
+        };
+        let Some(listener) = self.listener.as_mut().filter(|_| connected) else {
             return tokio::select! {
                 _ = shutdown.cancelled() => Woke::Shutdown,
                 _ = &mut sleep => Woke::TimedOut,

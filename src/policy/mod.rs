@@ -5,4 +5,4 @@ pub mod keys;
 pub mod recipients;
 
 pub use keys::{derive_key, KeyError};
-pub use recipients::{hash_address, mask_address, Resolution};
+pub use recipients::{hash_address, mask_address, redact_addresses, Resolution};

@@ -57,6 +57,24 @@ pub fn mask_address(address: &str) -> String {
     }
 }
 
+/// Masks every email address in a text (provider answers often quote the recipient).
+pub fn redact_addresses(text: &str) -> String {
+    text.split_inclusive(|c: char| {
+        c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | ',' | ';' | '"' | '\'')
+    })
+    .map(|piece| {
+        let trimmed = piece.trim_end_matches(|c: char| {
+            c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | ',' | ';' | '"' | '\'')
+        });
+        if trimmed.contains('@') && trimmed.len() > 2 {
+            format!("{}{}", mask_address(trimmed), &piece[trimmed.len()..])
+        } else {
+            piece.to_string()
+        }
+    })
+    .collect()
+}
+
 pub(crate) fn valid_email(address: &str) -> Result<(), String> {
     address
         .trim()
@@ -151,6 +169,19 @@ pub async fn contact_email(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_addresses_inside_provider_answers() {
+        assert_eq!(
+            redact_addresses("550 5.1.1 <nobody@customer.example>: recipient rejected"),
+            "550 5.1.1 <n***@customer.example>: recipient rejected"
+        );
+        assert_eq!(redact_addresses("no address here"), "no address here");
+        assert_eq!(
+            redact_addresses("to a@b.example, c@d.example"),
+            "to a***@b.example, c***@d.example"
+        );
+    }
 
     #[test]
     fn masks_and_hashes_addresses() {
