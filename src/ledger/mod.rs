@@ -65,6 +65,9 @@ pub struct ResolvedRecipient {
     pub channel: Channel,
     pub address: Option<String>,
     pub locale: Option<String>,
+    /// The recipient's time zone (IANA name) and quiet hours, when known.
+    pub timezone: Option<String>,
+    pub quiet_hours: Option<(chrono::NaiveTime, chrono::NaiveTime)>,
 }
 
 /// The process instance that asked for the communication and waits for its outcome.
@@ -105,6 +108,8 @@ pub struct NewCommunication {
     pub about_task_id: Option<String>,
     /// Not to be delivered before this time (quiet hours, rate limits).
     pub not_before: Option<DateTime<Utc>>,
+    /// The policy decisions taken for this recipient, stored with the record.
+    pub decisions: Vec<crate::policy::preferences::Decision>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -881,6 +886,20 @@ async fn admit(
             .bind(role)
             .execute(&mut *conn)
             .await?;
+    }
+    for decision in &new.decisions {
+        sqlx::query(
+            "INSERT INTO communication_decision (decision_id, communication_id, check_name, outcome, reason_code, detail)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(id.0)
+        .bind(decision.check)
+        .bind(decision.outcome.as_str())
+        .bind(&decision.reason_code)
+        .bind(&decision.detail)
+        .execute(&mut *conn)
+        .await?;
     }
     transition::record_requested(&mut *conn, id).await?;
     let (status, change) = match &new.admission {

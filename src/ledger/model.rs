@@ -160,6 +160,33 @@ text_enum!(
     }
 );
 
+/// How much a communication matters (design notes, section 3): drives quiet hours, retries and
+/// fallout on final failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Criticality {
+    Low,
+    Medium,
+    High,
+    VeryHigh,
+}
+
+impl CommunicationType {
+    pub fn criticality(self) -> Criticality {
+        use CommunicationType::*;
+        match self {
+            QuoteProposalDelivery => Criticality::VeryHigh,
+            ApprovalTaskAssigned
+            | QuoteAcceptedConfirmation
+            | OrderConfirmation
+            | FalloutAlert
+            | SlaEscalation
+            | ExternalWebhook => Criticality::High,
+            ApprovalReminder | QuoteExpiryWarning | FulfillmentUpdate => Criticality::Medium,
+            InternalDigest => Criticality::Low,
+        }
+    }
+}
+
 text_enum!(
     /// Opt-outs apply per category, never as one boolean.
     MessageCategory {

@@ -53,6 +53,8 @@ pub fn engine_user(
             channel: Channel::Email,
             address: Some(email.to_string()),
             locale: locale.map(str::to_string),
+            timezone: None,
+            quiet_hours: None,
         },
         display_name: Some(profile.display_name()),
     }

@@ -2,6 +2,7 @@
 
 pub mod identity;
 pub mod keys;
+pub mod preferences;
 pub mod recipients;
 
 pub use keys::{derive_key, KeyError};

@@ -102,6 +102,8 @@ pub fn explicit_email(address: &str, locale: Option<&str>) -> Resolution {
             channel: Channel::Email,
             address: Some(address.to_string()),
             locale: locale.map(str::to_string),
+            timezone: None,
+            quiet_hours: None,
         },
         display_name: None,
     }
@@ -114,8 +116,18 @@ pub async fn contact_email(
     contact_id: &str,
     locale: Option<&str>,
 ) -> Result<Resolution, sqlx::Error> {
-    let row: Option<(String, Option<String>, Option<String>, bool)> = sqlx::query_as(
-        "SELECT display_name, email, locale, active FROM contact WHERE tenant_id = $1 AND contact_id = $2",
+    type ContactRow = (
+        String,
+        Option<String>,
+        Option<String>,
+        bool,
+        Option<String>,
+        Option<chrono::NaiveTime>,
+        Option<chrono::NaiveTime>,
+    );
+    let row: Option<ContactRow> = sqlx::query_as(
+        "SELECT display_name, email, locale, active, timezone, quiet_start, quiet_end
+         FROM contact WHERE tenant_id = $1 AND contact_id = $2",
     )
     .bind(tenant_id)
     .bind(contact_id)
@@ -128,7 +140,8 @@ pub async fn contact_email(
         code,
         message,
     };
-    let Some((display_name, email, contact_locale, active)) = row else {
+    let Some((display_name, email, contact_locale, active, timezone, quiet_start, quiet_end)) = row
+    else {
         return Ok(failed(
             "RECIPIENT_NOT_FOUND",
             format!("no contact '{contact_id}' in tenant '{tenant_id}'"),
@@ -161,6 +174,8 @@ pub async fn contact_email(
             channel: Channel::Email,
             address: Some(email.trim().to_string()),
             locale: locale.map(str::to_string).or(contact_locale),
+            timezone,
+            quiet_hours: quiet_start.zip(quiet_end),
         },
         display_name: Some(display_name),
     })

@@ -10,9 +10,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::camunda::worker::{IncidentPolicy, Subscription, TaskHandler, TechnicalFailure};
+use chrono::{DateTime, Utc};
+
 use crate::camunda::CamundaClient;
+use crate::ledger::{Admission, Channel, ResolvedRecipient};
 use crate::ledger::{CommunicationType, Ledger, MessageCategory};
 use crate::policy::keys::placeholders;
+use crate::policy::preferences::{evaluate, load_facts, Decision, DecisionOutcome};
+use crate::policy::{hash_address, mask_address, Resolution};
 use crate::templates::TemplateRegistry;
 
 /// One `topics/<topic>.toml` file.
@@ -221,5 +226,110 @@ pub(crate) fn transient(
         details: details.into(),
         permanent: false,
         retry_after: None,
+    }
+}
+
+/// A recipient as the ledger records it, with the policy's verdict.
+pub(crate) struct Admitted {
+    pub recipient: ResolvedRecipient,
+    pub address_hash: Option<String>,
+    pub address_masked: Option<String>,
+    pub admission: Admission,
+    pub not_before: Option<DateTime<Utc>>,
+    pub decisions: Vec<Decision>,
+}
+
+/// Applies preferences, consent and suppression to a resolved recipient; an unresolved one
+/// becomes its business status. Only a database outage is an error.
+pub(crate) async fn admit(
+    deps: &HandlerDeps,
+    topic: &TopicConfig,
+    tenant_id: &str,
+    resolution: Resolution,
+    locale: Option<String>,
+) -> Result<Admitted, TechnicalFailure> {
+    let unresolved = |recipient_type, recipient_ref| ResolvedRecipient {
+        recipient_type,
+        recipient_ref,
+        channel: Channel::Email,
+        address: None,
+        locale: locale.clone(),
+        timezone: None,
+        quiet_hours: None,
+    };
+    let refused = |outcome, code: &'static str, message: &str| {
+        vec![Decision {
+            check: "recipient",
+            outcome,
+            reason_code: code.into(),
+            detail: message.into(),
+        }]
+    };
+    match resolution {
+        Resolution::Resolved { recipient, .. } => {
+            let address = recipient.address.clone().unwrap_or_default();
+            let now = Utc::now();
+            let facts = load_facts(
+                deps.ledger.pool(),
+                tenant_id,
+                &recipient,
+                topic.category,
+                now,
+            )
+            .await
+            .map_err(|e| {
+                transient(
+                    format!("{}: ledger database unavailable", topic.topic),
+                    e.to_string(),
+                )
+            })?;
+            let verdict = evaluate(
+                &facts,
+                topic.communication_type,
+                topic.category,
+                recipient.channel,
+                now,
+            );
+            Ok(Admitted {
+                address_hash: Some(hash_address(&address)),
+                address_masked: Some(mask_address(&address)),
+                recipient,
+                admission: verdict.admission,
+                not_before: verdict.not_before,
+                decisions: verdict.decisions,
+            })
+        }
+        Resolution::Failed {
+            recipient_type,
+            recipient_ref,
+            code,
+            message,
+        } => Ok(Admitted {
+            recipient: unresolved(recipient_type, recipient_ref),
+            address_hash: None,
+            address_masked: None,
+            decisions: refused(DecisionOutcome::Fail, code, &message),
+            admission: Admission::Fail {
+                code: code.into(),
+                message,
+            },
+            not_before: None,
+        }),
+        Resolution::Suppressed {
+            recipient_type,
+            recipient_ref,
+            code,
+            message,
+        } => Ok(Admitted {
+            recipient: unresolved(recipient_type, recipient_ref),
+            address_hash: None,
+            address_masked: None,
+            decisions: refused(DecisionOutcome::Suppress, code, &message),
+            admission: Admission::Suppress {
+                code: code.into(),
+                message,
+            },
+            not_before: None,
+        }),
     }
 }

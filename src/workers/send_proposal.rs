@@ -12,12 +12,10 @@ use serde_json::json;
 
 use crate::camunda::worker::{BoxFuture, HandlerOutcome, TaskHandler, TechnicalFailure};
 use crate::camunda::{LockedTask, TypedValue, VariableError, Variables, VariablesExt};
-use crate::ledger::{
-    Admission, LedgerError, NewCommunication, ProcessOrigin, RecipientType, ResolvedRecipient,
-};
-use crate::policy::{self, derive_key, hash_address, mask_address, Resolution};
+use crate::ledger::{LedgerError, NewCommunication, ProcessOrigin};
+use crate::policy::{self, derive_key, Resolution};
 
-use super::{permanent, transient, HandlerDeps, TopicConfig};
+use super::{admit, permanent, transient, HandlerDeps, TopicConfig};
 
 pub struct SendProposal {
     topic: TopicConfig,
@@ -167,46 +165,14 @@ impl SendProposal {
                 )
             })?;
 
-        let (recipient, address_hash, address_masked, admission) = match resolution {
-            Resolution::Resolved { recipient, .. } => {
-                let address = recipient.address.clone().unwrap_or_default();
-                (
-                    recipient,
-                    Some(hash_address(&address)),
-                    Some(mask_address(&address)),
-                    Admission::Queue,
-                )
-            }
-            Resolution::Failed {
-                recipient_type,
-                recipient_ref,
-                code,
-                message,
-            } => (
-                unresolved(recipient_type, recipient_ref, &locale),
-                None,
-                None,
-                Admission::Fail {
-                    code: code.into(),
-                    message,
-                },
-            ),
-            Resolution::Suppressed {
-                recipient_type,
-                recipient_ref,
-                code,
-                message,
-            } => (
-                unresolved(recipient_type, recipient_ref, &locale),
-                None,
-                None,
-                Admission::Suppress {
-                    code: code.into(),
-                    message,
-                },
-            ),
-        };
-
+        let admitted = admit(
+            &self.deps,
+            &self.topic,
+            &input.tenant_id,
+            resolution,
+            locale.clone(),
+        )
+        .await?;
         let new = NewCommunication {
             tenant_id: input.tenant_id.clone(),
             communication_type: self.topic.communication_type,
@@ -215,9 +181,9 @@ impl SendProposal {
             subject_id: format!("{}/{}", input.quote_id, input.revision_no),
             quote_id: Some(input.quote_id.clone()),
             order_id: None,
-            recipient,
-            address_hash,
-            address_masked,
+            recipient: admitted.recipient,
+            address_hash: admitted.address_hash,
+            address_masked: admitted.address_masked,
             template_family: template.meta.family.clone(),
             template_version: template.meta.version.clone(),
             idempotency_key,
@@ -233,9 +199,10 @@ impl SendProposal {
             }),
             artifacts: vec![(input.artifact_id.clone(), "PROPOSAL_DOCUMENT".into())],
             render_payload: payload,
-            admission,
+            admission: admitted.admission,
             about_task_id: None,
-            not_before: None,
+            not_before: admitted.not_before,
+            decisions: admitted.decisions,
         };
         let outcome = self.deps.ledger.request(&new).await.map_err(|e| match e {
             LedgerError::Database(_) => transient(
@@ -251,20 +218,6 @@ impl SendProposal {
             "communication recorded"
         );
         Ok(outcome.communication_id.to_string())
-    }
-}
-
-fn unresolved(
-    recipient_type: RecipientType,
-    recipient_ref: String,
-    locale: &Option<String>,
-) -> ResolvedRecipient {
-    ResolvedRecipient {
-        recipient_type,
-        recipient_ref,
-        channel: crate::ledger::Channel::Email,
-        address: None,
-        locale: locale.clone(),
     }
 }
 

@@ -22,10 +22,10 @@ use crate::ledger::{
     ResolvedRecipient,
 };
 use crate::policy::identity::{engine_user, user_ref};
-use crate::policy::{derive_key, hash_address, mask_address, Resolution};
+use crate::policy::{derive_key, Resolution};
 use crate::templates::Template;
 
-use super::{permanent, transient, HandlerDeps, TopicConfig};
+use super::{admit, permanent, transient, HandlerDeps, TopicConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoticeKind {
@@ -285,16 +285,19 @@ impl TaskNotice {
                     child_values.insert("recipientRef", user_ref(user));
                     let idempotency_key = derive_key(&self.topic.idempotency_key, &child_values)
                         .map_err(key_error)?;
-                    children.push(self.child(
-                        template,
-                        &tenant_id,
-                        &business_key,
-                        resolution,
-                        idempotency_key,
-                        payload,
-                        &origin,
-                        &user_task.id,
-                    )?);
+                    children.push(
+                        self.child(
+                            template,
+                            &tenant_id,
+                            &business_key,
+                            resolution,
+                            idempotency_key,
+                            payload,
+                            &origin,
+                            &user_task.id,
+                        )
+                        .await?,
+                    );
                 }
                 let parent_ref = match self.kind {
                     NoticeKind::Reminder => format!("task:{}", user_task.id),
@@ -330,6 +333,8 @@ impl TaskNotice {
                 channel: Channel::Email,
                 address: None,
                 locale: locale.clone(),
+                timezone: None,
+                quiet_hours: None,
             },
             address_hash: None,
             address_masked: None,
@@ -343,6 +348,7 @@ impl TaskNotice {
             render_payload: serde_json::Value::Null,
             admission: parent_admission,
             about_task_id: about_task,
+            decisions: Vec::new(),
             not_before: None,
         };
         let outcome = self
@@ -368,7 +374,7 @@ impl TaskNotice {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn child(
+    async fn child(
         &self,
         template: &Template,
         tenant_id: &str,
@@ -391,45 +397,7 @@ impl TaskNotice {
                     )
                 })?;
         }
-        let (recipient, address_hash, address_masked, admission) = match resolution {
-            Resolution::Resolved { recipient, .. } => {
-                let address = recipient.address.clone().unwrap_or_default();
-                (
-                    recipient,
-                    Some(hash_address(&address)),
-                    Some(mask_address(&address)),
-                    Admission::Queue,
-                )
-            }
-            Resolution::Failed {
-                recipient_type,
-                recipient_ref,
-                code,
-                message,
-            } => (
-                unaddressed(recipient_type, recipient_ref),
-                None,
-                None,
-                Admission::Fail {
-                    code: code.into(),
-                    message,
-                },
-            ),
-            Resolution::Suppressed {
-                recipient_type,
-                recipient_ref,
-                code,
-                message,
-            } => (
-                unaddressed(recipient_type, recipient_ref),
-                None,
-                None,
-                Admission::Suppress {
-                    code: code.into(),
-                    message,
-                },
-            ),
-        };
+        let admitted = admit(&self.deps, &self.topic, tenant_id, resolution, None).await?;
         Ok(NewCommunication {
             tenant_id: tenant_id.to_string(),
             communication_type: self.topic.communication_type,
@@ -438,9 +406,9 @@ impl TaskNotice {
             subject_id: user_task_id.to_string(),
             quote_id: None,
             order_id: None,
-            recipient,
-            address_hash,
-            address_masked,
+            recipient: admitted.recipient,
+            address_hash: admitted.address_hash,
+            address_masked: admitted.address_masked,
             template_family: template.meta.family.clone(),
             template_version: template.meta.version.clone(),
             idempotency_key,
@@ -453,20 +421,11 @@ impl TaskNotice {
             }),
             artifacts: Vec::new(),
             render_payload: payload,
-            admission,
+            admission: admitted.admission,
             about_task_id: Some(user_task_id.to_string()),
-            not_before: None,
+            not_before: admitted.not_before,
+            decisions: admitted.decisions,
         })
-    }
-}
-
-fn unaddressed(recipient_type: RecipientType, recipient_ref: String) -> ResolvedRecipient {
-    ResolvedRecipient {
-        recipient_type,
-        recipient_ref,
-        channel: Channel::Email,
-        address: None,
-        locale: None,
     }
 }
 
