@@ -2,6 +2,7 @@
 //! external-task workers.
 
 pub mod camunda;
+pub mod check;
 pub mod config;
 pub mod delivery;
 pub mod ledger;

@@ -27,6 +27,16 @@ enum Command {
     Deploy(DeployArgs),
     /// Run the workers, the delivery loop and the outbox relay until SIGTERM or SIGINT.
     Run(RunArgs),
+    /// Validate topics, templates and BPMN files offline; exit 1 naming each problem.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Record the content hash of newly approved template versions in templates/approved.lock
+    /// (the release step of a template version), then check.
+    #[arg(long)]
+    record_templates: bool,
 }
 
 #[derive(Args)]
@@ -91,6 +101,35 @@ async fn main() -> anyhow::Result<()> {
                 "deployment {} ({definitions} new process definition(s))",
                 deployment.id
             );
+        }
+        Command::Check(args) => {
+            if args.record_templates {
+                let added = herald::templates::TemplateRegistry::record_approved(
+                    &settings.paths.templates,
+                )?;
+                for id in &added {
+                    println!("recorded approved template {id}");
+                }
+            }
+            let problems = herald::check::check(
+                &settings.paths.topics,
+                &settings.paths.templates,
+                &settings.paths.bpmn,
+            );
+            if problems.is_empty() {
+                println!(
+                    "ok: {}, {} and {} are consistent",
+                    settings.paths.topics.display(),
+                    settings.paths.templates.display(),
+                    settings.paths.bpmn.display()
+                );
+            } else {
+                for problem in &problems {
+                    eprintln!("{problem}");
+                }
+                eprintln!("{} problem(s)", problems.len());
+                std::process::exit(1);
+            }
         }
         Command::Run(args) => {
             let components = if args.only.is_empty() {

@@ -180,3 +180,40 @@ async fn herald_stops_gracefully_on_sigterm() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_speaking_austrian_german_gets_the_german_version() {
+    let camunda = camunda();
+    deploy(&camunda).await;
+    let db = TestDb::create().await;
+    db.add_contact("acme", "contact-at", "Frau Huber", "huber@kunde.example")
+        .await;
+    sqlx::query("UPDATE contact SET locale = 'de-AT' WHERE contact_id = 'contact-at'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let lane = new_lane();
+    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let instance = camunda
+        .start_process(
+            "quote-proposal",
+            &format!("Q-1002-r4-{}", &lane[5..13]),
+            &proposal_vars(&lane, "Q-1002", ("recipientContactId", "contact-at")),
+        )
+        .await
+        .unwrap();
+    wait_until_completed(&camunda, &instance.id, Duration::from_secs(60)).await;
+    let mails = sink.received();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(
+        mails[0].header("Subject").as_deref(),
+        Some("Ihr Angebot Q-1002 (Revision 4)")
+    );
+    assert!(mails[0].body_text().contains("Guten Tag Frau Huber"));
+    let version: String = sqlx::query_scalar("SELECT template_version FROM communication_record")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(version, "2026.07.0-de", "de-AT falls back to de");
+}

@@ -1,10 +1,12 @@
-//! Templates: a registry of versioned template families loaded from `templates/`, version
-//! resolution by effective date and locale, and strict rendering.
+//! Templates with governance: a registry of versioned template families loaded from
+//! `templates/`, version resolution by effective date, locale and market, payload schemas,
+//! strict rendering, the leak guard for customer templates, and immutable approved versions.
 //!
-//! Layout: `templates/<family>/<version>/template.toml` (metadata), `subject.hbs`,
-//! `body.html.hbs`, `body.txt.hbs`.
+//! Layout: `templates/<family>/<version>/template.toml` (metadata and payload schema),
+//! `subject.hbs`, `body.html.hbs`, `body.txt.hbs`; `templates/approved.lock` records the
+//! content hash of every approved version (`herald check --record-templates`).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -15,10 +17,42 @@ use sha2::{Digest, Sha256};
 
 use crate::ledger::{Channel, MessageCategory};
 
+/// The file that records the content hash of each approved version.
+pub const LOCK_FILE: &str = "approved.lock";
+
+/// Internal data a customer template may never see (case and separators ignored).
+pub const INTERNAL_FIELDS: &[&str] = &[
+    "margin",
+    "marginpercent",
+    "marginamount",
+    "cost",
+    "costbasis",
+    "unitcost",
+    "approvalreason",
+    "approvalreasons",
+    "approvalcomment",
+    "riskscore",
+    "discountthreshold",
+    "floorprice",
+    "internalnote",
+];
+
+/// Whether a field name is internal data (`cost_basis`, `CostBasis`, `approval-reason` …).
+pub fn is_internal_field(name: &str) -> bool {
+    let normalised: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    INTERNAL_FIELDS.contains(&normalised.as_str()) || normalised.starts_with("internal")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+    #[error("{} problem(s) in the templates:\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<TemplateError>),
     #[error("no template of family '{family}' is effective at {at} for locale '{locale}'")]
     NotFound {
         family: String,
@@ -29,6 +63,14 @@ pub enum TemplateError {
     UnknownVersion { family: String, version: String },
     #[error("template {name}: {message}")]
     Render { name: String, message: String },
+    #[error("template {name}: payload field '{field}': {message}")]
+    Payload {
+        name: String,
+        field: String,
+        message: String,
+    },
+    #[error("template {name} is for customers and may not see the internal field '{field}'")]
+    Leak { name: String, field: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -36,6 +78,57 @@ pub enum TemplateError {
 pub enum Audience {
     Internal,
     Customer,
+}
+
+/// A payload field's type: `string`, `integer`, `number`, `boolean`; `?` makes it optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct FieldType {
+    pub kind: FieldKind,
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    String,
+    Integer,
+    Number,
+    Boolean,
+}
+
+impl TryFrom<String> for FieldType {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let (name, required) = match text.strip_suffix('?') {
+            Some(name) => (name, false),
+            None => (text.as_str(), true),
+        };
+        let kind = match name {
+            "string" => FieldKind::String,
+            "integer" => FieldKind::Integer,
+            "number" => FieldKind::Number,
+            "boolean" => FieldKind::Boolean,
+            other => {
+                return Err(format!(
+                "unknown field type '{other}' (string, integer, number, boolean; '?' for optional)"
+            ))
+            }
+        };
+        Ok(FieldType { kind, required })
+    }
+}
+
+impl FieldType {
+    fn accepts(self, value: &Value) -> bool {
+        match (self.kind, value) {
+            (_, Value::Null) => !self.required,
+            (FieldKind::String, Value::String(_)) => true,
+            (FieldKind::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
+            (FieldKind::Number, Value::Number(_)) => true,
+            (FieldKind::Boolean, Value::Bool(_)) => true,
+            _ => false,
+        }
+    }
 }
 
 /// Governance metadata of one template version.
@@ -52,9 +145,10 @@ pub struct TemplateMeta {
     pub audience: Audience,
     pub owner: String,
     pub effective_from: DateTime<Utc>,
+    /// Who approved the version; unapproved versions are never used.
     pub approved_by: Option<String>,
-    /// The payload fields the template may use.
-    pub payload_fields: Vec<String>,
+    /// The payload schema: the only fields the template may use and receive.
+    pub payload: BTreeMap<String, FieldType>,
     #[serde(default = "default_retention")]
     pub retention: String,
 }
@@ -67,13 +161,20 @@ fn default_retention() -> String {
 pub struct Template {
     pub meta: TemplateMeta,
     pub dir: PathBuf,
-    /// sha256 over the three bodies: an approved version must never change.
+    /// sha256 over the metadata and the three bodies: an approved version must never change.
     pub source_hash: String,
 }
 
 impl Template {
     pub fn id(&self) -> String {
         format!("{}:{}", self.meta.family, self.meta.version)
+    }
+
+    pub fn is_approved(&self) -> bool {
+        self.meta
+            .approved_by
+            .as_deref()
+            .is_some_and(|a| !a.trim().is_empty())
     }
 }
 
@@ -95,84 +196,188 @@ pub struct TemplateRegistry {
     plain: Handlebars<'static>,
 }
 
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
+struct LockFile {
+    #[serde(default)]
+    approved: BTreeMap<String, String>,
+}
+
+const PARTS: [&str; 3] = ["subject", "body.txt", "body.html"];
+
 impl TemplateRegistry {
-    /// Loads and compiles every template under `dir`; any error names its file.
+    /// Loads, checks and compiles every template under `dir`. All problems are reported at
+    /// once, each naming its file: schema, leak guard, and approved versions that changed or
+    /// were never recorded in `approved.lock`.
     pub fn load(dir: &Path) -> Result<TemplateRegistry, TemplateError> {
-        let invalid = |path: &Path, message: String| TemplateError::Invalid {
-            path: path.display().to_string(),
-            message,
-        };
+        let (registry, problems) = Self::load_all(dir);
+        if problems.is_empty() {
+            Ok(registry)
+        } else {
+            Err(TemplateError::Many(problems))
+        }
+    }
+
+    /// Records the content hash of every approved version not yet in `approved.lock`; returns
+    /// the ids it added. A changed approved version is refused, never re-recorded.
+    pub fn record_approved(dir: &Path) -> Result<Vec<String>, TemplateError> {
+        let (registry, problems) = Self::load_all(dir);
+        let blocking: Vec<TemplateError> = problems
+            .into_iter()
+            .filter(|p| !matches!(p, TemplateError::Invalid { message, .. } if message.contains("not recorded")))
+            .collect();
+        if !blocking.is_empty() {
+            return Err(TemplateError::Many(blocking));
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let mut lock = read_lock(&lock_path)?;
+        let mut added = Vec::new();
+        for template in registry.templates.iter().filter(|t| t.is_approved()) {
+            if !lock.approved.contains_key(&template.id()) {
+                lock.approved
+                    .insert(template.id(), template.source_hash.clone());
+                added.push(template.id());
+            }
+        }
+        if !added.is_empty() {
+            let text = format!(
+                "# Content hashes of approved template versions (herald check --record-templates).\n# An approved version is immutable: change the wording in a new version.\n{}",
+                toml::to_string(&lock).map_err(|e| invalid(&lock_path, e.to_string()))?
+            );
+            std::fs::write(&lock_path, text).map_err(|e| invalid(&lock_path, e.to_string()))?;
+        }
+        Ok(added)
+    }
+
+    fn load_all(dir: &Path) -> (TemplateRegistry, Vec<TemplateError>) {
         let mut html = Handlebars::new();
         html.set_strict_mode(true);
         let mut plain = Handlebars::new();
         plain.set_strict_mode(true);
         plain.register_escape_fn(handlebars::no_escape);
-        let mut templates = Vec::new();
-        let families = std::fs::read_dir(dir).map_err(|e| invalid(dir, e.to_string()))?;
-        let mut version_dirs = Vec::new();
-        for family in families {
-            let family = family.map_err(|e| invalid(dir, e.to_string()))?.path();
-            if !family.is_dir() {
-                continue;
-            }
-            for version in
-                std::fs::read_dir(&family).map_err(|e| invalid(&family, e.to_string()))?
-            {
-                let version = version.map_err(|e| invalid(&family, e.to_string()))?.path();
-                if version.is_dir() {
-                    version_dirs.push(version);
-                }
-            }
-        }
-        version_dirs.sort();
-        for vdir in version_dirs {
-            let meta_path = vdir.join("template.toml");
-            let text = std::fs::read_to_string(&meta_path)
-                .map_err(|e| invalid(&meta_path, e.to_string()))?;
-            let meta: TemplateMeta =
-                toml::from_str(&text).map_err(|e| invalid(&meta_path, e.to_string()))?;
-            let family_dir = vdir
-                .parent()
-                .and_then(|p| p.file_name())
-                .and_then(|n| n.to_str());
-            let version_dir = vdir.file_name().and_then(|n| n.to_str());
-            if family_dir != Some(meta.family.as_str())
-                || version_dir != Some(meta.version.as_str())
-            {
-                return Err(invalid(
-                    &meta_path,
-                    format!(
-                        "family/version '{}:{}' do not match the folder",
-                        meta.family, meta.version
-                    ),
-                ));
-            }
-            let mut hasher = Sha256::new();
-            for part in ["subject", "body.txt", "body.html"] {
-                let registry = if part == "body.html" {
-                    &mut html
-                } else {
-                    &mut plain
-                };
-                let path = vdir.join(format!("{part}.hbs"));
-                let source =
-                    std::fs::read_to_string(&path).map_err(|e| invalid(&path, e.to_string()))?;
-                check_fields(&source, &meta.payload_fields).map_err(|m| invalid(&path, m))?;
-                hasher.update(source.as_bytes());
-                registry
-                    .register_template_string(&part_name(&meta.family, &meta.version, part), source)
-                    .map_err(|e| invalid(&path, e.to_string()))?;
-            }
-            templates.push(Template {
-                meta,
-                dir: vdir,
-                source_hash: hex::encode(hasher.finalize()),
-            });
-        }
-        Ok(TemplateRegistry {
-            templates,
+        let mut registry = TemplateRegistry {
+            templates: Vec::new(),
             html,
             plain,
+        };
+        let mut problems = Vec::new();
+        let version_dirs = match version_dirs(dir) {
+            Ok(dirs) => dirs,
+            Err(e) => return (registry, vec![e]),
+        };
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = match read_lock(&lock_path) {
+            Ok(lock) => lock,
+            Err(e) => {
+                problems.push(e);
+                LockFile::default()
+            }
+        };
+        for vdir in version_dirs {
+            match registry.load_version(&vdir) {
+                Ok(template) => {
+                    if template.is_approved() {
+                        match lock.approved.get(&template.id()) {
+                            Some(recorded) if *recorded != template.source_hash => problems.push(invalid(
+                                &vdir,
+                                format!(
+                                    "approved version {} changed (content hash {}, recorded {}): approved versions are immutable, add a new version instead",
+                                    template.id(),
+                                    &template.source_hash[..12],
+                                    &recorded[..recorded.len().min(12)]
+                                ),
+                            )),
+                            Some(_) => {}
+                            None => problems.push(invalid(
+                                &vdir,
+                                format!(
+                                    "approved version {} is not recorded in {}: run herald check --record-templates when it is released",
+                                    template.id(),
+                                    lock_path.display()
+                                ),
+                            )),
+                        }
+                    }
+                    registry.templates.push(template);
+                }
+                Err(mut errors) => problems.append(&mut errors),
+            }
+        }
+        (registry, problems)
+    }
+
+    fn load_version(&mut self, vdir: &Path) -> Result<Template, Vec<TemplateError>> {
+        let meta_path = vdir.join("template.toml");
+        let text = std::fs::read_to_string(&meta_path)
+            .map_err(|e| vec![invalid(&meta_path, e.to_string())])?;
+        let meta: TemplateMeta =
+            toml::from_str(&text).map_err(|e| vec![invalid(&meta_path, e.to_string())])?;
+        let mut problems = Vec::new();
+        let family_dir = vdir
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str());
+        let version_dir = vdir.file_name().and_then(|n| n.to_str());
+        if family_dir != Some(meta.family.as_str()) || version_dir != Some(meta.version.as_str()) {
+            problems.push(invalid(
+                &meta_path,
+                format!(
+                    "family/version '{}:{}' do not match the folder",
+                    meta.family, meta.version
+                ),
+            ));
+        }
+        if meta.audience == Audience::Customer {
+            for field in meta.payload.keys().filter(|f| is_internal_field(f)) {
+                problems.push(invalid(
+                    &meta_path,
+                    format!("payload.{field}: a CUSTOMER template may not receive internal data"),
+                ));
+            }
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(text.as_bytes());
+        for part in PARTS {
+            let path = vdir.join(format!("{part}.hbs"));
+            let source = match std::fs::read_to_string(&path) {
+                Ok(source) => source,
+                Err(e) => {
+                    problems.push(invalid(&path, e.to_string()));
+                    continue;
+                }
+            };
+            for field in fields_used(&source) {
+                if meta.audience == Audience::Customer && is_internal_field(&field) {
+                    problems.push(invalid(
+                        &path,
+                        format!("uses '{field}': a CUSTOMER template may not see internal data"),
+                    ));
+                } else if !meta.payload.contains_key(&field) {
+                    problems.push(invalid(
+                        &path,
+                        format!("uses '{field}', which is not in the payload schema"),
+                    ));
+                }
+            }
+            hasher.update((source.len() as u64).to_be_bytes());
+            hasher.update(source.as_bytes());
+            let registry = if part == "body.html" {
+                &mut self.html
+            } else {
+                &mut self.plain
+            };
+            if let Err(e) = registry
+                .register_template_string(&part_name(&meta.family, &meta.version, part), source)
+            {
+                problems.push(invalid(&path, e.to_string()));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Template {
+            meta,
+            dir: vdir.to_path_buf(),
+            source_hash: hex::encode(hasher.finalize()),
         })
     }
 
@@ -180,25 +385,38 @@ impl TemplateRegistry {
         &self.templates
     }
 
-    /// The version of `family` effective at `at` for `locale`, falling back from the most
-    /// specific locale to the language, then to English (`de-AT` → `de` → `en`).
+    /// The approved version of `family` effective at `at`, for `locale` (falling back from the
+    /// most specific locale to the language, then English: `de-AT` → `de` → `en`) and `market`
+    /// (a version for the market wins over one for all markets).
     pub fn resolve(
         &self,
         family: &str,
         locale: Option<&str>,
+        market: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<&Template, TemplateError> {
         let requested = locale.unwrap_or("en");
         for candidate in locale_chain(requested) {
-            let best = self
+            let effective = |t: &&Template| {
+                t.meta.family == family
+                    && t.meta.locale.eq_ignore_ascii_case(&candidate)
+                    && t.is_approved()
+                    && t.meta.effective_from <= at
+            };
+            let for_market = self
                 .templates
                 .iter()
-                .filter(|t| {
-                    t.meta.family == family && t.meta.locale.eq_ignore_ascii_case(&candidate)
-                })
-                .filter(|t| t.meta.approved_by.is_some() && t.meta.effective_from <= at)
+                .filter(effective)
+                .filter(|t| market.is_some() && t.meta.market.as_deref() == market)
                 .max_by_key(|t| t.meta.effective_from);
-            if let Some(t) = best {
+            let for_all = || {
+                self.templates
+                    .iter()
+                    .filter(effective)
+                    .filter(|t| t.meta.market.is_none())
+                    .max_by_key(|t| t.meta.effective_from)
+            };
+            if let Some(t) = for_market.or_else(for_all) {
                 return Ok(t);
             }
         }
@@ -219,8 +437,55 @@ impl TemplateRegistry {
             })
     }
 
-    /// Renders in strict mode: a variable missing from the payload is an error, never "".
+    /// Checks a payload against the template's schema and the leak guard.
+    pub fn validate(&self, template: &Template, payload: &Value) -> Result<(), TemplateError> {
+        let name = template.id();
+        let Some(fields) = payload.as_object() else {
+            return Err(TemplateError::Payload {
+                name,
+                field: String::new(),
+                message: "the payload must be an object".into(),
+            });
+        };
+        for (field, value) in fields {
+            if template.meta.audience == Audience::Customer && is_internal_field(field) {
+                return Err(TemplateError::Leak {
+                    name,
+                    field: field.clone(),
+                });
+            }
+            let Some(kind) = template.meta.payload.get(field) else {
+                return Err(TemplateError::Payload {
+                    name,
+                    field: field.clone(),
+                    message: "not in the template's payload schema (purpose-built payloads only)"
+                        .into(),
+                });
+            };
+            if !kind.accepts(value) {
+                return Err(TemplateError::Payload {
+                    name,
+                    field: field.clone(),
+                    message: format!("expected {:?}, got {value}", kind.kind),
+                });
+            }
+        }
+        for (field, kind) in &template.meta.payload {
+            if kind.required && fields.get(field).is_none_or(Value::is_null) {
+                return Err(TemplateError::Payload {
+                    name,
+                    field: field.clone(),
+                    message: "required, but missing".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates the payload, then renders in strict mode: a variable missing from the payload
+    /// is an error, never "".
     pub fn render(&self, template: &Template, payload: &Value) -> Result<Rendered, TemplateError> {
+        self.validate(template, payload)?;
         let (family, version) = (&template.meta.family, &template.meta.version);
         let render = |registry: &Handlebars<'static>, part: &str| {
             let name = part_name(family, version, part);
@@ -250,6 +515,59 @@ impl TemplateRegistry {
     }
 }
 
+/// A note a user typed (e.g. the sales rep's message on a proposal): no markup, no control
+/// characters, no header tricks, at most 2,000 characters. Templates escape it again.
+pub fn sanitize_note(note: &str) -> String {
+    let without_tags = ammonia::Builder::empty().clean(note).to_string();
+    // ammonia leaves entities for the characters it escaped: bring them back to text, since
+    // the template engine escapes for HTML itself.
+    let text = without_tags
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&");
+    text.chars()
+        .filter(|c| !c.is_control() || *c == '\n')
+        .take(2000)
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+fn invalid(path: &Path, message: String) -> TemplateError {
+    TemplateError::Invalid {
+        path: path.display().to_string(),
+        message,
+    }
+}
+
+fn read_lock(path: &Path) -> Result<LockFile, TemplateError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| invalid(path, e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockFile::default()),
+        Err(e) => Err(invalid(path, e.to_string())),
+    }
+}
+
+fn version_dirs(dir: &Path) -> Result<Vec<PathBuf>, TemplateError> {
+    let mut dirs = Vec::new();
+    for family in std::fs::read_dir(dir).map_err(|e| invalid(dir, e.to_string()))? {
+        let family = family.map_err(|e| invalid(dir, e.to_string()))?.path();
+        if !family.is_dir() {
+            continue;
+        }
+        for version in std::fs::read_dir(&family).map_err(|e| invalid(&family, e.to_string()))? {
+            let version = version.map_err(|e| invalid(&family, e.to_string()))?.path();
+            if version.is_dir() {
+                dirs.push(version);
+            }
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
 fn part_name(family: &str, version: &str, part: &str) -> String {
     format!("{family}/{version}/{part}")
 }
@@ -265,30 +583,47 @@ fn locale_chain(locale: &str) -> Vec<String> {
     chain
 }
 
-/// Every `{{name}}` a template uses must be a declared payload field.
-fn check_fields(source: &str, allowed: &[String]) -> Result<(), String> {
-    let allowed: BTreeSet<&str> = allowed.iter().map(String::as_str).collect();
+/// The root names of the fields a template uses (`{{quote.number}}` → `quote`), without the
+/// helpers' keywords.
+pub fn fields_used(source: &str) -> Vec<String> {
+    let mut fields = Vec::new();
     let mut rest = source;
     while let Some(start) = rest.find("{{") {
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else {
-            return Err("unclosed '{{'".into());
+            break;
         };
         let expr = after[..end].trim_matches(|c| c == '{' || c == '}' || c == '~' || c == ' ');
         rest = &after[end + 2..];
-        if expr.starts_with('!')
-            || expr.starts_with('#')
-            || expr.starts_with('/')
-            || expr.starts_with("else")
-        {
+        if expr.starts_with('!') || expr.starts_with('/') || expr == "else" {
             continue;
         }
-        let root = expr.split(['.', ' ']).next().unwrap_or("");
-        if !root.is_empty() && !allowed.contains(root) {
-            return Err(format!("uses '{root}', which is not in payload_fields"));
+        let mut words = expr.split_whitespace();
+        let first = words.next().unwrap_or("");
+        let candidates: Vec<&str> = if let Some(helper) = first.strip_prefix('#') {
+            let _ = helper;
+            words.collect()
+        } else if words.clone().next().is_some() {
+            // A helper call `{{helper arg}}`: the arguments are fields.
+            words.collect()
+        } else {
+            vec![first]
+        };
+        for word in candidates {
+            let root = word.split('.').next().unwrap_or("");
+            let is_literal =
+                root.starts_with('"') || root.starts_with('\'') || root.parse::<f64>().is_ok();
+            if !root.is_empty()
+                && !is_literal
+                && root != "this"
+                && !root.starts_with('@')
+                && !fields.iter().any(|f| f == root)
+            {
+                fields.push(root.to_string());
+            }
         }
     }
-    Ok(())
+    fields
 }
 
 #[cfg(test)]
@@ -303,11 +638,65 @@ mod tests {
     }
 
     #[test]
-    fn fields_outside_the_payload_are_refused() {
-        let allowed = vec!["quoteNumber".to_string()];
-        assert!(check_fields("Quote {{quoteNumber}}", &allowed).is_ok());
-        assert!(check_fields("{{#if quoteNumber}}x{{/if}}", &allowed).is_ok());
-        let err = check_fields("Margin {{margin}}", &allowed).unwrap_err();
-        assert!(err.contains("'margin'"), "{err}");
+    fn finds_the_fields_a_template_uses() {
+        assert_eq!(
+            fields_used("Quote {{quoteNumber}} {{{raw}}}"),
+            vec!["quoteNumber", "raw"]
+        );
+        assert_eq!(
+            fields_used("{{#if messageNote}}{{messageNote}}{{/if}}"),
+            vec!["messageNote"]
+        );
+        assert_eq!(
+            fields_used("{{#each items}}{{this.name}}{{/each}}"),
+            vec!["items"]
+        );
+        assert_eq!(
+            fields_used("{{! a comment }}{{quote.margin}}"),
+            vec!["quote"]
+        );
+    }
+
+    #[test]
+    fn internal_fields_are_recognised_whatever_their_spelling() {
+        for name in [
+            "margin",
+            "costBasis",
+            "cost_basis",
+            "approval-reason",
+            "RiskScore",
+            "internalPriceNote",
+        ] {
+            assert!(is_internal_field(name), "{name}");
+        }
+        for name in ["quoteNumber", "customerDisplayName", "validUntilDisplay"] {
+            assert!(!is_internal_field(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn field_types_parse_and_check() {
+        let t = FieldType::try_from("integer?".to_string()).unwrap();
+        assert!(!t.required && t.kind == FieldKind::Integer);
+        assert!(
+            t.accepts(&Value::Null)
+                && t.accepts(&serde_json::json!(4))
+                && !t.accepts(&serde_json::json!("4"))
+        );
+        assert!(FieldType::try_from("date".to_string()).is_err());
+    }
+
+    #[test]
+    fn notes_lose_markup_and_control_characters() {
+        assert_eq!(
+            sanitize_note("Hi <script>alert(1)</script><b>there</b>"),
+            "Hi there"
+        );
+        assert_eq!(
+            sanitize_note("line\r\nBcc: evil@example.com\u{0007}"),
+            "line\nBcc: evil@example.com"
+        );
+        assert_eq!(sanitize_note("5 < 6 & 7 > 3"), "5 < 6 & 7 > 3");
+        assert_eq!(sanitize_note(&"x".repeat(5000)).len(), 2000);
     }
 }

@@ -187,7 +187,12 @@ impl TaskNotice {
         let template = self
             .deps
             .templates
-            .resolve(&self.topic.template_family, locale.as_deref(), Utc::now())
+            .resolve(
+                &self.topic.template_family,
+                locale.as_deref(),
+                None,
+                Utc::now(),
+            )
             .map_err(|e| {
                 permanent(
                     format!("{topic}: {e}"),
