@@ -232,9 +232,10 @@ impl TemplateRegistry {
         let mut lock = read_lock(&lock_path)?;
         let mut added = Vec::new();
         for template in registry.templates.iter().filter(|t| t.is_approved()) {
-            if !lock.approved.contains_key(&template.id()) {
-                lock.approved
-                    .insert(template.id(), template.source_hash.clone());
+            if let std::collections::btree_map::Entry::Vacant(entry) =
+                lock.approved.entry(template.id())
+            {
+                entry.insert(template.source_hash.clone());
                 added.push(template.id());
             }
         }
