@@ -38,6 +38,21 @@ pub struct Settings {
     pub relay: RelaySettings,
     pub paths: PathSettings,
     pub log: LogSettings,
+    pub artifacts: ArtifactSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ArtifactSettings {
+    /// Where customers open documents: links are `<base>/<tenant>/<artifact>?expires=…&signature=…`.
+    pub portal_base_url: String,
+    /// How long a portal link stays valid.
+    pub link_ttl_s: u64,
+    /// Attachments larger than this are refused (the portal link is the way for them).
+    pub max_attachment_bytes: u64,
+    /// How long a task waits before it asks again for a document that is not available yet.
+    pub wait_retry_ms: u64,
+    /// Only from the environment: `HERALD_ARTIFACTS__LINK_SECRET`.
+    pub link_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,7 +121,10 @@ pub struct LogSettings {
     pub filter: String,
 }
 
-const SECRETS: &[(&str, &str)] = &[("smtp.password", "HERALD_SMTP__PASSWORD")];
+const SECRETS: &[(&str, &str)] = &[
+    ("smtp.password", "HERALD_SMTP__PASSWORD"),
+    ("artifacts.link_secret", "HERALD_ARTIFACTS__LINK_SECRET"),
+];
 
 impl Settings {
     /// Loads the settings; `file` (or `HERALD_CONFIG`) is optional unless named explicitly.
@@ -147,6 +165,13 @@ impl Settings {
             .set_default("paths.topics", "topics")?
             .set_default("paths.templates", "templates")?
             .set_default("paths.bpmn", "bpmn")?
+            .set_default(
+                "artifacts.portal_base_url",
+                "https://portal.herald.local/documents",
+            )?
+            .set_default("artifacts.link_ttl_s", 14 * 24 * 3600)?
+            .set_default("artifacts.max_attachment_bytes", 10 * 1024 * 1024)?
+            .set_default("artifacts.wait_retry_ms", 60_000)?
             .set_default("log.format", "text")?
             .set_default("log.filter", "info")?;
         if let Some(path) = &named {

@@ -1,6 +1,7 @@
 //! herald: a communication ledger and delivery engine for CPQ/OMS, running as Camunda 7
 //! external-task workers.
 
+pub mod artifacts;
 pub mod camunda;
 pub mod check;
 pub mod config;

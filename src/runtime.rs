@@ -98,6 +98,7 @@ pub async fn run(
     if components.workers {
         let topics = workers::load_topics(&settings.paths.topics)?;
         let deps = HandlerDeps {
+            artifacts: settings.artifacts.clone(),
             ledger: ledger.clone(),
             camunda: camunda.clone(),
             templates: templates.clone(),

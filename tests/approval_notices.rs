@@ -182,6 +182,7 @@ async fn a_refetched_reminder_task_is_not_sent_twice() {
         Some("approve_quote")
     );
     let deps = HandlerDeps {
+        artifacts: test_artifact_settings(),
         ledger: Ledger::new(db.pool.clone(), Duration::from_secs(60)),
         camunda: camunda.clone(),
         templates: Arc::new(

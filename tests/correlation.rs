@@ -42,6 +42,7 @@ async fn an_early_outcome_is_retried_until_the_process_waits_for_it() {
     let camunda = camunda();
     deploy_fixture(&camunda).await;
     let db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-8008").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
     let herald = Herald::start(&db, &sink.url(), &lane, &[]);
@@ -92,6 +93,8 @@ async fn a_correlation_past_its_deadline_is_recorded_as_failed_and_the_relay_goe
     deploy_fixture(&camunda).await;
     deploy(&camunda).await;
     let db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-9009").await;
+    db.add_proposal_document("acme", "Q-9010").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
     let _herald = Herald::start(

@@ -17,6 +17,7 @@ async fn same_business_key_started_twice_sends_one_email() {
     let camunda = camunda();
     deploy(&camunda).await;
     let db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-2002").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
     let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
@@ -72,6 +73,7 @@ async fn worker_crashing_between_insert_and_complete_sends_once() {
     let camunda = camunda();
     deploy(&camunda).await;
     let db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-3003").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
     let business_key = format!("Q-3003-r2-{}", &lane[5..13]);
@@ -124,6 +126,7 @@ async fn worker_crashing_between_insert_and_complete_sends_once() {
     .await;
     assert_eq!(locked.process_instance_id, instance.id);
     let deps = HandlerDeps {
+        artifacts: test_artifact_settings(),
         ledger: Ledger::new(db.pool.clone(), Duration::from_secs(60)),
         camunda: camunda.clone(),
         templates: Arc::new(

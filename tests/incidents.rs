@@ -12,6 +12,7 @@ async fn database_unreachable_while_a_task_is_locked_raises_an_incident_then_rec
     let camunda = camunda();
     deploy(&camunda).await;
     let mut db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-7007").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
 

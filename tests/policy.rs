@@ -44,6 +44,7 @@ async fn an_opt_out_does_not_stop_a_transactional_proposal() {
     let camunda = camunda();
     deploy(&camunda).await;
     let db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-P1").await;
     db.add_contact("acme", "contact-7", "Olga Optout", "olga@customer.example")
         .await;
     for category in ["TRANSACTIONAL", "MARKETING"] {
@@ -80,6 +81,9 @@ async fn suppressed_addresses_blocked_domains_and_disabled_tenants_are_business_
     let camunda = camunda();
     deploy(&camunda).await;
     let db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-P2-0").await;
+    db.add_proposal_document("acme", "Q-P2-1").await;
+    db.add_proposal_document("offline", "Q-P2-2").await;
     sqlx::query("INSERT INTO suppression_entry (tenant_id, address_hash, reason) VALUES ('acme', $1, 'HARD_BOUNCE')")
         .bind(herald::policy::hash_address("bounced@customer.example"))
         .execute(&db.pool)

@@ -12,6 +12,7 @@ async fn proposal_process_ends_after_the_email_arrives() {
     let camunda = camunda();
     deploy(&camunda).await;
     let db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-1001").await;
     db.add_contact(
         "acme",
         "contact-551",
@@ -56,7 +57,7 @@ async fn proposal_process_ends_after_the_email_arrives() {
     );
     let body = mail.body_text();
     assert!(body.contains("Dear Jane Doe,"), "{body}");
-    assert!(body.contains("document doc-77"), "{body}");
+    assert!(body.contains("document doc-Q-1001"), "{body}");
     assert!(
         body.contains("<strong>Q-1001</strong>"),
         "the html part is there: {body}"
@@ -115,9 +116,9 @@ async fn proposal_process_ends_after_the_email_arrives() {
     );
     assert_eq!(
         record.idempotency_key,
-        format!("quote-proposal-delivery:{business_key}:doc-77:contact-551:v1")
+        format!("quote-proposal-delivery:{business_key}:doc-Q-1001:contact-551:v1")
     );
-    assert_eq!(record.template_version, "2026.07.0");
+    assert_eq!(record.template_version, "2026.11.0");
     assert!(record
         .rendered_content_hash
         .as_ref()
@@ -186,6 +187,7 @@ async fn a_contact_speaking_austrian_german_gets_the_german_version() {
     let camunda = camunda();
     deploy(&camunda).await;
     let db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-1002").await;
     db.add_contact("acme", "contact-at", "Frau Huber", "huber@kunde.example")
         .await;
     sqlx::query("UPDATE contact SET locale = 'de-AT' WHERE contact_id = 'contact-at'")
@@ -215,5 +217,5 @@ async fn a_contact_speaking_austrian_german_gets_the_german_version() {
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    assert_eq!(version, "2026.07.0-de", "de-AT falls back to de");
+    assert_eq!(version, "2026.11.0-de", "de-AT falls back to de");
 }

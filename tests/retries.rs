@@ -15,6 +15,7 @@ async fn smtp_451_then_250_gives_two_attempts_on_one_record() {
     let camunda = camunda();
     deploy(&camunda).await;
     let db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-4004").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     sink.script_recipient("busy@customer.example", &[451]);
     let lane = new_lane();
@@ -63,6 +64,7 @@ async fn smtp_550_fails_final_and_the_process_takes_the_failure_path() {
     let camunda = camunda();
     deploy(&camunda).await;
     let db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-5005").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     sink.script_recipient("nobody@customer.example", &[550]);
     let lane = new_lane();
@@ -153,6 +155,7 @@ async fn an_invalid_explicit_address_is_a_business_failure_not_an_incident() {
     let camunda = camunda();
     deploy(&camunda).await;
     let db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-6006").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
     let _herald = Herald::start(&db, &sink.url(), &lane, &[]);

@@ -194,11 +194,19 @@ fn the_request_time_and_the_locale_decide_the_version() {
     let family = "quote-proposal-email";
     assert_eq!(
         registry
-            .resolve(family, Some("en"), None, at("2026-11-26T12:00:00Z"))
+            .resolve(family, Some("en"), None, at("2026-10-15T12:00:00Z"))
             .unwrap()
             .meta
             .version,
         "2026.07.0"
+    );
+    assert_eq!(
+        registry
+            .resolve(family, Some("en"), None, at("2026-11-26T12:00:00Z"))
+            .unwrap()
+            .meta
+            .version,
+        "2026.11.0"
     );
     assert_eq!(
         registry
@@ -211,7 +219,7 @@ fn the_request_time_and_the_locale_decide_the_version() {
     // de-AT falls back to de; fr falls back to en.
     assert_eq!(
         registry
-            .resolve(family, Some("de-AT"), None, at("2026-11-26T12:00:00Z"))
+            .resolve(family, Some("de-AT"), None, at("2026-10-15T12:00:00Z"))
             .unwrap()
             .meta
             .version,
@@ -219,7 +227,7 @@ fn the_request_time_and_the_locale_decide_the_version() {
     );
     assert_eq!(
         registry
-            .resolve(family, Some("fr"), None, at("2026-11-26T12:00:00Z"))
+            .resolve(family, Some("fr"), None, at("2026-10-15T12:00:00Z"))
             .unwrap()
             .meta
             .version,

@@ -18,6 +18,15 @@ pub struct OutboundMessage {
     pub subject: String,
     pub html: String,
     pub text: String,
+    pub attachments: Vec<OutboundAttachment>,
+}
+
+/// A file sent with the message.
+#[derive(Debug, Clone)]
+pub struct OutboundAttachment {
+    pub file_name: String,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
 }
 
 /// How the provider answered.

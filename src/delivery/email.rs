@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use lettre::message::header::ContentType;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
@@ -126,6 +127,22 @@ impl EmailAdapter {
             })?;
         // One subject line, whatever the template produced: no header injection.
         let subject: String = message.subject.replace(['\r', '\n'], " ");
+        let alternative =
+            MultiPart::alternative_plain_html(message.text.clone(), message.html.clone());
+        let body = if message.attachments.is_empty() {
+            alternative
+        } else {
+            let mut mixed = MultiPart::mixed().multipart(alternative);
+            for file in &message.attachments {
+                let content_type = ContentType::parse(&file.media_type).unwrap_or_else(|_| {
+                    ContentType::parse("application/octet-stream").expect("a valid media type")
+                });
+                mixed = mixed.singlepart(
+                    Attachment::new(file.file_name.clone()).body(file.bytes.clone(), content_type),
+                );
+            }
+            mixed
+        };
         Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -137,10 +154,7 @@ impl EmailAdapter {
                 message.communication_id, self.message_id_domain
             )))
             .header(CorrelationIdHeader(message.correlation_id.clone()))
-            .multipart(MultiPart::alternative_plain_html(
-                message.text.clone(),
-                message.html.clone(),
-            ))
+            .multipart(body)
             .map_err(|e| DeliveryOutcome::Failed {
                 class: FailureClass::Configuration,
                 response_code: None,

@@ -18,8 +18,10 @@ use crate::ledger::wakeup::{Wakeup, Woke};
 use crate::ledger::{AttemptResult, Channel, ClaimedJob, Ledger};
 use crate::templates::TemplateRegistry;
 
-pub use adapter::{ChannelAdapter, DeliveryOutcome, OutboundMessage};
+use crate::artifacts::AttachmentRef;
+pub use adapter::{ChannelAdapter, DeliveryOutcome, OutboundAttachment, OutboundMessage};
 pub use failure::{FailureClass, RetrySchedule};
+use sha2::Digest;
 
 #[derive(Debug, Clone)]
 pub struct DeliveryOptions {
@@ -179,6 +181,17 @@ impl DeliveryEngine {
             Ok(rendered) => rendered,
             Err(err) => return final_config("TEMPLATE_ERROR", err.to_string()),
         };
+        let mut attachments = Vec::with_capacity(job.attachments.len());
+        let mut attachment_hashes = Vec::with_capacity(job.attachments.len());
+        for reference in &job.attachments {
+            match read_attachment(reference).await {
+                Ok((attachment, hash)) => {
+                    attachment_hashes.push((reference.artifact_id.clone(), hash));
+                    attachments.push(attachment);
+                }
+                Err(failure) => return self.failed(job, failure),
+            }
+        }
         let message = OutboundMessage {
             communication_id: job.communication_id,
             correlation_id: job.correlation_id.clone(),
@@ -187,6 +200,7 @@ impl DeliveryEngine {
             subject: rendered.subject,
             html: rendered.html,
             text: rendered.text,
+            attachments,
         };
         // A send must end well inside the lease, or another sender could take the job over
         // while this one is still talking to the provider.
@@ -213,34 +227,85 @@ impl DeliveryEngine {
                 response_code,
                 summary,
                 content_hash: rendered.content_hash,
+                attachment_hashes,
             },
-            DeliveryOutcome::Failed {
-                class,
+            failed @ DeliveryOutcome::Failed { .. } => self.failed(job, failed),
+        }
+    }
+
+    /// Applies the retry schedule to a failed attempt.
+    fn failed(&self, job: &ClaimedJob, outcome: DeliveryOutcome) -> AttemptResult {
+        let DeliveryOutcome::Failed {
+            class,
+            response_code,
+            summary,
+            retry_after,
+        } = outcome
+        else {
+            unreachable!("failed() is only called with DeliveryOutcome::Failed")
+        };
+        match self
+            .options
+            .schedule
+            .next_delay(job.attempt_no, class, retry_after)
+        {
+            Some(after) => AttemptResult::Retry {
+                failure_class: class.as_str().into(),
                 response_code,
                 summary,
-                retry_after,
-            } => match self
-                .options
-                .schedule
-                .next_delay(job.attempt_no, class, retry_after)
-            {
-                Some(after) => AttemptResult::Retry {
-                    failure_class: class.as_str().into(),
-                    response_code,
-                    summary,
-                    after,
+                after,
+            },
+            None => AttemptResult::Final {
+                failure_class: class.as_str().into(),
+                failure_code: if class.is_retryable() {
+                    "RETRIES_EXHAUSTED".into()
+                } else {
+                    class.as_str().into()
                 },
-                None => AttemptResult::Final {
-                    failure_class: class.as_str().into(),
-                    failure_code: if class.is_retryable() {
-                        "RETRIES_EXHAUSTED".into()
-                    } else {
-                        class.as_str().into()
-                    },
-                    response_code,
-                    summary,
-                },
+                response_code,
+                summary,
             },
         }
     }
+}
+
+/// Reads a file to attach, within its size limit; returns it with the sha256 of its bytes.
+async fn read_attachment(
+    reference: &AttachmentRef,
+) -> Result<(OutboundAttachment, String), DeliveryOutcome> {
+    let path = reference
+        .storage_location
+        .strip_prefix("file://")
+        .unwrap_or(&reference.storage_location);
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| DeliveryOutcome::Failed {
+            // The document store may come back: retried on the schedule.
+            class: FailureClass::ProviderUnavailable,
+            response_code: None,
+            summary: format!("artifact {} could not be read: {e}", reference.artifact_id),
+            retry_after: None,
+        })?;
+    if bytes.len() as u64 > reference.max_bytes {
+        return Err(DeliveryOutcome::Failed {
+            class: FailureClass::PermanentRejection,
+            response_code: None,
+            summary: format!(
+                "artifact {} has {} bytes, more than the {} an attachment may have",
+                reference.artifact_id,
+                bytes.len(),
+                reference.max_bytes
+            ),
+            retry_after: None,
+        });
+    }
+    let hash = hex::encode(sha2::Sha256::digest(&bytes));
+    Ok((
+        OutboundAttachment {
+            file_name: reference.file_name.clone(),
+            media_type: reference.media_type.clone(),
+            bytes,
+        },
+        hash,
+    ))
 }

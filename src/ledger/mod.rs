@@ -110,6 +110,8 @@ pub struct NewCommunication {
     pub not_before: Option<DateTime<Utc>>,
     /// The policy decisions taken for this recipient, stored with the record.
     pub decisions: Vec<crate::policy::preferences::Decision>,
+    /// Files to attach when the message is sent.
+    pub attachments: Vec<crate::artifacts::AttachmentRef>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +138,7 @@ pub struct ClaimedJob {
     pub template_version: String,
     pub correlation_id: String,
     pub business_key: Option<String>,
+    pub attachments: Vec<crate::artifacts::AttachmentRef>,
 }
 
 /// How an attempt ended, as the delivery engine decided (retry policy applied).
@@ -146,6 +149,8 @@ pub enum AttemptResult {
         response_code: Option<i32>,
         summary: String,
         content_hash: String,
+        /// (artifact id, sha256 of the bytes sent) of each attachment.
+        attachment_hashes: Vec<(String, String)>,
     },
     Retry {
         failure_class: String,
@@ -449,7 +454,7 @@ impl Ledger {
              UPDATE delivery_job j SET locked_by = $1, locked_until = now() + make_interval(secs => $3::double precision / 1000),
                  attempts = j.attempts + 1
              FROM due WHERE j.communication_id = due.communication_id
-             RETURNING j.communication_id, j.attempts, j.recipient_address, j.render_payload, j.locale",
+             RETURNING j.communication_id, j.attempts, j.recipient_address, j.render_payload, j.locale, j.attachments",
         )
         .bind(worker)
         .bind(limit)
@@ -498,6 +503,11 @@ impl Ledger {
                 template_version: record.get("template_version"),
                 correlation_id: record.get("correlation_id"),
                 business_key: record.get("business_key"),
+                attachments: row
+                    .get::<sqlx::types::Json<Vec<crate::artifacts::AttachmentRef>>, _>(
+                        "attachments",
+                    )
+                    .0,
             });
         }
         tx.commit().await?;
@@ -554,12 +564,28 @@ impl Ledger {
             tx.rollback().await?;
             return Ok(false);
         }
+        if let AttemptResult::Sent {
+            attachment_hashes, ..
+        } = &result
+        {
+            for (artifact_id, hash) in attachment_hashes {
+                sqlx::query(
+                    "UPDATE communication_artifact_link SET sent_bytes_hash = $3 WHERE communication_id = $1 AND artifact_id = $2",
+                )
+                .bind(job.communication_id.0)
+                .bind(artifact_id)
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         let (to, change, attempt) = match result {
             AttemptResult::Sent {
                 provider_message_id,
                 response_code,
                 summary,
                 content_hash,
+                ..
             } => (
                 CommunicationStatus::Sent,
                 StatusChange {
@@ -905,8 +931,8 @@ async fn admit(
     let (status, change) = match &new.admission {
         Admission::Queue => {
             sqlx::query(
-                "INSERT INTO delivery_job (communication_id, tenant_id, due_at, recipient_address, render_payload, locale)
-                 VALUES ($1, $2, COALESCE($3, now()), $4, $5, $6)",
+                "INSERT INTO delivery_job (communication_id, tenant_id, due_at, recipient_address, render_payload, locale, attachments)
+                 VALUES ($1, $2, COALESCE($3, now()), $4, $5, $6, $7)",
             )
             .bind(id.0)
             .bind(&new.tenant_id)
@@ -914,6 +940,7 @@ async fn admit(
             .bind(&new.recipient.address)
             .bind(&new.render_payload)
             .bind(&new.recipient.locale)
+            .bind(sqlx::types::Json(&new.attachments))
             .execute(&mut *conn)
             .await?;
             sqlx::query("SELECT pg_notify('herald_delivery', '')")

@@ -35,6 +35,9 @@ pub struct TopicConfig {
     /// process gets); `idempotency_key` is then each recipient's key.
     #[serde(default)]
     pub parent_key: Option<String>,
+    /// The artifact type the topic's document must have (send-proposal).
+    #[serde(default)]
+    pub artifact_type: Option<String>,
     /// Fetch the service task's extension properties (e.g. taskDefinitionKey).
     #[serde(default)]
     pub include_extension_properties: bool,
@@ -155,6 +158,7 @@ pub fn load_topics(dir: &Path) -> Result<Vec<TopicConfig>, TopicError> {
 /// What handlers need.
 #[derive(Clone)]
 pub struct HandlerDeps {
+    pub artifacts: crate::config::ArtifactSettings,
     pub ledger: Ledger,
     pub camunda: CamundaClient,
     pub templates: Arc<TemplateRegistry>,

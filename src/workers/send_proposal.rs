@@ -16,6 +16,11 @@ use crate::ledger::{LedgerError, NewCommunication, ProcessOrigin};
 use crate::policy::{self, derive_key, Resolution};
 
 use super::{admit, permanent, transient, HandlerDeps, TopicConfig};
+use crate::artifacts::{
+    check_for_delivery, signed_link, ArtifactCheck, AttachmentRef, DeliveryMode,
+};
+use crate::ledger::Admission;
+use crate::policy::preferences::{Decision, DecisionOutcome};
 
 pub struct SendProposal {
     topic: TopicConfig,
@@ -31,6 +36,8 @@ pub struct ProposalInput {
     pub tenant_id: String,
     pub recipient: RecipientInput,
     pub locale: Option<String>,
+    /// PORTAL_LINK (default) or ATTACHMENT.
+    pub delivery_mode: DeliveryMode,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +54,8 @@ pub enum InputError {
     TwoRecipients,
     #[error("no recipient: set recipientEmail or recipientContactId")]
     NoRecipient,
+    #[error("{0}")]
+    DeliveryMode(String),
 }
 
 impl ProposalInput {
@@ -67,13 +76,122 @@ impl ProposalInput {
             tenant_id: vars.require_str("tenantId")?.to_string(),
             recipient,
             locale: vars.opt_str("locale")?.map(str::to_string),
+            delivery_mode: match vars.opt_str("deliveryMode")? {
+                Some(mode) => mode.parse().map_err(InputError::DeliveryMode)?,
+                None => DeliveryMode::PortalLink,
+            },
         })
     }
+}
+
+/// The proposal document as the message carries it.
+struct Document {
+    link: Option<String>,
+    link_valid_until: Option<String>,
+    attachment: Option<AttachmentRef>,
+    /// Why the document may not go out (a business refusal).
+    refusal: Option<(&'static str, String)>,
 }
 
 impl SendProposal {
     pub fn new(topic: TopicConfig, deps: HandlerDeps) -> SendProposal {
         SendProposal { topic, deps }
+    }
+
+    /// Checks the proposal document and prepares its link or attachment. A document that is
+    /// not there yet makes the task wait and ask again (handleFailure with a retry timeout).
+    async fn document(&self, input: &ProposalInput) -> Result<Document, TechnicalFailure> {
+        let topic = &self.topic.topic;
+        let settings = &self.deps.artifacts;
+        let expected = self
+            .topic
+            .artifact_type
+            .as_deref()
+            .unwrap_or("PROPOSAL_DOCUMENT");
+        let subject_id = format!("{}/{}", input.quote_id, input.revision_no);
+        let check = check_for_delivery(
+            self.deps.ledger.pool(),
+            &input.tenant_id,
+            &input.artifact_id,
+            "QUOTE_REVISION",
+            &subject_id,
+            expected,
+        )
+        .await
+        .map_err(|e| {
+            transient(
+                format!("{topic}: ledger database unavailable"),
+                e.to_string(),
+            )
+        })?;
+        let refused = |code: &'static str, message: String| Document {
+            link: None,
+            link_valid_until: None,
+            attachment: None,
+            refusal: Some((code, message)),
+        };
+        let artifact = match check {
+            ArtifactCheck::Usable(artifact) => artifact,
+            ArtifactCheck::Refused { code, message } => return Ok(refused(code, message)),
+            ArtifactCheck::NotYetAvailable => {
+                return Err(TechnicalFailure {
+                    message: format!("{topic}: document '{}' is not available yet", input.artifact_id),
+                    details: format!(
+                        "The {expected} '{}' of quote revision {subject_id} is not in herald's artifact registry (or not AVAILABLE) yet. herald asks again; when the retries run out, check the document service, then increment the retries.",
+                        input.artifact_id
+                    ),
+                    permanent: false,
+                    retry_after: Some(std::time::Duration::from_millis(settings.wait_retry_ms)),
+                })
+            }
+        };
+        match input.delivery_mode {
+            DeliveryMode::PortalLink => {
+                let secret = settings.link_secret.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
+                    permanent(
+                        format!("{topic}: no secret to sign portal links"),
+                        "Set HERALD_ARTIFACTS__LINK_SECRET in herald's environment, then increment the retries.",
+                    )
+                })?;
+                let expires = Utc::now() + chrono::Duration::seconds(settings.link_ttl_s as i64);
+                Ok(Document {
+                    link: Some(signed_link(
+                        &settings.portal_base_url,
+                        secret.as_bytes(),
+                        &input.tenant_id,
+                        &artifact.artifact_id,
+                        expires,
+                    )),
+                    link_valid_until: Some(expires.format("%Y-%m-%d").to_string()),
+                    attachment: None,
+                    refusal: None,
+                })
+            }
+            DeliveryMode::Attachment => {
+                let size = artifact.size_bytes.unwrap_or(0).max(0) as u64;
+                if size > settings.max_attachment_bytes {
+                    return Ok(refused(
+                        "ARTIFACT_TOO_LARGE",
+                        format!(
+                            "document '{}' has {size} bytes; attachments may have {} (send a portal link instead)",
+                            artifact.artifact_id, settings.max_attachment_bytes
+                        ),
+                    ));
+                }
+                Ok(Document {
+                    link: None,
+                    link_valid_until: None,
+                    attachment: Some(AttachmentRef {
+                        artifact_id: artifact.artifact_id.clone(),
+                        storage_location: artifact.storage_location.clone(),
+                        file_name: artifact.file_name.clone(),
+                        media_type: artifact.media_type.clone(),
+                        max_bytes: settings.max_attachment_bytes,
+                    }),
+                    refusal: None,
+                })
+            }
+        }
     }
 
     async fn run(&self, task: &LockedTask) -> Result<String, TechnicalFailure> {
@@ -152,11 +270,15 @@ impl SendProposal {
             Resolution::Resolved { display_name, .. } => display_name.clone(),
             _ => None,
         };
+        let document = self.document(&input).await?;
         let payload = json!({
             "quoteNumber": input.quote_id,
             "revisionNo": input.revision_no,
             "documentReference": input.artifact_id,
             "customerDisplayName": display_name.unwrap_or_else(|| "Customer".into()),
+            "proposalLink": document.link,
+            "linkValidUntil": document.link_valid_until,
+            "attachmentName": document.attachment.as_ref().map(|a| a.file_name.clone()),
         });
         // Render once now: a template that cannot render is a configuration error for Cockpit,
         // not a delivery failure discovered later.
@@ -170,7 +292,7 @@ impl SendProposal {
                 )
             })?;
 
-        let admitted = admit(
+        let mut admitted = admit(
             &self.deps,
             &self.topic,
             &input.tenant_id,
@@ -178,6 +300,22 @@ impl SendProposal {
             locale.clone(),
         )
         .await?;
+        // A document that may not go out fails the communication for good, like a recipient
+        // that cannot be reached: a business outcome, never an incident.
+        if let Some((code, message)) = document.refusal {
+            admitted.decisions.push(Decision {
+                check: "artifact",
+                outcome: DecisionOutcome::Fail,
+                reason_code: code.into(),
+                detail: message.clone(),
+            });
+            if matches!(admitted.admission, Admission::Queue) {
+                admitted.admission = Admission::Fail {
+                    code: code.into(),
+                    message,
+                };
+            }
+        }
         let new = NewCommunication {
             tenant_id: input.tenant_id.clone(),
             communication_type: self.topic.communication_type,
@@ -208,6 +346,7 @@ impl SendProposal {
             about_task_id: None,
             not_before: admitted.not_before,
             decisions: admitted.decisions,
+            attachments: document.attachment.into_iter().collect(),
         };
         let outcome = self.deps.ledger.request(&new).await.map_err(|e| match e {
             LedgerError::Database(_) => transient(

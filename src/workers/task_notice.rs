@@ -354,6 +354,7 @@ impl TaskNotice {
             admission: parent_admission,
             about_task_id: about_task,
             decisions: Vec::new(),
+            attachments: Vec::new(),
             not_before: None,
         };
         let outcome = self
@@ -430,6 +431,7 @@ impl TaskNotice {
             about_task_id: Some(user_task_id.to_string()),
             not_before: admitted.not_before,
             decisions: admitted.decisions,
+            attachments: Vec::new(),
         })
     }
 }

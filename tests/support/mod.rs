@@ -18,6 +18,20 @@ use sqlx::Connection;
 
 pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
+/// The portal link secret herald gets in the tests.
+pub const TEST_LINK_SECRET: &str = "test-link-secret";
+
+/// Artifact settings as herald gets them in the tests (for handlers run in the test process).
+pub fn test_artifact_settings() -> herald::config::ArtifactSettings {
+    herald::config::ArtifactSettings {
+        portal_base_url: "https://portal.herald.local/documents".into(),
+        link_ttl_s: 3600,
+        max_attachment_bytes: 1024 * 1024,
+        wait_retry_ms: 500,
+        link_secret: Some(TEST_LINK_SECRET.into()),
+    }
+}
+
 fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: these tests run against the real stack; start it with `scripts/stack up` and `source .stack/env`, or run `scripts/test`")
@@ -74,6 +88,37 @@ impl TestDb {
             .execute(&self.pool)
             .await
             .expect("insert contact");
+    }
+
+    /// Registers the proposal document `doc-<quote_id>` of revision 4 (a real file) as
+    /// AVAILABLE; returns the file's path.
+    pub async fn add_proposal_document(&self, tenant: &str, quote_id: &str) -> PathBuf {
+        let dir = Path::new(MANIFEST_DIR)
+            .join("target")
+            .join("test-artifacts");
+        std::fs::create_dir_all(&dir).expect("artifact dir");
+        let path = dir.join(format!("{}-{quote_id}.pdf", self.name));
+        let bytes = format!("%PDF-1.4\n% proposal {quote_id} revision 4\n%%EOF\n").into_bytes();
+        std::fs::write(&path, &bytes).expect("write artifact");
+        herald::artifacts::register(
+            &self.pool,
+            &herald::artifacts::Artifact {
+                tenant_id: tenant.into(),
+                artifact_id: format!("doc-{quote_id}"),
+                subject_type: "QUOTE_REVISION".into(),
+                subject_id: format!("{quote_id}/4"),
+                artifact_type: "PROPOSAL_DOCUMENT".into(),
+                status: "AVAILABLE".into(),
+                content_hash: None,
+                storage_location: format!("file://{}", path.display()),
+                size_bytes: Some(bytes.len() as i64),
+                media_type: "application/pdf".into(),
+                file_name: format!("proposal-{quote_id}-r4.pdf"),
+            },
+        )
+        .await
+        .expect("register artifact");
+        path
     }
 
     /// Refuses (or allows again) every new connection to this database, and cuts the open ones:
@@ -153,6 +198,8 @@ impl Herald {
             .env("HERALD_DATABASE__MAX_CONNECTIONS", "5")
             .env("HERALD_RELAY__POLL_INTERVAL_MS", "1000")
             .env("HERALD_DELIVERY__POLL_INTERVAL_MS", "1000")
+            .env("HERALD_ARTIFACTS__LINK_SECRET", TEST_LINK_SECRET)
+            .env("HERALD_ARTIFACTS__WAIT_RETRY_MS", "500")
             .env("HERALD_LOG__FILTER", "info,herald=debug")
             .stdout(Stdio::null())
             .stderr(file);
@@ -220,7 +267,10 @@ pub fn proposal_vars(lane: &str, quote_id: &str, recipient: (&str, &str)) -> Var
     v.insert("heraldLane".into(), TypedValue::string(lane));
     v.insert("quoteId".into(), TypedValue::string(quote_id));
     v.insert("revisionNo".into(), TypedValue::integer(4));
-    v.insert("artifactId".into(), TypedValue::string("doc-77"));
+    v.insert(
+        "artifactId".into(),
+        TypedValue::string(format!("doc-{quote_id}")),
+    );
     v.insert("tenantId".into(), TypedValue::string("acme"));
     v.insert(recipient.0.into(), TypedValue::string(recipient.1));
     v
