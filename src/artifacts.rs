@@ -28,7 +28,7 @@ pub struct Artifact {
 /// Whether an artifact may go out with a communication.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ArtifactCheck {
-    Usable(Artifact),
+    Usable(Box<Artifact>),
     /// Not (yet) in the registry or still being produced: wait and try again.
     NotYetAvailable,
     /// A business refusal: the communication fails for good with this reason.
@@ -133,7 +133,7 @@ pub fn decide(
         };
     }
     match artifact.status.as_str() {
-        "AVAILABLE" => ArtifactCheck::Usable(artifact),
+        "AVAILABLE" => ArtifactCheck::Usable(Box::new(artifact)),
         "SUPERSEDED" => ArtifactCheck::Refused {
             code: "ARTIFACT_SUPERSEDED",
             message: format!("artifact '{id}' has been superseded by a newer document"),
