@@ -97,6 +97,7 @@ pub struct SmtpSink {
     state: Arc<Mutex<State>>,
     notify: Arc<Notify>,
     maildir: Option<PathBuf>,
+    started: u64,
 }
 
 static QUEUE_SEQ: AtomicU64 = AtomicU64::new(1);
@@ -118,6 +119,10 @@ impl SmtpSink {
             state: Arc::new(Mutex::new(State::default())),
             notify: Arc::new(Notify::new()),
             maildir,
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
         };
         let server = sink.clone();
         tokio::spawn(async move {
@@ -253,8 +258,12 @@ impl SmtpSink {
                             .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
                             .await?;
                         let data = read_data(&mut reader).await?;
-                        let queue_id =
-                            format!("Q{:010}", QUEUE_SEQ.fetch_add(1, Ordering::Relaxed));
+                        // Unique across restarts of the sink (the maildir keeps earlier mail).
+                        let queue_id = format!(
+                            "Q{:x}{:06}",
+                            self.started,
+                            QUEUE_SEQ.fetch_add(1, Ordering::Relaxed)
+                        );
                         self.store(ReceivedMail {
                             queue_id: queue_id.clone(),
                             mail_from: mail_from.take().unwrap_or_default(),
