@@ -6,13 +6,19 @@ use std::path::Path;
 
 use chrono::Utc;
 
+use crate::policy::rules::RuleSet;
 use crate::templates::{TemplateError, TemplateRegistry};
 use crate::workers::{load_topics, TopicConfig};
 
 const CAMUNDA_NS: &str = "http://camunda.org/schema/1.0/bpmn";
 
 /// Every problem found, as `file: message` lines; empty when all is well.
-pub fn check(topics_dir: &Path, templates_dir: &Path, bpmn_dir: &Path) -> Vec<String> {
+pub fn check(
+    topics_dir: &Path,
+    templates_dir: &Path,
+    bpmn_dir: &Path,
+    rules_file: &Path,
+) -> Vec<String> {
     let mut problems = Vec::new();
     let topics = match load_topics(topics_dir) {
         Ok(topics) => topics,
@@ -21,8 +27,43 @@ pub fn check(topics_dir: &Path, templates_dir: &Path, bpmn_dir: &Path) -> Vec<St
             Vec::new()
         }
     };
+    let rules = match RuleSet::load(rules_file) {
+        Ok(rules) => rules,
+        Err(list) => {
+            problems.extend(list);
+            RuleSet::default()
+        }
+    };
     match TemplateRegistry::load(templates_dir) {
         Ok(registry) => {
+            for (n, rule) in rules.rules.iter().enumerate() {
+                let at = format!("{}: rule[{n}] '{}'", rules_file.display(), rule.id);
+                match registry.resolve(&rule.template_family, None, None, Utc::now()) {
+                    Err(e) => problems.push(format!("{at}: template_family: {e}")),
+                    Ok(template) => {
+                        for field in rule.payload.keys() {
+                            if !template.meta.payload.contains_key(field) {
+                                problems.push(format!(
+                                    "{at}: payload.{field}: not in the payload schema of {}",
+                                    template.id()
+                                ));
+                            }
+                        }
+                        for (field, kind) in &template.meta.payload {
+                            // recipientName is filled in by herald from the resolved recipient.
+                            if kind.required
+                                && field != "recipientName"
+                                && !rule.payload.contains_key(field)
+                            {
+                                problems.push(format!(
+                                    "{at}: payload.{field}: {} requires it",
+                                    template.id()
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
             for topic in &topics {
                 if let Err(e) = registry.resolve(&topic.template_family, None, None, Utc::now()) {
                     problems.push(format!(

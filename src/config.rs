@@ -39,6 +39,15 @@ pub struct Settings {
     pub paths: PathSettings,
     pub log: LogSettings,
     pub artifacts: ArtifactSettings,
+    pub api: ApiSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiSettings {
+    /// Where the HTTP API listens, e.g. `127.0.0.1:8090`.
+    pub listen: String,
+    /// Only from the environment: `HERALD_API__TOKEN`; when set, requests need it as a bearer token.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +120,7 @@ pub struct PathSettings {
     pub topics: PathBuf,
     pub templates: PathBuf,
     pub bpmn: PathBuf,
+    pub rules: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +134,7 @@ pub struct LogSettings {
 const SECRETS: &[(&str, &str)] = &[
     ("smtp.password", "HERALD_SMTP__PASSWORD"),
     ("artifacts.link_secret", "HERALD_ARTIFACTS__LINK_SECRET"),
+    ("api.token", "HERALD_API__TOKEN"),
 ];
 
 impl Settings {
@@ -165,6 +176,8 @@ impl Settings {
             .set_default("paths.topics", "topics")?
             .set_default("paths.templates", "templates")?
             .set_default("paths.bpmn", "bpmn")?
+            .set_default("paths.rules", "rules/events.toml")?
+            .set_default("api.listen", "127.0.0.1:8090")?
             .set_default(
                 "artifacts.portal_base_url",
                 "https://portal.herald.local/documents",

@@ -1,11 +1,13 @@
 //! herald: a communication ledger and delivery engine for CPQ/OMS, running as Camunda 7
 //! external-task workers.
 
+pub mod api;
 pub mod artifacts;
 pub mod camunda;
 pub mod check;
 pub mod config;
 pub mod delivery;
+pub mod events;
 pub mod ledger;
 pub mod policy;
 pub mod relay;

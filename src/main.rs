@@ -51,7 +51,7 @@ struct DeployArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Run only these components (comma-separated: workers, delivery, relay); default all.
+    /// Run only these components (comma-separated: workers, delivery, relay, api); default all.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<Component>,
 }
@@ -61,6 +61,7 @@ enum Component {
     Workers,
     Delivery,
     Relay,
+    Api,
 }
 
 fn init_logs(settings: &Settings) {
@@ -115,13 +116,15 @@ async fn main() -> anyhow::Result<()> {
                 &settings.paths.topics,
                 &settings.paths.templates,
                 &settings.paths.bpmn,
+                &settings.paths.rules,
             );
             if problems.is_empty() {
                 println!(
-                    "ok: {}, {} and {} are consistent",
+                    "ok: {}, {}, {} and {} are consistent",
                     settings.paths.topics.display(),
                     settings.paths.templates.display(),
-                    settings.paths.bpmn.display()
+                    settings.paths.bpmn.display(),
+                    settings.paths.rules.display()
                 );
             } else {
                 for problem in &problems {
@@ -139,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
                     workers: args.only.contains(&Component::Workers),
                     delivery: args.only.contains(&Component::Delivery),
                     relay: args.only.contains(&Component::Relay),
+                    api: args.only.contains(&Component::Api),
                 }
             };
             let shutdown = CancellationToken::new();

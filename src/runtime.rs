@@ -13,6 +13,7 @@ use crate::config::{ConfigError, Settings};
 use crate::delivery::email::{EmailAdapter, EmailConfigError, EmailSettings};
 use crate::delivery::{DeliveryEngine, DeliveryOptions};
 use crate::ledger::{self, Ledger, LedgerError};
+use crate::policy::rules::RuleSet;
 use crate::relay::{self, RelayOptions};
 use crate::templates::{TemplateError, TemplateRegistry};
 use crate::workers::{self, HandlerDeps, TopicError};
@@ -31,8 +32,12 @@ pub enum RuntimeError {
     Topics(#[from] TopicError),
     #[error(transparent)]
     Email(#[from] EmailConfigError),
-    #[error("nothing to run: enable at least one of workers, delivery, relay")]
+    #[error("nothing to run: enable at least one of workers, delivery, relay, api")]
     NothingToRun,
+    #[error("rules:\n  {}", .0.join("\n  "))]
+    Rules(Vec<String>),
+    #[error("api: cannot listen on {0}: {1}")]
+    Listen(String, #[source] std::io::Error),
 }
 
 /// Which parts run in this process.
@@ -41,6 +46,7 @@ pub struct Components {
     pub workers: bool,
     pub delivery: bool,
     pub relay: bool,
+    pub api: bool,
 }
 
 impl Components {
@@ -49,6 +55,7 @@ impl Components {
             workers: true,
             delivery: true,
             relay: true,
+            api: true,
         }
     }
 }
@@ -68,7 +75,7 @@ pub async fn run(
     components: Components,
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
-    if !(components.workers || components.delivery || components.relay) {
+    if !(components.workers || components.delivery || components.relay || components.api) {
         return Err(RuntimeError::NothingToRun);
     }
     let ledger = ledger(&settings)?;
@@ -95,15 +102,41 @@ pub async fn run(
     let worker_id = settings.worker_id();
     let mut tasks = tokio::task::JoinSet::new();
 
+    let deps = HandlerDeps {
+        artifacts: settings.artifacts.clone(),
+        ledger: ledger.clone(),
+        camunda: camunda.clone(),
+        templates: templates.clone(),
+        requested_by: worker_id.clone(),
+    };
+    if components.api {
+        let rules = RuleSet::load(&settings.paths.rules).map_err(RuntimeError::Rules)?;
+        let listener = tokio::net::TcpListener::bind(&settings.api.listen)
+            .await
+            .map_err(|e| RuntimeError::Listen(settings.api.listen.clone(), e))?;
+        let address = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let app = crate::api::router(crate::api::ApiState {
+            deps: deps.clone(),
+            rules: Arc::new(rules),
+            token: settings.api.token.clone().filter(|t| !t.is_empty()),
+        });
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            tracing::info!(listen = %address, "api listening");
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "api stopped");
+            }
+            tracing::info!("api stopped");
+        });
+    }
     if components.workers {
         let topics = workers::load_topics(&settings.paths.topics)?;
-        let deps = HandlerDeps {
-            artifacts: settings.artifacts.clone(),
-            ledger: ledger.clone(),
-            camunda: camunda.clone(),
-            templates: templates.clone(),
-            requested_by: worker_id.clone(),
-        };
         let subscriptions = workers::subscriptions(&topics, &deps);
         let mut process_variables = BTreeMap::new();
         if let Some(lane) = &settings.camunda.lane {
@@ -173,6 +206,7 @@ pub async fn run(
         workers = components.workers,
         delivery = components.delivery,
         relay = components.relay,
+        api = components.api,
         "herald running"
     );
     while let Some(joined) = tasks.join_next().await {

@@ -4,6 +4,7 @@ pub mod identity;
 pub mod keys;
 pub mod preferences;
 pub mod recipients;
+pub mod rules;
 
 pub use keys::{derive_key, KeyError};
 pub use recipients::{hash_address, mask_address, redact_addresses, Resolution};

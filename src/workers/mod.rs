@@ -233,8 +233,26 @@ pub(crate) fn transient(
     }
 }
 
+/// What a communication is, for the policy checks: its type and category, and a label for
+/// error messages (the topic or the rule).
+pub struct Purpose<'a> {
+    pub label: &'a str,
+    pub kind: CommunicationType,
+    pub category: MessageCategory,
+}
+
+impl TopicConfig {
+    pub(crate) fn purpose(&self) -> Purpose<'_> {
+        Purpose {
+            label: &self.topic,
+            kind: self.communication_type,
+            category: self.category,
+        }
+    }
+}
+
 /// A recipient as the ledger records it, with the policy's verdict.
-pub(crate) struct Admitted {
+pub struct Admitted {
     pub recipient: ResolvedRecipient,
     pub address_hash: Option<String>,
     pub address_masked: Option<String>,
@@ -245,9 +263,9 @@ pub(crate) struct Admitted {
 
 /// Applies preferences, consent and suppression to a resolved recipient; an unresolved one
 /// becomes its business status. Only a database outage is an error.
-pub(crate) async fn admit(
+pub async fn admit(
     deps: &HandlerDeps,
-    topic: &TopicConfig,
+    purpose: &Purpose<'_>,
     tenant_id: &str,
     resolution: Resolution,
     locale: Option<String>,
@@ -277,20 +295,20 @@ pub(crate) async fn admit(
                 deps.ledger.pool(),
                 tenant_id,
                 &recipient,
-                topic.category,
+                purpose.category,
                 now,
             )
             .await
             .map_err(|e| {
                 transient(
-                    format!("{}: ledger database unavailable", topic.topic),
+                    format!("{}: ledger database unavailable", purpose.label),
                     e.to_string(),
                 )
             })?;
             let verdict = evaluate(
                 &facts,
-                topic.communication_type,
-                topic.category,
+                purpose.kind,
+                purpose.category,
                 recipient.channel,
                 now,
             );

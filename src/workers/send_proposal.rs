@@ -294,7 +294,7 @@ impl SendProposal {
 
         let mut admitted = admit(
             &self.deps,
-            &self.topic,
+            &self.topic.purpose(),
             &input.tenant_id,
             resolution,
             locale.clone(),

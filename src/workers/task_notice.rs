@@ -403,7 +403,14 @@ impl TaskNotice {
                     )
                 })?;
         }
-        let admitted = admit(&self.deps, &self.topic, tenant_id, resolution, None).await?;
+        let admitted = admit(
+            &self.deps,
+            &self.topic.purpose(),
+            tenant_id,
+            resolution,
+            None,
+        )
+        .await?;
         Ok(NewCommunication {
             tenant_id: tenant_id.to_string(),
             communication_type: self.topic.communication_type,

@@ -200,6 +200,7 @@ impl Herald {
             .env("HERALD_DELIVERY__POLL_INTERVAL_MS", "1000")
             .env("HERALD_ARTIFACTS__LINK_SECRET", TEST_LINK_SECRET)
             .env("HERALD_ARTIFACTS__WAIT_RETRY_MS", "500")
+            .env("HERALD_API__LISTEN", "127.0.0.1:0")
             .env("HERALD_LOG__FILTER", "info,herald=debug")
             .stdout(Stdio::null())
             .stderr(file);
@@ -412,4 +413,37 @@ pub async fn wait_for_user_task(
         }
     })
     .await
+}
+
+/// A TCP port that was free a moment ago (for herald's API in a test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Creates a group if it does not exist yet, and adds members.
+pub async fn ensure_group(id: &str, members: &[&str]) {
+    let exists = reqwest::get(format!("{}/group/{id}", camunda_url()))
+        .await
+        .expect("engine reachable")
+        .status()
+        .is_success();
+    if !exists {
+        engine_call(
+            reqwest::Method::POST,
+            "/group/create",
+            Some(serde_json::json!({"id": id, "name": id, "type": "WORKFLOW"})),
+        )
+        .await;
+    }
+    for member in members {
+        engine_call(
+            reqwest::Method::PUT,
+            &format!("/group/{id}/members/{member}"),
+            None,
+        )
+        .await;
+    }
 }

@@ -1,0 +1,408 @@
+//! herald's HTTP API (axum): business events in, the contact directory, preferences, the
+//! artifact registry, and communication history. JSON everywhere; errors as
+//! `{"error": "…", "problems": [...]}` with 400 (bad input, nothing written), 401, 404, 422
+//! (a rule cannot be applied) or 503 (try again).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::artifacts::{register, Artifact};
+use crate::events::{ingest, EventError};
+use crate::ledger::{Channel, CommunicationId, MessageCategory};
+use crate::policy::rules::RuleSet;
+use crate::workers::HandlerDeps;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub deps: HandlerDeps,
+    pub rules: Arc<RuleSet>,
+    /// When set, every request but /health needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/events", post(post_event))
+        .route("/contacts/{tenant}/{contact}", put(put_contact))
+        .route("/contacts/{tenant}/import", post(import_contacts))
+        .route("/preferences/{tenant}", put(put_preference))
+        .route("/artifacts", post(post_artifact))
+        .route("/communications/{id}", get(get_communication))
+        .with_state(state)
+}
+
+/// An API error: a status and a message, with the problems of the input when there are several.
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    problems: Vec<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            problems: Vec::new(),
+        }
+    }
+
+    fn bad(problems: Vec<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!(
+                "{} problem(s) in the request; nothing was written",
+                problems.len()
+            ),
+            problems,
+        }
+    }
+
+    fn unavailable(err: impl std::fmt::Display) -> ApiError {
+        tracing::warn!(error = %err, "request failed on a dependency");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ledger database unavailable; try again",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if !self.problems.is_empty() {
+            body["problems"] = json!(self.problems);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &state.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn post_event(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Json(event): Json<Value>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    match ingest(&state.deps, &state.rules, &event).await {
+        Ok(outcome) => {
+            let status = if outcome.duplicate {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            Ok((
+                status,
+                Json(json!({
+                    "eventId": outcome.event_id,
+                    "duplicate": outcome.duplicate,
+                    "communicationIds": outcome.communication_ids,
+                })),
+            )
+                .into_response())
+        }
+        Err(EventError::Invalid(m)) => Err(ApiError::bad(vec![m])),
+        Err(EventError::Rule(m)) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m)),
+        Err(EventError::Unavailable(m)) => Err(ApiError::unavailable(m)),
+    }
+}
+
+/// A contact of the directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContactInput {
+    #[serde(default)]
+    pub contact_id: Option<String>,
+    pub display_name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub locale: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Quiet hours, `HH:MM`, both or neither.
+    #[serde(default)]
+    pub quiet_start: Option<String>,
+    #[serde(default)]
+    pub quiet_end: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+type QuietTimes = (Option<chrono::NaiveTime>, Option<chrono::NaiveTime>);
+
+fn check_contact(contact: &ContactInput, at: &str) -> Result<QuietTimes, Vec<String>> {
+    let mut problems = Vec::new();
+    if contact.display_name.trim().is_empty() {
+        problems.push(format!("{at}.displayName: must not be empty"));
+    }
+    if let Some(email) = contact.email.as_deref().filter(|e| !e.is_empty()) {
+        if email.parse::<lettre::Address>().is_err() {
+            problems.push(format!("{at}.email: not a valid email address"));
+        }
+    }
+    if let Some(zone) = &contact.timezone {
+        if zone.parse::<chrono_tz::Tz>().is_err() {
+            problems.push(format!("{at}.timezone: '{zone}' is not an IANA time zone"));
+        }
+    }
+    let time = |field: &str, value: &Option<String>, problems: &mut Vec<String>| {
+        value
+            .as_deref()
+            .and_then(|v| match chrono::NaiveTime::parse_from_str(v, "%H:%M") {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    problems.push(format!("{at}.{field}: '{v}' is not HH:MM"));
+                    None
+                }
+            })
+    };
+    let start = time("quietStart", &contact.quiet_start, &mut problems);
+    let end = time("quietEnd", &contact.quiet_end, &mut problems);
+    if contact.quiet_start.is_some() != contact.quiet_end.is_some() {
+        problems.push(format!("{at}: quietStart and quietEnd go together"));
+    }
+    if problems.is_empty() {
+        Ok((start, end))
+    } else {
+        Err(problems)
+    }
+}
+
+async fn upsert_contact(
+    conn: &mut sqlx::PgConnection,
+    tenant: &str,
+    contact_id: &str,
+    contact: &ContactInput,
+    quiet: QuietTimes,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO contact (tenant_id, contact_id, display_name, email, locale, timezone, active, quiet_start, quiet_end, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
+         ON CONFLICT (tenant_id, contact_id) DO UPDATE SET display_name = EXCLUDED.display_name, email = EXCLUDED.email,
+             locale = EXCLUDED.locale, timezone = EXCLUDED.timezone, active = EXCLUDED.active,
+             quiet_start = EXCLUDED.quiet_start, quiet_end = EXCLUDED.quiet_end, updated_at = now()",
+    )
+    .bind(tenant)
+    .bind(contact_id)
+    .bind(contact.display_name.trim())
+    .bind(contact.email.as_deref().map(str::trim))
+    .bind(&contact.locale)
+    .bind(&contact.timezone)
+    .bind(contact.active)
+    .bind(quiet.0)
+    .bind(quiet.1)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+async fn put_contact(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((tenant, contact_id)): Path<(String, String)>,
+    Json(contact): Json<ContactInput>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let quiet = check_contact(&contact, "contact").map_err(ApiError::bad)?;
+    let mut conn = state
+        .deps
+        .ledger
+        .pool()
+        .acquire()
+        .await
+        .map_err(ApiError::unavailable)?;
+    upsert_contact(&mut conn, &tenant, &contact_id, &contact, quiet)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(
+        Json(json!({"tenantId": tenant, "contactId": contact_id, "upserted": true}))
+            .into_response(),
+    )
+}
+
+/// Upserts a whole list in one transaction: any invalid entry and nothing is written.
+async fn import_contacts(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Json(contacts): Json<Vec<ContactInput>>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let mut problems = Vec::new();
+    let mut checked = Vec::with_capacity(contacts.len());
+    for (n, contact) in contacts.iter().enumerate() {
+        let at = format!("[{n}]");
+        match (&contact.contact_id, check_contact(contact, &at)) {
+            (Some(id), Ok(quiet)) if !id.trim().is_empty() => {
+                checked.push((id.trim().to_string(), contact, quiet))
+            }
+            (_, Err(mut p)) => problems.append(&mut p),
+            _ => problems.push(format!("{at}.contactId: required in an import")),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::bad(problems));
+    }
+    let mut tx = state
+        .deps
+        .ledger
+        .pool()
+        .begin()
+        .await
+        .map_err(ApiError::unavailable)?;
+    for (id, contact, quiet) in &checked {
+        upsert_contact(&mut tx, &tenant, id, contact, *quiet)
+            .await
+            .map_err(ApiError::unavailable)?;
+    }
+    tx.commit().await.map_err(ApiError::unavailable)?;
+    Ok(Json(json!({"tenantId": tenant, "upserted": checked.len()})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PreferenceInput {
+    recipient_ref: String,
+    category: MessageCategory,
+    channel: Channel,
+    opted_in: bool,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+async fn put_preference(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Json(pref): Json<PreferenceInput>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    if pref.recipient_ref.trim().is_empty() {
+        return Err(ApiError::bad(
+            vec!["recipientRef: must not be empty".into()],
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO recipient_preference (tenant_id, recipient_ref, category, channel, opted_in, source, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, now())
+         ON CONFLICT (tenant_id, recipient_ref, category, channel) DO UPDATE SET opted_in = EXCLUDED.opted_in,
+             source = EXCLUDED.source, updated_at = now()",
+    )
+    .bind(&tenant)
+    .bind(pref.recipient_ref.trim())
+    .bind(pref.category.as_str())
+    .bind(pref.channel.as_str())
+    .bind(pref.opted_in)
+    .bind(pref.source.as_deref().unwrap_or("api"))
+    .execute(state.deps.ledger.pool())
+    .await
+    .map_err(ApiError::unavailable)?;
+    Ok(Json(
+        json!({"tenantId": tenant, "recipientRef": pref.recipient_ref, "optedIn": pref.opted_in}),
+    )
+    .into_response())
+}
+
+async fn post_artifact(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Json(artifact): Json<Artifact>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let mut problems = Vec::new();
+    for (name, value) in [
+        ("tenantId", &artifact.tenant_id),
+        ("artifactId", &artifact.artifact_id),
+        ("subjectId", &artifact.subject_id),
+        ("artifactType", &artifact.artifact_type),
+        ("storageLocation", &artifact.storage_location),
+        ("fileName", &artifact.file_name),
+    ] {
+        if value.trim().is_empty() {
+            problems.push(format!("{name}: must not be empty"));
+        }
+    }
+    if !matches!(
+        artifact.status.as_str(),
+        "AVAILABLE" | "PENDING" | "SUPERSEDED"
+    ) {
+        problems.push("status: AVAILABLE, PENDING or SUPERSEDED".into());
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::bad(problems));
+    }
+    register(state.deps.ledger.pool(), &artifact)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"artifactId": artifact.artifact_id, "status": artifact.status})),
+    )
+        .into_response())
+}
+
+/// A communication with its attempts, its policy decisions and (for a parent) its children.
+async fn get_communication(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let id: CommunicationId = id
+        .parse()
+        .map_err(|_| ApiError::bad(vec![format!("'{id}' is not a communication id")]))?;
+    let ledger = &state.deps.ledger;
+    let view = ledger
+        .get(id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no communication {id}")))?;
+    let children = ledger.children(id).await.map_err(ApiError::unavailable)?;
+    let decisions: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT check_name, outcome, reason_code, detail FROM communication_decision WHERE communication_id = $1 ORDER BY decided_at, decision_id",
+    )
+    .bind(id.0)
+    .fetch_all(ledger.pool())
+    .await
+    .map_err(ApiError::unavailable)?;
+    let mut body = serde_json::to_value(&view).map_err(ApiError::unavailable)?;
+    body["decisions"] = decisions
+        .into_iter()
+        .map(|(check, outcome, code, detail)| json!({"check": check, "outcome": outcome, "reasonCode": code, "detail": detail}))
+        .collect();
+    body["children"] = serde_json::to_value(children).map_err(ApiError::unavailable)?;
+    Ok(Json(body).into_response())
+}

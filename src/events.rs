@@ -1,0 +1,331 @@
+//! Business events in (`POST /events`): each event is applied once (by eventId), its matching
+//! rules become communications, and a DocumentArtifactAvailable registers its document.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::artifacts::{register, Artifact};
+use crate::ledger::{CommunicationId, NewCommunication, ResolvedRecipient};
+use crate::policy::identity::engine_user;
+use crate::policy::preferences::{Decision, DecisionOutcome};
+use crate::policy::recipients::{contact_email, explicit_email};
+use crate::policy::rules::{lookup, EventRule, RecipientSpec, RuleSet};
+use crate::policy::Resolution;
+use crate::workers::{admit, HandlerDeps, Purpose};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// The event itself is malformed or lacks a field a rule needs (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// A rule cannot be applied: its template or payload mapping is wrong (422).
+    #[error("{0}")]
+    Rule(String),
+    /// The database or the engine is down: try again (503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestOutcome {
+    pub event_id: String,
+    pub duplicate: bool,
+    pub communication_ids: Vec<CommunicationId>,
+}
+
+fn text<'a>(event: &'a Value, path: &str) -> Option<&'a str> {
+    lookup(event, path)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+}
+
+fn field_text(event: &Value, path: &str) -> Option<String> {
+    match lookup(event, path)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Applies an event. Every rule is prepared (recipients, template, payload) before anything
+/// is written, so a broken rule writes nothing and the producer can send the event again.
+pub async fn ingest(
+    deps: &HandlerDeps,
+    rules: &RuleSet,
+    event: &Value,
+) -> Result<IngestOutcome, EventError> {
+    let required = |name: &str| {
+        text(event, name).map(str::to_string).ok_or_else(|| {
+            EventError::Invalid(format!("the event needs a non-empty string '{name}'"))
+        })
+    };
+    let event_id = required("eventId")?;
+    let event_type = required("eventType")?;
+    let tenant_id = required("tenantId")?;
+    let occurred_at: DateTime<Utc> = text(event, "occurredAt")
+        .ok_or_else(|| EventError::Invalid("the event needs 'occurredAt' (RFC 3339)".into()))?
+        .parse()
+        .map_err(|e| EventError::Invalid(format!("occurredAt: {e}")))?;
+    let pool = deps.ledger.pool();
+    let unavailable =
+        |e: sqlx::Error| EventError::Unavailable(format!("ledger database unavailable: {e}"));
+
+    let seen: Option<Vec<uuid::Uuid>> = sqlx::query_scalar(
+        "SELECT communication_ids FROM inbound_event WHERE tenant_id = $1 AND event_id = $2",
+    )
+    .bind(&tenant_id)
+    .bind(&event_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(unavailable)?;
+    if let Some(ids) = seen {
+        return Ok(IngestOutcome {
+            event_id,
+            duplicate: true,
+            communication_ids: ids.into_iter().map(CommunicationId).collect(),
+        });
+    }
+
+    if event_type == "DocumentArtifactAvailable" {
+        register(pool, &artifact_of(event, &tenant_id)?)
+            .await
+            .map_err(unavailable)?;
+    }
+
+    let mut requests = Vec::new();
+    for rule in rules.matching(&event_type, Utc::now()) {
+        requests.extend(prepare(deps, rule, event, &event_id, &tenant_id).await?);
+    }
+    let mut ids = Vec::with_capacity(requests.len());
+    for request in &requests {
+        let outcome = deps
+            .ledger
+            .request(request)
+            .await
+            .map_err(|e| EventError::Unavailable(e.to_string()))?;
+        ids.push(outcome.communication_id);
+    }
+    sqlx::query(
+        "INSERT INTO inbound_event (tenant_id, event_id, event_type, occurred_at, communication_ids)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(&tenant_id)
+    .bind(&event_id)
+    .bind(&event_type)
+    .bind(occurred_at)
+    .bind(ids.iter().map(|i| i.0).collect::<Vec<_>>())
+    .execute(pool)
+    .await
+    .map_err(unavailable)?;
+    tracing::info!(eventId = %event_id, eventType = %event_type, communications = ids.len(), "event applied");
+    Ok(IngestOutcome {
+        event_id,
+        duplicate: false,
+        communication_ids: ids,
+    })
+}
+
+fn artifact_of(event: &Value, tenant_id: &str) -> Result<Artifact, EventError> {
+    let need = |path: &str| {
+        field_text(event, path)
+            .ok_or_else(|| EventError::Invalid(format!("DocumentArtifactAvailable needs '{path}'")))
+    };
+    let quote_id = need("data.quoteId")?;
+    let revision = need("data.revisionNo")?;
+    Ok(Artifact {
+        tenant_id: tenant_id.to_string(),
+        artifact_id: need("data.artifactId")?,
+        subject_type: "QUOTE_REVISION".into(),
+        subject_id: format!("{quote_id}/{revision}"),
+        artifact_type: need("data.artifactType")?,
+        status: "AVAILABLE".into(),
+        content_hash: field_text(event, "data.contentHash"),
+        storage_location: need("data.storageLocation")?,
+        size_bytes: lookup(event, "data.sizeBytes").and_then(Value::as_i64),
+        media_type: field_text(event, "data.mediaType").unwrap_or_else(|| "application/pdf".into()),
+        file_name: need("data.fileName")?,
+    })
+}
+
+/// The communications one rule asks for, one per recipient, ready for the ledger.
+async fn prepare(
+    deps: &HandlerDeps,
+    rule: &EventRule,
+    event: &Value,
+    event_id: &str,
+    tenant_id: &str,
+) -> Result<Vec<NewCommunication>, EventError> {
+    let missing = |path: &str| {
+        EventError::Invalid(format!("rule '{}' needs the event field '{path}'", rule.id))
+    };
+    let engine = |e: crate::camunda::CamundaError| {
+        EventError::Unavailable(format!("engine identity unavailable: {e}"))
+    };
+    let db = |e: sqlx::Error| EventError::Unavailable(format!("ledger database unavailable: {e}"));
+    let spec = rule.recipient_spec().map_err(EventError::Rule)?;
+    let resolutions: Vec<Resolution> = match &spec {
+        RecipientSpec::Contact(path) => {
+            let id = text(event, path).ok_or_else(|| missing(path))?;
+            vec![contact_email(deps.ledger.pool(), tenant_id, id, None)
+                .await
+                .map_err(db)?]
+        }
+        RecipientSpec::Email(path) => vec![explicit_email(
+            text(event, path).ok_or_else(|| missing(path))?,
+            None,
+        )],
+        RecipientSpec::CamundaUser(path) => {
+            let user = text(event, path).ok_or_else(|| missing(path))?;
+            let profile = deps.camunda.user_profile(user).await.map_err(engine)?;
+            vec![engine_user(user, profile.as_ref(), None)]
+        }
+        RecipientSpec::CamundaGroup(group) => deps
+            .camunda
+            .group_members(group)
+            .await
+            .map_err(engine)?
+            .iter()
+            .map(|member| engine_user(&member.id, Some(member), None))
+            .collect(),
+    };
+    if resolutions.is_empty() {
+        return Err(EventError::Rule(format!(
+            "rule '{}': nobody to notify ({})",
+            rule.id, rule.recipient
+        )));
+    }
+    let (subject_type, subject_path) = rule.subject_spec().map_err(EventError::Rule)?;
+    let subject_id = field_text(event, subject_path).ok_or_else(|| missing(subject_path))?;
+    let mut payload = serde_json::Map::new();
+    for (field, path) in &rule.payload {
+        payload.insert(
+            field.clone(),
+            lookup(event, path).cloned().unwrap_or(Value::Null),
+        );
+    }
+    let purpose = Purpose {
+        label: &rule.id,
+        kind: rule.communication_type,
+        category: rule.category,
+    };
+    let mut requests = Vec::with_capacity(resolutions.len());
+    for resolution in resolutions {
+        let locale = match &resolution {
+            Resolution::Resolved { recipient, .. } => recipient.locale.clone(),
+            _ => None,
+        };
+        let template = deps
+            .templates
+            .resolve(&rule.template_family, locale.as_deref(), None, Utc::now())
+            .map_err(|e| EventError::Rule(format!("rule '{}': {e}", rule.id)))?;
+        let mut data = Value::Object(payload.clone());
+        if let (
+            Resolution::Resolved {
+                display_name: Some(name),
+                ..
+            },
+            Some(fields),
+        ) = (&resolution, data.as_object_mut())
+        {
+            if template.meta.payload.contains_key("recipientName") {
+                fields.insert("recipientName".into(), json!(name));
+            }
+        }
+        deps.templates
+            .render(template, &data)
+            .map_err(|e| EventError::Rule(format!("rule '{}': {e}", rule.id)))?;
+        let recipient_ref = resolution.recipient_ref().to_string();
+        let idempotency_key = format!(
+            "{}:v{}:{}:{}",
+            rule.id, rule.version, event_id, recipient_ref
+        );
+        let mut admitted = admit(deps, &purpose, tenant_id, resolution, locale)
+            .await
+            .map_err(|f| EventError::Unavailable(f.message))?;
+        if let Some(window) = rule.dedupe().map_err(EventError::Rule)? {
+            if recent_duplicate(
+                deps,
+                tenant_id,
+                &admitted.recipient,
+                rule,
+                &subject_id,
+                &idempotency_key,
+                window,
+            )
+            .await
+            .map_err(db)?
+            {
+                let message = format!(
+                    "a {} for {subject_id} went to this recipient within {}",
+                    rule.communication_type,
+                    rule.dedupe_window.as_deref().unwrap_or("")
+                );
+                admitted.decisions.push(Decision {
+                    check: "dedupe",
+                    outcome: DecisionOutcome::Suppress,
+                    reason_code: "DEDUPED".into(),
+                    detail: message.clone(),
+                });
+                if matches!(admitted.admission, crate::ledger::Admission::Queue) {
+                    admitted.admission = crate::ledger::Admission::Suppress {
+                        code: "DEDUPED".into(),
+                        message,
+                    };
+                }
+            }
+        }
+        requests.push(NewCommunication {
+            tenant_id: tenant_id.to_string(),
+            communication_type: rule.communication_type,
+            category: rule.category,
+            subject_type: subject_type.to_string(),
+            subject_id: subject_id.clone(),
+            quote_id: field_text(event, "quoteId"),
+            order_id: field_text(event, "orderId"),
+            recipient: admitted.recipient,
+            address_hash: admitted.address_hash,
+            address_masked: admitted.address_masked,
+            template_family: template.meta.family.clone(),
+            template_version: template.meta.version.clone(),
+            idempotency_key,
+            requested_by: format!("event:{}", rule.trigger),
+            correlation_id: field_text(event, "correlationId")
+                .unwrap_or_else(|| event_id.to_string()),
+            origin: None,
+            artifacts: Vec::new(),
+            render_payload: data,
+            admission: admitted.admission,
+            about_task_id: None,
+            not_before: admitted.not_before,
+            decisions: admitted.decisions,
+            attachments: Vec::new(),
+        });
+    }
+    Ok(requests)
+}
+
+/// Whether the recipient got the same type about the same subject within the window.
+async fn recent_duplicate(
+    deps: &HandlerDeps,
+    tenant_id: &str,
+    recipient: &ResolvedRecipient,
+    rule: &EventRule,
+    subject_id: &str,
+    idempotency_key: &str,
+    window: std::time::Duration,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM communication_record
+             WHERE tenant_id = $1 AND recipient_ref = $2 AND communication_type = $3 AND subject_id = $4
+               AND idempotency_key <> $5 AND status NOT IN ('FAILED_FINAL', 'SUPPRESSED')
+               AND requested_at > now() - make_interval(secs => $6::double precision))",
+    )
+    .bind(tenant_id)
+    .bind(&recipient.recipient_ref)
+    .bind(rule.communication_type.as_str())
+    .bind(subject_id)
+    .bind(idempotency_key)
+    .bind(window.as_secs_f64())
+    .fetch_one(deps.ledger.pool())
+    .await
+}

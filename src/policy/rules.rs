@@ -1,0 +1,250 @@
+//! Rules for business events (`rules/events.toml`): which event leads to which communication,
+//! for whom, through which channels, with which template, and how noisy it may be.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::ledger::{Channel, CommunicationType, MessageCategory};
+
+/// One rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRule {
+    pub id: String,
+    pub version: u32,
+    /// The event type that triggers it, e.g. `OrderCreated`.
+    pub trigger: String,
+    pub communication_type: CommunicationType,
+    pub category: MessageCategory,
+    /// Whom to tell: `contact:<path>`, `email:<path>`, `camunda-user:<path>` (a field of the
+    /// event) or `camunda-group:<group id>`.
+    pub recipient: String,
+    /// Channels in order of preference (today: EMAIL).
+    pub channels: Vec<Channel>,
+    pub template_family: String,
+    #[serde(default = "default_priority")]
+    pub priority: i32,
+    /// Near-duplicates (same recipient, type and subject) within this ISO 8601 duration are
+    /// suppressed as DEDUPED, e.g. `PT15M`.
+    #[serde(default)]
+    pub dedupe_window: Option<String>,
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    pub effective_from: DateTime<Utc>,
+    #[serde(default)]
+    pub effective_until: Option<DateTime<Utc>>,
+    /// The subject of the communication: `<type>:<path>`, e.g. `ORDER:subject.id`.
+    pub subject: String,
+    /// Template payload field → path in the event (`data.orderNumber`); purpose-built only.
+    pub payload: BTreeMap<String, String>,
+}
+
+fn default_priority() -> i32 {
+    50
+}
+
+fn default_enabled() -> bool {
+    true
+}
+
+/// How a rule finds its recipients.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecipientSpec {
+    Contact(String),
+    Email(String),
+    CamundaUser(String),
+    CamundaGroup(String),
+}
+
+impl EventRule {
+    pub fn recipient_spec(&self) -> Result<RecipientSpec, String> {
+        let (kind, arg) = self
+            .recipient
+            .split_once(':')
+            .ok_or_else(|| format!("recipient '{}' is not <kind>:<argument>", self.recipient))?;
+        if arg.is_empty() {
+            return Err(format!("recipient '{}' has no argument", self.recipient));
+        }
+        Ok(match kind {
+            "contact" => RecipientSpec::Contact(arg.into()),
+            "email" => RecipientSpec::Email(arg.into()),
+            "camunda-user" => RecipientSpec::CamundaUser(arg.into()),
+            "camunda-group" => RecipientSpec::CamundaGroup(arg.into()),
+            other => {
+                return Err(format!(
+                "recipient kind '{other}' is unknown (contact, email, camunda-user, camunda-group)"
+            ))
+            }
+        })
+    }
+
+    pub fn dedupe(&self) -> Result<Option<Duration>, String> {
+        self.dedupe_window
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+    }
+
+    /// (subject type, path of the subject id)
+    pub fn subject_spec(&self) -> Result<(&str, &str), String> {
+        self.subject
+            .split_once(':')
+            .filter(|(t, p)| !t.is_empty() && !p.is_empty())
+            .ok_or_else(|| format!("subject '{}' is not <TYPE>:<path>", self.subject))
+    }
+
+    pub fn applies(&self, event_type: &str, at: DateTime<Utc>) -> bool {
+        self.enabled
+            && self.trigger == event_type
+            && self.effective_from <= at
+            && self.effective_until.is_none_or(|until| at < until)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    rule: Vec<EventRule>,
+}
+
+/// The rules of `rules/events.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub rules: Vec<EventRule>,
+}
+
+impl RuleSet {
+    /// Reads and checks the rules; every problem names the file and the rule's field.
+    pub fn load(path: &Path) -> Result<RuleSet, Vec<String>> {
+        let file = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{file}: {e}")])?;
+        let parsed: RulesFile = toml::from_str(&text).map_err(|e| vec![format!("{file}: {e}")])?;
+        let mut problems = Vec::new();
+        for (n, rule) in parsed.rule.iter().enumerate() {
+            let at = format!("{file}: rule[{n}] '{}'", rule.id);
+            if parsed
+                .rule
+                .iter()
+                .filter(|r| r.id == rule.id && r.version == rule.version)
+                .count()
+                > 1
+            {
+                problems.push(format!("{at}: id and version are used twice"));
+            }
+            if let Err(e) = rule.recipient_spec() {
+                problems.push(format!("{at}: recipient: {e}"));
+            }
+            if let Err(e) = rule.dedupe() {
+                problems.push(format!("{at}: dedupe_window: {e}"));
+            }
+            if let Err(e) = rule.subject_spec() {
+                problems.push(format!("{at}: subject: {e}"));
+            }
+            if rule.channels.is_empty() {
+                problems.push(format!("{at}: channels: at least one channel"));
+            }
+            if rule.channels.iter().any(|c| *c != Channel::Email) {
+                problems.push(format!("{at}: channels: only EMAIL is delivered so far"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(RuleSet { rules: parsed.rule })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The rules an event triggers, highest priority first.
+    pub fn matching(&self, event_type: &str, at: DateTime<Utc>) -> Vec<&EventRule> {
+        let mut rules: Vec<&EventRule> = self
+            .rules
+            .iter()
+            .filter(|r| r.applies(event_type, at))
+            .collect();
+        rules.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+        rules
+    }
+}
+
+/// A value in a JSON document by dotted path (`data.customer.contactId`).
+pub fn lookup<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .try_fold(doc, |v, key| v.get(key))
+        .filter(|v| !v.is_null())
+}
+
+/// `PT15M`, `PT1H30M`, `PT45S`, `P1D`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let err = || format!("'{text}' is not an ISO 8601 duration like PT15M");
+    let rest = text.strip_prefix('P').ok_or_else(err)?;
+    let (days, time) = match rest.split_once('T') {
+        Some((d, t)) => (d, t),
+        None => (rest, ""),
+    };
+    let mut seconds = 0u64;
+    if !days.is_empty() {
+        seconds += days
+            .strip_suffix('D')
+            .and_then(|d| d.parse::<u64>().ok())
+            .ok_or_else(err)?
+            * 86_400;
+    }
+    let mut number = String::new();
+    for c in time.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number.parse().map_err(|_| err())?;
+        number.clear();
+        seconds += match c {
+            'H' => n * 3600,
+            'M' => n * 60,
+            'S' => n,
+            _ => return Err(err()),
+        };
+    }
+    if !number.is_empty() || (days.is_empty() && time.is_empty()) {
+        return Err(err());
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("PT15M").unwrap(), Duration::from_secs(900));
+        assert_eq!(
+            parse_duration("PT1H30M").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_duration("P1DT2S").unwrap(),
+            Duration::from_secs(86_402)
+        );
+        for bad in ["15M", "PT", "PT5", "PTXM", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_reach_into_events() {
+        let event = json!({"data": {"customer": {"contactId": "c-1"}, "empty": null}});
+        assert_eq!(
+            lookup(&event, "data.customer.contactId"),
+            Some(&json!("c-1"))
+        );
+        assert_eq!(lookup(&event, "data.missing"), None);
+        assert_eq!(lookup(&event, "data.empty"), None);
+    }
+}

@@ -1,0 +1,287 @@
+//! The HTTP API on a running herald: business events applied once per eventId through the
+//! rules, the dedupe window, the contact directory, document announcements, and the token.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn start(db: &TestDb, smtp_url: &str, extra: &[(&str, &str)]) -> (Herald, Api) {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut env: Vec<(&str, &str)> = vec![("HERALD_API__LISTEN", listen.as_str())];
+        env.extend_from_slice(extra);
+        let herald = Herald::start(db, smtp_url, &new_lane(), &env);
+        let api = Api {
+            base: format!("http://{listen}"),
+            http: reqwest::Client::new(),
+        };
+        wait_for("the API to answer", Duration::from_secs(30), || {
+            let request = api.http.get(format!("{}/health", api.base)).send();
+            async move {
+                request
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
+        })
+        .await;
+        (herald, api)
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn order_created(event_id: &str, order: &str, contact: &str) -> Value {
+    json!({
+        "eventId": event_id,
+        "eventType": "OrderCreated",
+        "eventVersion": 1,
+        "occurredAt": "2026-11-26T10:00:00Z",
+        "tenantId": "acme",
+        "orderId": order,
+        "subject": {"type": "ORDER", "id": order},
+        "data": {"orderNumber": order, "customerContactId": contact}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_is_applied_once_and_a_near_duplicate_is_deduped() {
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let (_herald, api) = Api::start(&db, &sink.url(), &[]).await;
+    let (status, _) = api
+        .send(
+            reqwest::Method::PUT,
+            "/contacts/acme/contact-9",
+            json!({"displayName": "Dana Buyer", "email": "dana@customer.example", "locale": "en", "timezone": "Europe/Vienna"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let (status, first) = api
+        .send(
+            reqwest::Method::POST,
+            "/events",
+            order_created("evt-1", "O-100", "contact-9"),
+        )
+        .await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["communicationIds"].as_array().unwrap().len(), 1);
+    let mails = sink.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(
+        mails[0].header("Subject").as_deref(),
+        Some("Your order O-100 is confirmed")
+    );
+    assert!(mails[0].body_text().contains("Dear Dana Buyer"));
+
+    // The same event again: nothing new, the same communication.
+    let (status, again) = api
+        .send(
+            reqwest::Method::POST,
+            "/events",
+            order_created("evt-1", "O-100", "contact-9"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["communicationIds"], first["communicationIds"]);
+
+    // Another event about the same order for the same contact inside the window: DEDUPED.
+    let (status, near) = api
+        .send(
+            reqwest::Method::POST,
+            "/events",
+            order_created("evt-2", "O-100", "contact-9"),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let id = near["communicationIds"][0].as_str().unwrap().to_string();
+    let (_, view) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/communications/{id}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(view["status"], "SUPPRESSED");
+    assert_eq!(view["failureCode"], "DEDUPED");
+    assert!(view["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["reasonCode"] == "DEDUPED"));
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.received().len(), 1);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM communication_record")
+            .await,
+        2
+    );
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM inbound_event").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallout_reaches_the_operations_group_in_the_engine() {
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let s = &new_lane()[5..13].to_string();
+    let (u1, u2) = (format!("ops{s}a"), format!("ops{s}b"));
+    create_user(&u1, "Olli", "Ops", Some(&format!("{u1}@corp.example"))).await;
+    create_user(&u2, "Orla", "Ops", Some(&format!("{u2}@corp.example"))).await;
+    ensure_group("operations", &[&u1, &u2]).await;
+    let (_herald, api) = Api::start(&db, &sink.url(), &[]).await;
+    let event = json!({
+        "eventId": format!("fallout-{s}"),
+        "eventType": "FalloutCaseOpened",
+        "occurredAt": "2026-11-26T10:00:00Z",
+        "tenantId": "acme",
+        "orderId": "O-7",
+        "data": {"falloutCaseId": format!("FC-{s}"), "orderNumber": "O-7", "reason": "provisioning rejected the order"}
+    });
+    let (status, body) = api.send(reqwest::Method::POST, "/events", event).await;
+    assert_eq!(status, 202, "{body}");
+    let ours = [format!("{u1}@corp.example"), format!("{u2}@corp.example")];
+    let mails = wait_for("both operators' alerts", Duration::from_secs(30), || {
+        let received = sink.received();
+        let ours = ours.clone();
+        async move {
+            let mine: Vec<_> = received
+                .into_iter()
+                .filter(|m| ours.contains(&m.rcpt_to[0]))
+                .collect();
+            (mine.len() == 2).then_some(mine)
+        }
+    })
+    .await;
+    for mail in mails {
+        assert!(mail
+            .header("Subject")
+            .unwrap()
+            .starts_with(&format!("Fallout FC-{s}")));
+        assert!(mail.body_text().contains("provisioning rejected the order"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_its_problems_and_writes_nothing() {
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let (_herald, api) = Api::start(&db, &sink.url(), &[]).await;
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/contacts/acme/import",
+            json!([
+                {"contactId": "c-1", "displayName": "Good One", "email": "good@customer.example"},
+                {"contactId": "c-2", "displayName": "Bad One", "email": "not an address", "timezone": "Mars/Olympus"},
+            ]),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let problems = body["problems"].to_string();
+    assert!(
+        problems.contains("[1].email") && problems.contains("[1].timezone"),
+        "{body}"
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM contact").await,
+        0,
+        "all or nothing"
+    );
+
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/contacts/acme/import",
+            json!([
+                {"contactId": "c-1", "displayName": "Good One", "email": "good@customer.example"},
+                {"contactId": "c-2", "displayName": "Fixed One", "email": "fixed@customer.example", "quietStart": "20:00", "quietEnd": "07:00"},
+            ]),
+        )
+        .await;
+    assert_eq!((status, body["upserted"].as_i64()), (200, Some(2)));
+
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/events",
+            json!({"eventType": "OrderCreated"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(body["problems"].to_string().contains("eventId"), "{body}");
+    // An event a rule cannot use (no customerContactId): refused, not recorded, can be sent again.
+    let mut event = order_created("evt-x", "O-1", "c-1");
+    event["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("customerContactId");
+    let (status, body) = api.send(reqwest::Method::POST, "/events", event).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM inbound_event").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_announced_by_events_supersede_older_ones_and_the_token_is_required() {
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let (_herald, api) = Api::start(&db, &sink.url(), &[("HERALD_API__TOKEN", "s3cret")]).await;
+    let announce = |id: &str| {
+        json!({
+            "eventId": format!("doc-{id}"),
+            "eventType": "DocumentArtifactAvailable",
+            "occurredAt": "2026-11-26T10:00:00Z",
+            "tenantId": "acme",
+            "data": {"artifactId": id, "artifactType": "PROPOSAL_DOCUMENT", "quoteId": "Q-D1", "revisionNo": 4,
+                     "storageLocation": "file:///srv/docs/x.pdf", "fileName": "x.pdf", "sizeBytes": 1000}
+        })
+    };
+    let (status, _) = api
+        .send(reqwest::Method::POST, "/events", announce("doc-a"))
+        .await;
+    assert_eq!(status, 401, "without the bearer token");
+    for id in ["doc-a", "doc-b"] {
+        let response = api
+            .http
+            .post(format!("{}/events", api.base))
+            .bearer_auth("s3cret")
+            .json(&announce(id))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202);
+    }
+    let statuses: Vec<(String, String)> =
+        sqlx::query_as("SELECT artifact_id, status FROM artifact ORDER BY artifact_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        statuses,
+        vec![
+            ("doc-a".into(), "SUPERSEDED".into()),
+            ("doc-b".into(), "AVAILABLE".into())
+        ]
+    );
+}
