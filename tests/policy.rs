@@ -251,3 +251,60 @@ async fn an_operational_opt_out_suppresses_a_reminder_and_quiet_hours_delay_one(
     no_incident(&quiet.id).await;
     no_incident(&opted.id).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_inactive_and_addressless_contacts_are_business_failures() {
+    let camunda = camunda();
+    deploy(&camunda).await;
+    let db = TestDb::create().await;
+    db.add_contact("acme", "contact-gone", "Gone Away", "gone@customer.example")
+        .await;
+    db.add_contact("acme", "contact-nomail", "No Mail", "x@customer.example")
+        .await;
+    sqlx::query("UPDATE contact SET active = false WHERE contact_id = 'contact-gone'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE contact SET email = NULL WHERE contact_id = 'contact-nomail'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let cases = [
+        (
+            "Q-R1",
+            "contact-unknown",
+            "FAILED_FINAL",
+            "RECIPIENT_NOT_FOUND",
+        ),
+        ("Q-R2", "contact-gone", "SUPPRESSED", "RECIPIENT_INACTIVE"),
+        ("Q-R3", "contact-nomail", "FAILED_FINAL", "NO_VALID_ADDRESS"),
+    ];
+    for (quote, _, _, _) in &cases {
+        db.add_proposal_document("acme", quote).await;
+    }
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let lane = new_lane();
+    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    for (quote, contact, status, code) in cases {
+        let instance = camunda
+            .start_process(
+                "quote-proposal",
+                &format!("{quote}-{}", &lane[5..13]),
+                &proposal_vars(&lane, quote, ("recipientContactId", contact)),
+            )
+            .await
+            .unwrap();
+        wait_for_user_task(&camunda, &instance.id, "handle_failed_delivery").await;
+        no_incident(&instance.id).await;
+        assert_eq!(
+            status_of(&db, contact).await,
+            (status.to_string(), Some(code.to_string()))
+        );
+        let taken = decisions(&db, contact).await;
+        assert!(
+            taken.iter().any(|(_, reason)| reason == code),
+            "the refusal is a stored decision: {taken:?}"
+        );
+    }
+    assert!(sink.received().is_empty());
+}

@@ -327,6 +327,17 @@ impl TemplateRegistry {
                 ),
             ));
         }
+        if meta.retention != "HASH_ONLY" {
+            // Keeping bodies needs encryption at rest, which herald does not do yet: refuse
+            // rather than silently keep only the hash.
+            problems.push(invalid(
+                &meta_path,
+                format!(
+                    "retention '{}' is not supported yet: use HASH_ONLY",
+                    meta.retention
+                ),
+            ));
+        }
         if meta.audience == Audience::Customer {
             for field in meta.payload.keys().filter(|f| is_internal_field(f)) {
                 problems.push(invalid(
