@@ -5,15 +5,12 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use herald::camunda::worker::{HandlerOutcome, TaskHandler};
-use herald::camunda::{FetchAndLock, TopicRequest, TypedValue, Variables};
+use herald::camunda::{TypedValue, Variables};
 use herald::ledger::{CommunicationId, Ledger};
-use herald::templates::TemplateRegistry;
 use herald::workers::task_notice::{NoticeKind, TaskNotice};
-use herald::workers::{load_topics, HandlerDeps};
 use support::*;
 
 fn approval_vars(lane: &str, extra: &[(&str, TypedValue)]) -> Variables {
@@ -138,42 +135,16 @@ async fn a_refetched_reminder_task_is_not_sent_twice() {
         .unwrap();
 
     // A first worker locks the reminder task for 2 s, records the reminder, and dies.
-    let topics = load_topics(&std::path::Path::new(MANIFEST_DIR).join("topics")).unwrap();
-    let topic = topics
-        .iter()
-        .find(|t| t.topic == "approval-reminder")
-        .unwrap()
-        .clone();
-    let mut filter = BTreeMap::new();
-    filter.insert(
-        "heraldLane".to_string(),
-        serde_json::Value::String(lane.clone()),
+    let topic = shipped_topic("approval-reminder");
+    let locked = lock_as_doomed_worker(&camunda, &topic, &lane).await;
+    assert_eq!(
+        locked
+            .extension_properties
+            .get("taskDefinitionKey")
+            .map(String::as_str),
+        Some("approve_quote"),
+        "extension properties are fetched"
     );
-    let locked = wait_for("the reminder task", Duration::from_secs(30), || {
-        let request = FetchAndLock {
-            worker_id: "doomed-worker".into(),
-            max_tasks: 1,
-            use_priority: true,
-            async_response_timeout: Some(1000),
-            topics: vec![TopicRequest {
-                topic_name: "approval-reminder".into(),
-                lock_duration: 2000,
-                variables: Some(topic.variables.clone()),
-                process_variables: filter.clone(),
-                include_extension_properties: true,
-            }],
-        };
-        let camunda = camunda.clone();
-        async move {
-            camunda
-                .fetch_and_lock(&request)
-                .await
-                .unwrap()
-                .into_iter()
-                .next()
-        }
-    })
-    .await;
     assert_eq!(
         locked
             .extension_properties
@@ -181,15 +152,7 @@ async fn a_refetched_reminder_task_is_not_sent_twice() {
             .map(String::as_str),
         Some("approve_quote")
     );
-    let deps = HandlerDeps {
-        artifacts: test_artifact_settings(),
-        ledger: Ledger::new(db.pool.clone(), Duration::from_secs(60)),
-        camunda: camunda.clone(),
-        templates: Arc::new(
-            TemplateRegistry::load(&std::path::Path::new(MANIFEST_DIR).join("templates")).unwrap(),
-        ),
-        requested_by: "doomed-worker".into(),
-    };
+    let deps = handler_deps(&db, &camunda);
     let handler = TaskNotice::new(topic, deps, NoticeKind::Reminder);
     let HandlerOutcome::Complete(vars) = handler.handle(&locked).await else {
         panic!("the handler should have recorded the reminder")

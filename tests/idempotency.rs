@@ -2,14 +2,10 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use herald::camunda::worker::{HandlerOutcome, TaskHandler};
-use herald::camunda::{FetchAndLock, TopicRequest};
-use herald::ledger::Ledger;
-use herald::templates::TemplateRegistry;
-use herald::workers::{load_topics, send_proposal::SendProposal, HandlerDeps};
+use herald::workers::send_proposal::SendProposal;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,52 +84,10 @@ async fn worker_crashing_between_insert_and_complete_sends_once() {
 
     // A first worker locks the task for 2 s, records the communication with herald's own
     // handler, and dies before it completes the task.
-    let topics = load_topics(&std::path::Path::new(MANIFEST_DIR).join("topics")).unwrap();
-    let topic = topics
-        .iter()
-        .find(|t| t.topic == "send-proposal")
-        .unwrap()
-        .clone();
-    let mut filter = std::collections::BTreeMap::new();
-    filter.insert(
-        "heraldLane".to_string(),
-        serde_json::Value::String(lane.clone()),
-    );
-    let locked = wait_for("the task to be fetchable", Duration::from_secs(30), || {
-        let request = FetchAndLock {
-            worker_id: "doomed-worker".into(),
-            max_tasks: 1,
-            use_priority: true,
-            async_response_timeout: Some(1000),
-            topics: vec![TopicRequest {
-                topic_name: "send-proposal".into(),
-                lock_duration: 2000,
-                variables: Some(topic.variables.clone()),
-                process_variables: filter.clone(),
-                include_extension_properties: false,
-            }],
-        };
-        let camunda = camunda.clone();
-        async move {
-            camunda
-                .fetch_and_lock(&request)
-                .await
-                .unwrap()
-                .into_iter()
-                .next()
-        }
-    })
-    .await;
+    let topic = shipped_topic("send-proposal");
+    let locked = lock_as_doomed_worker(&camunda, &topic, &lane).await;
     assert_eq!(locked.process_instance_id, instance.id);
-    let deps = HandlerDeps {
-        artifacts: test_artifact_settings(),
-        ledger: Ledger::new(db.pool.clone(), Duration::from_secs(60)),
-        camunda: camunda.clone(),
-        templates: Arc::new(
-            TemplateRegistry::load(&std::path::Path::new(MANIFEST_DIR).join("templates")).unwrap(),
-        ),
-        requested_by: "doomed-worker".into(),
-    };
+    let deps = handler_deps(&db, &camunda);
     let handler = SendProposal::new(topic, deps);
     let HandlerOutcome::Complete(vars) = handler.handle(&locked).await else {
         panic!("the handler should have recorded the communication")

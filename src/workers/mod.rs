@@ -12,7 +12,8 @@ use serde::Deserialize;
 use crate::camunda::worker::{IncidentPolicy, Subscription, TaskHandler, TechnicalFailure};
 use chrono::{DateTime, Utc};
 
-use crate::camunda::CamundaClient;
+use crate::camunda::worker::HandlerOutcome;
+use crate::camunda::{CamundaClient, TypedValue, Variables};
 use crate::ledger::{Admission, Channel, ResolvedRecipient};
 use crate::ledger::{CommunicationType, Ledger, MessageCategory};
 use crate::policy::keys::placeholders;
@@ -261,6 +262,20 @@ pub struct Admitted {
     pub decisions: Vec<Decision>,
 }
 
+impl Admitted {
+    /// A recipient herald cannot send to: no address, no hash; admission and decisions to set.
+    fn unreachable(recipient: ResolvedRecipient) -> Admitted {
+        Admitted {
+            recipient,
+            address_hash: None,
+            address_masked: None,
+            admission: Admission::Queue,
+            not_before: None,
+            decisions: Vec::new(),
+        }
+    }
+}
+
 /// Applies preferences, consent and suppression to a resolved recipient; an unresolved one
 /// becomes its business status. Only a database outage is an error.
 pub async fn admit(
@@ -327,15 +342,12 @@ pub async fn admit(
             code,
             message,
         } => Ok(Admitted {
-            recipient: unresolved(recipient_type, recipient_ref),
-            address_hash: None,
-            address_masked: None,
             decisions: refused(DecisionOutcome::Fail, code, &message),
             admission: Admission::Fail {
                 code: code.into(),
                 message,
             },
-            not_before: None,
+            ..Admitted::unreachable(unresolved(recipient_type, recipient_ref))
         }),
         Resolution::Suppressed {
             recipient_type,
@@ -343,15 +355,30 @@ pub async fn admit(
             code,
             message,
         } => Ok(Admitted {
-            recipient: unresolved(recipient_type, recipient_ref),
-            address_hash: None,
-            address_masked: None,
             decisions: refused(DecisionOutcome::Suppress, code, &message),
             admission: Admission::Suppress {
                 code: code.into(),
                 message,
             },
-            not_before: None,
+            ..Admitted::unreachable(unresolved(recipient_type, recipient_ref))
         }),
+    }
+}
+
+/// A handler's result as the task's outcome: complete with `communicationId` only, or report
+/// the failure.
+pub(crate) fn completed_with_communication(
+    result: Result<String, TechnicalFailure>,
+) -> HandlerOutcome {
+    match result {
+        Ok(communication_id) => {
+            let mut variables = Variables::new();
+            variables.insert(
+                "communicationId".into(),
+                TypedValue::string(communication_id),
+            );
+            HandlerOutcome::Complete(variables)
+        }
+        Err(failure) => HandlerOutcome::Failure(failure),
     }
 }

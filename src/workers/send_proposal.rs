@@ -11,11 +11,11 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::camunda::worker::{BoxFuture, HandlerOutcome, TaskHandler, TechnicalFailure};
-use crate::camunda::{LockedTask, TypedValue, VariableError, Variables, VariablesExt};
+use crate::camunda::{LockedTask, VariableError, Variables, VariablesExt};
 use crate::ledger::{LedgerError, NewCommunication, ProcessOrigin};
 use crate::policy::{self, derive_key, Resolution};
 
-use super::{admit, permanent, transient, HandlerDeps, TopicConfig};
+use super::{admit, completed_with_communication, permanent, transient, HandlerDeps, TopicConfig};
 use crate::artifacts::{
     check_for_delivery, signed_link, ArtifactCheck, AttachmentRef, DeliveryMode,
 };
@@ -367,19 +367,7 @@ impl SendProposal {
 
 impl TaskHandler for SendProposal {
     fn handle<'a>(&'a self, task: &'a LockedTask) -> BoxFuture<'a, HandlerOutcome> {
-        Box::pin(async move {
-            match self.run(task).await {
-                Ok(communication_id) => {
-                    let mut variables = Variables::new();
-                    variables.insert(
-                        "communicationId".into(),
-                        TypedValue::string(communication_id),
-                    );
-                    HandlerOutcome::Complete(variables)
-                }
-                Err(failure) => HandlerOutcome::Failure(failure),
-            }
-        })
+        Box::pin(async move { completed_with_communication(self.run(task).await) })
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::camunda::client::UserTask;
 use crate::camunda::worker::{BoxFuture, HandlerOutcome, TaskHandler, TechnicalFailure};
-use crate::camunda::{CamundaError, LockedTask, TypedValue, Variables, VariablesExt};
+use crate::camunda::{CamundaError, LockedTask, VariablesExt};
 use crate::ledger::{
     Admission, Channel, LedgerError, NewCommunication, ProcessOrigin, RecipientType,
     ResolvedRecipient,
@@ -25,7 +25,7 @@ use crate::policy::identity::{engine_user, user_ref};
 use crate::policy::{derive_key, Resolution};
 use crate::templates::Template;
 
-use super::{admit, permanent, transient, HandlerDeps, TopicConfig};
+use super::{admit, completed_with_communication, permanent, transient, HandlerDeps, TopicConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoticeKind {
@@ -445,19 +445,7 @@ impl TaskNotice {
 
 impl TaskHandler for TaskNotice {
     fn handle<'a>(&'a self, task: &'a LockedTask) -> BoxFuture<'a, HandlerOutcome> {
-        Box::pin(async move {
-            match self.run(task).await {
-                Ok(communication_id) => {
-                    let mut variables = Variables::new();
-                    variables.insert(
-                        "communicationId".into(),
-                        TypedValue::string(communication_id),
-                    );
-                    HandlerOutcome::Complete(variables)
-                }
-                Err(failure) => HandlerOutcome::Failure(failure),
-            }
-        })
+        Box::pin(async move { completed_with_communication(self.run(task).await) })
     }
 }
 

@@ -447,3 +447,65 @@ pub async fn ensure_group(id: &str, members: &[&str]) {
         .await;
     }
 }
+
+/// A topic file as shipped in topics/.
+pub fn shipped_topic(name: &str) -> herald::workers::TopicConfig {
+    herald::workers::load_topics(&Path::new(MANIFEST_DIR).join("topics"))
+        .expect("topics/")
+        .into_iter()
+        .find(|t| t.topic == name)
+        .unwrap_or_else(|| panic!("no topic file for {name}"))
+}
+
+/// Plays a worker that is about to die: locks one task of `topic` in `lane` for 2 s.
+pub async fn lock_as_doomed_worker(
+    camunda: &CamundaClient,
+    topic: &herald::workers::TopicConfig,
+    lane: &str,
+) -> herald::camunda::LockedTask {
+    let mut filter = std::collections::BTreeMap::new();
+    filter.insert("heraldLane".to_string(), Value::String(lane.to_string()));
+    wait_for(
+        &format!("a {} task", topic.topic),
+        Duration::from_secs(30),
+        || {
+            let request = herald::camunda::FetchAndLock {
+                worker_id: "doomed-worker".into(),
+                max_tasks: 1,
+                use_priority: true,
+                async_response_timeout: Some(1000),
+                topics: vec![herald::camunda::TopicRequest {
+                    topic_name: topic.topic.clone(),
+                    lock_duration: 2000,
+                    variables: Some(topic.variables.clone()),
+                    process_variables: filter.clone(),
+                    include_extension_properties: topic.include_extension_properties,
+                }],
+            };
+            let camunda = camunda.clone();
+            async move {
+                camunda
+                    .fetch_and_lock(&request)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .next()
+            }
+        },
+    )
+    .await
+}
+
+/// What herald's handlers need, for running one in the test process.
+pub fn handler_deps(db: &TestDb, camunda: &CamundaClient) -> herald::workers::HandlerDeps {
+    herald::workers::HandlerDeps {
+        artifacts: test_artifact_settings(),
+        ledger: herald::ledger::Ledger::new(db.pool.clone(), Duration::from_secs(60)),
+        camunda: camunda.clone(),
+        templates: std::sync::Arc::new(
+            herald::templates::TemplateRegistry::load(&Path::new(MANIFEST_DIR).join("templates"))
+                .expect("templates/"),
+        ),
+        requested_by: "doomed-worker".into(),
+    }
+}
