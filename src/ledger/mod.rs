@@ -473,20 +473,47 @@ impl Ledger {
             .bind(id.0)
             .fetch_one(&mut *tx)
             .await?;
-            let channel: Channel = record.get::<String, _>("channel").parse()?;
-            transition(
-                &mut tx,
-                id,
-                CommunicationStatus::Sending,
-                StatusChange::default(),
-                Some(AttemptWrite::Start {
-                    attempt_no,
-                    channel,
-                    provider: provider_name(channel).to_string(),
-                    claimed_by: worker.to_string(),
-                }),
-            )
-            .await?;
+            // One job that cannot start (a corrupt value, a record in a state that cannot send)
+            // must not block the queue: it leaves the queue, loudly, and the others go on.
+            let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
+            let started = async {
+                let channel: Channel = record.get::<String, _>("channel").parse()?;
+                transition(
+                    &mut savepoint,
+                    id,
+                    CommunicationStatus::Sending,
+                    StatusChange::default(),
+                    Some(AttemptWrite::Start {
+                        attempt_no,
+                        channel,
+                        provider: provider_name(channel).to_string(),
+                        claimed_by: worker.to_string(),
+                    }),
+                )
+                .await?;
+                Ok::<Channel, LedgerError>(channel)
+            }
+            .await;
+            let channel = match started {
+                Ok(channel) => {
+                    savepoint.commit().await?;
+                    channel
+                }
+                Err(LedgerError::Database(err)) => return Err(LedgerError::Database(err)),
+                Err(err) => {
+                    savepoint.rollback().await?;
+                    tracing::error!(communicationId = %id, error = %err, "delivery job cannot start; taken out of the queue");
+                    sqlx::query(
+                        "UPDATE delivery_job SET done = true, locked_by = NULL, locked_until = NULL,
+                             recipient_address = NULL, render_payload = NULL
+                         WHERE communication_id = $1",
+                    )
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await?;
+                    continue;
+                }
+            };
             jobs.push(ClaimedJob {
                 communication_id: id,
                 tenant_id: record.get("tenant_id"),

@@ -1,0 +1,142 @@
+//! The delivery queue on a real PostgreSQL: leases that expire, fencing of a sender that lost
+//! its lease, and a job that cannot start not blocking the others.
+
+mod support;
+
+use std::time::Duration;
+
+use herald::ledger::{
+    Admission, AttemptResult, Channel, CommunicationType, Ledger, MessageCategory,
+    NewCommunication, RecipientType, ResolvedRecipient,
+};
+use serde_json::json;
+use support::*;
+
+fn request(key: &str) -> NewCommunication {
+    NewCommunication {
+        tenant_id: "acme".into(),
+        communication_type: CommunicationType::OrderConfirmation,
+        category: MessageCategory::Transactional,
+        subject_type: "ORDER".into(),
+        subject_id: key.into(),
+        quote_id: None,
+        order_id: Some(key.into()),
+        recipient: ResolvedRecipient {
+            recipient_type: RecipientType::Contact,
+            recipient_ref: format!("contact-{key}"),
+            channel: Channel::Email,
+            address: Some(format!("{key}@customer.example")),
+            locale: None,
+            timezone: None,
+            quiet_hours: None,
+        },
+        address_hash: None,
+        address_masked: None,
+        template_family: "order-confirmation-email".into(),
+        template_version: "2026.11.0".into(),
+        idempotency_key: format!("test:{key}"),
+        requested_by: "test".into(),
+        correlation_id: key.into(),
+        origin: None,
+        artifacts: Vec::new(),
+        render_payload: json!({"orderNumber": key, "recipientName": "R"}),
+        admission: Admission::Queue,
+        about_task_id: None,
+        not_before: None,
+        decisions: Vec::new(),
+        attachments: Vec::new(),
+    }
+}
+
+fn sent() -> AttemptResult {
+    AttemptResult::Sent {
+        provider_message_id: Some("p-1".into()),
+        response_code: Some(250),
+        summary: "ok".into(),
+        content_hash: "h".into(),
+        attachment_hashes: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_that_lost_its_lease_cannot_record_and_the_next_one_takes_over() {
+    let db = TestDb::create().await;
+    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    let id = ledger
+        .request(&request("o1"))
+        .await
+        .unwrap()
+        .communication_id;
+
+    let first = ledger
+        .claim_jobs("sender-a", 10, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(
+        ledger
+            .claim_jobs("sender-b", 10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a leased job is not claimed twice"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let second = ledger
+        .claim_jobs("sender-b", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.len(),
+        1,
+        "the expired lease lets another sender take the job"
+    );
+    assert_eq!(second[0].attempt_no, 2);
+
+    assert!(
+        !ledger
+            .finish_attempt(&first[0], "sender-a", sent())
+            .await
+            .unwrap(),
+        "fenced"
+    );
+    assert!(ledger
+        .finish_attempt(&second[0], "sender-b", sent())
+        .await
+        .unwrap());
+    let view = ledger.get(id).await.unwrap().unwrap();
+    assert_eq!(view.status, "SENT");
+    let statuses: Vec<&str> = view.attempts.iter().map(|a| a.status.as_str()).collect();
+    assert_eq!(statuses, vec!["ABANDONED", "ACCEPTED"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_cannot_start_leaves_the_queue_without_blocking_the_others() {
+    let db = TestDb::create().await;
+    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    let bad = ledger
+        .request(&request("bad"))
+        .await
+        .unwrap()
+        .communication_id;
+    ledger.request(&request("good")).await.unwrap();
+    // A record that says SENT while its job is still queued (a hand edit, a bug elsewhere).
+    sqlx::query("UPDATE communication_record SET status = 'SENT' WHERE communication_id = $1")
+        .bind(bad.0)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let claimed = ledger
+        .claim_jobs("sender", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].correlation_id, "good");
+    let done: bool =
+        sqlx::query_scalar("SELECT done FROM delivery_job WHERE communication_id = $1")
+            .bind(bad.0)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(done, "the bad job left the queue");
+}
