@@ -118,10 +118,20 @@ pub async fn run(
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        let proposals = workers::load_topics(&settings.paths.topics)?
+            .into_iter()
+            .find(|t| t.handler == workers::HandlerKind::SendProposal && t.enabled)
+            .map(|topic| {
+                Arc::new(workers::send_proposal::SendProposal::new(
+                    topic,
+                    deps.clone(),
+                ))
+            });
         let app = crate::api::router(crate::api::ApiState {
             deps: deps.clone(),
             rules: Arc::new(rules),
             token: settings.api.token.clone().filter(|t| !t.is_empty()),
+            proposals,
         });
         let stop = shutdown.clone();
         tasks.spawn(async move {

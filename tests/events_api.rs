@@ -285,3 +285,59 @@ async fn documents_announced_by_events_supersede_older_ones_and_the_token_is_req
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proposal_command_is_idempotent_and_its_note_cannot_inject_anything() {
+    let db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-API").await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let (_herald, api) = Api::start(&db, &sink.url(), &[]).await;
+    let path = "/quotes/Q-API/revisions/4/communications/proposal";
+    let command = json!({
+        "tenantId": "acme",
+        "artifactId": "doc-Q-API",
+        "recipientEmail": "buyer@customer.example",
+        "deliveryMode": "PORTAL_LINK",
+        "messageNote": "Happy to discuss <script>alert('x')</script><b>pricing</b>\r\nBcc: victim@evil.example",
+    });
+    let post = |key: &'static str, body: Value| {
+        let request = api
+            .http
+            .post(format!("{}{path}", api.base))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, first) = post("key-1", command.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["communicationType"], "QUOTE_PROPOSAL_DELIVERY");
+    let (status, again) = post("key-1", command.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["communicationId"], first["communicationId"]);
+    let mut other = command.clone();
+    other["recipientEmail"] = json!("someone-else@customer.example");
+    let (status, conflict) = post("key-1", other).await;
+    assert_eq!(status, 409, "{conflict}");
+    let (status, missing) = api.send(reqwest::Method::POST, path, command).await;
+    assert_eq!(status, 400, "no Idempotency-Key: {missing}");
+
+    let mails = sink.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(mails.len(), 1);
+    let mail = &mails[0];
+    assert!(mail.header("Bcc").is_none(), "the note cannot add a header");
+    let body = mail.body_text();
+    assert!(body.contains("Happy to discuss pricing"), "{body}");
+    assert!(
+        !body.contains("<script>") && !body.contains("<b>pricing"),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.received().len(), 1, "one email for one key");
+}

@@ -118,7 +118,7 @@ async fn proposal_process_ends_after_the_email_arrives() {
         record.idempotency_key,
         format!("quote-proposal-delivery:{business_key}:doc-Q-1001:contact-551:v1")
     );
-    assert_eq!(record.template_version, "2026.11.0");
+    assert_eq!(record.template_version, "2026.11.1");
     assert!(record
         .rendered_content_hash
         .as_ref()
@@ -217,5 +217,5 @@ async fn a_contact_speaking_austrian_german_gets_the_german_version() {
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    assert_eq!(version, "2026.11.0-de", "de-AT falls back to de");
+    assert_eq!(version, "2026.11.1-de", "de-AT falls back to de");
 }

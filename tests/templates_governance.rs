@@ -206,7 +206,7 @@ fn the_request_time_and_the_locale_decide_the_version() {
             .unwrap()
             .meta
             .version,
-        "2026.11.0"
+        "2026.11.1"
     );
     assert_eq!(
         registry

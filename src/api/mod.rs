@@ -13,10 +13,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::artifacts::DeliveryMode;
 use crate::artifacts::{register, Artifact};
 use crate::events::{ingest, EventError};
 use crate::ledger::{Channel, CommunicationId, MessageCategory};
+use crate::policy::hash_address;
 use crate::policy::rules::RuleSet;
+use crate::workers::send_proposal::{ProposalInput, ProposalKey, RecipientInput, SendProposal};
 use crate::workers::HandlerDeps;
 
 #[derive(Clone)]
@@ -25,6 +28,8 @@ pub struct ApiState {
     pub rules: Arc<RuleSet>,
     /// When set, every request but /health needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// The send-proposal handler, when the topic is configured.
+    pub proposals: Option<Arc<SendProposal>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -36,6 +41,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/preferences/{tenant}", put(put_preference))
         .route("/artifacts", post(post_artifact))
         .route("/communications/{id}", get(get_communication))
+        .route(
+            "/quotes/{quote}/revisions/{revision}/communications/proposal",
+            post(post_proposal),
+        )
         .with_state(state)
 }
 
@@ -405,4 +414,141 @@ async fn get_communication(
         .collect();
     body["children"] = serde_json::to_value(children).map_err(ApiError::unavailable)?;
     Ok(Json(body).into_response())
+}
+
+/// The proposal command of the design notes (section 18).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ProposalCommand {
+    tenant_id: String,
+    artifact_id: String,
+    #[serde(default)]
+    recipient_contact_id: Option<String>,
+    #[serde(default)]
+    recipient_email: Option<String>,
+    #[serde(default)]
+    channel: Option<Channel>,
+    #[serde(default)]
+    delivery_mode: Option<DeliveryMode>,
+    #[serde(default)]
+    message_note: Option<String>,
+    #[serde(default)]
+    locale: Option<String>,
+}
+
+/// `POST /quotes/{quoteId}/revisions/{revisionNo}/communications/proposal` with an
+/// `Idempotency-Key`: the same key returns the same communication; the same key with another
+/// request is a conflict.
+async fn post_proposal(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((quote_id, revision)): Path<(String, i64)>,
+    Json(command): Json<ProposalCommand>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let proposals = state.proposals.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no send-proposal topic is configured",
+        )
+    })?;
+    let mut problems = Vec::new();
+    let key = headers
+        .get("Idempotency-Key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 200);
+    if key.is_none() {
+        problems.push("Idempotency-Key header: required (at most 200 characters)".to_string());
+    }
+    let recipient = match (&command.recipient_email, &command.recipient_contact_id) {
+        (Some(email), None) => Some(RecipientInput::Email(email.trim().to_string())),
+        (None, Some(contact)) => Some(RecipientInput::Contact(contact.trim().to_string())),
+        _ => {
+            problems.push("give exactly one of recipientEmail and recipientContactId".into());
+            None
+        }
+    };
+    if command.channel.is_some_and(|c| c != Channel::Email) {
+        problems.push("channel: proposals go by EMAIL".into());
+    }
+    for (name, value) in [
+        ("tenantId", &command.tenant_id),
+        ("artifactId", &command.artifact_id),
+    ] {
+        if value.trim().is_empty() {
+            problems.push(format!("{name}: must not be empty"));
+        }
+    }
+    let (Some(key), Some(recipient), true) = (key, recipient, problems.is_empty()) else {
+        return Err(ApiError::bad(problems));
+    };
+    let expected_ref = match &recipient {
+        RecipientInput::Email(address) => format!("address:{}", &hash_address(address)[..16]),
+        RecipientInput::Contact(contact) => contact.clone(),
+    };
+    let input = ProposalInput {
+        quote_id: quote_id.clone(),
+        revision_no: revision,
+        artifact_id: command.artifact_id.trim().to_string(),
+        tenant_id: command.tenant_id.trim().to_string(),
+        recipient,
+        locale: command.locale,
+        delivery_mode: command.delivery_mode.unwrap_or(DeliveryMode::PortalLink),
+        message_note: command
+            .message_note
+            .as_deref()
+            .map(crate::templates::sanitize_note)
+            .filter(|n| !n.is_empty()),
+    };
+    let scoped = format!("quote-proposal-delivery:api:{quote_id}/{revision}:{key}");
+    let outcome = proposals
+        .request(&input, ProposalKey::Given(scoped), None)
+        .await
+        .map_err(|failure| {
+            let status = if failure.retry_after.is_some() {
+                StatusCode::CONFLICT
+            } else if failure.permanent {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            ApiError::new(status, failure.message)
+        })?;
+    if !outcome.created {
+        let existing = state
+            .deps
+            .ledger
+            .get(outcome.communication_id)
+            .await
+            .map_err(ApiError::unavailable)?
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "communication vanished"))?;
+        let artifacts: Vec<String> = sqlx::query_scalar(
+            "SELECT artifact_id FROM communication_artifact_link WHERE communication_id = $1",
+        )
+        .bind(outcome.communication_id.0)
+        .fetch_all(state.deps.ledger.pool())
+        .await
+        .map_err(ApiError::unavailable)?;
+        if existing.recipient_ref != expected_ref || artifacts != vec![input.artifact_id.clone()] {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "this Idempotency-Key was used for another request; use a new key",
+            ));
+        }
+    }
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({
+            "communicationId": outcome.communication_id,
+            "status": outcome.status,
+            "communicationType": "QUOTE_PROPOSAL_DELIVERY",
+        })),
+    )
+        .into_response())
 }

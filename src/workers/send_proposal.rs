@@ -19,8 +19,9 @@ use super::{admit, completed_with_communication, permanent, transient, HandlerDe
 use crate::artifacts::{
     check_for_delivery, signed_link, ArtifactCheck, AttachmentRef, DeliveryMode,
 };
-use crate::ledger::Admission;
+use crate::ledger::{Admission, RequestOutcome};
 use crate::policy::preferences::{Decision, DecisionOutcome};
+use crate::templates::sanitize_note;
 
 pub struct SendProposal {
     topic: TopicConfig,
@@ -38,6 +39,8 @@ pub struct ProposalInput {
     pub locale: Option<String>,
     /// PORTAL_LINK (default) or ATTACHMENT.
     pub delivery_mode: DeliveryMode,
+    /// The sales rep's note, sanitized (no markup, no control characters).
+    pub message_note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +83,10 @@ impl ProposalInput {
                 Some(mode) => mode.parse().map_err(InputError::DeliveryMode)?,
                 None => DeliveryMode::PortalLink,
             },
+            message_note: vars
+                .opt_str("messageNote")?
+                .map(sanitize_note)
+                .filter(|n| !n.is_empty()),
         })
     }
 }
@@ -212,6 +219,33 @@ impl SendProposal {
                 "herald derives the idempotency key from the process business key: start the process with a businessKey (e.g. the quote revision).",
             )
         })?;
+        let origin = ProcessOrigin {
+            process_instance_id: task.process_instance_id.clone(),
+            business_key: Some(business_key.clone()),
+            activity_id: task.activity_id.clone(),
+            topic: topic.clone(),
+            task_id: task.id.clone(),
+            waits_for_outcome: self.topic.waits_for_outcome,
+        };
+        let outcome = self
+            .request(
+                &input,
+                ProposalKey::FromBusinessKey(business_key),
+                Some(origin),
+            )
+            .await?;
+        Ok(outcome.communication_id.to_string())
+    }
+
+    /// Records a proposal delivery (or finds the one its key names), from a process or from the
+    /// API. Business refusals are statuses; errors are technical failures.
+    pub async fn request(
+        &self,
+        input: &ProposalInput,
+        key: ProposalKey,
+        origin: Option<ProcessOrigin>,
+    ) -> Result<RequestOutcome, TechnicalFailure> {
+        let topic = &self.topic.topic;
 
         let resolution = match &input.recipient {
             RecipientInput::Email(address) => {
@@ -233,19 +267,23 @@ impl SendProposal {
         };
 
         let mut key_values: BTreeMap<&str, String> = BTreeMap::new();
-        key_values.insert("businessKey", business_key.clone());
         key_values.insert("quoteId", input.quote_id.clone());
         key_values.insert("revisionNo", input.revision_no.to_string());
         key_values.insert("artifactId", input.artifact_id.clone());
         key_values.insert("tenantId", input.tenant_id.clone());
         key_values.insert("recipientRef", resolution.recipient_ref().to_string());
-        let idempotency_key =
-            derive_key(&self.topic.idempotency_key, &key_values).map_err(|e| {
-                permanent(
-                    format!("{topic}: {e}"),
-                    "Fix the idempotency_key pattern in the topic file.",
-                )
-            })?;
+        let idempotency_key = match key {
+            ProposalKey::FromBusinessKey(business_key) => {
+                key_values.insert("businessKey", business_key);
+                derive_key(&self.topic.idempotency_key, &key_values).map_err(|e| {
+                    permanent(
+                        format!("{topic}: {e}"),
+                        "Fix the idempotency_key pattern in the topic file.",
+                    )
+                })?
+            }
+            ProposalKey::Given(key) => key,
+        };
 
         let locale = match &resolution {
             Resolution::Resolved { recipient, .. } => recipient.locale.clone(),
@@ -279,6 +317,7 @@ impl SendProposal {
             "proposalLink": document.link,
             "linkValidUntil": document.link_valid_until,
             "attachmentName": document.attachment.as_ref().map(|a| a.file_name.clone()),
+            "messageNote": input.message_note,
         });
         // Render once now: a template that cannot render is a configuration error for Cockpit,
         // not a delivery failure discovered later.
@@ -330,16 +369,12 @@ impl SendProposal {
             template_family: template.meta.family.clone(),
             template_version: template.meta.version.clone(),
             idempotency_key,
-            requested_by: format!("camunda:{}", self.deps.requested_by),
+            requested_by: match &origin {
+                Some(_) => format!("camunda:{}", self.deps.requested_by),
+                None => "api".to_string(),
+            },
             correlation_id: uuid::Uuid::now_v7().to_string(),
-            origin: Some(ProcessOrigin {
-                process_instance_id: task.process_instance_id.clone(),
-                business_key: Some(business_key),
-                activity_id: task.activity_id.clone(),
-                topic: topic.clone(),
-                task_id: task.id.clone(),
-                waits_for_outcome: self.topic.waits_for_outcome,
-            }),
+            origin,
             artifacts: vec![(input.artifact_id.clone(), "PROPOSAL_DOCUMENT".into())],
             render_payload: payload,
             admission: admitted.admission,
@@ -361,8 +396,17 @@ impl SendProposal {
             created = outcome.created,
             "communication recorded"
         );
-        Ok(outcome.communication_id.to_string())
+        Ok(outcome)
     }
+}
+
+/// Where a proposal's idempotency key comes from.
+#[derive(Debug, Clone)]
+pub enum ProposalKey {
+    /// The topic's pattern, filled with the process business key and the inputs.
+    FromBusinessKey(String),
+    /// An API caller's `Idempotency-Key`, already scoped.
+    Given(String),
 }
 
 impl TaskHandler for SendProposal {
