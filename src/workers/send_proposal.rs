@@ -308,7 +308,7 @@ impl SendProposal {
             Resolution::Resolved { display_name, .. } => display_name.clone(),
             _ => None,
         };
-        let document = self.document(&input).await?;
+        let document = self.document(input).await?;
         let payload = json!({
             "quoteNumber": input.quote_id,
             "revisionNo": input.revision_no,
