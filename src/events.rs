@@ -5,9 +5,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::artifacts::{register, Artifact};
-use crate::ledger::{CommunicationId, NewCommunication, ResolvedRecipient};
+use crate::ledger::{CommunicationId, NewCommunication};
 use crate::policy::identity::engine_user;
-use crate::policy::preferences::{Decision, DecisionOutcome};
 use crate::policy::recipients::{contact_email, explicit_email};
 use crate::policy::rules::{lookup, EventRule, RecipientSpec, RuleSet};
 use crate::policy::Resolution;
@@ -243,35 +242,24 @@ async fn prepare(
             .await
             .map_err(|f| EventError::Unavailable(f.message))?;
         if let Some(window) = rule.dedupe().map_err(EventError::Rule)? {
-            if recent_duplicate(
-                deps,
-                tenant_id,
-                &admitted.recipient,
-                rule,
-                &subject_id,
-                &idempotency_key,
-                window,
-            )
-            .await
-            .map_err(db)?
-            {
-                let message = format!(
+            let recent = deps
+                .ledger
+                .recent_duplicate(
+                    tenant_id,
+                    &admitted.recipient.recipient_ref,
+                    rule.communication_type,
+                    &subject_id,
+                    &idempotency_key,
+                    window,
+                )
+                .await
+                .map_err(|e| EventError::Unavailable(e.to_string()))?;
+            if recent {
+                admitted.dedupe(format!(
                     "a {} for {subject_id} went to this recipient within {}",
                     rule.communication_type,
                     rule.dedupe_window.as_deref().unwrap_or("")
-                );
-                admitted.decisions.push(Decision {
-                    check: "dedupe",
-                    outcome: DecisionOutcome::Suppress,
-                    reason_code: "DEDUPED".into(),
-                    detail: message.clone(),
-                });
-                if matches!(admitted.admission, crate::ledger::Admission::Queue) {
-                    admitted.admission = crate::ledger::Admission::Suppress {
-                        code: "DEDUPED".into(),
-                        message,
-                    };
-                }
+                ));
             }
         }
         requests.push(NewCommunication {
@@ -299,33 +287,9 @@ async fn prepare(
             not_before: admitted.not_before,
             decisions: admitted.decisions,
             attachments: Vec::new(),
+            rule_ref: format!("rule:{}:v{}", rule.id, rule.version),
+            priority: rule.priority,
         });
     }
     Ok(requests)
-}
-
-/// Whether the recipient got the same type about the same subject within the window.
-async fn recent_duplicate(
-    deps: &HandlerDeps,
-    tenant_id: &str,
-    recipient: &ResolvedRecipient,
-    rule: &EventRule,
-    subject_id: &str,
-    idempotency_key: &str,
-    window: std::time::Duration,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM communication_record
-             WHERE tenant_id = $1 AND recipient_ref = $2 AND communication_type = $3 AND subject_id = $4
-               AND idempotency_key <> $5 AND status NOT IN ('FAILED_FINAL', 'SUPPRESSED')
-               AND requested_at > now() - make_interval(secs => $6::double precision))",
-    )
-    .bind(tenant_id)
-    .bind(&recipient.recipient_ref)
-    .bind(rule.communication_type.as_str())
-    .bind(subject_id)
-    .bind(idempotency_key)
-    .bind(window.as_secs_f64())
-    .fetch_one(deps.ledger.pool())
-    .await
 }

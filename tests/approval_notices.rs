@@ -334,3 +334,86 @@ async fn unassigned_reminders_reach_candidates_and_escalation_reaches_the_group(
         "{links}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedupe_window_on_the_topic_holds_back_the_next_reminder() {
+    let camunda = camunda();
+    deploy(&camunda).await;
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let lane = new_lane();
+    let approver = format!("dora{}", short(&lane));
+    create_user(
+        &approver,
+        "Dora",
+        "Dedupe",
+        Some(&format!("{approver}@corp.example")),
+    )
+    .await;
+    // The shipped topic with a one-hour dedupe window.
+    let topics = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(std::path::Path::new(MANIFEST_DIR).join("topics")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        if path.ends_with("approval-reminder.toml") {
+            text = text.replace(
+                "waits_for_outcome = false",
+                "waits_for_outcome = false\ndedupe_window = \"PT1H\"",
+            );
+        }
+        std::fs::write(topics.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    let _herald = Herald::start(
+        &db,
+        &sink.url(),
+        &lane,
+        &[("HERALD_PATHS__TOPICS", topics.path().to_str().unwrap())],
+    );
+    camunda
+        .start_process(
+            "quote-approval",
+            &format!("Q-A4-r1-{}", short(&lane)),
+            &approval_vars(
+                &lane,
+                &[
+                    ("approver", TypedValue::string(&approver)),
+                    ("reminderCycle", TypedValue::string("R2/PT3S")),
+                    ("escalationAfter", TypedValue::string("PT1H")),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "both reminders to be recorded",
+        Duration::from_secs(60),
+        || async {
+            let n = db
+                .scalar_i64("SELECT count(*) FROM communication_record WHERE parent_id IS NOT NULL")
+                .await;
+            (n == 2).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        sink.received().len(),
+        1,
+        "the second reminder is held back by the window"
+    );
+    let statuses: Vec<(String, Option<String>, String)> = sqlx::query_as(
+        "SELECT status, failure_code, rule_ref FROM communication_record WHERE parent_id IS NOT NULL ORDER BY requested_at",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(statuses[0].0, "SENT");
+    assert_eq!(
+        (statuses[1].0.as_str(), statuses[1].1.as_deref()),
+        ("SUPPRESSED", Some("DEDUPED"))
+    );
+    assert_eq!(
+        statuses[0].2, "topic:approval-reminder:v1",
+        "the rule and its version are evidence"
+    );
+}

@@ -45,6 +45,8 @@ fn request(key: &str) -> NewCommunication {
         not_before: None,
         decisions: Vec::new(),
         attachments: Vec::new(),
+        rule_ref: "test:v1".into(),
+        priority: 50,
     }
 }
 

@@ -112,6 +112,10 @@ pub struct NewCommunication {
     pub decisions: Vec<crate::policy::preferences::Decision>,
     /// Files to attach when the message is sent.
     pub attachments: Vec<crate::artifacts::AttachmentRef>,
+    /// The rule that asked for it, with its version: `topic:send-proposal:v1`, `rule:…:v2`.
+    pub rule_ref: String,
+    /// Delivery priority (higher first).
+    pub priority: i32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -333,6 +337,33 @@ impl Ledger {
         Ok(outcome)
     }
 
+    /// Whether the recipient got a communication of this type about this subject within the
+    /// window (not counting failed or suppressed ones, nor the one with `exclude_key`).
+    pub async fn recent_duplicate(
+        &self,
+        tenant_id: &str,
+        recipient_ref: &str,
+        kind: CommunicationType,
+        subject_id: &str,
+        exclude_key: &str,
+        window: Duration,
+    ) -> Result<bool, LedgerError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM communication_record
+                 WHERE tenant_id = $1 AND recipient_ref = $2 AND communication_type = $3 AND subject_id = $4
+                   AND idempotency_key <> $5 AND status NOT IN ('FAILED_FINAL', 'SUPPRESSED') AND NOT is_parent
+                   AND requested_at > now() - make_interval(secs => $6::double precision))",
+        )
+        .bind(tenant_id)
+        .bind(recipient_ref)
+        .bind(kind.as_str())
+        .bind(subject_id)
+        .bind(exclude_key)
+        .bind(window.as_secs_f64())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// How many parent communications already exist about a user task (reminder ordinals).
     pub async fn count_about_task(&self, topic: &str, task_id: &str) -> Result<i64, LedgerError> {
         Ok(sqlx::query_scalar(
@@ -448,7 +479,7 @@ impl Ledger {
             "WITH due AS (
                  SELECT communication_id FROM delivery_job
                  WHERE NOT done AND due_at <= now() AND (locked_until IS NULL OR locked_until < now())
-                 ORDER BY due_at
+                 ORDER BY priority DESC, due_at
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED)
              UPDATE delivery_job j SET locked_by = $1, locked_until = now() + make_interval(secs => $3::double precision / 1000),
@@ -889,9 +920,9 @@ async fn insert_record(
         "INSERT INTO communication_record (communication_id, tenant_id, communication_type, message_category, status,
              subject_type, subject_id, quote_id, order_id, recipient_type, recipient_ref, channel, address_hash,
              address_masked, template_family, template_version, idempotency_key, requested_by, requested_at,
-             correlation_id, process_instance_id, business_key, activity_id, topic, parent_id, is_parent, about_task_id)
+             correlation_id, process_instance_id, business_key, activity_id, topic, parent_id, is_parent, about_task_id, rule_ref)
          VALUES ($1, $2, $3, $4, 'REQUESTED', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, now(), $18, $19,
-                 $20, $21, $22, $23, $24, $25)
+                 $20, $21, $22, $23, $24, $25, $26)
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
          RETURNING communication_id",
     )
@@ -920,6 +951,7 @@ async fn insert_record(
     .bind(parent_id.map(|p| p.0))
     .bind(is_parent)
     .bind(&new.about_task_id)
+    .bind(&new.rule_ref)
     .fetch_optional(&mut *conn)
     .await?;
     Ok(inserted.map(|_| id))
@@ -958,8 +990,8 @@ async fn admit(
     let (status, change) = match &new.admission {
         Admission::Queue => {
             sqlx::query(
-                "INSERT INTO delivery_job (communication_id, tenant_id, due_at, recipient_address, render_payload, locale, attachments)
-                 VALUES ($1, $2, COALESCE($3, now()), $4, $5, $6, $7)",
+                "INSERT INTO delivery_job (communication_id, tenant_id, due_at, recipient_address, render_payload, locale, attachments, priority)
+                 VALUES ($1, $2, COALESCE($3, now()), $4, $5, $6, $7, $8)",
             )
             .bind(id.0)
             .bind(&new.tenant_id)
@@ -968,6 +1000,7 @@ async fn admit(
             .bind(&new.render_payload)
             .bind(&new.recipient.locale)
             .bind(sqlx::types::Json(&new.attachments))
+            .bind(new.priority)
             .execute(&mut *conn)
             .await?;
             sqlx::query("SELECT pg_notify('herald_delivery', '')")

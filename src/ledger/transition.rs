@@ -195,7 +195,7 @@ async fn append_event(
     let row = sqlx::query(
         "SELECT r.tenant_id, r.communication_type, r.status, r.subject_type, r.subject_id, r.quote_id, r.order_id,
                 r.channel, r.recipient_type, r.recipient_ref, r.correlation_id, r.failure_code, r.template_family,
-                r.template_version, r.business_key,
+                r.template_version, r.business_key, r.rule_ref,
                 COALESCE((SELECT array_agg(artifact_id ORDER BY artifact_id) FROM communication_artifact_link a
                           WHERE a.communication_id = r.communication_id), '{}') AS artifact_ids
          FROM communication_record r WHERE r.communication_id = $1",
@@ -223,6 +223,7 @@ async fn append_event(
         "recipientRef": row.get::<String, _>("recipient_ref"),
         "correlationId": row.get::<String, _>("correlation_id"),
         "businessKey": row.get::<Option<String>, _>("business_key"),
+        "rule": row.get::<Option<String>, _>("rule_ref"),
         "template": format!("{}:{}", row.get::<String, _>("template_family"), row.get::<String, _>("template_version")),
         "failureCode": row.get::<Option<String>, _>("failure_code"),
     });

@@ -18,6 +18,7 @@ use crate::ledger::{Admission, Channel, ResolvedRecipient};
 use crate::ledger::{CommunicationType, Ledger, MessageCategory};
 use crate::policy::keys::placeholders;
 use crate::policy::preferences::{evaluate, load_facts, Decision, DecisionOutcome};
+use crate::policy::rules::parse_duration;
 use crate::policy::{hash_address, mask_address, Resolution};
 use crate::templates::TemplateRegistry;
 
@@ -49,6 +50,53 @@ pub struct TopicConfig {
     pub incident: IncidentConfig,
     #[serde(default = "default_enabled")]
     pub enabled: bool,
+    /// The rule's version, recorded with every communication (`topic:<topic>:v<version>`).
+    #[serde(default = "default_version")]
+    pub version: u32,
+    /// Channels in order of preference (today: EMAIL).
+    #[serde(default = "default_channels")]
+    pub channels: Vec<Channel>,
+    /// Delivery priority: higher goes first when the queue is long.
+    #[serde(default = "default_priority")]
+    pub priority: i32,
+    /// Near-duplicates for the same recipient, type and subject within this ISO 8601 duration
+    /// are SUPPRESSED as DEDUPED (e.g. `PT3H`).
+    #[serde(default)]
+    pub dedupe_window: Option<String>,
+    /// Outside these dates the topic is not subscribed.
+    #[serde(default)]
+    pub effective_from: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub effective_until: Option<DateTime<Utc>>,
+}
+
+fn default_version() -> u32 {
+    1
+}
+
+fn default_channels() -> Vec<Channel> {
+    vec![Channel::Email]
+}
+
+fn default_priority() -> i32 {
+    50
+}
+
+impl TopicConfig {
+    pub fn rule_ref(&self) -> String {
+        format!("topic:{}:v{}", self.topic, self.version)
+    }
+
+    pub fn effective_at(&self, at: DateTime<Utc>) -> bool {
+        self.effective_from.is_none_or(|from| from <= at)
+            && self.effective_until.is_none_or(|until| at < until)
+    }
+
+    pub fn dedupe(&self) -> Option<std::time::Duration> {
+        self.dedupe_window
+            .as_deref()
+            .and_then(|w| parse_duration(w).ok())
+    }
 }
 
 /// The handlers herald has, by the name topic files use.
@@ -142,6 +190,25 @@ pub fn load_topics(dir: &Path) -> Result<Vec<TopicConfig>, TopicError> {
                 "incident: retries >= 0 and at least one retry timeout".into(),
             ));
         }
+        if let Some(window) = &topic.dedupe_window {
+            if let Err(e) = parse_duration(window) {
+                return Err(invalid(&path, format!("dedupe_window: {e}")));
+            }
+        }
+        if topic.channels.is_empty() || topic.channels.iter().any(|c| *c != Channel::Email) {
+            return Err(invalid(
+                &path,
+                "channels: EMAIL is the channel topics deliver through so far".into(),
+            ));
+        }
+        if let (Some(from), Some(until)) = (topic.effective_from, topic.effective_until) {
+            if until <= from {
+                return Err(invalid(
+                    &path,
+                    "effective_until must be after effective_from".into(),
+                ));
+            }
+        }
         if topic.lock_duration_ms < 1000 {
             return Err(invalid(
                 &path,
@@ -170,7 +237,13 @@ pub struct HandlerDeps {
 pub fn subscriptions(topics: &[TopicConfig], deps: &HandlerDeps) -> Vec<Subscription> {
     topics
         .iter()
-        .filter(|t| t.enabled)
+        .filter(|t| {
+            let active = t.enabled && t.effective_at(Utc::now());
+            if !active {
+                tracing::info!(topic = %t.topic, "topic disabled or not effective: not subscribed");
+            }
+            active
+        })
         .map(|topic| {
             let handler: Arc<dyn TaskHandler> = match topic.handler {
                 HandlerKind::SendProposal => Arc::new(send_proposal::SendProposal::new(
@@ -380,5 +453,23 @@ pub(crate) fn completed_with_communication(
             HandlerOutcome::Complete(variables)
         }
         Err(failure) => HandlerOutcome::Failure(failure),
+    }
+}
+
+impl Admitted {
+    /// Marks the recipient DEDUPED when a near-duplicate went out within the window.
+    pub fn dedupe(&mut self, message: String) {
+        self.decisions.push(Decision {
+            check: "dedupe",
+            outcome: DecisionOutcome::Suppress,
+            reason_code: "DEDUPED".into(),
+            detail: message.clone(),
+        });
+        if matches!(self.admission, Admission::Queue) {
+            self.admission = Admission::Suppress {
+                code: "DEDUPED".into(),
+                message,
+            };
+        }
     }
 }

@@ -382,6 +382,8 @@ impl SendProposal {
             not_before: admitted.not_before,
             decisions: admitted.decisions,
             attachments: document.attachment.into_iter().collect(),
+            rule_ref: self.topic.rule_ref(),
+            priority: self.topic.priority,
         };
         let outcome = self.deps.ledger.request(&new).await.map_err(|e| match e {
             LedgerError::Database(_) => transient(

@@ -355,6 +355,8 @@ impl TaskNotice {
             about_task_id: about_task,
             decisions: Vec::new(),
             attachments: Vec::new(),
+            rule_ref: self.topic.rule_ref(),
+            priority: self.topic.priority,
             not_before: None,
         };
         let outcome = self
@@ -403,7 +405,7 @@ impl TaskNotice {
                     )
                 })?;
         }
-        let admitted = admit(
+        let mut admitted = admit(
             &self.deps,
             &self.topic.purpose(),
             tenant_id,
@@ -411,6 +413,33 @@ impl TaskNotice {
             None,
         )
         .await?;
+        if let Some(window) = self.topic.dedupe() {
+            let recent = self
+                .deps
+                .ledger
+                .recent_duplicate(
+                    tenant_id,
+                    &admitted.recipient.recipient_ref,
+                    self.topic.communication_type,
+                    user_task_id,
+                    &idempotency_key,
+                    window,
+                )
+                .await
+                .map_err(|e| {
+                    transient(
+                        format!("{topic}: ledger database unavailable"),
+                        e.to_string(),
+                    )
+                })?;
+            if recent {
+                admitted.dedupe(format!(
+                    "a {} about this task went to this recipient within {}",
+                    self.topic.communication_type,
+                    self.topic.dedupe_window.as_deref().unwrap_or("")
+                ));
+            }
+        }
         Ok(NewCommunication {
             tenant_id: tenant_id.to_string(),
             communication_type: self.topic.communication_type,
@@ -439,6 +468,8 @@ impl TaskNotice {
             not_before: admitted.not_before,
             decisions: admitted.decisions,
             attachments: Vec::new(),
+            rule_ref: self.topic.rule_ref(),
+            priority: self.topic.priority,
         })
     }
 }
