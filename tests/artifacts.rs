@@ -28,14 +28,13 @@ async fn the_portal_link_is_signed_expires_and_is_never_published() {
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
     let herald = Herald::start(&db, &sink.url(), &lane, &[]);
-    let instance = camunda
-        .start_process(
-            "quote-proposal",
-            &format!("Q-L1-r4-{}", &lane[5..13]),
-            &proposal_vars(&lane, "Q-L1", ("recipientEmail", "buyer@customer.example")),
-        )
-        .await
-        .unwrap();
+    let instance = start_proposal(
+        &camunda,
+        &lane,
+        "Q-L1",
+        ("recipientEmail", "buyer@customer.example"),
+    )
+    .await;
     wait_until_completed(&camunda, &instance.id, Duration::from_secs(60)).await;
     let mail = &sink.received()[0];
     let text = mail.body_text();
@@ -189,14 +188,13 @@ async fn a_document_not_yet_available_makes_the_task_wait_then_it_goes_out() {
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
     let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
-    let instance = camunda
-        .start_process(
-            "quote-proposal",
-            &format!("Q-W1-r4-{}", &lane[5..13]),
-            &proposal_vars(&lane, "Q-W1", ("recipientEmail", "buyer@customer.example")),
-        )
-        .await
-        .unwrap();
+    let instance = start_proposal(
+        &camunda,
+        &lane,
+        "Q-W1",
+        ("recipientEmail", "buyer@customer.example"),
+    )
+    .await;
     // The worker reports a failure with retries left and a retry timeout: no incident.
     let path = format!("/external-task?processInstanceId={}", instance.id);
     let task = wait_for("a failure report", Duration::from_secs(30), || {

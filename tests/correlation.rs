@@ -132,14 +132,13 @@ async fn a_correlation_past_its_deadline_is_recorded_as_failed_and_the_relay_goe
     );
 
     // The relay is still alive: another process gets its outcome.
-    let next = camunda
-        .start_process(
-            "quote-proposal",
-            &format!("Q-9010-r1-{}", &lane[5..13]),
-            &proposal_vars(&lane, "Q-9010", ("recipientEmail", "next@customer.example")),
-        )
-        .await
-        .unwrap();
+    let next = start_proposal(
+        &camunda,
+        &lane,
+        "Q-9010",
+        ("recipientEmail", "next@customer.example"),
+    )
+    .await;
     wait_until_completed(&camunda, &next.id, Duration::from_secs(60)).await;
     assert_eq!(sink.received().len(), 2);
 }

@@ -49,18 +49,13 @@ async fn database_unreachable_while_a_task_is_locked_raises_an_incident_then_rec
     .await;
 
     db.set_reachable(false).await;
-    let instance = camunda
-        .start_process(
-            "quote-proposal",
-            &format!("Q-7007-r1-{}", &lane[5..13]),
-            &proposal_vars(
-                &lane,
-                "Q-7007",
-                ("recipientEmail", "ops-check@customer.example"),
-            ),
-        )
-        .await
-        .unwrap();
+    let instance = start_proposal(
+        &camunda,
+        &lane,
+        "Q-7007",
+        ("recipientEmail", "ops-check@customer.example"),
+    )
+    .await;
 
     let incident = wait_for("an incident", Duration::from_secs(90), || {
         let camunda = camunda.clone();

@@ -59,14 +59,8 @@ async fn an_opt_out_does_not_stop_a_transactional_proposal() {
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
     let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
-    let instance = camunda
-        .start_process(
-            "quote-proposal",
-            &format!("Q-P1-r1-{}", &lane[5..13]),
-            &proposal_vars(&lane, "Q-P1", ("recipientContactId", "contact-7")),
-        )
-        .await
-        .unwrap();
+    let instance =
+        start_proposal(&camunda, &lane, "Q-P1", ("recipientContactId", "contact-7")).await;
     wait_until_completed(&camunda, &instance.id, Duration::from_secs(60)).await;
     assert_eq!(sink.received().len(), 1);
     let taken = decisions(&db, "contact-7").await;

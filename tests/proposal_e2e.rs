@@ -197,14 +197,13 @@ async fn a_contact_speaking_austrian_german_gets_the_german_version() {
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
     let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
-    let instance = camunda
-        .start_process(
-            "quote-proposal",
-            &format!("Q-1002-r4-{}", &lane[5..13]),
-            &proposal_vars(&lane, "Q-1002", ("recipientContactId", "contact-at")),
-        )
-        .await
-        .unwrap();
+    let instance = start_proposal(
+        &camunda,
+        &lane,
+        "Q-1002",
+        ("recipientContactId", "contact-at"),
+    )
+    .await;
     wait_until_completed(&camunda, &instance.id, Duration::from_secs(60)).await;
     let mails = sink.received();
     assert_eq!(mails.len(), 1);

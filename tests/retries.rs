@@ -21,14 +21,13 @@ async fn smtp_451_then_250_gives_two_attempts_on_one_record() {
     let lane = new_lane();
     let _herald = Herald::start(&db, &sink.url(), &lane, &[FAST_RETRIES]);
 
-    let instance = camunda
-        .start_process(
-            "quote-proposal",
-            &format!("Q-4004-r1-{}", &lane[5..13]),
-            &proposal_vars(&lane, "Q-4004", ("recipientEmail", "busy@customer.example")),
-        )
-        .await
-        .unwrap();
+    let instance = start_proposal(
+        &camunda,
+        &lane,
+        "Q-4004",
+        ("recipientEmail", "busy@customer.example"),
+    )
+    .await;
     wait_until_completed(&camunda, &instance.id, Duration::from_secs(60)).await;
 
     assert_eq!(sink.received().len(), 1);
@@ -70,18 +69,13 @@ async fn smtp_550_fails_final_and_the_process_takes_the_failure_path() {
     let lane = new_lane();
     let herald = Herald::start(&db, &sink.url(), &lane, &[FAST_RETRIES]);
 
-    let instance = camunda
-        .start_process(
-            "quote-proposal",
-            &format!("Q-5005-r1-{}", &lane[5..13]),
-            &proposal_vars(
-                &lane,
-                "Q-5005",
-                ("recipientEmail", "nobody@customer.example"),
-            ),
-        )
-        .await
-        .unwrap();
+    let instance = start_proposal(
+        &camunda,
+        &lane,
+        "Q-5005",
+        ("recipientEmail", "nobody@customer.example"),
+    )
+    .await;
     let path = format!(
         "/task?processInstanceId={}&taskDefinitionKey=handle_failed_delivery",
         instance.id
@@ -159,14 +153,13 @@ async fn an_invalid_explicit_address_is_a_business_failure_not_an_incident() {
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
     let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
-    let instance = camunda
-        .start_process(
-            "quote-proposal",
-            &format!("Q-6006-r1-{}", &lane[5..13]),
-            &proposal_vars(&lane, "Q-6006", ("recipientEmail", "not-an-address")),
-        )
-        .await
-        .unwrap();
+    let instance = start_proposal(
+        &camunda,
+        &lane,
+        "Q-6006",
+        ("recipientEmail", "not-an-address"),
+    )
+    .await;
     let path = format!(
         "/task?processInstanceId={}&taskDefinitionKey=handle_failed_delivery",
         instance.id

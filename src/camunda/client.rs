@@ -412,7 +412,7 @@ impl CamundaClient {
             .unwrap_or_default())
     }
 
-    /// Deploys files (BPMN, DMN, forms) as one deployment, skipping unchanged resources.
+    /// Deploys files (BPMN, DMN, forms) as one deployment; the engine leaves unchanged resources out.
     pub async fn deploy(
         &self,
         name: &str,

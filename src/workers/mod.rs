@@ -473,3 +473,41 @@ impl Admitted {
         }
     }
 }
+
+impl HandlerDeps {
+    /// The template version a topic's communication uses now, for `locale`; a missing one is a
+    /// configuration error (an incident at once).
+    pub(crate) fn template(
+        &self,
+        topic: &TopicConfig,
+        locale: Option<&str>,
+    ) -> Result<&crate::templates::Template, TechnicalFailure> {
+        self.templates
+            .resolve(&topic.template_family, locale, None, Utc::now())
+            .map_err(|e| {
+                permanent(
+                    format!("{}: {e}", topic.topic),
+                    "Add or approve a template version, then increment the retries.",
+                )
+            })
+    }
+
+    /// Renders once when the communication is requested: a template that cannot render is a
+    /// configuration error for Cockpit, not a delivery failure discovered later.
+    pub(crate) fn check_render(
+        &self,
+        topic: &TopicConfig,
+        template: &crate::templates::Template,
+        payload: &serde_json::Value,
+    ) -> Result<(), TechnicalFailure> {
+        self.templates
+            .render(template, payload)
+            .map(|_| ())
+            .map_err(|e| {
+                permanent(
+                    format!("{}: {e}", topic.topic),
+                    "Fix the template or its payload fields, then increment the retries.",
+                )
+            })
+    }
+}

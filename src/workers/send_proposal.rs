@@ -289,21 +289,7 @@ impl SendProposal {
             Resolution::Resolved { recipient, .. } => recipient.locale.clone(),
             _ => input.locale.clone(),
         };
-        let template = self
-            .deps
-            .templates
-            .resolve(
-                &self.topic.template_family,
-                locale.as_deref(),
-                None,
-                Utc::now(),
-            )
-            .map_err(|e| {
-                permanent(
-                    format!("{topic}: {e}"),
-                    "Add or approve a template version, then increment the retries.",
-                )
-            })?;
+        let template = self.deps.template(&self.topic, locale.as_deref())?;
         let display_name = match &resolution {
             Resolution::Resolved { display_name, .. } => display_name.clone(),
             _ => None,
@@ -321,15 +307,7 @@ impl SendProposal {
         });
         // Render once now: a template that cannot render is a configuration error for Cockpit,
         // not a delivery failure discovered later.
-        self.deps
-            .templates
-            .render(template, &payload)
-            .map_err(|e| {
-                permanent(
-                    format!("{topic}: {e}"),
-                    "Fix the template or its payload fields, then increment the retries.",
-                )
-            })?;
+        self.deps.check_render(&self.topic, template, &payload)?;
 
         let mut admitted = admit(
             &self.deps,

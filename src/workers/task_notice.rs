@@ -184,21 +184,7 @@ impl TaskNotice {
             .or_else(|| task.tenant_id.clone())
             .unwrap_or_else(|| "default".into());
         let locale = task_setting(task, "locale")?;
-        let template = self
-            .deps
-            .templates
-            .resolve(
-                &self.topic.template_family,
-                locale.as_deref(),
-                None,
-                Utc::now(),
-            )
-            .map_err(|e| {
-                permanent(
-                    format!("{topic}: {e}"),
-                    "Add or approve a template version, then increment the retries.",
-                )
-            })?;
+        let template = self.deps.template(&self.topic, locale.as_deref())?;
 
         let user_task = self.user_task(task, &key).await?;
         let now = Utc::now();
@@ -395,15 +381,7 @@ impl TaskNotice {
     ) -> Result<NewCommunication, TechnicalFailure> {
         let topic = &self.topic.topic;
         if matches!(resolution, Resolution::Resolved { .. }) {
-            self.deps
-                .templates
-                .render(template, &payload)
-                .map_err(|e| {
-                    permanent(
-                        format!("{topic}: {e}"),
-                        "Fix the template or its payload fields, then increment the retries.",
-                    )
-                })?;
+            self.deps.check_render(&self.topic, template, &payload)?;
         }
         let mut admitted = admit(
             &self.deps,

@@ -509,3 +509,20 @@ pub fn handler_deps(db: &TestDb, camunda: &CamundaClient) -> herald::workers::Ha
         requested_by: "doomed-worker".into(),
     }
 }
+
+/// Starts a quote-proposal process in `lane` with the business key `<quote>-<lane>`.
+pub async fn start_proposal(
+    camunda: &CamundaClient,
+    lane: &str,
+    quote_id: &str,
+    recipient: (&str, &str),
+) -> herald::camunda::client::ProcessInstance {
+    camunda
+        .start_process(
+            "quote-proposal",
+            &format!("{quote_id}-{}", &lane[5..13]),
+            &proposal_vars(lane, quote_id, recipient),
+        )
+        .await
+        .expect("start quote-proposal")
+}
