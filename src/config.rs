@@ -40,6 +40,15 @@ pub struct Settings {
     pub log: LogSettings,
     pub artifacts: ArtifactSettings,
     pub api: ApiSettings,
+    #[serde(default)]
+    pub content: ContentSettings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ContentSettings {
+    /// Only from the environment: `HERALD_CONTENT__KEY`, 64 hex characters; encrypts the
+    /// bodies of templates with retention ENCRYPTED_BODY.
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +144,7 @@ const SECRETS: &[(&str, &str)] = &[
     ("smtp.password", "HERALD_SMTP__PASSWORD"),
     ("artifacts.link_secret", "HERALD_ARTIFACTS__LINK_SECRET"),
     ("api.token", "HERALD_API__TOKEN"),
+    ("content.key", "HERALD_CONTENT__KEY"),
 ];
 
 impl Settings {

@@ -6,6 +6,7 @@ pub mod artifacts;
 pub mod camunda;
 pub mod check;
 pub mod config;
+pub mod content;
 pub mod delivery;
 pub mod events;
 pub mod ledger;

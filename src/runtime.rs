@@ -180,6 +180,14 @@ pub async fn run(
                 lease: Duration::from_millis(settings.delivery.lease_ms),
                 poll_interval: Duration::from_millis(settings.delivery.poll_interval_ms),
                 schedule: settings.retry_schedule(),
+                content_key: match settings.content.key.as_deref().filter(|k| !k.is_empty()) {
+                    Some(key) => Some(crate::content::ContentKey::from_hex(key).map_err(|e| {
+                        RuntimeError::Config(ConfigError::Invalid(format!(
+                            "HERALD_CONTENT__KEY: {e}"
+                        )))
+                    })?),
+                    None => None,
+                },
             },
         );
         engine.register(Arc::new(EmailAdapter::new(&EmailSettings {

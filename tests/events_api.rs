@@ -341,3 +341,91 @@ async fn the_proposal_command_is_idempotent_and_its_note_cannot_inject_anything(
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sink.received().len(), 1, "one email for one key");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_that_retains_bodies_keeps_them_encrypted() {
+    // The shipped templates plus a released version of the order confirmation that keeps bodies.
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("templates");
+    copy_tree(
+        &std::path::Path::new(MANIFEST_DIR).join("templates"),
+        &templates,
+    );
+    let shipped = templates.join("order-confirmation-email/2026.11.0");
+    let kept = templates.join("order-confirmation-email/2026.11.2");
+    copy_tree(&shipped, &kept);
+    let meta = std::fs::read_to_string(kept.join("template.toml")).unwrap();
+    let meta = meta
+        .replace("version = \"2026.11.0\"", "version = \"2026.11.2\"")
+        .replace(
+            "effective_from = \"2026-11-01T00:00:00Z\"",
+            "effective_from = \"2026-11-20T00:00:00Z\"",
+        )
+        .replace(
+            "retention = \"HASH_ONLY\"",
+            "retention = \"ENCRYPTED_BODY\"",
+        );
+    std::fs::write(kept.join("template.toml"), meta).unwrap();
+    herald::templates::TemplateRegistry::record_approved(&templates).unwrap();
+
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let key = "0f".repeat(32);
+    let (_herald, api) = Api::start(
+        &db,
+        &sink.url(),
+        &[
+            ("HERALD_PATHS__TEMPLATES", templates.to_str().unwrap()),
+            ("HERALD_CONTENT__KEY", &key),
+        ],
+    )
+    .await;
+    api.send(
+        reqwest::Method::PUT,
+        "/contacts/acme/contact-k",
+        json!({"displayName": "Kim Keep", "email": "kim@customer.example"}),
+    )
+    .await;
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/events",
+            order_created("evt-k", "O-KEEP", "contact-k"),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    sink.wait_for(1, Duration::from_secs(30)).await;
+    let (version, nonce, ciphertext): (String, Vec<u8>, Vec<u8>) = wait_for("the retained body", Duration::from_secs(10), || async {
+        sqlx::query_as(
+            "SELECT r.template_version, c.nonce, c.ciphertext FROM communication_content c JOIN communication_record r USING (communication_id)",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert_eq!(version, "2026.11.2");
+    assert!(
+        !String::from_utf8_lossy(&ciphertext).contains("Kim Keep"),
+        "stored encrypted"
+    );
+    let body = herald::content::ContentKey::from_hex(&key)
+        .unwrap()
+        .open(&herald::content::Sealed { nonce, ciphertext })
+        .unwrap();
+    assert_eq!(body.subject, "Your order O-KEEP is confirmed");
+    assert!(body.text.contains("Dear Kim Keep"));
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

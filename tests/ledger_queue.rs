@@ -57,6 +57,7 @@ fn sent() -> AttemptResult {
         summary: "ok".into(),
         content_hash: "h".into(),
         attachment_hashes: Vec::new(),
+        retained: None,
     }
 }
 

@@ -30,6 +30,8 @@ pub struct DeliveryOptions {
     pub lease: Duration,
     pub poll_interval: Duration,
     pub schedule: RetrySchedule,
+    /// Encrypts the bodies that templates ask to retain.
+    pub content_key: Option<crate::content::ContentKey>,
 }
 
 pub struct DeliveryEngine {
@@ -173,13 +175,35 @@ impl DeliveryEngine {
         let Some(address) = job.recipient_address.clone() else {
             return final_config("NO_ADDRESS", "the delivery job has no address".into());
         };
-        let rendered = match self
+        let template = match self
             .templates
             .get(&job.template_family, &job.template_version)
-            .and_then(|t| self.templates.render(t, &job.render_payload))
         {
+            Ok(template) => template,
+            Err(err) => return final_config("TEMPLATE_ERROR", err.to_string()),
+        };
+        let rendered = match self.templates.render(template, &job.render_payload) {
             Ok(rendered) => rendered,
             Err(err) => return final_config("TEMPLATE_ERROR", err.to_string()),
+        };
+        // A body the template says to keep is kept encrypted, or the message is not sent.
+        let retained = if template.meta.retention == crate::content::ENCRYPTED_BODY {
+            let Some(key) = &self.options.content_key else {
+                return final_config(
+                    "CONTENT_KEY_MISSING",
+                    format!(
+                        "{} keeps bodies encrypted: set HERALD_CONTENT__KEY",
+                        template.id()
+                    ),
+                );
+            };
+            Some(key.seal(&crate::content::RetainedBody {
+                subject: rendered.subject.clone(),
+                text: rendered.text.clone(),
+                html: rendered.html.clone(),
+            }))
+        } else {
+            None
         };
         let mut attachments = Vec::with_capacity(job.attachments.len());
         let mut attachment_hashes = Vec::with_capacity(job.attachments.len());
@@ -228,6 +252,7 @@ impl DeliveryEngine {
                 summary,
                 content_hash: rendered.content_hash,
                 attachment_hashes,
+                retained,
             },
             failed @ DeliveryOutcome::Failed { .. } => self.failed(job, failed),
         }

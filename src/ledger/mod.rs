@@ -155,6 +155,8 @@ pub enum AttemptResult {
         content_hash: String,
         /// (artifact id, sha256 of the bytes sent) of each attachment.
         attachment_hashes: Vec<(String, String)>,
+        /// The encrypted body, when the template's retention policy keeps it.
+        retained: Option<crate::content::Sealed>,
     },
     Retry {
         failure_class: String,
@@ -621,6 +623,21 @@ impl Ledger {
         if fenced.rows_affected() == 0 {
             tx.rollback().await?;
             return Ok(false);
+        }
+        if let AttemptResult::Sent {
+            retained: Some(sealed),
+            ..
+        } = &result
+        {
+            sqlx::query(
+                "INSERT INTO communication_content (communication_id, nonce, ciphertext) VALUES ($1, $2, $3)
+                 ON CONFLICT (communication_id) DO UPDATE SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext",
+            )
+            .bind(job.communication_id.0)
+            .bind(&sealed.nonce)
+            .bind(&sealed.ciphertext)
+            .execute(&mut *tx)
+            .await?;
         }
         if let AttemptResult::Sent {
             attachment_hashes, ..

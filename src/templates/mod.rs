@@ -327,13 +327,14 @@ impl TemplateRegistry {
                 ),
             ));
         }
-        if meta.retention != "HASH_ONLY" {
-            // Keeping bodies needs encryption at rest, which herald does not do yet: refuse
-            // rather than silently keep only the hash.
+        if !matches!(
+            meta.retention.as_str(),
+            crate::content::HASH_ONLY | crate::content::ENCRYPTED_BODY
+        ) {
             problems.push(invalid(
                 &meta_path,
                 format!(
-                    "retention '{}' is not supported yet: use HASH_ONLY",
+                    "retention '{}': use HASH_ONLY or ENCRYPTED_BODY",
                     meta.retention
                 ),
             ));
