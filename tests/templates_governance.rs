@@ -270,3 +270,35 @@ fn rendering_refuses_internal_fields_and_fields_outside_the_schema() {
         Err(TemplateError::Payload { .. })
     ));
 }
+
+#[test]
+fn a_version_for_the_market_wins_over_the_one_for_all_markets() {
+    let (_dir, _topics, templates, _bpmn) = workspace();
+    add_version(
+        &templates,
+        "quote-proposal-email",
+        "2026.11.5-ch",
+        "locale = \"de\"\nmarket = \"CH\"\naudience = \"CUSTOMER\"\napproved_by = \"legal\"\neffective_from = \"2026-11-21T00:00:00Z\"\n[payload]\nquoteNumber = \"string\"",
+        "Grüezi, Offerte {{quoteNumber}}",
+    );
+    TemplateRegistry::record_approved(&templates).unwrap();
+    let registry = TemplateRegistry::load(&templates).unwrap();
+    let now = at("2026-11-26T12:00:00Z");
+    let family = "quote-proposal-email";
+    let swiss = registry
+        .resolve(family, Some("de-CH"), Some("CH"), now)
+        .unwrap();
+    assert_eq!(swiss.meta.version, "2026.11.5-ch");
+    let german = registry
+        .resolve(family, Some("de-DE"), Some("DE"), now)
+        .unwrap();
+    assert_eq!(
+        german.meta.version, "2026.11.1-de",
+        "no DE version: the one for all markets"
+    );
+    let unspecified = registry.resolve(family, Some("de"), None, now).unwrap();
+    assert_eq!(
+        unspecified.meta.version, "2026.11.1-de",
+        "a market version needs its market"
+    );
+}
