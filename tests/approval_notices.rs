@@ -23,6 +23,23 @@ fn approval_vars(lane: &str, extra: &[(&str, TypedValue)]) -> Variables {
     v
 }
 
+/// Starts a quote-approval process in `lane` with these settings.
+async fn start_approval(
+    camunda: &herald::camunda::CamundaClient,
+    lane: &str,
+    quote: &str,
+    settings: &[(&str, TypedValue)],
+) -> herald::camunda::client::ProcessInstance {
+    camunda
+        .start_process(
+            "quote-approval",
+            &format!("{quote}-r1-{}", short(lane)),
+            &approval_vars(lane, settings),
+        )
+        .await
+        .expect("start quote-approval")
+}
+
 fn short(lane: &str) -> &str {
     &lane[5..13]
 }
@@ -44,21 +61,17 @@ async fn reminders_go_to_the_assignee_once_per_timer_firing() {
     .await;
     let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
 
-    let instance = camunda
-        .start_process(
-            "quote-approval",
-            &format!("Q-A1-r1-{}", short(&lane)),
-            &approval_vars(
-                &lane,
-                &[
-                    ("approver", TypedValue::string(&approver)),
-                    ("reminderCycle", TypedValue::string("R2/PT3S")),
-                    ("escalationAfter", TypedValue::string("PT1H")),
-                ],
-            ),
-        )
-        .await
-        .unwrap();
+    let instance = start_approval(
+        &camunda,
+        &lane,
+        "Q-A1",
+        &[
+            ("approver", TypedValue::string(&approver)),
+            ("reminderCycle", TypedValue::string("R2/PT3S")),
+            ("escalationAfter", TypedValue::string("PT1H")),
+        ],
+    )
+    .await;
     let mails = sink.wait_for(2, Duration::from_secs(60)).await;
     assert_eq!(mails.len(), 2);
     for mail in &mails {
@@ -118,21 +131,17 @@ async fn a_refetched_reminder_task_is_not_sent_twice() {
         Some(&format!("{approver}@corp.example")),
     )
     .await;
-    let instance = camunda
-        .start_process(
-            "quote-approval",
-            &format!("Q-A2-r1-{}", short(&lane)),
-            &approval_vars(
-                &lane,
-                &[
-                    ("approver", TypedValue::string(&approver)),
-                    ("reminderCycle", TypedValue::string("R1/PT1S")),
-                    ("escalationAfter", TypedValue::string("PT1H")),
-                ],
-            ),
-        )
-        .await
-        .unwrap();
+    let instance = start_approval(
+        &camunda,
+        &lane,
+        "Q-A2",
+        &[
+            ("approver", TypedValue::string(&approver)),
+            ("reminderCycle", TypedValue::string("R1/PT1S")),
+            ("escalationAfter", TypedValue::string("PT1H")),
+        ],
+    )
+    .await;
 
     // A first worker locks the reminder task for 2 s, records the reminder, and dies.
     let topic = shipped_topic("approval-reminder");
@@ -161,24 +170,13 @@ async fn a_refetched_reminder_task_is_not_sent_twice() {
 
     // herald sends the queued reminder and, after the lock expired, fetches the task again.
     let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
-    wait_for(
+    wait_for_first(
+        &camunda,
         "the reminder task to be completed",
-        Duration::from_secs(60),
-        || {
-            let camunda = camunda.clone();
-            let path = format!(
-                "/history/variable-instance?processInstanceId={}&variableName=communicationId",
-                instance.id
-            );
-            async move {
-                camunda
-                    .get_json(&path)
-                    .await
-                    .unwrap()
-                    .as_array()
-                    .and_then(|a| a.first().cloned())
-            }
-        },
+        &format!(
+            "/history/variable-instance?processInstanceId={}&variableName=communicationId",
+            instance.id
+        ),
     )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -369,21 +367,17 @@ async fn a_dedupe_window_on_the_topic_holds_back_the_next_reminder() {
         &lane,
         &[("HERALD_PATHS__TOPICS", topics.path().to_str().unwrap())],
     );
-    camunda
-        .start_process(
-            "quote-approval",
-            &format!("Q-A4-r1-{}", short(&lane)),
-            &approval_vars(
-                &lane,
-                &[
-                    ("approver", TypedValue::string(&approver)),
-                    ("reminderCycle", TypedValue::string("R2/PT3S")),
-                    ("escalationAfter", TypedValue::string("PT1H")),
-                ],
-            ),
-        )
-        .await
-        .unwrap();
+    start_approval(
+        &camunda,
+        &lane,
+        "Q-A4",
+        &[
+            ("approver", TypedValue::string(&approver)),
+            ("reminderCycle", TypedValue::string("R2/PT3S")),
+            ("escalationAfter", TypedValue::string("PT1H")),
+        ],
+    )
+    .await;
     wait_for(
         "both reminders to be recorded",
         Duration::from_secs(60),

@@ -20,21 +20,8 @@ async fn deploy_fixture(camunda: &CamundaClient) {
 }
 
 async fn active_review_task(camunda: &CamundaClient, process_instance_id: &str) -> String {
-    let path = format!("/task?processInstanceId={process_instance_id}&taskDefinitionKey=review");
-    wait_for("the review task", Duration::from_secs(60), || {
-        let camunda = camunda.clone();
-        let path = path.clone();
-        async move {
-            camunda
-                .get_json(&path)
-                .await
-                .unwrap()
-                .as_array()
-                .and_then(|a| a.first())
-                .map(|t| t["id"].as_str().unwrap().to_string())
-        }
-    })
-    .await
+    let task = wait_for_user_task(camunda, process_instance_id, "review").await;
+    task["id"].as_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,27 +76,7 @@ async fn smtp_550_fails_final_and_the_process_takes_the_failure_path() {
         ("recipientEmail", "nobody@customer.example"),
     )
     .await;
-    let path = format!(
-        "/task?processInstanceId={}&taskDefinitionKey=handle_failed_delivery",
-        instance.id
-    );
-    let task = wait_for(
-        "the failure-path user task",
-        Duration::from_secs(60),
-        || {
-            let camunda = camunda.clone();
-            let path = path.clone();
-            async move {
-                camunda
-                    .get_json(&path)
-                    .await
-                    .unwrap()
-                    .as_array()
-                    .and_then(|a| a.first().cloned())
-            }
-        },
-    )
-    .await;
+    let task = wait_for_user_task(&camunda, &instance.id, "handle_failed_delivery").await;
     assert_eq!(task["name"], "Handle failed proposal delivery");
 
     assert!(sink.received().is_empty());
@@ -160,27 +140,7 @@ async fn an_invalid_explicit_address_is_a_business_failure_not_an_incident() {
         ("recipientEmail", "not-an-address"),
     )
     .await;
-    let path = format!(
-        "/task?processInstanceId={}&taskDefinitionKey=handle_failed_delivery",
-        instance.id
-    );
-    wait_for(
-        "the failure-path user task",
-        Duration::from_secs(60),
-        || {
-            let camunda = camunda.clone();
-            let path = path.clone();
-            async move {
-                camunda
-                    .get_json(&path)
-                    .await
-                    .unwrap()
-                    .as_array()
-                    .and_then(|a| a.first().cloned())
-            }
-        },
-    )
-    .await;
+    wait_for_user_task(&camunda, &instance.id, "handle_failed_delivery").await;
     let incidents = camunda
         .get_json(&format!("/incident?processInstanceId={}", instance.id))
         .await

@@ -373,10 +373,14 @@ pub async fn create_group(id: &str, members: &[&str]) {
         Some(serde_json::json!({"id": id, "name": id, "type": "WORKFLOW"})),
     )
     .await;
+    add_members(id, members).await;
+}
+
+async fn add_members(group: &str, members: &[&str]) {
     for member in members {
         engine_call(
             reqwest::Method::PUT,
-            &format!("/group/{id}/members/{member}"),
+            &format!("/group/{group}/members/{member}"),
             None,
         )
         .await;
@@ -399,10 +403,19 @@ pub async fn wait_for_user_task(
     process_instance_id: &str,
     key: &str,
 ) -> Value {
-    let path = format!("/task?processInstanceId={process_instance_id}&taskDefinitionKey={key}");
-    wait_for(&format!("user task {key}"), Duration::from_secs(60), || {
+    wait_for_first(
+        camunda,
+        &format!("user task {key}"),
+        &format!("/task?processInstanceId={process_instance_id}&taskDefinitionKey={key}"),
+    )
+    .await
+}
+
+/// The first element of the list a GET on the engine answers, once there is one.
+pub async fn wait_for_first(camunda: &CamundaClient, what: &str, path: &str) -> Value {
+    wait_for(what, Duration::from_secs(60), || {
         let camunda = camunda.clone();
-        let path = path.clone();
+        let path = path.to_string();
         async move {
             camunda
                 .get_json(&path)
@@ -430,21 +443,10 @@ pub async fn ensure_group(id: &str, members: &[&str]) {
         .expect("engine reachable")
         .status()
         .is_success();
-    if !exists {
-        engine_call(
-            reqwest::Method::POST,
-            "/group/create",
-            Some(serde_json::json!({"id": id, "name": id, "type": "WORKFLOW"})),
-        )
-        .await;
-    }
-    for member in members {
-        engine_call(
-            reqwest::Method::PUT,
-            &format!("/group/{id}/members/{member}"),
-            None,
-        )
-        .await;
+    if exists {
+        add_members(id, members).await;
+    } else {
+        create_group(id, members).await;
     }
 }
 
