@@ -26,3 +26,18 @@ ensure_toolchain() {
     apt_install "${need[@]}"
   fi
 }
+
+# The tests' webhook receivers verify signatures with the independent standardwebhooks package
+# (PyPI), installed in a virtual environment of the stack.
+ensure_python_venv() {
+  local venv="$REPO_ROOT/.stack/venv"
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import standardwebhooks' 2>/dev/null; then
+    return 0
+  fi
+  python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+  say "installing standardwebhooks (PyPI) in .stack/venv"
+  mkdir -p "$REPO_ROOT/.stack"
+  python3 -m venv "$venv" || { rm -rf "$venv"; apt_install python3-venv; python3 -m venv "$venv"; }
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'standardwebhooks==1.1.0' ||
+    fail "could not install standardwebhooks from PyPI into .stack/venv"
+}

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use chrono::Utc;
 
+use crate::policy::channels::{check_channels, family_for};
 use crate::policy::rules::RuleSet;
 use crate::templates::{TemplateError, TemplateRegistry};
 use crate::workers::{load_topics, TopicConfig};
@@ -38,38 +39,63 @@ pub fn check(
         Ok(registry) => {
             for (n, rule) in rules.rules.iter().enumerate() {
                 let at = format!("{}: rule[{n}] '{}'", rules_file.display(), rule.id);
-                match registry.resolve(&rule.template_family, None, None, Utc::now()) {
-                    Err(e) => problems.push(format!("{at}: template_family: {e}")),
-                    Ok(template) => {
-                        for field in rule.payload.keys() {
-                            if !template.meta.payload.contains_key(field) {
-                                problems.push(format!(
-                                    "{at}: payload.{field}: not in the payload schema of {}",
-                                    template.id()
-                                ));
+                for problem in check_channels(
+                    &rule.channels,
+                    &rule.template_family,
+                    &rule.channel_templates,
+                    Some(&registry),
+                ) {
+                    problems.push(format!("{at}: {problem}"));
+                }
+                for &channel in &rule.channels {
+                    let family =
+                        family_for(channel, &rule.template_family, &rule.channel_templates);
+                    match registry.resolve(family, None, None, Utc::now()) {
+                        Err(e) => problems.push(format!("{at}: template_family ({channel}): {e}")),
+                        Ok(template) => {
+                            for field in rule.payload.keys() {
+                                if !template.meta.payload.contains_key(field) {
+                                    problems.push(format!(
+                                        "{at}: payload.{field}: not in the payload schema of {}",
+                                        template.id()
+                                    ));
+                                }
                             }
-                        }
-                        for (field, kind) in &template.meta.payload {
-                            // recipientName is filled in by herald from the resolved recipient.
-                            if kind.required
-                                && field != "recipientName"
-                                && !rule.payload.contains_key(field)
-                            {
-                                problems.push(format!(
-                                    "{at}: payload.{field}: {} requires it",
-                                    template.id()
-                                ));
+                            for (field, kind) in &template.meta.payload {
+                                // recipientName is filled in by herald from the resolved recipient.
+                                if kind.required
+                                    && field != "recipientName"
+                                    && !rule.payload.contains_key(field)
+                                {
+                                    problems.push(format!(
+                                        "{at}: payload.{field}: {} requires it",
+                                        template.id()
+                                    ));
+                                }
                             }
                         }
                     }
                 }
             }
             for topic in &topics {
-                if let Err(e) = registry.resolve(&topic.template_family, None, None, Utc::now()) {
-                    problems.push(format!(
-                        "{}: template_family: {e}",
-                        topics_dir.join(format!("{}.toml", topic.topic)).display()
-                    ));
+                let at = topics_dir.join(format!("{}.toml", topic.topic));
+                for problem in check_channels(
+                    &topic.channels,
+                    &topic.template_family,
+                    &topic.channel_templates,
+                    Some(&registry),
+                ) {
+                    problems.push(format!("{}: {problem}", at.display()));
+                }
+                for &channel in &topic.channels {
+                    let family =
+                        family_for(channel, &topic.template_family, &topic.channel_templates);
+                    if let Err(e) = registry.resolve(family, None, None, Utc::now()) {
+                        problems.push(format!(
+                            "{}: template_family ({channel}): {e}",
+                            at.display()
+                        ));
+                    }
                 }
             }
         }

@@ -42,6 +42,24 @@ pub struct Settings {
     pub api: ApiSettings,
     #[serde(default)]
     pub content: ContentSettings,
+    pub webhooks: WebhookSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookSettings {
+    /// Plain `http://` endpoints are refused unless this is set (test rigs, in-cluster).
+    pub allow_http: bool,
+    /// Hosts (names or IP addresses) that may be private or loopback: the SSRF guard refuses
+    /// every other endpoint that resolves to a private, loopback or link-local address.
+    pub allowed_hosts: Vec<String>,
+    pub timeout_ms: u64,
+    /// Failures in a row that open an endpoint's circuit, and for how long.
+    pub breaker_threshold: i32,
+    pub breaker_cooldown_s: u64,
+    /// Failures in a row after which the endpoint is disabled (its messages are dead-lettered).
+    pub disable_after: i32,
+    /// How long the previous secret stays valid after a rotation.
+    pub rotation_grace_s: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -195,6 +213,13 @@ impl Settings {
             .set_default("artifacts.link_ttl_s", 14 * 24 * 3600)?
             .set_default("artifacts.max_attachment_bytes", 10 * 1024 * 1024)?
             .set_default("artifacts.wait_retry_ms", 60_000)?
+            .set_default("webhooks.allow_http", false)?
+            .set_default("webhooks.allowed_hosts", Vec::<String>::new())?
+            .set_default("webhooks.timeout_ms", 10_000)?
+            .set_default("webhooks.breaker_threshold", 5)?
+            .set_default("webhooks.breaker_cooldown_s", 30)?
+            .set_default("webhooks.disable_after", 50)?
+            .set_default("webhooks.rotation_grace_s", 24 * 3600)?
             .set_default("log.format", "text")?
             .set_default("log.filter", "info")?;
         if let Some(path) = &named {
@@ -222,6 +247,7 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("delivery.retry_schedule_s")
+                    .with_list_parse_key("webhooks.allowed_hosts")
                     .try_parsing(true),
             )
             .build()?

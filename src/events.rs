@@ -6,11 +6,13 @@ use serde_json::{json, Value};
 
 use crate::artifacts::{register, Artifact};
 use crate::ledger::{CommunicationId, NewCommunication};
+use crate::policy::channels::{family_for, ChannelMode};
 use crate::policy::identity::engine_user;
 use crate::policy::recipients::{contact_email, explicit_email};
 use crate::policy::rules::{lookup, EventRule, RecipientSpec, RuleSet};
+use crate::policy::subscriptions::subscribers;
 use crate::policy::Resolution;
-use crate::workers::{admit, HandlerDeps, Purpose};
+use crate::workers::{admit_on_channels, HandlerDeps, Purpose};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
@@ -186,7 +188,16 @@ async fn prepare(
             .iter()
             .map(|member| engine_user(&member.id, Some(member), None))
             .collect(),
+        RecipientSpec::WebhookSubscriptions(event_type) => {
+            // No subscriber is no one to tell, not an error.
+            subscribers(deps.ledger.pool(), tenant_id, event_type)
+                .await
+                .map_err(db)?
+        }
     };
+    if resolutions.is_empty() && matches!(spec, RecipientSpec::WebhookSubscriptions(_)) {
+        return Ok(Vec::new());
+    }
     if resolutions.is_empty() {
         return Err(EventError::Rule(format!(
             "rule '{}': nobody to notify ({})",
@@ -208,88 +219,106 @@ async fn prepare(
         category: rule.category,
     };
     let mut requests = Vec::with_capacity(resolutions.len());
+    let per_channel_keys = rule.channel_mode == ChannelMode::All && rule.channels.len() > 1;
     for resolution in resolutions {
         let locale = match &resolution {
             Resolution::Resolved { recipient, .. } => recipient.locale.clone(),
             _ => None,
         };
-        let template = deps
-            .templates
-            .resolve(&rule.template_family, locale.as_deref(), None, Utc::now())
-            .map_err(|e| EventError::Rule(format!("rule '{}': {e}", rule.id)))?;
-        let mut data = Value::Object(payload.clone());
-        if let (
-            Resolution::Resolved {
-                display_name: Some(name),
-                ..
-            },
-            Some(fields),
-        ) = (&resolution, data.as_object_mut())
-        {
-            if template.meta.payload.contains_key("recipientName") {
-                fields.insert("recipientName".into(), json!(name));
-            }
-        }
-        deps.templates
-            .render(template, &data)
-            .map_err(|e| EventError::Rule(format!("rule '{}': {e}", rule.id)))?;
-        let recipient_ref = resolution.recipient_ref().to_string();
-        let idempotency_key = format!(
+        let display_name = match &resolution {
+            Resolution::Resolved { display_name, .. } => display_name.clone(),
+            _ => None,
+        };
+        let base_key = format!(
             "{}:v{}:{}:{}",
-            rule.id, rule.version, event_id, recipient_ref
+            rule.id,
+            rule.version,
+            event_id,
+            resolution.recipient_ref()
         );
-        let mut admitted = admit(deps, &purpose, tenant_id, resolution, locale)
-            .await
-            .map_err(|f| EventError::Unavailable(f.message))?;
-        if let Some(window) = rule.dedupe().map_err(EventError::Rule)? {
-            let recent = deps
-                .ledger
-                .recent_duplicate(
-                    tenant_id,
-                    &admitted.recipient.recipient_ref,
-                    rule.communication_type,
-                    &subject_id,
-                    &idempotency_key,
-                    window,
-                )
-                .await
-                .map_err(|e| EventError::Unavailable(e.to_string()))?;
-            if recent {
-                admitted.dedupe(format!(
-                    "a {} for {subject_id} went to this recipient within {}",
-                    rule.communication_type,
-                    rule.dedupe_window.as_deref().unwrap_or("")
-                ));
+        let admitted_on_channels = admit_on_channels(
+            deps,
+            &purpose,
+            tenant_id,
+            &resolution,
+            locale.clone(),
+            &rule.channels,
+            rule.channel_mode,
+        )
+        .await
+        .map_err(|f| EventError::Unavailable(f.message))?;
+        for mut admitted in admitted_on_channels {
+            let channel = admitted.recipient.channel;
+            let family = family_for(channel, &rule.template_family, &rule.channel_templates);
+            let template = deps
+                .templates
+                .resolve(family, locale.as_deref(), None, Utc::now())
+                .map_err(|e| EventError::Rule(format!("rule '{}': {e}", rule.id)))?;
+            let mut data = Value::Object(payload.clone());
+            if let (Some(name), Some(fields)) = (&display_name, data.as_object_mut()) {
+                if template.meta.payload.contains_key("recipientName") {
+                    fields.insert("recipientName".into(), json!(name));
+                }
             }
+            deps.templates
+                .render(template, &data)
+                .map_err(|e| EventError::Rule(format!("rule '{}': {e}", rule.id)))?;
+            let idempotency_key = if per_channel_keys {
+                format!("{base_key}:{channel}")
+            } else {
+                base_key.clone()
+            };
+            if let Some(window) = rule.dedupe().map_err(EventError::Rule)? {
+                let recent = deps
+                    .ledger
+                    .recent_duplicate(
+                        tenant_id,
+                        &admitted.recipient.recipient_ref,
+                        rule.communication_type,
+                        &subject_id,
+                        &idempotency_key,
+                        window,
+                    )
+                    .await
+                    .map_err(|e| EventError::Unavailable(e.to_string()))?;
+                if recent {
+                    admitted.dedupe(format!(
+                        "a {} for {subject_id} went to this recipient within {}",
+                        rule.communication_type,
+                        rule.dedupe_window.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+            requests.push(NewCommunication {
+                tenant_id: tenant_id.to_string(),
+                communication_type: rule.communication_type,
+                category: rule.category,
+                subject_type: subject_type.to_string(),
+                subject_id: subject_id.clone(),
+                quote_id: field_text(event, "quoteId"),
+                order_id: field_text(event, "orderId"),
+                recipient: admitted.recipient,
+                address_hash: admitted.address_hash,
+                address_masked: admitted.address_masked,
+                template_family: template.meta.family.clone(),
+                template_version: template.meta.version.clone(),
+                idempotency_key,
+                requested_by: format!("event:{}", rule.trigger),
+                correlation_id: field_text(event, "correlationId")
+                    .unwrap_or_else(|| event_id.to_string()),
+                origin: None,
+                artifacts: Vec::new(),
+                render_payload: data,
+                admission: admitted.admission,
+                about_task_id: None,
+                not_before: admitted.not_before,
+                decisions: admitted.decisions,
+                attachments: Vec::new(),
+                rule_ref: format!("rule:{}:v{}", rule.id, rule.version),
+                priority: rule.priority,
+                resend_of: None,
+            });
         }
-        requests.push(NewCommunication {
-            tenant_id: tenant_id.to_string(),
-            communication_type: rule.communication_type,
-            category: rule.category,
-            subject_type: subject_type.to_string(),
-            subject_id: subject_id.clone(),
-            quote_id: field_text(event, "quoteId"),
-            order_id: field_text(event, "orderId"),
-            recipient: admitted.recipient,
-            address_hash: admitted.address_hash,
-            address_masked: admitted.address_masked,
-            template_family: template.meta.family.clone(),
-            template_version: template.meta.version.clone(),
-            idempotency_key,
-            requested_by: format!("event:{}", rule.trigger),
-            correlation_id: field_text(event, "correlationId")
-                .unwrap_or_else(|| event_id.to_string()),
-            origin: None,
-            artifacts: Vec::new(),
-            render_payload: data,
-            admission: admitted.admission,
-            about_task_id: None,
-            not_before: admitted.not_before,
-            decisions: admitted.decisions,
-            attachments: Vec::new(),
-            rule_ref: format!("rule:{}:v{}", rule.id, rule.version),
-            priority: rule.priority,
-        });
     }
     Ok(requests)
 }

@@ -11,6 +11,8 @@ use crate::camunda::worker::{self, WorkerOptions};
 use crate::camunda::{CamundaClient, CamundaError};
 use crate::config::{ConfigError, Settings};
 use crate::delivery::email::{EmailAdapter, EmailConfigError, EmailSettings};
+use crate::delivery::inapp::InAppAdapter;
+use crate::delivery::webhook::WebhookAdapter;
 use crate::delivery::{DeliveryEngine, DeliveryOptions};
 use crate::ledger::{self, Ledger, LedgerError};
 use crate::policy::rules::RuleSet;
@@ -132,6 +134,7 @@ pub async fn run(
             rules: Arc::new(rules),
             token: settings.api.token.clone().filter(|t| !t.is_empty()),
             proposals,
+            webhooks: settings.webhooks.clone(),
         });
         let stop = shutdown.clone();
         tasks.spawn(async move {
@@ -198,6 +201,12 @@ pub async fn run(
             timeout: Duration::from_millis(settings.smtp.timeout_ms),
             pool_max: settings.smtp.pool_max,
         })?));
+        engine.register(Arc::new(
+            WebhookAdapter::new(ledger.pool().clone(), &settings.webhooks).map_err(|e| {
+                RuntimeError::Config(ConfigError::Invalid(format!("webhooks: {e}")))
+            })?,
+        ));
+        engine.register(Arc::new(InAppAdapter::new(ledger.pool().clone())));
         tasks.spawn(Arc::new(engine).run(shutdown.clone()));
     }
     if components.relay {

@@ -8,49 +8,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::*;
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn start(db: &TestDb, smtp_url: &str, extra: &[(&str, &str)]) -> (Herald, Api) {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut env: Vec<(&str, &str)> = vec![("HERALD_API__LISTEN", listen.as_str())];
-        env.extend_from_slice(extra);
-        let herald = Herald::start(db, smtp_url, &new_lane(), &env);
-        let api = Api {
-            base: format!("http://{listen}"),
-            http: reqwest::Client::new(),
-        };
-        wait_for("the API to answer", Duration::from_secs(30), || {
-            let request = api.http.get(format!("{}/health", api.base)).send();
-            async move {
-                request
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            }
-        })
-        .await;
-        (herald, api)
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-}
-
 fn order_created(event_id: &str, order: &str, contact: &str) -> Value {
     json!({
         "eventId": event_id,
@@ -181,6 +138,84 @@ async fn fallout_reaches_the_operations_group_in_the_engine() {
             .starts_with(&format!("Fallout FC-{s}")));
         assert!(mail.body_text().contains("provisioning rejected the order"));
     }
+    // The rule says IN_APP and EMAIL, "all": each operator also has it in the inbox.
+    let channels: Vec<(String,)> = sqlx::query_as(
+        "SELECT channel FROM communication_record WHERE recipient_ref = $1 ORDER BY channel",
+    )
+    .bind(format!("user:{u1}"))
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(channels, [("EMAIL".to_string(),), ("IN_APP".to_string(),)]);
+    let inbox = |query: String| {
+        let request = api
+            .http
+            .get(format!("{}/inbox/user:{u1}?{query}", api.base))
+            .send();
+        async move { request.await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let listed = wait_for("the alert in the inbox", Duration::from_secs(30), || {
+        let listed = inbox("tenantId=acme".into());
+        async move {
+            let listed = listed.await;
+            (listed["notifications"].as_array().unwrap().len() == 1).then_some(listed)
+        }
+    })
+    .await;
+    assert_eq!(listed["unread"], 1);
+    let note = &listed["notifications"][0];
+    assert!(
+        note["title"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Fallout FC-{s}")),
+        "{note}"
+    );
+    assert_eq!(
+        note["bodyText"].as_str().unwrap().trim(),
+        "provisioning rejected the order"
+    );
+    assert_eq!(note["communicationType"], "FALLOUT_ALERT");
+    let other_tenant = inbox("tenantId=globex".into()).await;
+    assert!(
+        other_tenant["notifications"].as_array().unwrap().is_empty(),
+        "{other_tenant}"
+    );
+
+    let id = note["notificationId"].as_str().unwrap();
+    let (status, read) = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/inbox/{id}/read?tenantId=acme"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 200, "{read}");
+    assert!(read["readAt"].is_string(), "{read}");
+    assert_eq!(
+        inbox("tenantId=acme&unread=true".into()).await["notifications"],
+        json!([])
+    );
+    let (_, record) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/communications/{id}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        record["status"], "OPENED",
+        "a read notification is an opened communication"
+    );
+    assert_eq!(record["channel"], "IN_APP");
+    let (status, _) = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/inbox/{id}/read?tenantId=globex"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 404, "another tenant cannot touch it");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

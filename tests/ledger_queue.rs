@@ -47,6 +47,7 @@ fn request(key: &str) -> NewCommunication {
         attachments: Vec::new(),
         rule_ref: "test:v1".into(),
         priority: 50,
+        resend_of: None,
     }
 }
 

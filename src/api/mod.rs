@@ -3,6 +3,8 @@
 //! `{"error": "…", "problems": [...]}` with 400 (bad input, nothing written), 401, 404, 422
 //! (a rule cannot be applied) or 503 (try again).
 
+mod channels;
+
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -30,6 +32,7 @@ pub struct ApiState {
     pub token: Option<String>,
     /// The send-proposal handler, when the topic is configured.
     pub proposals: Option<Arc<SendProposal>>,
+    pub webhooks: crate::config::WebhookSettings,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -41,6 +44,22 @@ pub fn router(state: ApiState) -> Router {
         .route("/preferences/{tenant}", put(put_preference))
         .route("/artifacts", post(post_artifact))
         .route("/communications/{id}", get(get_communication))
+        .route("/communications/{id}/replay", post(channels::replay))
+        .route("/webhooks/subscriptions", post(channels::post_subscription))
+        .route(
+            "/webhooks/subscriptions/{id}",
+            get(channels::get_subscription),
+        )
+        .route(
+            "/webhooks/subscriptions/{id}/rotate",
+            post(channels::rotate_subscription),
+        )
+        .route(
+            "/webhooks/subscriptions/{id}/enable",
+            post(channels::enable_subscription),
+        )
+        .route("/inbox/{recipient}", get(channels::get_inbox))
+        .route("/inbox/{id}/read", post(channels::read_notification))
         .route(
             "/quotes/{quote}/revisions/{revision}/communications/proposal",
             post(post_proposal),

@@ -1,5 +1,6 @@
-//! The channel adapter interface. Adapters never touch the database: they return a typed
-//! outcome and the ledger records it.
+//! The channel adapter interface. Adapters return a typed outcome and the ledger records it;
+//! they never change a communication's status. (The inbox is the in-app channel's provider,
+//! and the webhook adapter keeps its endpoints' circuit breakers in the subscription table.)
 
 use std::time::Duration;
 
@@ -12,6 +13,11 @@ use super::failure::FailureClass;
 #[derive(Debug, Clone)]
 pub struct OutboundMessage {
     pub communication_id: CommunicationId,
+    pub tenant_id: String,
+    pub communication_type: String,
+    /// The id receivers de-duplicate on: the communication's, or the original's for a replay.
+    pub origin_id: CommunicationId,
+    pub requested_at: chrono::DateTime<chrono::Utc>,
     pub correlation_id: String,
     pub attempt_no: i32,
     pub address: String,

@@ -23,6 +23,9 @@ pub enum FailureClass {
     PermanentRejection,
     /// Our own configuration is wrong (template, credentials, TLS): no retry fixes it by itself.
     Configuration,
+    /// The endpoint was disabled after a run of failures (or said it is gone): the message is
+    /// dead-lettered until an operator enables the endpoint and replays it.
+    EndpointDisabled,
 }
 
 impl FailureClass {
@@ -45,6 +48,7 @@ impl FailureClass {
             FailureClass::InvalidRecipient => "INVALID_RECIPIENT",
             FailureClass::PermanentRejection => "PERMANENT_REJECTION",
             FailureClass::Configuration => "CONFIGURATION",
+            FailureClass::EndpointDisabled => "ENDPOINT_DISABLED",
         }
     }
 }
@@ -75,6 +79,28 @@ pub fn classify_smtp(failure: SmtpFailure) -> FailureClass {
         // as often as ours: retried on the schedule, never a silent final failure.
         SmtpFailure::Tls | SmtpFailure::Protocol => FailureClass::ProviderUnavailable,
     }
+}
+
+/// HTTP status of a webhook endpoint → class: 2xx is no failure; 408, 5xx and 429 are worth
+/// another try; 410 Gone disables the endpoint; any other answer (3xx, 4xx) is permanent.
+pub fn classify_http(status: u16) -> Option<FailureClass> {
+    match status {
+        200..=299 => None,
+        429 => Some(FailureClass::RateLimited),
+        408 | 500..=599 => Some(FailureClass::ProviderUnavailable),
+        410 => Some(FailureClass::EndpointDisabled),
+        _ => Some(FailureClass::PermanentRejection),
+    }
+}
+
+/// A `Retry-After` header: delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    (at.with_timezone(&chrono::Utc) - now).to_std().ok()
 }
 
 /// The delays before each attempt: the first is the first attempt's (normally zero), then one per
@@ -174,6 +200,36 @@ mod tests {
         assert!(classify_smtp(SmtpFailure::Reply(451)).is_retryable());
         assert!(classify_smtp(SmtpFailure::Connection).is_retryable());
         assert!(!classify_smtp(SmtpFailure::Reply(550)).is_retryable());
+    }
+
+    #[test]
+    fn http_answers_are_classified_and_retry_after_read() {
+        assert_eq!(classify_http(204), None);
+        assert_eq!(classify_http(500), Some(FailureClass::ProviderUnavailable));
+        assert_eq!(classify_http(503), Some(FailureClass::ProviderUnavailable));
+        assert_eq!(classify_http(408), Some(FailureClass::ProviderUnavailable));
+        assert_eq!(classify_http(429), Some(FailureClass::RateLimited));
+        assert_eq!(classify_http(400), Some(FailureClass::PermanentRejection));
+        assert_eq!(classify_http(301), Some(FailureClass::PermanentRejection));
+        assert_eq!(classify_http(410), Some(FailureClass::EndpointDisabled));
+        assert!(!FailureClass::PermanentRejection.is_retryable());
+        assert!(!FailureClass::EndpointDisabled.is_retryable());
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 26 Nov 2026 12:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 26 Nov 2026 11:00:00 GMT", now),
+            None
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]

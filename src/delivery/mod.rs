@@ -4,6 +4,8 @@
 pub mod adapter;
 pub mod email;
 pub mod failure;
+pub mod inapp;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -218,6 +220,10 @@ impl DeliveryEngine {
         }
         let message = OutboundMessage {
             communication_id: job.communication_id,
+            tenant_id: job.tenant_id.clone(),
+            communication_type: job.communication_type.clone(),
+            origin_id: job.origin_id,
+            requested_at: job.requested_at,
             correlation_id: job.correlation_id.clone(),
             attempt_no: job.attempt_no,
             address,

@@ -1,6 +1,7 @@
 //! The ledger: the only writer of communication records, delivery attempts, the outbox, the
 //! delivery queue and the correlations back into Camunda.
 
+pub mod channels;
 pub mod model;
 pub mod transition;
 pub mod wakeup;
@@ -116,6 +117,8 @@ pub struct NewCommunication {
     pub rule_ref: String,
     /// Delivery priority (higher first).
     pub priority: i32,
+    /// A replay or resend: the original communication (receivers see its id).
+    pub resend_of: Option<CommunicationId>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +146,9 @@ pub struct ClaimedJob {
     pub correlation_id: String,
     pub business_key: Option<String>,
     pub attachments: Vec<crate::artifacts::AttachmentRef>,
+    pub requested_at: DateTime<Utc>,
+    /// The communication receivers know this one as: itself, or the original of a replay.
+    pub origin_id: CommunicationId,
 }
 
 /// How an attempt ended, as the delivery engine decided (retry policy applied).
@@ -500,7 +506,8 @@ impl Ledger {
             let attempt_no: i32 = row.get("attempts");
             let record = sqlx::query(
                 "SELECT tenant_id, channel, communication_type, template_family, template_version, correlation_id,
-                        business_key, address_masked
+                        business_key, address_masked, requested_at,
+                        COALESCE(resend_of, communication_id) AS origin_id
                  FROM communication_record WHERE communication_id = $1",
             )
             .bind(id.0)
@@ -568,6 +575,8 @@ impl Ledger {
                         "attachments",
                     )
                     .0,
+                requested_at: record.get("requested_at"),
+                origin_id: CommunicationId(record.get("origin_id")),
             });
         }
         tx.commit().await?;
@@ -609,14 +618,21 @@ impl Ledger {
                     .execute(&mut *tx)
                     .await?
                 }
+                // A webhook that failed for good keeps its payload: it is dead-lettered, and an
+                // operator can replay it (POST /communications/{id}/replay).
                 AttemptResult::Sent { .. } | AttemptResult::Final { .. } => sqlx::query(
                     "UPDATE delivery_job SET done = true, locked_by = NULL, locked_until = NULL,
-                         recipient_address = NULL, render_payload = NULL
+                         recipient_address = NULL,
+                         render_payload = CASE WHEN $4 THEN render_payload ELSE NULL END
                      WHERE communication_id = $1 AND locked_by = $2 AND attempts = $3 AND NOT done",
                 )
                 .bind(job.communication_id.0)
                 .bind(worker)
                 .bind(job.attempt_no)
+                .bind(
+                    job.channel == Channel::Webhook
+                        && matches!(result, AttemptResult::Final { .. }),
+                )
                 .execute(&mut *tx)
                 .await?,
             };
@@ -937,9 +953,10 @@ async fn insert_record(
         "INSERT INTO communication_record (communication_id, tenant_id, communication_type, message_category, status,
              subject_type, subject_id, quote_id, order_id, recipient_type, recipient_ref, channel, address_hash,
              address_masked, template_family, template_version, idempotency_key, requested_by, requested_at,
-             correlation_id, process_instance_id, business_key, activity_id, topic, parent_id, is_parent, about_task_id, rule_ref)
+             correlation_id, process_instance_id, business_key, activity_id, topic, parent_id, is_parent, about_task_id, rule_ref,
+             resend_of)
          VALUES ($1, $2, $3, $4, 'REQUESTED', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, now(), $18, $19,
-                 $20, $21, $22, $23, $24, $25, $26)
+                 $20, $21, $22, $23, $24, $25, $26, $27)
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
          RETURNING communication_id",
     )
@@ -969,6 +986,7 @@ async fn insert_record(
     .bind(is_parent)
     .bind(&new.about_task_id)
     .bind(&new.rule_ref)
+    .bind(new.resend_of.map(|r| r.0))
     .fetch_optional(&mut *conn)
     .await?;
     Ok(inserted.map(|_| id))

@@ -1,10 +1,13 @@
-//! Policy: everything decided before a delivery attempt. Today: recipients and idempotency keys.
+//! Policy: everything decided before a delivery attempt. Recipients, channels, preferences,
+//! rules and idempotency keys.
 
+pub mod channels;
 pub mod identity;
 pub mod keys;
 pub mod preferences;
 pub mod recipients;
 pub mod rules;
+pub mod subscriptions;
 
 pub use keys::{derive_key, KeyError};
 pub use recipients::{hash_address, mask_address, redact_addresses, Resolution};

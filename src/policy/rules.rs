@@ -1,7 +1,7 @@
 //! Rules for business events (`rules/events.toml`): which event leads to which communication,
 //! for whom, through which channels, with which template, and how noisy it may be.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::ledger::{Channel, CommunicationType, MessageCategory};
+use crate::policy::channels::{check_channels, ChannelMode};
 
 /// One rule.
 #[derive(Debug, Clone, Deserialize)]
@@ -22,11 +23,18 @@ pub struct EventRule {
     pub communication_type: CommunicationType,
     pub category: MessageCategory,
     /// Whom to tell: `contact:<path>`, `email:<path>`, `camunda-user:<path>` (a field of the
-    /// event) or `camunda-group:<group id>`.
+    /// event), `camunda-group:<group id>` or `webhook-subscriptions:<event type>` (the tenant's
+    /// active subscriptions to that event type).
     pub recipient: String,
-    /// Channels in order of preference (today: EMAIL).
+    /// Channels in order of preference (EMAIL, IN_APP, WEBHOOK).
     pub channels: Vec<Channel>,
+    /// `first` (default): the first channel that reaches the recipient; `all`: every one.
+    #[serde(default)]
+    pub channel_mode: ChannelMode,
     pub template_family: String,
+    /// The template family of a channel other than `template_family`'s.
+    #[serde(default)]
+    pub channel_templates: HashMap<Channel, String>,
     #[serde(default = "default_priority")]
     pub priority: i32,
     /// Near-duplicates (same recipient, type and subject) within this ISO 8601 duration are
@@ -59,6 +67,7 @@ pub enum RecipientSpec {
     Email(String),
     CamundaUser(String),
     CamundaGroup(String),
+    WebhookSubscriptions(String),
 }
 
 impl EventRule {
@@ -75,9 +84,10 @@ impl EventRule {
             "email" => RecipientSpec::Email(arg.into()),
             "camunda-user" => RecipientSpec::CamundaUser(arg.into()),
             "camunda-group" => RecipientSpec::CamundaGroup(arg.into()),
+            "webhook-subscriptions" => RecipientSpec::WebhookSubscriptions(arg.into()),
             other => {
                 return Err(format!(
-                "recipient kind '{other}' is unknown (contact, email, camunda-user, camunda-group)"
+                "recipient kind '{other}' is unknown (contact, email, camunda-user, camunda-group, webhook-subscriptions)"
             ))
             }
         })
@@ -146,11 +156,22 @@ impl RuleSet {
             if let Err(e) = rule.subject_spec() {
                 problems.push(format!("{at}: subject: {e}"));
             }
-            if rule.channels.is_empty() {
-                problems.push(format!("{at}: channels: at least one channel"));
+            for problem in check_channels(
+                &rule.channels,
+                &rule.template_family,
+                &rule.channel_templates,
+                None,
+            ) {
+                problems.push(format!("{at}: {problem}"));
             }
-            if rule.channels.iter().any(|c| *c != Channel::Email) {
-                problems.push(format!("{at}: channels: only EMAIL is delivered so far"));
+            let to_subscriptions = matches!(
+                rule.recipient_spec(),
+                Ok(RecipientSpec::WebhookSubscriptions(_))
+            );
+            if to_subscriptions != (rule.channels == [Channel::Webhook]) {
+                problems.push(format!(
+                    "{at}: channels: webhook-subscriptions recipients go by [\"WEBHOOK\"], and WEBHOOK only to them"
+                ));
             }
         }
         if problems.is_empty() {

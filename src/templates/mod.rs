@@ -151,6 +151,20 @@ pub struct TemplateMeta {
     pub payload: BTreeMap<String, FieldType>,
     #[serde(default = "default_retention")]
     pub retention: String,
+    /// WEBHOOK templates: the event type receivers see (`quote.accepted`). Their payload schema
+    /// is the contract of the `data` object; they have no bodies.
+    #[serde(default)]
+    pub event_type: Option<String>,
+}
+
+impl TemplateMeta {
+    /// The body files a template of this channel has.
+    fn parts(&self) -> &'static [&'static str] {
+        match self.channel {
+            Channel::Webhook => &[],
+            Channel::Email | Channel::InApp => &PARTS,
+        }
+    }
 }
 
 fn default_retention() -> String {
@@ -347,9 +361,28 @@ impl TemplateRegistry {
                 ));
             }
         }
+        match (meta.channel, meta.event_type.as_deref()) {
+            (Channel::Webhook, None) => problems.push(invalid(
+                &meta_path,
+                "event_type: a WEBHOOK template names the event type receivers see".into(),
+            )),
+            (Channel::Webhook, Some(t))
+                if t.trim().is_empty() || t.contains(char::is_whitespace) =>
+            {
+                problems.push(invalid(
+                    &meta_path,
+                    format!("event_type '{t}': no spaces, not empty"),
+                ))
+            }
+            (Channel::Email | Channel::InApp, Some(_)) => problems.push(invalid(
+                &meta_path,
+                "event_type: only WEBHOOK templates have one".into(),
+            )),
+            _ => {}
+        }
         let mut hasher = Sha256::new();
         hasher.update(text.as_bytes());
-        for part in PARTS {
+        for &part in meta.parts() {
             let path = vdir.join(format!("{part}.hbs"));
             let source = match std::fs::read_to_string(&path) {
                 Ok(source) => source,
@@ -499,6 +532,17 @@ impl TemplateRegistry {
     /// is an error, never "".
     pub fn render(&self, template: &Template, payload: &Value) -> Result<Rendered, TemplateError> {
         self.validate(template, payload)?;
+        if template.meta.channel == Channel::Webhook {
+            // The payload, checked against the schema, is the message: the adapter wraps it in
+            // the envelope receivers see ({type, timestamp, data}).
+            let text = payload.to_string();
+            return Ok(Rendered {
+                subject: template.meta.event_type.clone().unwrap_or_default(),
+                content_hash: hex::encode(Sha256::digest(text.as_bytes())),
+                html: String::new(),
+                text,
+            });
+        }
         let (family, version) = (&template.meta.family, &template.meta.version);
         let render = |registry: &Handlebars<'static>, part: &str| {
             let name = part_name(family, version, part);

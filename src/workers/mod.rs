@@ -3,6 +3,7 @@
 pub mod send_proposal;
 pub mod task_notice;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::camunda::worker::HandlerOutcome;
 use crate::camunda::{CamundaClient, TypedValue, Variables};
 use crate::ledger::{Admission, Channel, ResolvedRecipient};
 use crate::ledger::{CommunicationType, Ledger, MessageCategory};
+use crate::policy::channels::{check_channels, on_channel, ChannelMode, CHANNEL_NOT_AVAILABLE};
 use crate::policy::keys::placeholders;
 use crate::policy::preferences::{evaluate, load_facts, Decision, DecisionOutcome};
 use crate::policy::rules::parse_duration;
@@ -53,9 +55,16 @@ pub struct TopicConfig {
     /// The rule's version, recorded with every communication (`topic:<topic>:v<version>`).
     #[serde(default = "default_version")]
     pub version: u32,
-    /// Channels in order of preference (today: EMAIL).
+    /// Channels in order of preference (EMAIL, IN_APP).
     #[serde(default = "default_channels")]
     pub channels: Vec<Channel>,
+    /// `first` (default): the first channel that reaches the recipient; `all`: every one.
+    #[serde(default)]
+    pub channel_mode: ChannelMode,
+    /// The template family of a channel other than `template_family`'s, e.g.
+    /// `{ IN_APP = "approval-reminder-inapp" }`.
+    #[serde(default)]
+    pub channel_templates: HashMap<Channel, String>,
     /// Delivery priority: higher goes first when the queue is long.
     #[serde(default = "default_priority")]
     pub priority: i32,
@@ -195,10 +204,25 @@ pub fn load_topics(dir: &Path) -> Result<Vec<TopicConfig>, TopicError> {
                 return Err(invalid(&path, format!("dedupe_window: {e}")));
             }
         }
-        if topic.channels.is_empty() || topic.channels.iter().any(|c| *c != Channel::Email) {
+        let problems = check_channels(
+            &topic.channels,
+            &topic.template_family,
+            &topic.channel_templates,
+            None,
+        );
+        if let Some(problem) = problems.into_iter().next() {
+            return Err(invalid(&path, problem));
+        }
+        if topic.channels.contains(&Channel::Webhook) {
             return Err(invalid(
                 &path,
-                "channels: EMAIL is the channel topics deliver through so far".into(),
+                "channels: WEBHOOK goes to subscriptions, which business event rules reach".into(),
+            ));
+        }
+        if topic.handler == HandlerKind::SendProposal && topic.channels != [Channel::Email] {
+            return Err(invalid(
+                &path,
+                "channels: a proposal goes to the customer by EMAIL".into(),
             ));
         }
         if let (Some(from), Some(until)) = (topic.effective_from, topic.effective_until) {
@@ -358,10 +382,72 @@ pub async fn admit(
     resolution: Resolution,
     locale: Option<String>,
 ) -> Result<Admitted, TechnicalFailure> {
+    admit_on(deps, purpose, tenant_id, resolution, locale, Channel::Email).await
+}
+
+/// Admits a recipient on the channels of a rule: the first that reaches it (`first`), or each
+/// (`all`). Channels it cannot be reached on are skipped; when none reaches it, the result is
+/// the first channel's refusal, so that the recipient still gets its business status.
+pub async fn admit_on_channels(
+    deps: &HandlerDeps,
+    purpose: &Purpose<'_>,
+    tenant_id: &str,
+    resolution: &Resolution,
+    locale: Option<String>,
+    channels: &[Channel],
+    mode: ChannelMode,
+) -> Result<Vec<Admitted>, TechnicalFailure> {
+    let mut chosen = Vec::new();
+    let mut refusal: Option<Admitted> = None;
+    let mut trail = Vec::new();
+    for &channel in channels {
+        let on = on_channel(resolution, channel);
+        let unavailable =
+            matches!(&on, Resolution::Failed { code, .. } if *code == CHANNEL_NOT_AVAILABLE);
+        let mut admitted = admit_on(deps, purpose, tenant_id, on, locale.clone(), channel).await?;
+        if unavailable {
+            trail.extend(admitted.decisions.iter().cloned());
+            refusal.get_or_insert(admitted);
+            continue;
+        }
+        let queued = matches!(admitted.admission, Admission::Queue);
+        match mode {
+            ChannelMode::All => chosen.push(admitted),
+            ChannelMode::First if queued => {
+                let mut decisions = std::mem::take(&mut trail);
+                decisions.append(&mut admitted.decisions);
+                admitted.decisions = decisions;
+                return Ok(vec![admitted]);
+            }
+            ChannelMode::First => {
+                trail.extend(admitted.decisions.iter().cloned());
+                // A real refusal (opted out, suppressed) says more than "no address here".
+                if refusal.as_ref().is_none_or(|r| r.address_hash.is_none()) {
+                    refusal = Some(admitted);
+                }
+            }
+        }
+    }
+    if chosen.is_empty() {
+        let mut refused = refusal.expect("a rule has at least one channel");
+        refused.decisions = trail;
+        chosen.push(refused);
+    }
+    Ok(chosen)
+}
+
+async fn admit_on(
+    deps: &HandlerDeps,
+    purpose: &Purpose<'_>,
+    tenant_id: &str,
+    resolution: Resolution,
+    locale: Option<String>,
+    channel: Channel,
+) -> Result<Admitted, TechnicalFailure> {
     let unresolved = |recipient_type, recipient_ref| ResolvedRecipient {
         recipient_type,
         recipient_ref,
-        channel: Channel::Email,
+        channel,
         address: None,
         locale: locale.clone(),
         timezone: None,
@@ -400,9 +486,14 @@ pub async fn admit(
                 recipient.channel,
                 now,
             );
+            // Only email addresses are personal data; inbox and subscription ids are not.
+            let masked = match recipient.channel {
+                Channel::Email => mask_address(&address),
+                Channel::InApp | Channel::Webhook => address.clone(),
+            };
             Ok(Admitted {
                 address_hash: Some(hash_address(&address)),
-                address_masked: Some(mask_address(&address)),
+                address_masked: Some(masked),
                 recipient,
                 admission: verdict.admission,
                 not_before: verdict.not_before,
@@ -484,6 +575,28 @@ impl HandlerDeps {
     ) -> Result<&crate::templates::Template, TechnicalFailure> {
         self.templates
             .resolve(&topic.template_family, locale, None, Utc::now())
+            .map_err(|e| {
+                permanent(
+                    format!("{}: {e}", topic.topic),
+                    "Add or approve a template version, then increment the retries.",
+                )
+            })
+    }
+
+    /// The template version a topic's communication on `channel` uses now.
+    pub(crate) fn template_for(
+        &self,
+        topic: &TopicConfig,
+        channel: Channel,
+        locale: Option<&str>,
+    ) -> Result<&crate::templates::Template, TechnicalFailure> {
+        let family = crate::policy::channels::family_for(
+            channel,
+            &topic.template_family,
+            &topic.channel_templates,
+        );
+        self.templates
+            .resolve(family, locale, None, Utc::now())
             .map_err(|e| {
                 permanent(
                     format!("{}: {e}", topic.topic),

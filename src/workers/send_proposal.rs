@@ -362,6 +362,7 @@ impl SendProposal {
             attachments: document.attachment.into_iter().collect(),
             rule_ref: self.topic.rule_ref(),
             priority: self.topic.priority,
+            resend_of: None,
         };
         let outcome = self.deps.ledger.request(&new).await.map_err(|e| match e {
             LedgerError::Database(_) => transient(

@@ -25,7 +25,11 @@ use crate::policy::identity::{engine_user, user_ref};
 use crate::policy::{derive_key, Resolution};
 use crate::templates::Template;
 
-use super::{admit, completed_with_communication, permanent, transient, HandlerDeps, TopicConfig};
+use super::{
+    admit_on_channels, completed_with_communication, permanent, transient, Admitted, HandlerDeps,
+    TopicConfig,
+};
+use crate::policy::channels::ChannelMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoticeKind {
@@ -276,9 +280,9 @@ impl TaskNotice {
                     child_values.insert("recipientRef", user_ref(user));
                     let idempotency_key = derive_key(&self.topic.idempotency_key, &child_values)
                         .map_err(key_error)?;
-                    children.push(
-                        self.child(
-                            template,
+                    children.extend(
+                        self.children(
+                            locale.as_deref(),
                             &tenant_id,
                             &business_key,
                             resolution,
@@ -344,6 +348,7 @@ impl TaskNotice {
             rule_ref: self.topic.rule_ref(),
             priority: self.topic.priority,
             not_before: None,
+            resend_of: None,
         };
         let outcome = self
             .deps
@@ -367,10 +372,12 @@ impl TaskNotice {
         Ok(outcome.communication_id.to_string())
     }
 
+    /// One record per channel the recipient is reached on (one, unless the topic's
+    /// channel_mode is `all`).
     #[allow(clippy::too_many_arguments)]
-    async fn child(
+    async fn children(
         &self,
-        template: &Template,
+        locale: Option<&str>,
         tenant_id: &str,
         business_key: &str,
         resolution: Resolution,
@@ -378,19 +385,61 @@ impl TaskNotice {
         payload: serde_json::Value,
         origin: &ProcessOrigin,
         user_task_id: &str,
-    ) -> Result<NewCommunication, TechnicalFailure> {
-        let topic = &self.topic.topic;
-        if matches!(resolution, Resolution::Resolved { .. }) {
-            self.deps.check_render(&self.topic, template, &payload)?;
-        }
-        let mut admitted = admit(
+    ) -> Result<Vec<NewCommunication>, TechnicalFailure> {
+        let admitted = admit_on_channels(
             &self.deps,
             &self.topic.purpose(),
             tenant_id,
-            resolution,
+            &resolution,
             None,
+            &self.topic.channels,
+            self.topic.channel_mode,
         )
         .await?;
+        let per_channel_keys =
+            self.topic.channel_mode == ChannelMode::All && self.topic.channels.len() > 1;
+        let mut children = Vec::with_capacity(admitted.len());
+        for admitted in admitted {
+            let channel = admitted.recipient.channel;
+            let template = self.deps.template_for(&self.topic, channel, locale)?;
+            if matches!(admitted.admission, Admission::Queue) {
+                self.deps.check_render(&self.topic, template, &payload)?;
+            }
+            let key = if per_channel_keys {
+                format!("{idempotency_key}:{channel}")
+            } else {
+                idempotency_key.clone()
+            };
+            children.push(
+                self.child(
+                    template,
+                    tenant_id,
+                    business_key,
+                    admitted,
+                    key,
+                    payload.clone(),
+                    origin,
+                    user_task_id,
+                )
+                .await?,
+            );
+        }
+        Ok(children)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn child(
+        &self,
+        template: &Template,
+        tenant_id: &str,
+        business_key: &str,
+        mut admitted: Admitted,
+        idempotency_key: String,
+        payload: serde_json::Value,
+        origin: &ProcessOrigin,
+        user_task_id: &str,
+    ) -> Result<NewCommunication, TechnicalFailure> {
+        let topic = &self.topic.topic;
         if let Some(window) = self.topic.dedupe() {
             let recent = self
                 .deps
@@ -448,6 +497,7 @@ impl TaskNotice {
             attachments: Vec::new(),
             rule_ref: self.topic.rule_ref(),
             priority: self.topic.priority,
+            resend_of: None,
         })
     }
 }

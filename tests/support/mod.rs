@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod smtp_sink;
+pub mod webhook_receiver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -202,6 +203,9 @@ impl Herald {
             .env("HERALD_ARTIFACTS__WAIT_RETRY_MS", "500")
             .env("HERALD_API__LISTEN", "127.0.0.1:0")
             .env("HERALD_LOG__FILTER", "info,herald=debug")
+            // Webhook receivers of the tests listen on loopback over plain http.
+            .env("HERALD_WEBHOOKS__ALLOW_HTTP", "true")
+            .env("HERALD_WEBHOOKS__ALLOWED_HOSTS", "127.0.0.1")
             .stdout(Stdio::null())
             .stderr(file);
         for (key, value) in extra {
@@ -527,4 +531,48 @@ pub async fn start_proposal(
         )
         .await
         .expect("start quote-proposal")
+}
+
+/// A herald process with its API listening, and an HTTP client for it.
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub async fn start(db: &TestDb, smtp_url: &str, extra: &[(&str, &str)]) -> (Herald, Api) {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut env: Vec<(&str, &str)> = vec![("HERALD_API__LISTEN", listen.as_str())];
+        env.extend_from_slice(extra);
+        let herald = Herald::start(db, smtp_url, &new_lane(), &env);
+        let api = Api {
+            base: format!("http://{listen}"),
+            http: reqwest::Client::new(),
+        };
+        wait_for("the API to answer", Duration::from_secs(30), || {
+            let request = api.http.get(format!("{}/health", api.base)).send();
+            async move {
+                request
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
+        })
+        .await;
+        (herald, api)
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
 }

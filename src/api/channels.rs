@@ -1,0 +1,214 @@
+//! The API of the webhook and in-app channels: subscriptions (create, read, rotate the secret,
+//! enable again), replay of a dead-lettered webhook, and inboxes.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::delivery::webhook::EndpointGuard;
+use crate::ledger::channels::ReplayError;
+use crate::ledger::CommunicationId;
+use crate::policy::subscriptions::{self, SubscriptionError};
+
+use super::{authorize, ApiError, ApiState};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantQuery {
+    tenant_id: Option<String>,
+    #[serde(default)]
+    unread: bool,
+    limit: Option<i64>,
+}
+
+impl TenantQuery {
+    fn tenant(&self) -> Result<&str, ApiError> {
+        self.tenant_id
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| ApiError::bad(vec!["tenantId: the query needs ?tenantId=".into()]))
+    }
+}
+
+impl From<SubscriptionError> for ApiError {
+    fn from(e: SubscriptionError) -> Self {
+        match e {
+            SubscriptionError::Invalid(m) => ApiError::bad(vec![m]),
+            SubscriptionError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            SubscriptionError::Database(e) => ApiError::unavailable(e),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubscriptionInput {
+    tenant_id: String,
+    url: String,
+    event_types: Vec<String>,
+    /// A `whsec_` secret of the receiver's; herald makes one when absent.
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+pub async fn post_subscription(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Json(input): Json<SubscriptionInput>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let mut problems = Vec::new();
+    if input.tenant_id.trim().is_empty() {
+        problems.push("tenantId: must not be empty".to_string());
+    }
+    let guard = EndpointGuard::new(&state.webhooks);
+    if let Err(refused) = guard.check(&input.url).await {
+        problems.push(format!("url: {refused}"));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::bad(problems));
+    }
+    let (subscription, secret) = subscriptions::create(
+        state.deps.ledger.pool(),
+        &input.tenant_id,
+        &input.url,
+        &input.event_types,
+        input.secret,
+    )
+    .await?;
+    tracing::info!(subscriptionId = %subscription.subscription_id, tenantId = %subscription.tenant_id, "webhook subscription created");
+    let mut body = serde_json::to_value(&subscription).map_err(ApiError::unavailable)?;
+    // Shown this once: herald never returns it again.
+    body["secret"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub async fn get_subscription(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<TenantQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let subscription = subscriptions::get(state.deps.ledger.pool(), query.tenant()?, &id).await?;
+    Ok(Json(subscription).into_response())
+}
+
+pub async fn rotate_subscription(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<TenantQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let grace = std::time::Duration::from_secs(state.webhooks.rotation_grace_s);
+    let secret =
+        subscriptions::rotate(state.deps.ledger.pool(), query.tenant()?, &id, grace).await?;
+    tracing::info!(subscriptionId = %id, "webhook secret rotated");
+    Ok(Json(json!({
+        "subscriptionId": id,
+        "secret": secret,
+        "previousSecretValidForSeconds": grace.as_secs(),
+    }))
+    .into_response())
+}
+
+pub async fn enable_subscription(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<TenantQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let subscription =
+        subscriptions::enable(state.deps.ledger.pool(), query.tenant()?, &id).await?;
+    tracing::info!(subscriptionId = %id, "webhook endpoint enabled");
+    Ok(Json(subscription).into_response())
+}
+
+/// Replays a dead-lettered webhook: a new record linked to the original (same `webhook-id`).
+pub async fn replay(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let id: CommunicationId = id
+        .parse()
+        .map_err(|_| ApiError::bad(vec![format!("'{id}' is not a communication id")]))?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|k| format!("replay:{id}:{}", k.trim()));
+    match state.deps.ledger.replay(id, key).await {
+        Ok(outcome) => {
+            tracing::info!(communicationId = %outcome.communication_id, replayOf = %id, created = outcome.created, "webhook replay requested");
+            Ok((
+                if outcome.created {
+                    StatusCode::ACCEPTED
+                } else {
+                    StatusCode::OK
+                },
+                Json(json!({
+                    "communicationId": outcome.communication_id,
+                    "replayOf": id,
+                    "status": outcome.status,
+                    "created": outcome.created,
+                })),
+            )
+                .into_response())
+        }
+        Err(ReplayError::NotFound(id)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no communication {id}"),
+        )),
+        Err(ReplayError::Refused(m)) => Err(ApiError::new(StatusCode::CONFLICT, m)),
+        Err(ReplayError::Ledger(e)) => Err(ApiError::unavailable(e)),
+    }
+}
+
+pub async fn get_inbox(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(recipient_ref): Path<String>,
+    Query(query): Query<TenantQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let notifications = state
+        .deps
+        .ledger
+        .inbox(query.tenant()?, &recipient_ref, query.unread, limit)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let unread = notifications.iter().filter(|n| n.read_at.is_none()).count();
+    Ok(Json(json!({
+        "recipientRef": recipient_ref,
+        "unread": unread,
+        "notifications": notifications,
+    }))
+    .into_response())
+}
+
+pub async fn read_notification(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<TenantQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let id: uuid::Uuid = id
+        .parse()
+        .map_err(|_| ApiError::bad(vec![format!("'{id}' is not a notification id")]))?;
+    state
+        .deps
+        .ledger
+        .mark_read(query.tenant()?, id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .map(|n| Json(n).into_response())
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no notification {id}")))
+}

@@ -1,0 +1,334 @@
+//! Webhook subscriptions: a tenant's endpoints, the event types they receive, their signing
+//! secrets (Standard Webhooks `whsec_…`, two valid during a rotation) and their health.
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::Serialize;
+use sqlx::{PgPool, Row};
+
+use crate::ledger::{Channel, RecipientType, ResolvedRecipient};
+
+use super::Resolution;
+
+const SECRET_PREFIX: &str = "whsec_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no webhook subscription '{0}'")]
+    NotFound(String),
+    #[error("ledger database unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A subscription as the API shows it: never its secrets.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    pub subscription_id: String,
+    pub tenant_id: String,
+    pub endpoint_url: String,
+    pub event_types: Vec<String>,
+    pub status: String,
+    pub disabled_reason: Option<String>,
+    pub consecutive_failures: i32,
+    pub circuit_open_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The secrets a message is signed with now.
+#[derive(Debug, Clone)]
+pub struct SigningKeys {
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// A new `whsec_` secret: 32 random bytes.
+pub fn generate_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!(
+        "{SECRET_PREFIX}{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+/// The key bytes of a `whsec_` secret (24 to 64 bytes, base64).
+pub fn secret_key(secret: &str) -> Result<Vec<u8>, String> {
+    let encoded = secret
+        .strip_prefix(SECRET_PREFIX)
+        .ok_or("a signing secret starts with whsec_")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| format!("a signing secret is whsec_ and base64: {e}"))?;
+    if !(24..=64).contains(&bytes.len()) {
+        return Err(format!(
+            "a signing secret has 24 to 64 bytes, this one {}",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+fn subscription(row: &sqlx::postgres::PgRow) -> Subscription {
+    Subscription {
+        subscription_id: row.get("subscription_id"),
+        tenant_id: row.get("tenant_id"),
+        endpoint_url: row.get("endpoint_url"),
+        event_types: row.get("event_types"),
+        status: row.get("status"),
+        disabled_reason: row.get("disabled_reason"),
+        consecutive_failures: row.get("consecutive_failures"),
+        circuit_open_until: row.get("circuit_open_until"),
+        created_at: row.get("created_at"),
+    }
+}
+
+const COLUMNS: &str =
+    "subscription_id, tenant_id, endpoint_url, event_types, status, disabled_reason,
+     consecutive_failures, circuit_open_until, created_at";
+
+/// Registers an endpoint (already checked by the SSRF guard); returns it with its secret,
+/// which is shown this once.
+pub async fn create(
+    pool: &PgPool,
+    tenant_id: &str,
+    endpoint_url: &str,
+    event_types: &[String],
+    secret: Option<String>,
+) -> Result<(Subscription, String), SubscriptionError> {
+    if event_types.is_empty() || event_types.iter().any(|t| t.trim().is_empty()) {
+        return Err(SubscriptionError::Invalid(
+            "eventTypes: at least one, none empty".into(),
+        ));
+    }
+    let secret = secret.unwrap_or_else(generate_secret);
+    secret_key(&secret).map_err(|e| SubscriptionError::Invalid(format!("secret: {e}")))?;
+    let id = format!("ws_{}", uuid::Uuid::now_v7().simple());
+    let row = sqlx::query(&format!(
+        "INSERT INTO webhook_subscription (subscription_id, tenant_id, endpoint_url, event_types, secret)
+         VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+    ))
+    .bind(&id)
+    .bind(tenant_id)
+    .bind(endpoint_url)
+    .bind(event_types)
+    .bind(&secret)
+    .fetch_one(pool)
+    .await?;
+    Ok((subscription(&row), secret))
+}
+
+pub async fn get(
+    pool: &PgPool,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Subscription, SubscriptionError> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM webhook_subscription WHERE subscription_id = $1 AND tenant_id = $2"
+    ))
+    .bind(id)
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await?
+    .map(|row| subscription(&row))
+    .ok_or_else(|| SubscriptionError::NotFound(id.into()))
+}
+
+/// A new secret; the old one stays valid for `grace` (messages are signed with both).
+pub async fn rotate(
+    pool: &PgPool,
+    tenant_id: &str,
+    id: &str,
+    grace: std::time::Duration,
+) -> Result<String, SubscriptionError> {
+    let secret = generate_secret();
+    let until = Utc::now() + chrono::Duration::from_std(grace).unwrap_or_default();
+    let done = sqlx::query(
+        "UPDATE webhook_subscription SET previous_secret = secret, previous_secret_until = $3,
+             secret = $4, updated_at = now()
+         WHERE subscription_id = $1 AND tenant_id = $2",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(until)
+    .bind(&secret)
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(SubscriptionError::NotFound(id.into()));
+    }
+    Ok(secret)
+}
+
+/// Enables a disabled endpoint again and closes its circuit.
+pub async fn enable(
+    pool: &PgPool,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Subscription, SubscriptionError> {
+    sqlx::query(&format!(
+        "UPDATE webhook_subscription SET status = 'ACTIVE', disabled_reason = NULL,
+             consecutive_failures = 0, circuit_open_until = NULL, updated_at = now()
+         WHERE subscription_id = $1 AND tenant_id = $2 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await?
+    .map(|row| subscription(&row))
+    .ok_or_else(|| SubscriptionError::NotFound(id.into()))
+}
+
+/// The recipient reference of a subscription.
+pub fn subscription_ref(id: &str) -> String {
+    format!("webhook:{id}")
+}
+
+/// The tenant's active subscriptions to `event_type`, as recipients on the WEBHOOK channel
+/// (the address is the subscription id: the adapter reads the endpoint when it sends).
+pub async fn subscribers(
+    pool: &PgPool,
+    tenant_id: &str,
+    event_type: &str,
+) -> Result<Vec<Resolution>, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT subscription_id FROM webhook_subscription
+         WHERE tenant_id = $1 AND status = 'ACTIVE' AND $2 = ANY(event_types)
+         ORDER BY subscription_id",
+    )
+    .bind(tenant_id)
+    .bind(event_type)
+    .fetch_all(pool)
+    .await?;
+    Ok(ids
+        .into_iter()
+        .map(|id| Resolution::Resolved {
+            recipient: ResolvedRecipient {
+                recipient_type: RecipientType::WebhookSubscription,
+                recipient_ref: subscription_ref(&id),
+                channel: Channel::Webhook,
+                address: Some(id),
+                locale: None,
+                timezone: None,
+                quiet_hours: None,
+            },
+            display_name: None,
+        })
+        .collect())
+}
+
+/// What the adapter needs to send to a subscription.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub tenant_id: String,
+    pub url: String,
+    pub status: String,
+    pub keys: SigningKeys,
+    pub circuit_open_until: Option<DateTime<Utc>>,
+}
+
+pub async fn endpoint(pool: &PgPool, id: &str) -> Result<Option<Endpoint>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT tenant_id, endpoint_url, status, secret, previous_secret, previous_secret_until,
+                circuit_open_until
+         FROM webhook_subscription WHERE subscription_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|row| {
+        let now = Utc::now();
+        let mut keys = Vec::new();
+        if let Ok(key) = secret_key(&row.get::<String, _>("secret")) {
+            keys.push(key);
+        }
+        let previous: Option<String> = row.get("previous_secret");
+        let until: Option<DateTime<Utc>> = row.get("previous_secret_until");
+        if let (Some(previous), Some(until)) = (previous, until) {
+            if until > now {
+                if let Ok(key) = secret_key(&previous) {
+                    keys.push(key);
+                }
+            }
+        }
+        Endpoint {
+            tenant_id: row.get("tenant_id"),
+            url: row.get("endpoint_url"),
+            status: row.get("status"),
+            keys: SigningKeys { keys },
+            circuit_open_until: row.get("circuit_open_until"),
+        }
+    }))
+}
+
+/// Records how the endpoint answered: a success closes the circuit; a failure of the endpoint
+/// (not of the message) counts towards opening it, and a long run disables the endpoint.
+pub async fn record_health(
+    pool: &PgPool,
+    id: &str,
+    healthy: bool,
+    threshold: i32,
+    cooldown: std::time::Duration,
+    disable_after: i32,
+) -> Result<(), sqlx::Error> {
+    if healthy {
+        sqlx::query(
+            "UPDATE webhook_subscription SET consecutive_failures = 0, circuit_open_until = NULL
+             WHERE subscription_id = $1 AND (consecutive_failures <> 0 OR circuit_open_until IS NOT NULL)",
+        )
+        .bind(id)
+        .execute(pool)
+        .await?;
+    } else {
+        sqlx::query(
+            "UPDATE webhook_subscription SET consecutive_failures = consecutive_failures + 1,
+                 circuit_open_until = CASE WHEN consecutive_failures + 1 >= $2
+                     THEN now() + make_interval(secs => $3) ELSE circuit_open_until END,
+                 status = CASE WHEN consecutive_failures + 1 >= $4 THEN 'DISABLED' ELSE status END,
+                 disabled_reason = CASE WHEN consecutive_failures + 1 >= $4
+                     THEN format('%s failures in a row', consecutive_failures + 1) ELSE disabled_reason END,
+                 updated_at = now()
+             WHERE subscription_id = $1",
+        )
+        .bind(id)
+        .bind(threshold)
+        .bind(cooldown.as_secs_f64())
+        .bind(disable_after)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Disables an endpoint that said it is gone (HTTP 410).
+pub async fn disable(pool: &PgPool, id: &str, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhook_subscription SET status = 'DISABLED', disabled_reason = $2, updated_at = now()
+         WHERE subscription_id = $1",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_whsec_base64_of_enough_bytes() {
+        let secret = generate_secret();
+        assert!(secret.starts_with("whsec_"));
+        assert_eq!(secret_key(&secret).unwrap().len(), 32);
+        assert!(secret_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
+        assert!(secret_key("whsec_not*base64").is_err());
+        assert!(
+            secret_key("whsec_c2hvcnQ=").is_err(),
+            "5 bytes is too short"
+        );
+    }
+}
