@@ -162,6 +162,73 @@ async fn correlate(
     }
 }
 
+/// Turns fallout signals into alerts through the rule set (`CommunicationFallout` events),
+/// until `shutdown`. Each signal is applied once: its event id is the failed communication's.
+pub async fn run_fallout(
+    deps: crate::workers::HandlerDeps,
+    rules: std::sync::Arc<crate::policy::rules::RuleSet>,
+    options: RelayOptions,
+    shutdown: CancellationToken,
+) {
+    use crate::events::{ingest, EventError};
+    let ledger = deps.ledger.clone();
+    let mut wakeup = Wakeup::new(ledger.pool().clone(), "herald_fallout");
+    let mut backoff = Duration::from_millis(250);
+    tracing::info!("fallout loop started");
+    while !shutdown.is_cancelled() {
+        let signals = match ledger.claim_fallout(options.batch_size.min(20)).await {
+            Ok(signals) => signals,
+            Err(err) => {
+                tracing::warn!(error = %err, "claiming fallout signals failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(250);
+        if signals.is_empty() {
+            if wakeup.wait(options.poll_interval, &shutdown).await == Woke::Shutdown {
+                break;
+            }
+            continue;
+        }
+        for signal in signals {
+            let id = signal.communication_id;
+            let recorded = match ingest(&deps, &rules, &signal.event).await {
+                Ok(outcome) => {
+                    if outcome.communication_ids.is_empty() {
+                        tracing::warn!(communicationId = %id, "fallout: no rule handles CommunicationFallout; nobody was alerted");
+                    } else {
+                        tracing::warn!(communicationId = %id, alerts = outcome.communication_ids.len(), "fallout raised");
+                    }
+                    ledger.fallout_raised(id, &outcome.communication_ids).await
+                }
+                Err(EventError::Unavailable(message)) => {
+                    let wait = options
+                        .min_backoff
+                        .saturating_mul(1 << signal.tries.clamp(0, 10))
+                        .min(options.max_backoff);
+                    tracing::warn!(communicationId = %id, error = %message, retry_in_ms = wait.as_millis() as u64, "fallout could not be raised yet");
+                    ledger.fallout_failed(id, &message, wait, false).await
+                }
+                Err(err @ (EventError::Rule(_) | EventError::Invalid(_))) => {
+                    tracing::error!(communicationId = %id, error = %err, "fallout cannot be raised: fix the CommunicationFallout rule");
+                    ledger
+                        .fallout_failed(id, &err.to_string(), Duration::ZERO, true)
+                        .await
+                }
+            };
+            if let Err(err) = recorded {
+                tracing::warn!(communicationId = %id, error = %err, "fallout outcome not recorded; it is tried again");
+            }
+        }
+    }
+    tracing::info!("fallout loop stopped");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

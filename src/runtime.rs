@@ -182,7 +182,7 @@ pub async fn run(
                 batch_size: settings.delivery.batch_size,
                 lease: Duration::from_millis(settings.delivery.lease_ms),
                 poll_interval: Duration::from_millis(settings.delivery.poll_interval_ms),
-                schedule: settings.retry_schedule(),
+                retry: settings.retry_policy()?,
                 content_key: match settings.content.key.as_deref().filter(|k| !k.is_empty()) {
                     Some(key) => Some(crate::content::ContentKey::from_hex(key).map_err(|e| {
                         RuntimeError::Config(ConfigError::Invalid(format!(
@@ -224,6 +224,13 @@ pub async fn run(
         tasks.spawn(relay::run_correlations(
             ledger.clone(),
             camunda.clone(),
+            options.clone(),
+            shutdown.clone(),
+        ));
+        let rules = RuleSet::load(&settings.paths.rules).map_err(RuntimeError::Rules)?;
+        tasks.spawn(relay::run_fallout(
+            deps.clone(),
+            Arc::new(rules),
             options,
             shutdown.clone(),
         ));

@@ -67,6 +67,16 @@ async fn smtp_550_fails_final_and_the_process_takes_the_failure_path() {
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     sink.script_recipient("nobody@customer.example", &[550]);
     let lane = new_lane();
+    // A proposal is critical: its final failure alerts the operations group.
+    let operator = format!("ops{}", &lane[5..13]);
+    create_user(
+        &operator,
+        "Ops",
+        "Watch",
+        Some(&format!("{operator}@corp.example")),
+    )
+    .await;
+    ensure_group("operations", &[&operator]).await;
     let herald = Herald::start(&db, &sink.url(), &lane, &[FAST_RETRIES]);
 
     let instance = start_proposal(
@@ -79,7 +89,7 @@ async fn smtp_550_fails_final_and_the_process_takes_the_failure_path() {
     let task = wait_for_user_task(&camunda, &instance.id, "handle_failed_delivery").await;
     assert_eq!(task["name"], "Handle failed proposal delivery");
 
-    assert!(sink.received().is_empty());
+    assert!(sink.received_except_alerts().is_empty());
     let id: CommunicationId = history_variables(&camunda, &instance.id).await["communicationId"]
         .as_str()
         .unwrap()
@@ -100,7 +110,7 @@ async fn smtp_550_fails_final_and_the_process_takes_the_failure_path() {
     assert_eq!(record.attempts[0].response_code, Some(550));
     let failed_events = db
         .scalar_i64(
-            "SELECT count(*) FROM communication_outbox WHERE event_type = 'CommunicationFailed'",
+            &format!("SELECT count(*) FROM communication_outbox WHERE event_type = 'CommunicationFailed' AND aggregate_id = '{id}'"),
         )
         .await;
     assert_eq!(failed_events, 1);
@@ -122,6 +132,51 @@ async fn smtp_550_fails_final_and_the_process_takes_the_failure_path() {
         !herald.log_text().contains("nobody@customer.example"),
         "no raw address in herald's log"
     );
+
+    // Fallout: the operator has the alert in the inbox and by email, naming the communication.
+    let to = format!("{operator}@corp.example");
+    let alert = wait_for(
+        "the fallout alert by email",
+        Duration::from_secs(30),
+        || {
+            let mails = sink.received();
+            let to = to.clone();
+            async move { mails.into_iter().find(|m| m.rcpt_to == [to.clone()]) }
+        },
+    )
+    .await;
+    assert_eq!(
+        alert.header("X-Herald-Communication-Type").as_deref(),
+        Some("FALLOUT_ALERT")
+    );
+    assert!(alert.header("Subject").unwrap().contains(&id.to_string()));
+    let reason = alert.body_text();
+    assert!(
+        reason.contains("INVALID_RECIPIENT") && reason.contains("QUOTE_PROPOSAL_DELIVERY"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("nobody@"),
+        "no raw address in the alert: {reason}"
+    );
+    let in_app: Vec<(String,)> = wait_for("the alert in the inbox", Duration::from_secs(30), || {
+        let query = sqlx::query_as("SELECT title FROM inbox_notification WHERE recipient_ref = $1")
+            .bind(format!("user:{operator}"))
+            .fetch_all(&db.pool);
+        async move { Some(query.await.unwrap()).filter(|rows: &Vec<(String,)>| !rows.is_empty()) }
+    })
+    .await;
+    assert_eq!(in_app.len(), 1, "{in_app:?}");
+    assert!(in_app[0].0.contains(&id.to_string()));
+    let raised = format!(
+        "SELECT count(*) FROM fallout_signal WHERE communication_id = '{id}' AND status = 'RAISED'"
+    );
+    wait_for(
+        "the fallout signal to be raised",
+        Duration::from_secs(30),
+        || async { (db.scalar_i64(&raised).await == 1).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +202,7 @@ async fn an_invalid_explicit_address_is_a_business_failure_not_an_incident() {
         .unwrap();
     assert_eq!(incidents.as_array().unwrap().len(), 0);
     let (status, code): (String, Option<String>) =
-        sqlx::query_as("SELECT status, failure_code FROM communication_record")
+        sqlx::query_as("SELECT status, failure_code FROM communication_record WHERE communication_type = 'QUOTE_PROPOSAL_DELIVERY'")
             .fetch_one(&db.pool)
             .await
             .unwrap();
@@ -156,8 +211,11 @@ async fn an_invalid_explicit_address_is_a_business_failure_not_an_incident() {
         ("FAILED_FINAL", Some("INVALID_ADDRESS"))
     );
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM communication_delivery_attempt")
-            .await,
+        db.scalar_i64(
+            "SELECT count(*) FROM communication_delivery_attempt a JOIN communication_record r USING (communication_id)
+             WHERE r.communication_type = 'QUOTE_PROPOSAL_DELIVERY'"
+        )
+        .await,
         0
     );
 }

@@ -62,6 +62,24 @@ impl Header for CorrelationIdHeader {
     }
 }
 
+/// `X-Herald-Communication-Type`: mailbox rules can sort alerts from customer mail.
+#[derive(Debug, Clone)]
+struct CommunicationTypeHeader(String);
+
+impl Header for CommunicationTypeHeader {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("X-Herald-Communication-Type")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(CommunicationTypeHeader(s.to_string()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
 impl EmailAdapter {
     pub fn new(settings: &EmailSettings) -> Result<EmailAdapter, EmailConfigError> {
         let url = url::Url::parse(&settings.url)
@@ -154,6 +172,7 @@ impl EmailAdapter {
                 message.communication_id, self.message_id_domain
             )))
             .header(CorrelationIdHeader(message.correlation_id.clone()))
+            .header(CommunicationTypeHeader(message.communication_type.clone()))
             .multipart(body)
             .map_err(|e| DeliveryOutcome::Failed {
                 class: FailureClass::Configuration,

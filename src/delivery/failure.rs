@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use rand::Rng;
+
+use crate::ledger::{CommunicationType, Criticality};
 use serde::{Deserialize, Serialize};
 
 /// Why an attempt failed, channel-neutral (design notes, section 14).
@@ -158,6 +162,48 @@ impl RetrySchedule {
     }
 }
 
+/// The retry schedules as data: one per communication type or criticality where configured
+/// (`delivery.schedules`), else the default. A type's own schedule wins over its criticality's.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RetryPolicy {
+    pub default: RetrySchedule,
+    pub by_type: HashMap<CommunicationType, RetrySchedule>,
+    pub by_criticality: HashMap<Criticality, RetrySchedule>,
+}
+
+impl RetryPolicy {
+    pub fn for_type(&self, kind: Option<CommunicationType>) -> &RetrySchedule {
+        kind.and_then(|k| {
+            self.by_type
+                .get(&k)
+                .or_else(|| self.by_criticality.get(&k.criticality()))
+        })
+        .unwrap_or(&self.default)
+    }
+}
+
+/// The key of a schedule in `delivery.schedules`: a communication type (`EXTERNAL_WEBHOOK`) or a
+/// criticality (`VERY_HIGH`, `HIGH`, `MEDIUM`, `LOW`).
+pub enum ScheduleKey {
+    Type(CommunicationType),
+    Criticality(Criticality),
+}
+
+impl std::str::FromStr for ScheduleKey {
+    type Err = String;
+    fn from_str(key: &str) -> Result<Self, Self::Err> {
+        match key {
+            "VERY_HIGH" => Ok(ScheduleKey::Criticality(Criticality::VeryHigh)),
+            "HIGH" => Ok(ScheduleKey::Criticality(Criticality::High)),
+            "MEDIUM" => Ok(ScheduleKey::Criticality(Criticality::Medium)),
+            "LOW" => Ok(ScheduleKey::Criticality(Criticality::Low)),
+            other => other.parse().map(ScheduleKey::Type).map_err(|_| {
+                format!("'{other}' is neither a communication type nor a criticality (VERY_HIGH, HIGH, MEDIUM, LOW)")
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +291,42 @@ mod tests {
         assert_eq!(s.next_delay(4, c, None), Some(Duration::from_secs(7200)));
         assert_eq!(s.next_delay(5, c, None), None);
         assert_eq!(s.next_delay(1, FailureClass::InvalidRecipient, None), None);
+    }
+
+    #[test]
+    fn a_type_s_schedule_wins_over_its_criticality_s_and_the_default() {
+        let schedule = |secs: &[u64]| RetrySchedule {
+            delays: secs.iter().map(|s| Duration::from_secs(*s)).collect(),
+            jitter: 0.0,
+            ..RetrySchedule::default()
+        };
+        let policy = RetryPolicy {
+            default: schedule(&[0, 60]),
+            by_type: HashMap::from([(CommunicationType::ExternalWebhook, schedule(&[0, 1, 2, 3]))]),
+            by_criticality: HashMap::from([(Criticality::High, schedule(&[0, 10]))]),
+        };
+        assert_eq!(
+            policy
+                .for_type(Some(CommunicationType::ExternalWebhook))
+                .max_attempts(),
+            4
+        );
+        assert_eq!(
+            policy
+                .for_type(Some(CommunicationType::FalloutAlert))
+                .delays[1],
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            policy
+                .for_type(Some(CommunicationType::InternalDigest))
+                .delays[1],
+            Duration::from_secs(60)
+        );
+        assert_eq!(policy.for_type(None).delays[1], Duration::from_secs(60));
+        assert!("HIGH".parse::<ScheduleKey>().is_ok());
+        assert!("SLA_ESCALATION".parse::<ScheduleKey>().is_ok());
+        assert!("URGENT".parse::<ScheduleKey>().is_err());
     }
 
     #[test]

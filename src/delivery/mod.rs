@@ -22,7 +22,7 @@ use crate::templates::TemplateRegistry;
 
 use crate::artifacts::AttachmentRef;
 pub use adapter::{ChannelAdapter, DeliveryOutcome, OutboundAttachment, OutboundMessage};
-pub use failure::{FailureClass, RetrySchedule};
+pub use failure::{FailureClass, RetryPolicy, RetrySchedule};
 use sha2::Digest;
 
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ pub struct DeliveryOptions {
     pub batch_size: i64,
     pub lease: Duration,
     pub poll_interval: Duration,
-    pub schedule: RetrySchedule,
+    pub retry: RetryPolicy,
     /// Encrypts the bodies that templates ask to retain.
     pub content_key: Option<crate::content::ContentKey>,
 }
@@ -277,7 +277,8 @@ impl DeliveryEngine {
         };
         match self
             .options
-            .schedule
+            .retry
+            .for_type(job.communication_type.parse().ok())
             .next_delay(job.attempt_no, class, retry_after)
         {
             Some(after) => AttemptResult::Retry {

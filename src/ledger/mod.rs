@@ -2,6 +2,7 @@
 //! delivery queue and the correlations back into Camunda.
 
 pub mod channels;
+pub mod fallout;
 pub mod model;
 pub mod transition;
 pub mod wakeup;
@@ -788,6 +789,12 @@ impl Ledger {
                     )
                     .await?;
                 }
+            }
+            if matches!(
+                event_type.as_str(),
+                "CommunicationFailed" | "CommunicationBounced"
+            ) {
+                self.raise_fallout(&mut tx, id).await?;
             }
             tracing::debug!(communicationId = %id, event_type, "outbox event published");
             published.push(outbox_id);

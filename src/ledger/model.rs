@@ -162,7 +162,7 @@ text_enum!(
 
 /// How much a communication matters (design notes, section 3): drives quiet hours, retries and
 /// fallout on final failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Criticality {
     Low,
     Medium,
