@@ -1,6 +1,7 @@
 //! Policy: everything decided before a delivery attempt. Recipients, channels, preferences,
 //! rules and idempotency keys.
 
+pub mod business_hours;
 pub mod channels;
 pub mod identity;
 pub mod keys;

@@ -43,8 +43,9 @@ pub struct EventRule {
     pub dedupe_window: Option<String>,
     #[serde(default = "default_enabled")]
     pub enabled: bool,
+    #[serde(deserialize_with = "toml_datetime::required")]
     pub effective_from: DateTime<Utc>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "toml_datetime::optional")]
     pub effective_until: Option<DateTime<Utc>>,
     /// The subject of the communication: `<type>:<path>`, e.g. `ORDER:subject.id`.
     pub subject: String,
@@ -267,5 +268,41 @@ mod tests {
         );
         assert_eq!(lookup(&event, "data.missing"), None);
         assert_eq!(lookup(&event, "data.empty"), None);
+    }
+}
+
+/// A date and time in a rule, topic or template file: a TOML date-time (`2026-11-01T00:00:00Z`)
+/// or a string holding one in RFC 3339.
+pub mod toml_datetime {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Toml(toml::value::Datetime),
+        Text(String),
+    }
+
+    fn parse<E: serde::de::Error>(written: Written) -> Result<DateTime<Utc>, E> {
+        let text = match written {
+            Written::Toml(datetime) => datetime.to_string(),
+            Written::Text(text) => text,
+        };
+        DateTime::parse_from_rfc3339(&text)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|e| {
+                E::custom(format!(
+                    "'{text}' is not an RFC 3339 date and time with an offset: {e}"
+                ))
+            })
+    }
+
+    pub fn required<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        parse(Written::deserialize(d)?)
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Option::<Written>::deserialize(d)?.map(parse).transpose()
     }
 }

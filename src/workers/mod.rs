@@ -73,10 +73,20 @@ pub struct TopicConfig {
     #[serde(default)]
     pub dedupe_window: Option<String>,
     /// Outside these dates the topic is not subscribed.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::policy::rules::toml_datetime::optional"
+    )]
     pub effective_from: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::policy::rules::toml_datetime::optional"
+    )]
     pub effective_until: Option<DateTime<Utc>>,
+    /// Deliver only within these hours (reminders, escalations); outside them a notice waits
+    /// for the next opening.
+    #[serde(default)]
+    pub business_hours: Option<crate::policy::business_hours::BusinessHours>,
 }
 
 fn default_version() -> u32 {
@@ -548,6 +558,29 @@ pub(crate) fn completed_with_communication(
 }
 
 impl Admitted {
+    /// Holds a queued recipient until business hours open, when they are closed at `now`.
+    pub fn within_business_hours(
+        &mut self,
+        hours: Option<&crate::policy::business_hours::BusinessHours>,
+        now: DateTime<Utc>,
+    ) {
+        let Some(opening) = hours.and_then(|h| h.next_open(now)) else {
+            return;
+        };
+        if !matches!(self.admission, Admission::Queue) {
+            return;
+        }
+        if self.not_before.is_none_or(|t| t < opening) {
+            self.not_before = Some(opening);
+        }
+        self.decisions.push(Decision {
+            check: "business-hours",
+            outcome: DecisionOutcome::Delay,
+            reason_code: "OUTSIDE_BUSINESS_HOURS".into(),
+            detail: format!("held until business hours open at {opening}"),
+        });
+    }
+
     /// Marks the recipient DEDUPED when a near-duplicate went out within the window.
     pub fn dedupe(&mut self, message: String) {
         self.decisions.push(Decision {

@@ -440,6 +440,7 @@ impl TaskNotice {
         user_task_id: &str,
     ) -> Result<NewCommunication, TechnicalFailure> {
         let topic = &self.topic.topic;
+        admitted.within_business_hours(self.topic.business_hours.as_ref(), Utc::now());
         if let Some(window) = self.topic.dedupe() {
             let recent = self
                 .deps
