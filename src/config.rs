@@ -44,6 +44,16 @@ pub struct Settings {
     #[serde(default)]
     pub content: ContentSettings,
     pub webhooks: WebhookSettings,
+    #[serde(default)]
+    pub feedback: FeedbackSettings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FeedbackSettings {
+    /// Only from the environment: `HERALD_FEEDBACK__POSTMARK_CREDENTIALS`, `user:password` of the
+    /// HTTP basic authentication Postmark's webhooks are configured with. Unset: Postmark's
+    /// format is refused.
+    pub postmark_credentials: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +178,10 @@ const SECRETS: &[(&str, &str)] = &[
     ("artifacts.link_secret", "HERALD_ARTIFACTS__LINK_SECRET"),
     ("api.token", "HERALD_API__TOKEN"),
     ("content.key", "HERALD_CONTENT__KEY"),
+    (
+        "feedback.postmark_credentials",
+        "HERALD_FEEDBACK__POSTMARK_CREDENTIALS",
+    ),
 ];
 
 impl Settings {

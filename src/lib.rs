@@ -9,6 +9,7 @@ pub mod config;
 pub mod content;
 pub mod delivery;
 pub mod events;
+pub mod feedback;
 pub mod ledger;
 pub mod policy;
 pub mod relay;

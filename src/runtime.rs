@@ -135,6 +135,7 @@ pub async fn run(
             token: settings.api.token.clone().filter(|t| !t.is_empty()),
             proposals,
             webhooks: settings.webhooks.clone(),
+            feedback: settings.feedback.clone(),
         });
         let stop = shutdown.clone();
         tasks.spawn(async move {

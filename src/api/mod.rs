@@ -4,6 +4,7 @@
 //! (a rule cannot be applied) or 503 (try again).
 
 mod channels;
+mod feedback;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub struct ApiState {
     /// The send-proposal handler, when the topic is configured.
     pub proposals: Option<Arc<SendProposal>>,
     pub webhooks: crate::config::WebhookSettings,
+    pub feedback: crate::config::FeedbackSettings,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -58,6 +60,7 @@ pub fn router(state: ApiState) -> Router {
             "/webhooks/subscriptions/{id}/enable",
             post(channels::enable_subscription),
         )
+        .route("/feedback/email", post(feedback::post_email_feedback))
         .route("/inbox/{recipient}", get(channels::get_inbox))
         .route("/inbox/{id}/read", post(channels::read_notification))
         .route(

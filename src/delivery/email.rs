@@ -44,41 +44,44 @@ pub struct EmailAdapter {
     message_id_domain: String,
 }
 
-/// `X-Correlation-Id`, so that a message can be traced back to its communication.
-#[derive(Debug, Clone)]
-struct CorrelationIdHeader(String);
+/// Declares a header that carries a text value.
+macro_rules! text_header {
+    ($(#[$meta:meta])* $name:ident, $header:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        struct $name(String);
 
-impl Header for CorrelationIdHeader {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("X-Correlation-Id")
-    }
+        impl Header for $name {
+            fn name() -> HeaderName {
+                HeaderName::new_from_ascii_str($header)
+            }
 
-    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(CorrelationIdHeader(s.to_string()))
-    }
+            fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+                Ok($name(s.to_string()))
+            }
 
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), self.0.clone())
-    }
+            fn display(&self) -> HeaderValue {
+                HeaderValue::new(Self::name(), self.0.clone())
+            }
+        }
+    };
 }
 
-/// `X-Herald-Communication-Type`: mailbox rules can sort alerts from customer mail.
-#[derive(Debug, Clone)]
-struct CommunicationTypeHeader(String);
-
-impl Header for CommunicationTypeHeader {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("X-Herald-Communication-Type")
-    }
-
-    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(CommunicationTypeHeader(s.to_string()))
-    }
-
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), self.0.clone())
-    }
-}
+text_header!(
+    /// `X-Correlation-Id`, so that a message can be traced back to its communication.
+    CorrelationIdHeader,
+    "X-Correlation-Id"
+);
+text_header!(
+    /// `X-Herald-Communication-Type`: mailbox rules can sort alerts from customer mail.
+    CommunicationTypeHeader,
+    "X-Herald-Communication-Type"
+);
+text_header!(
+    /// Postmark returns it as `Metadata.communicationId` in its bounce and delivery webhooks.
+    PostmarkMetadataHeader,
+    "X-PM-Metadata-communicationId"
+);
 
 impl EmailAdapter {
     pub fn new(settings: &EmailSettings) -> Result<EmailAdapter, EmailConfigError> {
@@ -173,6 +176,7 @@ impl EmailAdapter {
             )))
             .header(CorrelationIdHeader(message.correlation_id.clone()))
             .header(CommunicationTypeHeader(message.communication_type.clone()))
+            .header(PostmarkMetadataHeader(message.communication_id.to_string()))
             .multipart(body)
             .map_err(|e| DeliveryOutcome::Failed {
                 class: FailureClass::Configuration,

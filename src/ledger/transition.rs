@@ -78,7 +78,9 @@ pub async fn transition(
     let now = Utc::now();
     let is_final = matches!(
         to,
-        CommunicationStatus::FailedFinal | CommunicationStatus::Suppressed
+        CommunicationStatus::FailedFinal
+            | CommunicationStatus::Suppressed
+            | CommunicationStatus::Bounced
     );
     sqlx::query(
         "UPDATE communication_record SET status = $2, updated_at = $3, version = version + 1,

@@ -1,0 +1,80 @@
+//! `POST /feedback/email`: provider feedback in herald's documented form (under the API's bearer
+//! token) or Postmark's webhook format (HTTP basic authentication with the credentials of
+//! `HERALD_FEEDBACK__POSTMARK_CREDENTIALS`).
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::feedback::{apply, parse_documented, parse_postmark};
+
+use super::{authorize, constant_time_eq, ApiError, ApiState};
+
+fn postmark_authorized(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = state
+        .feedback
+        .postmark_credentials
+        .as_deref()
+        .filter(|c| !c.is_empty())
+    else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Postmark feedback is not configured: set HERALD_FEEDBACK__POSTMARK_CREDENTIALS",
+        ));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        });
+    match given {
+        Some(given) if constant_time_eq(&given, expected.as_bytes()) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong basic authentication",
+        )),
+    }
+}
+
+pub async fn post_email_feedback(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    let parsed = if body.get("RecordType").is_some() {
+        postmark_authorized(&state, &headers)?;
+        parse_postmark(&body)
+    } else {
+        authorize(&state, &headers)?;
+        parse_documented(&body)
+    };
+    let feedback = parsed.map_err(ApiError::bad)?;
+    let applied = apply(&state.deps.ledger, &feedback)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let status = if applied.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        status,
+        Json(json!({
+            "feedbackId": feedback.feedback_id,
+            "type": feedback.kind.as_str(),
+            "matched": applied.communication_id.is_some(),
+            "communicationId": applied.communication_id,
+            "status": applied.status,
+            "duplicate": applied.duplicate,
+            "effects": applied.effects,
+        })),
+    )
+        .into_response())
+}
