@@ -127,6 +127,8 @@ pub struct SmtpSettings {
     pub from: String,
     pub timeout_ms: u64,
     pub pool_max: u32,
+    /// How long a send waits for a free SMTP connection.
+    pub pool_get_timeout_ms: u64,
     pub username: Option<String>,
     /// Only from the environment: `HERALD_SMTP__PASSWORD`.
     pub password: Option<String>,
@@ -135,6 +137,9 @@ pub struct SmtpSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct DeliverySettings {
     pub batch_size: i64,
+    /// Attempts in flight at once per process: jobs are claimed only as slots come free, so
+    /// that no claimed job waits inside herald while its lease runs.
+    pub max_in_flight: usize,
     pub lease_ms: u64,
     pub poll_interval_ms: u64,
     /// Delay before each attempt in seconds (fractions allowed): first attempt, then each retry.
@@ -206,7 +211,9 @@ impl Settings {
             .set_default("smtp.from", "herald <noreply@herald.local>")?
             .set_default("smtp.timeout_ms", 10_000)?
             .set_default("smtp.pool_max", 4)?
+            .set_default("smtp.pool_get_timeout_ms", 30_000)?
             .set_default("delivery.batch_size", 32)?
+            .set_default("delivery.max_in_flight", 64)?
             .set_default("delivery.lease_ms", 60_000)?
             .set_default("delivery.poll_interval_ms", 5_000)?
             .set_default(
@@ -295,6 +302,9 @@ impl Settings {
         }
         if self.camunda.long_poll_ms > 1_800_000 {
             return invalid("camunda.long_poll_ms must be at most 1800000 (the engine's limit)");
+        }
+        if self.delivery.max_in_flight == 0 || self.delivery.batch_size < 1 {
+            return invalid("delivery.max_in_flight and delivery.batch_size must be at least 1");
         }
         if self.camunda.max_tasks == 0 || self.camunda.max_in_flight == 0 {
             return invalid("camunda.max_tasks and camunda.max_in_flight must be at least 1");

@@ -181,6 +181,7 @@ pub async fn run(
             DeliveryOptions {
                 worker_id: worker_id.clone(),
                 batch_size: settings.delivery.batch_size,
+                max_in_flight: settings.delivery.max_in_flight,
                 lease: Duration::from_millis(settings.delivery.lease_ms),
                 poll_interval: Duration::from_millis(settings.delivery.poll_interval_ms),
                 retry: settings.retry_policy()?,
@@ -201,6 +202,7 @@ pub async fn run(
             password: settings.smtp.password.clone(),
             timeout: Duration::from_millis(settings.smtp.timeout_ms),
             pool_max: settings.smtp.pool_max,
+            pool_get_timeout: Duration::from_millis(settings.smtp.pool_get_timeout_ms),
         })?));
         engine.register(Arc::new(
             WebhookAdapter::new(ledger.pool().clone(), &settings.webhooks).map_err(|e| {

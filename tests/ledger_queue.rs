@@ -5,51 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use herald::ledger::{
-    Admission, AttemptResult, Channel, CommunicationType, Ledger, MessageCategory,
-    NewCommunication, RecipientType, ResolvedRecipient,
-};
-use serde_json::json;
+use herald::ledger::{AttemptResult, Ledger};
 use support::*;
-
-fn request(key: &str) -> NewCommunication {
-    NewCommunication {
-        tenant_id: "acme".into(),
-        communication_type: CommunicationType::OrderConfirmation,
-        category: MessageCategory::Transactional,
-        subject_type: "ORDER".into(),
-        subject_id: key.into(),
-        quote_id: None,
-        order_id: Some(key.into()),
-        recipient: ResolvedRecipient {
-            recipient_type: RecipientType::Contact,
-            recipient_ref: format!("contact-{key}"),
-            channel: Channel::Email,
-            address: Some(format!("{key}@customer.example")),
-            locale: None,
-            timezone: None,
-            quiet_hours: None,
-        },
-        address_hash: None,
-        address_masked: None,
-        template_family: "order-confirmation-email".into(),
-        template_version: "2026.11.0".into(),
-        idempotency_key: format!("test:{key}"),
-        requested_by: "test".into(),
-        correlation_id: key.into(),
-        origin: None,
-        artifacts: Vec::new(),
-        render_payload: json!({"orderNumber": key, "recipientName": "R"}),
-        admission: Admission::Queue,
-        about_task_id: None,
-        not_before: None,
-        decisions: Vec::new(),
-        attachments: Vec::new(),
-        rule_ref: "test:v1".into(),
-        priority: 50,
-        resend_of: None,
-    }
-}
 
 fn sent() -> AttemptResult {
     AttemptResult::Sent {
@@ -67,7 +24,7 @@ async fn a_sender_that_lost_its_lease_cannot_record_and_the_next_one_takes_over(
     let db = TestDb::create().await;
     let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
     let id = ledger
-        .request(&request("o1"))
+        .request(&order_confirmation("o1"))
         .await
         .unwrap()
         .communication_id;
@@ -119,11 +76,11 @@ async fn a_job_that_cannot_start_leaves_the_queue_without_blocking_the_others() 
     let db = TestDb::create().await;
     let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
     let bad = ledger
-        .request(&request("bad"))
+        .request(&order_confirmation("bad"))
         .await
         .unwrap()
         .communication_id;
-    ledger.request(&request("good")).await.unwrap();
+    ledger.request(&order_confirmation("good")).await.unwrap();
     // A record that says SENT while its job is still queued (a hand edit, a bug elsewhere).
     sqlx::query("UPDATE communication_record SET status = 'SENT' WHERE communication_id = $1")
         .bind(bad.0)

@@ -167,8 +167,10 @@ async fn an_operational_opt_out_suppresses_a_reminder_and_quiet_hours_delay_one(
         Some(&format!("{opted_out_user}@corp.example")),
     )
     .await;
+    // Opted out of operational messages on both channels the reminder topic may use.
     sqlx::query(
-        "INSERT INTO recipient_preference (tenant_id, recipient_ref, category, channel, opted_in) VALUES ('acme', $1, 'OPERATIONAL', 'EMAIL', false)",
+        "INSERT INTO recipient_preference (tenant_id, recipient_ref, category, channel, opted_in)
+         VALUES ('acme', $1, 'OPERATIONAL', 'EMAIL', false), ('acme', $1, 'OPERATIONAL', 'IN_APP', false)",
     )
     .bind(format!("user:{opted_out_user}"))
     .execute(&db.pool)

@@ -1,14 +1,16 @@
-//! The email channel: SMTP through lettre's pooled async transport.
+//! The email channel: SMTP over lettre's async connections, in a pool of herald's own: at most
+//! `pool_max` connections, each reused from message to message (a send waits, within
+//! `pool_get_timeout`, for one to come free), dropped when broken or idle too long.
 
 use std::time::Duration;
 
 use lettre::message::header::ContentType;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::Message;
 
 use crate::camunda::worker::BoxFuture;
 use crate::ledger::Channel;
@@ -35,14 +37,40 @@ pub struct EmailSettings {
     pub username: Option<String>,
     pub password: Option<String>,
     pub timeout: Duration,
+    /// SMTP connections at most: sends beyond this wait for a connection to come free.
     pub pool_max: u32,
+    /// How long a send waits for a free connection before the attempt fails (retryable).
+    pub pool_get_timeout: Duration,
+}
+
+/// How a connection is secured.
+#[derive(Clone)]
+enum Security {
+    Plain,
+    StartTls(TlsParameters),
+    Wrapper(TlsParameters),
 }
 
 pub struct EmailAdapter {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    host: String,
+    port: u16,
+    security: Security,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+    hello: ClientId,
     from: Mailbox,
     message_id_domain: String,
+    /// Connections in use at most (one permit each).
+    permits: tokio::sync::Semaphore,
+    /// Idle connections, with when they were last used.
+    idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, std::time::Instant)>>,
+    pool_get_timeout: Duration,
+    /// Opened so far (connections are reused: this grows only with the pool).
+    opened: std::sync::atomic::AtomicU64,
 }
+
+/// An idle connection older than this is closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Declares a header that carries a text value.
 macro_rules! text_header {
@@ -102,26 +130,23 @@ impl EmailAdapter {
                 ))
             }
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
-            .port(url.port().unwrap_or(default_port))
-            .timeout(Some(settings.timeout))
-            .pool_config(
-                PoolConfig::new()
-                    .max_size(settings.pool_max.max(1))
-                    .idle_timeout(Duration::from_secs(30)),
-            );
-        if let Some(implicit) = tls {
-            let params =
-                TlsParameters::new(host).map_err(|e| EmailConfigError::Tls(e.to_string()))?;
-            builder = builder.tls(if implicit {
-                Tls::Wrapper(params)
-            } else {
-                Tls::Required(params)
-            });
-        }
-        if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
-            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
-        }
+        let port = url.port().unwrap_or(default_port);
+        let security = match tls {
+            None => Security::Plain,
+            Some(implicit) => {
+                let params = TlsParameters::new(host.clone())
+                    .map_err(|e| EmailConfigError::Tls(e.to_string()))?;
+                if implicit {
+                    Security::Wrapper(params)
+                } else {
+                    Security::StartTls(params)
+                }
+            }
+        };
+        let credentials = match (&settings.username, &settings.password) {
+            (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password.clone())),
+            _ => None,
+        };
         let from: Mailbox = settings
             .from
             .parse()
@@ -129,11 +154,97 @@ impl EmailAdapter {
                 EmailConfigError::From(settings.from.clone(), e.to_string())
             })?;
         let message_id_domain = from.email.domain().to_string();
+        let hello = ClientId::Domain(
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".into()),
+        );
         Ok(EmailAdapter {
-            transport: builder.build(),
+            host,
+            port,
+            security,
+            credentials,
+            timeout: settings.timeout,
+            hello,
             from,
             message_id_domain,
+            permits: tokio::sync::Semaphore::new(settings.pool_max.max(1) as usize),
+            idle: std::sync::Mutex::new(Vec::new()),
+            pool_get_timeout: settings.pool_get_timeout,
+            opened: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Connections opened since start.
+    pub fn connections_opened(&self) -> u64 {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A fresh connection: TCP (or TLS), EHLO, STARTTLS when asked, AUTH when configured.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+        let wrapper = match &self.security {
+            Security::Wrapper(params) => Some(params.clone()),
+            _ => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &self.hello,
+            wrapper,
+            None,
+        )
+        .await?;
+        if let Security::StartTls(params) = &self.security {
+            conn.starttls(params.clone(), &self.hello).await?;
+        }
+        if let Some(credentials) = &self.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                .await?;
+        }
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(conn)
+    }
+
+    /// An idle connection that still answers, else a new one.
+    async fn checkout(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+        loop {
+            let parked = self.idle.lock().expect("pool lock").pop();
+            match parked {
+                Some((mut conn, since)) => {
+                    // A connection used within the last second is taken as it is; an older one
+                    // must still answer a NOOP (servers close idle sessions).
+                    let idle_for = since.elapsed();
+                    if idle_for < Duration::from_secs(1)
+                        || (idle_for < IDLE_TIMEOUT && conn.test_connected().await)
+                    {
+                        return Ok(conn);
+                    }
+                    conn.abort().await;
+                }
+                None => return self.connect().await,
+            }
+        }
+    }
+
+    /// Sends one message on a pooled connection; the connection goes back unless it broke.
+    async fn transmit(
+        &self,
+        email: &Message,
+    ) -> Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error> {
+        let mut conn = self.checkout().await?;
+        let result = conn.send(email.envelope(), &email.formatted()).await;
+        if conn.has_broken() {
+            conn.abort().await;
+        } else {
+            self.idle
+                .lock()
+                .expect("pool lock")
+                .push((conn, std::time::Instant::now()));
+        }
+        result
     }
 
     fn build(&self, message: &OutboundMessage) -> Result<Message, DeliveryOutcome> {
@@ -198,7 +309,20 @@ impl ChannelAdapter for EmailAdapter {
                 Ok(email) => email,
                 Err(outcome) => return outcome,
             };
-            match self.transport.send(email).await {
+            let Ok(Ok(_permit)) =
+                tokio::time::timeout(self.pool_get_timeout, self.permits.acquire()).await
+            else {
+                return DeliveryOutcome::Failed {
+                    class: FailureClass::ProviderUnavailable,
+                    response_code: None,
+                    summary: format!(
+                        "no SMTP connection came free within {} ms",
+                        self.pool_get_timeout.as_millis()
+                    ),
+                    retry_after: None,
+                };
+            };
+            match self.transmit(&email).await {
                 Ok(response) => {
                     let text: Vec<&str> = response.message().collect();
                     let text = text.join(" ");

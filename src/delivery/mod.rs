@@ -29,6 +29,8 @@ use sha2::Digest;
 pub struct DeliveryOptions {
     pub worker_id: String,
     pub batch_size: i64,
+    /// Attempts in flight at once.
+    pub max_in_flight: usize,
     pub lease: Duration,
     pub poll_interval: Duration,
     pub retry: RetryPolicy,
@@ -62,25 +64,37 @@ impl DeliveryEngine {
         self.adapters.insert(adapter.channel(), adapter);
     }
 
-    /// Runs until `shutdown`; a batch in progress is finished first.
+    /// Runs until `shutdown`; attempts in flight are finished first. Jobs are claimed as slots
+    /// come free (at most `batch_size` per claim, `max_in_flight` at once): a slow job never
+    /// holds back the next claim, and no claimed job waits inside herald while its lease runs.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut wakeup = Wakeup::new(self.ledger.pool().clone(), "herald_delivery");
         let mut backoff = Duration::from_millis(250);
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.options.max_in_flight));
+        let mut running = JoinSet::new();
         tracing::info!(worker_id = %self.options.worker_id, "delivery loop started");
         while !shutdown.is_cancelled() {
+            while running.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = running.join_next() => {}
+                }
+                continue;
+            }
+            let limit = self.options.batch_size.min(free as i64);
             match self
                 .ledger
-                .claim_jobs(
-                    &self.options.worker_id,
-                    self.options.batch_size,
-                    self.options.lease,
-                )
+                .claim_jobs(&self.options.worker_id, limit, self.options.lease)
                 .await
             {
                 Ok(jobs) if !jobs.is_empty() => {
                     backoff = Duration::from_millis(250);
-                    let mut batch = JoinSet::new();
                     for job in jobs {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            unreachable!("no more jobs are claimed than there are free slots")
+                        };
                         let engine = self.clone();
                         let span = tracing::info_span!(
                             "delivery",
@@ -89,9 +103,14 @@ impl DeliveryEngine {
                             businessKey = job.business_key.as_deref().unwrap_or(""),
                             attempt = job.attempt_no,
                         );
-                        batch.spawn(async move { engine.deliver(job).await }.instrument(span));
+                        running.spawn(
+                            async move {
+                                engine.deliver(job).await;
+                                drop(slot);
+                            }
+                            .instrument(span),
+                        );
                     }
-                    while batch.join_next().await.is_some() {}
                 }
                 Ok(_) => {
                     let wait = match self.ledger.next_due_in().await {
@@ -112,6 +131,13 @@ impl DeliveryEngine {
                 }
             }
         }
+        if !running.is_empty() {
+            tracing::info!(
+                in_flight = running.len(),
+                "finishing the attempts in flight"
+            );
+        }
+        while running.join_next().await.is_some() {}
         tracing::info!("delivery loop stopped");
     }
 

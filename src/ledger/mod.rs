@@ -483,102 +483,62 @@ impl Ledger {
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>, LedgerError> {
         let mut tx = self.pool.begin().await?;
-        let lease_ms = lease.as_millis() as i64;
-        let rows = sqlx::query(
-            "WITH due AS (
-                 SELECT communication_id FROM delivery_job
-                 WHERE NOT done AND due_at <= now() AND (locked_until IS NULL OR locked_until < now())
-                 ORDER BY priority DESC, due_at
-                 LIMIT $2
-                 FOR UPDATE SKIP LOCKED)
-             UPDATE delivery_job j SET locked_by = $1, locked_until = now() + make_interval(secs => $3::double precision / 1000),
-                 attempts = j.attempts + 1
-             FROM due WHERE j.communication_id = due.communication_id
-             RETURNING j.communication_id, j.attempts, j.recipient_address, j.render_payload, j.locale, j.attachments",
-        )
-        .bind(worker)
-        .bind(limit)
-        .bind(lease_ms)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut jobs = Vec::with_capacity(rows.len());
-        for row in rows {
+        let started =
+            transition::start_attempts(&mut tx, worker, limit, lease.as_millis() as i64).await?;
+        let mut jobs = Vec::with_capacity(started.len());
+        let mut stuck = Vec::new();
+        for job in started {
+            let row = job.row;
             let id = CommunicationId(row.get("communication_id"));
-            let attempt_no: i32 = row.get("attempts");
-            let record = sqlx::query(
-                "SELECT tenant_id, channel, communication_type, template_family, template_version, correlation_id,
-                        business_key, address_masked, requested_at,
-                        COALESCE(resend_of, communication_id) AS origin_id
-                 FROM communication_record WHERE communication_id = $1",
-            )
-            .bind(id.0)
-            .fetch_one(&mut *tx)
-            .await?;
-            // One job that cannot start (a corrupt value, a record in a state that cannot send)
-            // must not block the queue: it leaves the queue, loudly, and the others go on.
-            let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
-            let started = async {
-                let channel: Channel = record.get::<String, _>("channel").parse()?;
-                transition(
-                    &mut savepoint,
-                    id,
-                    CommunicationStatus::Sending,
-                    StatusChange::default(),
-                    Some(AttemptWrite::Start {
-                        attempt_no,
-                        channel,
-                        provider: provider_name(channel).to_string(),
-                        claimed_by: worker.to_string(),
-                    }),
-                )
-                .await?;
-                Ok::<Channel, LedgerError>(channel)
-            }
-            .await;
-            let channel = match started {
-                Ok(channel) => {
-                    savepoint.commit().await?;
-                    channel
-                }
-                Err(LedgerError::Database(err)) => return Err(LedgerError::Database(err)),
-                Err(err) => {
-                    savepoint.rollback().await?;
-                    tracing::error!(communicationId = %id, error = %err, "delivery job cannot start; taken out of the queue");
-                    sqlx::query(
-                        "UPDATE delivery_job SET done = true, locked_by = NULL, locked_until = NULL,
-                             recipient_address = NULL, render_payload = NULL
-                         WHERE communication_id = $1",
-                    )
-                    .bind(id.0)
-                    .execute(&mut *tx)
-                    .await?;
-                    continue;
-                }
+            let channel = if job.started {
+                row.get::<Option<String>, _>("channel")
+                    .unwrap_or_default()
+                    .parse::<Channel>()
+                    .ok()
+            } else {
+                None
+            };
+            // One job that cannot start (a record in a state that cannot send, a corrupt
+            // value) must not block the queue: it leaves the queue, loudly, the others go on.
+            let Some(channel) = channel else {
+                tracing::error!(communicationId = %id, "delivery job cannot start; taken out of the queue");
+                stuck.push(id.0);
+                continue;
             };
             jobs.push(ClaimedJob {
                 communication_id: id,
-                tenant_id: record.get("tenant_id"),
-                attempt_no,
+                tenant_id: row.get("tenant_id"),
+                attempt_no: row.get("attempts"),
                 channel,
-                communication_type: record.get("communication_type"),
+                communication_type: row.get("communication_type"),
                 recipient_address: row.get("recipient_address"),
-                address_masked: record.get("address_masked"),
+                address_masked: row.get("address_masked"),
                 render_payload: row
                     .get::<Option<Value>, _>("render_payload")
                     .unwrap_or(Value::Null),
                 locale: row.get("locale"),
-                template_family: record.get("template_family"),
-                template_version: record.get("template_version"),
-                correlation_id: record.get("correlation_id"),
-                business_key: record.get("business_key"),
+                template_family: row.get("template_family"),
+                template_version: row.get("template_version"),
+                correlation_id: row.get("correlation_id"),
+                business_key: row.get("business_key"),
                 attachments: row
                     .get::<sqlx::types::Json<Vec<crate::artifacts::AttachmentRef>>, _>(
                         "attachments",
                     )
                     .0,
-                requested_at: record.get("requested_at"),
-                origin_id: CommunicationId(record.get("origin_id")),
+                requested_at: row.get("requested_at"),
+                origin_id: CommunicationId(row.get("origin_id")),
             });
+        }
+        if !stuck.is_empty() {
+            sqlx::query(
+                "UPDATE delivery_job SET done = true, locked_by = NULL, locked_until = NULL,
+                     recipient_address = NULL, render_payload = NULL
+                 WHERE communication_id = ANY($1)",
+            )
+            .bind(&stuck)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(jobs)

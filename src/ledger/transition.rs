@@ -318,3 +318,90 @@ pub async fn settle_parent(
     Box::pin(transition(conn, parent, outcome, change, None)).await?;
     Ok(())
 }
+
+/// A delivery job whose attempt has just started (see [`start_attempts`]).
+pub struct StartedJob {
+    pub row: sqlx::postgres::PgRow,
+    /// false: the record was in a state that cannot send; the job must leave the queue.
+    pub started: bool,
+}
+
+/// Claims up to `limit` due jobs for `worker` and starts an attempt on each, in one statement:
+/// the jobs are leased, their records move to SENDING, a previous attempt still open (its
+/// sender vanished) becomes ABANDONED, and the new attempt is written. SENDING publishes no
+/// event, so no outbox row is due. This is the batch form of [`transition`] for the one move
+/// a sender makes at scale; the rules are the same (`QUEUED`, `FAILED_RETRYABLE` or a
+/// `SENDING` whose lease expired may start; a parent never does).
+pub async fn start_attempts(
+    conn: &mut PgConnection,
+    worker: &str,
+    limit: i64,
+    lease_ms: i64,
+) -> Result<Vec<StartedJob>, LedgerError> {
+    let startable: Vec<&str> = CommunicationStatus::ALL
+        .iter()
+        .filter(|s| s.can_become(CommunicationStatus::Sending))
+        .map(|s| s.as_str())
+        .collect();
+    let channels: Vec<&str> = Channel::ALL.iter().map(|c| c.as_str()).collect();
+    let providers: Vec<&str> = Channel::ALL
+        .iter()
+        .map(|c| super::provider_name(*c))
+        .collect();
+    // Data-modifying CTEs run to completion whether or not the final SELECT reads them.
+    let rows = sqlx::query(
+        "WITH due AS (
+             SELECT communication_id FROM delivery_job
+             WHERE NOT done AND due_at <= now() AND (locked_until IS NULL OR locked_until < now())
+             ORDER BY priority DESC, due_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED),
+         claimed AS (
+             UPDATE delivery_job j SET locked_by = $1,
+                 locked_until = now() + make_interval(secs => $3::double precision / 1000),
+                 attempts = j.attempts + 1
+             FROM due WHERE j.communication_id = due.communication_id
+             RETURNING j.communication_id, j.attempts, j.recipient_address, j.render_payload, j.locale, j.attachments),
+         moved AS (
+             UPDATE communication_record r SET status = 'SENDING', updated_at = now(), version = r.version + 1
+             FROM claimed c
+             WHERE r.communication_id = c.communication_id AND r.status = ANY($4) AND NOT r.is_parent
+             RETURNING r.communication_id, r.tenant_id, r.channel, r.communication_type, r.template_family,
+                 r.template_version, r.correlation_id, r.business_key, r.address_masked, r.requested_at,
+                 COALESCE(r.resend_of, r.communication_id) AS origin_id),
+         abandoned AS (
+             UPDATE communication_delivery_attempt a SET status = 'ABANDONED', completed_at = now(),
+                 response_summary = 'lease expired before the sender reported'
+             FROM moved m WHERE a.communication_id = m.communication_id AND a.status = 'IN_PROGRESS'
+             RETURNING a.communication_id),
+         started AS (
+             INSERT INTO communication_delivery_attempt
+                 (attempt_id, tenant_id, communication_id, attempt_no, channel, provider, status, claimed_by, attempted_at)
+             SELECT gen_random_uuid(), m.tenant_id, m.communication_id, c.attempts, m.channel,
+                    COALESCE((SELECT p.provider FROM unnest($5::text[], $6::text[]) AS p(channel, provider)
+                              WHERE p.channel = m.channel), 'unknown'),
+                    'IN_PROGRESS', $1, now()
+             FROM moved m JOIN claimed c USING (communication_id)
+             RETURNING communication_id)
+         SELECT c.communication_id, c.attempts, c.recipient_address, c.render_payload, c.locale, c.attachments,
+                m.tenant_id, m.channel, m.communication_type, m.template_family, m.template_version,
+                m.correlation_id, m.business_key, m.address_masked, m.requested_at, m.origin_id,
+                m.communication_id IS NOT NULL AS started
+         FROM claimed c LEFT JOIN moved m USING (communication_id)",
+    )
+    .bind(worker)
+    .bind(limit)
+    .bind(lease_ms)
+    .bind(&startable)
+    .bind(&channels)
+    .bind(&providers)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| StartedJob {
+            started: row.get("started"),
+            row,
+        })
+        .collect())
+}

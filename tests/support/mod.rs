@@ -183,13 +183,24 @@ pub fn new_lane() -> String {
 impl Herald {
     /// Starts `herald run` on `db` and `smtp_url`, fetching only `lane`; `extra` env overrides.
     pub fn start(db: &TestDb, smtp_url: &str, lane: &str, extra: &[(&str, &str)]) -> Herald {
+        Self::start_with(db, smtp_url, lane, &["run"], extra)
+    }
+
+    /// `herald <args>` (e.g. `run --only delivery`) with the test environment.
+    pub fn start_with(
+        db: &TestDb,
+        smtp_url: &str,
+        lane: &str,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Herald {
         let logs = Path::new(MANIFEST_DIR).join("target").join("test-logs");
         std::fs::create_dir_all(&logs).expect("log dir");
         let log = logs.join(format!("{lane}-{}.log", uuid::Uuid::new_v4().simple()));
         let file = std::fs::File::create(&log).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
         command
-            .arg("run")
+            .args(args)
             .current_dir(MANIFEST_DIR)
             .env("HERALD_DATABASE_URL", &db.url)
             .env("HERALD_SMTP_URL", smtp_url)
@@ -216,6 +227,13 @@ impl Herald {
             child: Some(child),
             log,
         }
+    }
+
+    /// SIGKILL: the process dies where it stands (mid-batch, mid-SMTP session).
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait");
     }
 
     /// SIGTERM, then wait for the exit status (graceful shutdown).
@@ -588,4 +606,45 @@ pub fn topics_with(edit: impl Fn(&str, String) -> String) -> tempfile::TempDir {
         std::fs::write(dir.path().join(&name), edit(&name, text)).expect("write topic");
     }
     dir
+}
+
+/// An order confirmation to `<key>@customer.example`, ready to queue (Ledger::request).
+pub fn order_confirmation(key: &str) -> herald::ledger::NewCommunication {
+    use herald::ledger::*;
+    NewCommunication {
+        tenant_id: "acme".into(),
+        communication_type: CommunicationType::OrderConfirmation,
+        category: MessageCategory::Transactional,
+        subject_type: "ORDER".into(),
+        subject_id: key.into(),
+        quote_id: None,
+        order_id: Some(key.into()),
+        recipient: ResolvedRecipient {
+            recipient_type: RecipientType::Contact,
+            recipient_ref: format!("contact-{key}"),
+            channel: Channel::Email,
+            address: Some(format!("{key}@customer.example")),
+            locale: None,
+            timezone: None,
+            quiet_hours: None,
+        },
+        address_hash: None,
+        address_masked: None,
+        template_family: "order-confirmation-email".into(),
+        template_version: "2026.11.0".into(),
+        idempotency_key: format!("test:{key}"),
+        requested_by: "test".into(),
+        correlation_id: key.into(),
+        origin: None,
+        artifacts: Vec::new(),
+        render_payload: serde_json::json!({"orderNumber": key, "recipientName": "R"}),
+        admission: Admission::Queue,
+        about_task_id: None,
+        not_before: None,
+        decisions: Vec::new(),
+        attachments: Vec::new(),
+        rule_ref: "test:v1".into(),
+        priority: 50,
+        resend_of: None,
+    }
 }

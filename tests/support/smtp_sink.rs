@@ -88,6 +88,8 @@ struct State {
     /// Scripted RCPT answers per recipient address (lower-case), consumed in order.
     scripted: HashMap<String, VecDeque<u16>>,
     connections: u64,
+    /// How long the server thinks before it answers RCPT TO (a slow provider).
+    rcpt_delay: Duration,
 }
 
 /// Handle to a running sink. Dropping it does not stop the server task (it lives with the runtime).
@@ -166,6 +168,11 @@ impl SmtpSink {
             .into_iter()
             .filter(|m| m.header("X-Herald-Communication-Type").as_deref() != Some("FALLOUT_ALERT"))
             .collect()
+    }
+
+    /// Makes the server wait this long before answering each RCPT TO.
+    pub fn set_rcpt_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().rcpt_delay = delay;
     }
 
     pub fn received(&self) -> Vec<ReceivedMail> {
@@ -247,6 +254,10 @@ impl SmtpSink {
                         "503 5.5.1 Error: need MAIL command\r\n".into()
                     } else {
                         let recipient = angle_arg(command);
+                        let delay = self.state.lock().unwrap().rcpt_delay;
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
                         match self.rcpt_answer(&recipient) {
                             250 => {
                                 rcpt_to.push(recipient);
