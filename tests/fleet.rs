@@ -65,7 +65,7 @@ async fn two_senders_share_a_queue_of_1000_and_send_each_exactly_once() {
     let _b = sender(&db, &sink, "sender-b", &[]);
     let sent = "SELECT count(*) FROM communication_record WHERE status = 'SENT'";
     wait_for("1,000 SENT", Duration::from_secs(180), || async {
-        (db.scalar_i64(&sent).await == 1000).then_some(())
+        (db.scalar_i64(sent).await == 1000).then_some(())
     })
     .await;
     let took = started.elapsed();
