@@ -19,6 +19,15 @@ use sqlx::Connection;
 
 pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
+/// The herald binary: Cargo's for integration tests, else the debug build (the fault suite,
+/// an example, runs it too).
+pub fn herald_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_herald") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(MANIFEST_DIR).join("target/debug/herald"),
+    }
+}
+
 /// The portal link secret herald gets in the tests.
 pub const TEST_LINK_SECRET: &str = "test-link-secret";
 
@@ -198,7 +207,7 @@ impl Herald {
         std::fs::create_dir_all(&logs).expect("log dir");
         let log = logs.join(format!("{lane}-{}.log", uuid::Uuid::new_v4().simple()));
         let file = std::fs::File::create(&log).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        let mut command = Command::new(herald_bin());
         command
             .args(args)
             .current_dir(MANIFEST_DIR)

@@ -90,6 +90,8 @@ struct State {
     connections: u64,
     /// How long the server thinks before it answers RCPT TO (a slow provider).
     rcpt_delay: Duration,
+    /// An outage: every connection is answered 421 and closed.
+    outage: bool,
 }
 
 /// Handle to a running sink. Dropping it does not stop the server task (it lives with the runtime).
@@ -170,6 +172,12 @@ impl SmtpSink {
             .collect()
     }
 
+    /// An outage (or its end): while on, new connections and the next command of open ones
+    /// get `421` and the connection is closed.
+    pub fn set_outage(&self, on: bool) {
+        self.state.lock().unwrap().outage = on;
+    }
+
     /// Makes the server wait this long before answering each RCPT TO.
     pub fn set_rcpt_delay(&self, delay: Duration) {
         self.state.lock().unwrap().rcpt_delay = delay;
@@ -226,6 +234,11 @@ impl SmtpSink {
     async fn serve(&self, stream: TcpStream) -> std::io::Result<()> {
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);
+        let outage = b"421 4.3.2 Service not available, closing transmission channel\r\n";
+        if self.state.lock().unwrap().outage {
+            write.write_all(outage).await?;
+            return Ok(());
+        }
         write.write_all(b"220 herald-sink ESMTP ready\r\n").await?;
         let mut mail_from: Option<String> = None;
         let mut rcpt_to: Vec<String> = Vec::new();
@@ -233,6 +246,10 @@ impl SmtpSink {
         loop {
             line.clear();
             if reader.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            if self.state.lock().unwrap().outage {
+                write.write_all(outage).await?;
                 return Ok(());
             }
             let command = line.trim_end_matches(['\r', '\n']);
