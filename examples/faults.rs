@@ -11,7 +11,7 @@
 //! receivers de-duplicate on; such redeliveries are reported, not counted as duplicates.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::collections::BTreeMap;
