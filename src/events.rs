@@ -289,6 +289,16 @@ async fn prepare(
                     ));
                 }
             }
+            admitted
+                .rate_limit(
+                    &deps.ledger,
+                    tenant_id,
+                    rule.communication_type,
+                    &idempotency_key,
+                    rule.rate_limit.as_ref(),
+                )
+                .await
+                .map_err(|e| EventError::Unavailable(e.to_string()))?;
             requests.push(NewCommunication {
                 tenant_id: tenant_id.to_string(),
                 communication_type: rule.communication_type,

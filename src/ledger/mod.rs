@@ -373,6 +373,36 @@ impl Ledger {
         .await?)
     }
 
+    /// When the recipient's communications (of `kind`, or all) went or will go, newest first,
+    /// within `window` of now or later: what a rate limit counts. Failed and suppressed ones
+    /// do not count, nor the one with `exclude_key`.
+    pub async fn scheduled_for(
+        &self,
+        tenant_id: &str,
+        recipient_ref: &str,
+        kind: Option<CommunicationType>,
+        exclude_key: &str,
+        window: Duration,
+        limit: u32,
+    ) -> Result<Vec<DateTime<Utc>>, LedgerError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(j.due_at, r.requested_at) AS at
+             FROM communication_record r LEFT JOIN delivery_job j USING (communication_id)
+             WHERE r.tenant_id = $1 AND r.recipient_ref = $2 AND ($3::text IS NULL OR r.communication_type = $3)
+               AND r.idempotency_key <> $4 AND r.status NOT IN ('FAILED_FINAL', 'SUPPRESSED') AND NOT r.is_parent
+               AND COALESCE(j.due_at, r.requested_at) > now() - make_interval(secs => $5::double precision)
+             ORDER BY at DESC LIMIT $6",
+        )
+        .bind(tenant_id)
+        .bind(recipient_ref)
+        .bind(kind.map(|k| k.as_str()))
+        .bind(exclude_key)
+        .bind(window.as_secs_f64())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// How many parent communications already exist about a user task (reminder ordinals).
     pub async fn count_about_task(&self, topic: &str, task_id: &str) -> Result<i64, LedgerError> {
         Ok(sqlx::query_scalar(

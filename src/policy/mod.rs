@@ -5,6 +5,7 @@ pub mod business_hours;
 pub mod channels;
 pub mod identity;
 pub mod keys;
+pub mod noise;
 pub mod preferences;
 pub mod recipients;
 pub mod rules;

@@ -41,6 +41,9 @@ pub struct EventRule {
     /// suppressed as DEDUPED, e.g. `PT15M`.
     #[serde(default)]
     pub dedupe_window: Option<String>,
+    /// At most so many to a recipient per window (`scope`: this type, or every communication).
+    #[serde(default)]
+    pub rate_limit: Option<crate::policy::noise::RateLimit>,
     #[serde(default = "default_enabled")]
     pub enabled: bool,
     #[serde(deserialize_with = "toml_datetime::required")]

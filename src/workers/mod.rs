@@ -16,9 +16,10 @@ use chrono::{DateTime, Utc};
 use crate::camunda::worker::HandlerOutcome;
 use crate::camunda::{CamundaClient, TypedValue, Variables};
 use crate::ledger::{Admission, Channel, ResolvedRecipient};
-use crate::ledger::{CommunicationType, Ledger, MessageCategory};
+use crate::ledger::{CommunicationType, Criticality, Ledger, MessageCategory};
 use crate::policy::channels::{check_channels, on_channel, ChannelMode, CHANNEL_NOT_AVAILABLE};
 use crate::policy::keys::placeholders;
+use crate::policy::noise::{RateLimit, RateScope};
 use crate::policy::preferences::{evaluate, load_facts, Decision, DecisionOutcome};
 use crate::policy::rules::parse_duration;
 use crate::policy::{hash_address, mask_address, Resolution};
@@ -87,6 +88,9 @@ pub struct TopicConfig {
     /// for the next opening.
     #[serde(default)]
     pub business_hours: Option<crate::policy::business_hours::BusinessHours>,
+    /// At most so many to a recipient per window, e.g. `{ max = 1, per = "PT4H" }`.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }
 
 fn default_version() -> u32 {
@@ -579,6 +583,66 @@ impl Admitted {
             reason_code: "OUTSIDE_BUSINESS_HOURS".into(),
             detail: format!("held until business hours open at {opening}"),
         });
+    }
+
+    /// Applies a rate limit: over it, a critical communication waits for the next free slot,
+    /// another one is SUPPRESSED as RATE_LIMITED.
+    pub async fn rate_limit(
+        &mut self,
+        ledger: &Ledger,
+        tenant_id: &str,
+        kind: CommunicationType,
+        idempotency_key: &str,
+        limit: Option<&RateLimit>,
+    ) -> Result<(), crate::ledger::LedgerError> {
+        let Some(limit) = limit else { return Ok(()) };
+        if !matches!(self.admission, Admission::Queue) {
+            return Ok(());
+        }
+        let counted = match limit.scope {
+            RateScope::Type => Some(kind),
+            RateScope::Recipient => None,
+        };
+        let scheduled = ledger
+            .scheduled_for(
+                tenant_id,
+                &self.recipient.recipient_ref,
+                counted,
+                idempotency_key,
+                limit.per,
+                limit.max,
+            )
+            .await?;
+        let now = Utc::now();
+        let Some(slot) = limit.next_slot(&scheduled, now) else {
+            return Ok(());
+        };
+        let slot = self.not_before.map_or(slot, |t| t.max(slot));
+        if kind.criticality() >= Criticality::High {
+            self.not_before = Some(slot);
+            self.decisions.push(Decision {
+                check: "rate-limit",
+                outcome: DecisionOutcome::Delay,
+                reason_code: "RATE_LIMITED".into(),
+                detail: format!(
+                    "over {} to this recipient: held until {slot}",
+                    limit.written
+                ),
+            });
+        } else {
+            let message = format!("over {} to this recipient", limit.written);
+            self.decisions.push(Decision {
+                check: "rate-limit",
+                outcome: DecisionOutcome::Suppress,
+                reason_code: "RATE_LIMITED".into(),
+                detail: message.clone(),
+            });
+            self.admission = Admission::Suppress {
+                code: "RATE_LIMITED".into(),
+                message,
+            };
+        }
+        Ok(())
     }
 
     /// Marks the recipient DEDUPED when a near-duplicate went out within the window.

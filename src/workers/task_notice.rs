@@ -441,6 +441,21 @@ impl TaskNotice {
     ) -> Result<NewCommunication, TechnicalFailure> {
         let topic = &self.topic.topic;
         admitted.within_business_hours(self.topic.business_hours.as_ref(), Utc::now());
+        admitted
+            .rate_limit(
+                &self.deps.ledger,
+                tenant_id,
+                self.topic.communication_type,
+                &idempotency_key,
+                self.topic.rate_limit.as_ref(),
+            )
+            .await
+            .map_err(|e| {
+                transient(
+                    format!("{topic}: ledger database unavailable"),
+                    e.to_string(),
+                )
+            })?;
         if let Some(window) = self.topic.dedupe() {
             let recent = self
                 .deps

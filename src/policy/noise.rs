@@ -1,0 +1,129 @@
+//! Noise control: rate limits per recipient (all of its communications) or per recipient and
+//! type. Excess of a critical type is delayed to the next free slot, never dropped; excess of
+//! another type is SUPPRESSED as RATE_LIMITED.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::rules::parse_duration;
+
+/// What a rate limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateScope {
+    /// Communications of the rule's type to the recipient.
+    #[default]
+    Type,
+    /// Every communication to the recipient.
+    Recipient,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub max: u32,
+    /// An ISO 8601 duration, e.g. `PT4H`.
+    pub per: String,
+    #[serde(default)]
+    pub scope: RateScope,
+}
+
+/// At most `max` communications per `per` (a sliding window).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RateLimitConfig")]
+pub struct RateLimit {
+    pub max: u32,
+    pub per: Duration,
+    pub scope: RateScope,
+    pub written: String,
+}
+
+impl TryFrom<RateLimitConfig> for RateLimit {
+    type Error = String;
+    fn try_from(config: RateLimitConfig) -> Result<Self, Self::Error> {
+        if config.max == 0 {
+            return Err("rate_limit.max: at least 1".into());
+        }
+        let per = parse_duration(&config.per).map_err(|e| format!("rate_limit.per: {e}"))?;
+        if per.is_zero() {
+            return Err("rate_limit.per: longer than zero".into());
+        }
+        Ok(RateLimit {
+            max: config.max,
+            per,
+            scope: config.scope,
+            written: format!("{} per {}", config.max, config.per),
+        })
+    }
+}
+
+impl RateLimit {
+    /// When the next communication may go, given the times at which the recipient's recent and
+    /// pending communications went or will go (newest first); None: now is fine.
+    pub fn next_slot(
+        &self,
+        scheduled_newest_first: &[DateTime<Utc>],
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let per = chrono::Duration::from_std(self.per).ok()?;
+        let in_window: Vec<&DateTime<Utc>> = scheduled_newest_first
+            .iter()
+            .filter(|at| **at > now - per)
+            .collect();
+        let nth = in_window.get(self.max as usize - 1)?;
+        Some(**nth + per).filter(|slot| *slot > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(max: u32, per: &str) -> RateLimit {
+        RateLimitConfig {
+            max,
+            per: per.into(),
+            scope: RateScope::Type,
+        }
+        .try_into()
+        .unwrap()
+    }
+
+    #[test]
+    fn the_next_slot_keeps_a_sliding_window() {
+        let now: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
+        let at = |m: i64| now - chrono::Duration::minutes(m);
+        let two_an_hour = limit(2, "PT1H");
+        assert_eq!(two_an_hour.next_slot(&[], now), None);
+        assert_eq!(two_an_hour.next_slot(&[at(10)], now), None);
+        // Two within the hour: the next goes when the older of them leaves the window.
+        assert_eq!(
+            two_an_hour.next_slot(&[at(10), at(40)], now),
+            Some(at(40) + chrono::Duration::hours(1))
+        );
+        // Old ones do not count.
+        assert_eq!(two_an_hour.next_slot(&[at(10), at(70)], now), None);
+        // Already delayed ones (in the future) count: the slots space out.
+        let future = now + chrono::Duration::minutes(20);
+        assert_eq!(
+            two_an_hour.next_slot(&[future, at(5)], now),
+            Some(at(5) + chrono::Duration::hours(1))
+        );
+    }
+
+    #[test]
+    fn bad_limits_are_refused() {
+        let bad = |max, per: &str| {
+            RateLimit::try_from(RateLimitConfig {
+                max,
+                per: per.into(),
+                scope: RateScope::Recipient,
+            })
+            .unwrap_err()
+        };
+        assert!(bad(0, "PT1H").contains("max"));
+        assert!(bad(1, "soon").contains("per"));
+    }
+}

@@ -1,0 +1,118 @@
+//! Noise control on a running herald: a rate limit delays the excess of a critical type (never
+//! drops it) and suppresses the excess of another type as RATE_LIMITED.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+const RULES: &str = r#"
+[[rule]]
+id = "order-confirmation"
+version = 1
+trigger = "OrderCreated"
+communication_type = "ORDER_CONFIRMATION"
+category = "TRANSACTIONAL"
+recipient = "contact:data.customerContactId"
+channels = ["EMAIL"]
+template_family = "order-confirmation-email"
+rate_limit = { max = 2, per = "PT1H" }
+effective_from = 2026-01-01T00:00:00Z
+subject = "ORDER:orderId"
+[rule.payload]
+orderNumber = "data.orderNumber"
+
+[[rule]]
+id = "fulfillment-update"
+version = 1
+trigger = "FulfillmentUpdated"
+communication_type = "FULFILLMENT_UPDATE"
+category = "TRANSACTIONAL"
+recipient = "contact:data.customerContactId"
+channels = ["EMAIL"]
+template_family = "order-confirmation-email"
+rate_limit = { max = 1, per = "PT1H", scope = "recipient" }
+effective_from = 2026-01-01T00:00:00Z
+subject = "ORDER:orderId"
+[rule.payload]
+orderNumber = "data.orderNumber"
+"#;
+
+fn event(kind: &str, id: &str, order: &str) -> Value {
+    json!({
+        "eventId": id, "eventType": kind, "occurredAt": "2026-11-26T10:00:00Z",
+        "tenantId": "acme", "orderId": order,
+        "data": {"orderNumber": order, "customerContactId": "c-busy"}
+    })
+}
+
+async fn post(api: &Api, body: Value) -> String {
+    let (status, answer) = api.send(reqwest::Method::POST, "/events", body).await;
+    assert_eq!(status, 202, "{answer}");
+    answer["communicationIds"][0].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_delays_critical_excess_and_suppresses_the_rest() {
+    let db = TestDb::create().await;
+    db.add_contact("acme", "c-busy", "Bea Busy", "busy@customer.example")
+        .await;
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rules.path(), RULES).unwrap();
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let (_herald, api) = Api::start(
+        &db,
+        &sink.url(),
+        &[("HERALD_PATHS__RULES", rules.path().to_str().unwrap())],
+    )
+    .await;
+
+    let first = post(&api, event("OrderCreated", "e1", "O-1")).await;
+    post(&api, event("OrderCreated", "e2", "O-2")).await;
+    let third = post(&api, event("OrderCreated", "e3", "O-3")).await;
+    sink.wait_for(2, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.received().len(), 2, "two an hour");
+
+    // The third order confirmation is critical: held until the first leaves the window.
+    let (status, due, first_at): (String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as(
+            "SELECT r.status, j.due_at, (SELECT requested_at FROM communication_record WHERE communication_id = $2::uuid)
+             FROM communication_record r JOIN delivery_job j USING (communication_id) WHERE r.communication_id = $1::uuid",
+        )
+        .bind(&third)
+        .bind(&first)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "QUEUED", "delayed, not dropped");
+    let expected = first_at + chrono::Duration::hours(1);
+    assert!(
+        (due - expected).num_seconds().abs() <= 2,
+        "held until {expected}, is {due}"
+    );
+    let reason: String = sqlx::query_scalar(
+        "SELECT reason_code FROM communication_decision WHERE communication_id = $1::uuid AND check_name = 'rate-limit'",
+    )
+    .bind(&third)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(reason, "RATE_LIMITED");
+
+    // A fulfillment update is not critical, and its limit counts everything the recipient got
+    // this hour: suppressed.
+    let update = post(&api, event("FulfillmentUpdated", "e4", "O-1")).await;
+    let (_, record) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/communications/{update}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(record["status"], "SUPPRESSED", "{record}");
+    assert_eq!(record["failureCode"], "RATE_LIMITED");
+    assert_eq!(sink.received().len(), 2);
+}
