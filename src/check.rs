@@ -47,6 +47,21 @@ pub fn check(
                 ) {
                     problems.push(format!("{at}: {problem}"));
                 }
+                if let Some(digest) = &rule.digest {
+                    match registry.resolve(&digest.template_family, None, None, Utc::now()) {
+                        Err(e) => problems.push(format!("{at}: digest.template_family: {e}")),
+                        Ok(template) => {
+                            for field in ["count", "items"] {
+                                if !template.meta.payload.contains_key(field) {
+                                    problems.push(format!(
+                                        "{at}: digest.template_family: {} has no '{field}' in its payload schema",
+                                        template.id()
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
                 for &channel in &rule.channels {
                     let family =
                         family_for(channel, &rule.template_family, &rule.channel_templates);

@@ -5,9 +5,12 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::artifacts::{register, Artifact};
+use crate::ledger::Admission;
 use crate::ledger::{CommunicationId, NewCommunication};
 use crate::policy::channels::{family_for, ChannelMode};
 use crate::policy::identity::engine_user;
+use crate::policy::noise::{digest_window, DigestConfig};
+use crate::policy::preferences::{Decision, DecisionOutcome};
 use crate::policy::recipients::{contact_email, explicit_email};
 use crate::policy::rules::{lookup, EventRule, RecipientSpec, RuleSet};
 use crate::policy::subscriptions::subscribers;
@@ -98,10 +101,28 @@ pub async fn ingest(
         requests.extend(prepare(deps, rule, event, &event_id, &tenant_id).await?);
     }
     let mut ids = Vec::with_capacity(requests.len());
-    for request in &requests {
+    for Prepared {
+        mut request,
+        digest,
+    } in requests
+    {
+        if let Some(plan) = digest {
+            let digest_id = plan.add(&deps.ledger, &request).await?;
+            let message = format!("goes out in digest {digest_id}");
+            request.decisions.push(Decision {
+                check: "digest",
+                outcome: DecisionOutcome::Digest,
+                reason_code: "DIGESTED".into(),
+                detail: message.clone(),
+            });
+            request.admission = Admission::Suppress {
+                code: "DIGESTED".into(),
+                message,
+            };
+        }
         let outcome = deps
             .ledger
-            .request(request)
+            .request(&request)
             .await
             .map_err(|e| EventError::Unavailable(e.to_string()))?;
         ids.push(outcome.communication_id);
@@ -155,7 +176,7 @@ async fn prepare(
     event: &Value,
     event_id: &str,
     tenant_id: &str,
-) -> Result<Vec<NewCommunication>, EventError> {
+) -> Result<Vec<Prepared>, EventError> {
     let missing = |path: &str| {
         EventError::Invalid(format!("rule '{}' needs the event field '{path}'", rule.id))
     };
@@ -299,7 +320,22 @@ async fn prepare(
                 )
                 .await
                 .map_err(|e| EventError::Unavailable(e.to_string()))?;
-            requests.push(NewCommunication {
+            let digest = match (&rule.digest, &admitted.admission) {
+                (Some(config), Admission::Queue) => Some(DigestPlan::new(
+                    deps,
+                    rule,
+                    config,
+                    &admitted,
+                    locale.as_deref(),
+                    display_name.as_deref(),
+                    deps.templates
+                        .render(template, &data)
+                        .map_err(|e| EventError::Rule(format!("rule '{}': {e}", rule.id)))?
+                        .subject,
+                )?),
+                _ => None,
+            };
+            let request = NewCommunication {
                 tenant_id: tenant_id.to_string(),
                 communication_type: rule.communication_type,
                 category: rule.category,
@@ -327,8 +363,126 @@ async fn prepare(
                 rule_ref: format!("rule:{}:v{}", rule.id, rule.version),
                 priority: rule.priority,
                 resend_of: None,
-            });
+            };
+            requests.push(Prepared { request, digest });
         }
     }
     Ok(requests)
+}
+
+/// A communication ready for the ledger, and the digest it goes out in, if its rule collects.
+struct Prepared {
+    request: NewCommunication,
+    digest: Option<DigestPlan>,
+}
+
+/// The digest an item goes into: the record for the item's window, and the item's line.
+struct DigestPlan {
+    digest: NewCommunication,
+    key_prefix: String,
+    period: std::time::Duration,
+    line: String,
+}
+
+impl DigestPlan {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        deps: &HandlerDeps,
+        rule: &EventRule,
+        config: &DigestConfig,
+        admitted: &crate::workers::Admitted,
+        locale: Option<&str>,
+        display_name: Option<&str>,
+        line: String,
+    ) -> Result<DigestPlan, EventError> {
+        let invalid = |e: String| EventError::Rule(format!("rule '{}': {e}", rule.id));
+        let period = config.period().map_err(invalid)?;
+        let template = deps
+            .templates
+            .resolve(&config.template_family, locale, None, Utc::now())
+            .map_err(|e| invalid(e.to_string()))?;
+        let mut payload = serde_json::Map::new();
+        if template.meta.payload.contains_key("recipientName") {
+            payload.insert(
+                "recipientName".into(),
+                json!(display_name.unwrap_or("there")),
+            );
+        }
+        payload.insert("count".into(), json!(0));
+        payload.insert("items".into(), json!([]));
+        let mut sample = Value::Object(payload.clone());
+        sample["count"] = json!(1);
+        sample["items"] = json!([line]);
+        deps.templates
+            .render(template, &sample)
+            .map_err(|e| invalid(e.to_string()))?;
+        let recipient_ref = admitted.recipient.recipient_ref.clone();
+        Ok(DigestPlan {
+            key_prefix: format!("digest:{}:v{}:{recipient_ref}", rule.id, rule.version),
+            digest: NewCommunication {
+                tenant_id: String::new(),
+                communication_type: rule.communication_type,
+                category: rule.category,
+                subject_type: "DIGEST".into(),
+                subject_id: String::new(),
+                quote_id: None,
+                order_id: None,
+                recipient: admitted.recipient.clone(),
+                address_hash: admitted.address_hash.clone(),
+                address_masked: admitted.address_masked.clone(),
+                template_family: template.meta.family.clone(),
+                template_version: template.meta.version.clone(),
+                idempotency_key: String::new(),
+                requested_by: format!("digest:{}", rule.id),
+                correlation_id: String::new(),
+                origin: None,
+                artifacts: Vec::new(),
+                render_payload: Value::Object(payload),
+                admission: Admission::Queue,
+                about_task_id: None,
+                not_before: None,
+                decisions: vec![Decision {
+                    check: "digest",
+                    outcome: DecisionOutcome::Allow,
+                    reason_code: "DIGEST".into(),
+                    detail: format!("collects '{}' every {}", rule.id, config.every),
+                }],
+                attachments: Vec::new(),
+                rule_ref: format!("rule:{}:v{}", rule.id, rule.version),
+                priority: rule.priority,
+                resend_of: None,
+            },
+            period,
+            line,
+        })
+    }
+
+    /// Adds the item to the digest of the current window (or the next one, when the current
+    /// one is already on its way); returns the digest's id.
+    async fn add(
+        mut self,
+        ledger: &crate::ledger::Ledger,
+        item: &NewCommunication,
+    ) -> Result<CommunicationId, EventError> {
+        let mut at = Utc::now();
+        for _ in 0..3 {
+            let (start, end) = digest_window(self.period, at);
+            self.digest.tenant_id = item.tenant_id.clone();
+            self.digest.idempotency_key = format!("{}:{}", self.key_prefix, start.timestamp());
+            self.digest.subject_id = format!("{}:{}", self.key_prefix, start.to_rfc3339());
+            self.digest.correlation_id = self.digest.idempotency_key.clone();
+            self.digest.not_before = Some(end);
+            match ledger
+                .add_to_digest(&self.digest, &item.idempotency_key, &self.line)
+                .await
+                .map_err(|e| EventError::Unavailable(e.to_string()))?
+            {
+                Some(id) => return Ok(id),
+                None => at = end,
+            }
+        }
+        Err(EventError::Unavailable(
+            "the digest windows kept closing; try again".into(),
+        ))
+    }
 }

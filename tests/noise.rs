@@ -116,3 +116,126 @@ async fn a_rate_limit_delays_critical_excess_and_suppresses_the_rest() {
     assert_eq!(record["failureCode"], "RATE_LIMITED");
     assert_eq!(sink.received().len(), 2);
 }
+
+const DIGEST_RULES: &str = r#"
+[[rule]]
+id = "fulfillment-update"
+version = 1
+trigger = "OrderFulfillmentUpdated"
+communication_type = "FULFILLMENT_UPDATE"
+category = "TRANSACTIONAL"
+recipient = "contact:data.customerContactId"
+channels = ["EMAIL"]
+template_family = "fulfillment-update-email"
+digest = { every = "PT4S", template_family = "fulfillment-digest-email" }
+effective_from = 2026-01-01T00:00:00Z
+subject = "ORDER:orderId"
+[rule.payload]
+orderNumber = "data.orderNumber"
+status = "data.status"
+"#;
+
+fn update(id: &str, contact: &str, order: &str, status: &str) -> Value {
+    json!({
+        "eventId": id, "eventType": "OrderFulfillmentUpdated", "occurredAt": "2026-11-26T10:00:00Z",
+        "tenantId": "acme", "orderId": order,
+        "data": {"orderNumber": order, "customerContactId": contact, "status": status}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_priority_updates_go_out_as_one_digest_per_recipient_and_window() {
+    let db = TestDb::create().await;
+    db.add_contact("acme", "c-many", "Max Many", "many@customer.example")
+        .await;
+    db.add_contact("acme", "c-one", "Olga One", "one@customer.example")
+        .await;
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rules.path(), DIGEST_RULES).unwrap();
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let (_herald, api) = Api::start(
+        &db,
+        &sink.url(),
+        &[("HERALD_PATHS__RULES", rules.path().to_str().unwrap())],
+    )
+    .await;
+    let items = [
+        post(&api, update("u1", "c-many", "O-1", "picked")).await,
+        post(&api, update("u2", "c-many", "O-2", "shipped")).await,
+        post(&api, update("u3", "c-many", "O-1", "shipped")).await,
+        post(&api, update("u4", "c-one", "O-9", "delivered")).await,
+    ];
+    // The same event again adds nothing.
+    let (status, _) = api
+        .send(
+            reqwest::Method::POST,
+            "/events",
+            update("u2", "c-many", "O-2", "shipped"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for id in &items {
+        let (_, record) = api
+            .send(
+                reqwest::Method::GET,
+                &format!("/communications/{id}"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(
+            (record["status"].as_str(), record["failureCode"].as_str()),
+            (Some("SUPPRESSED"), Some("DIGESTED")),
+            "{record}"
+        );
+    }
+    let digests = wait_for("the digests", Duration::from_secs(20), || {
+        let mails = sink.received();
+        async move {
+            let counted: usize = mails
+                .iter()
+                .map(|m| {
+                    m.header("Subject")
+                        .unwrap()
+                        .split(' ')
+                        .next()
+                        .unwrap()
+                        .parse::<usize>()
+                        .unwrap()
+                })
+                .sum();
+            (counted == 4).then_some(mails)
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        sink.received().len(),
+        digests.len(),
+        "nothing more went out"
+    );
+    let to_many: Vec<_> = digests
+        .iter()
+        .filter(|m| m.rcpt_to == ["many@customer.example"])
+        .collect();
+    // The three updates fall into one window, or two when the test straddles a window's end.
+    assert!((1..=2).contains(&to_many.len()), "{}", to_many.len());
+    let text: String = to_many.iter().map(|m| m.body_text()).collect();
+    for line in [
+        "Order O-1: picked",
+        "Order O-2: shipped",
+        "Order O-1: shipped",
+    ] {
+        let listed = format!("- {line}");
+        assert_eq!(text.matches(&listed).count(), 1, "{listed} once in: {text}");
+    }
+    let to_one: Vec<_> = digests
+        .iter()
+        .filter(|m| m.rcpt_to == ["one@customer.example"])
+        .collect();
+    assert_eq!(to_one.len(), 1);
+    assert!(to_one[0]
+        .header("Subject")
+        .unwrap()
+        .starts_with("1 updates"));
+    assert!(to_one[0].body_text().contains("Order O-9: delivered"));
+}

@@ -2,6 +2,7 @@
 //! delivery queue and the correlations back into Camunda.
 
 pub mod channels;
+pub mod digest;
 pub mod fallout;
 pub mod model;
 pub mod transition;

@@ -127,3 +127,55 @@ mod tests {
         assert!(bad(1, "soon").contains("per"));
     }
 }
+
+/// A digest: the rule's messages to a recipient within a window (aligned to multiples of
+/// `every` since the Unix epoch, so hourly digests go at the full hour) go out as one, at the
+/// window's end, rendered with `template_family` from `{recipientName, count, items}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestConfig {
+    pub every: String,
+    pub template_family: String,
+}
+
+impl DigestConfig {
+    pub fn period(&self) -> Result<Duration, String> {
+        let period = parse_duration(&self.every).map_err(|e| format!("digest.every: {e}"))?;
+        if period < Duration::from_secs(1) {
+            return Err("digest.every: at least a second".into());
+        }
+        Ok(period)
+    }
+}
+
+/// The window containing `at`: (start, end).
+pub fn digest_window(period: Duration, at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let step = period.as_millis().max(1) as i64;
+    let start_ms = at.timestamp_millis().div_euclid(step) * step;
+    let start = DateTime::from_timestamp_millis(start_ms).unwrap_or(at);
+    (start, start + chrono::Duration::milliseconds(step))
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::*;
+
+    #[test]
+    fn windows_align_to_the_period() {
+        let at: DateTime<Utc> = "2026-11-26T12:34:56Z".parse().unwrap();
+        let (start, end) = digest_window(Duration::from_secs(3600), at);
+        assert_eq!(
+            start,
+            "2026-11-26T12:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            end,
+            "2026-11-26T13:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        let (start, _) = digest_window(Duration::from_secs(86_400), at);
+        assert_eq!(
+            start,
+            "2026-11-26T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+    }
+}

@@ -30,6 +30,8 @@ pub enum DecisionOutcome {
     Delay,
     /// The recipient cannot be reached at all (no address, unknown contact, …).
     Fail,
+    /// Goes out in a digest rather than on its own.
+    Digest,
 }
 
 impl DecisionOutcome {
@@ -39,6 +41,7 @@ impl DecisionOutcome {
             DecisionOutcome::Suppress => "SUPPRESS",
             DecisionOutcome::Delay => "DELAY",
             DecisionOutcome::Fail => "FAIL",
+            DecisionOutcome::Digest => "DIGEST",
         }
     }
 }

@@ -44,6 +44,10 @@ pub struct EventRule {
     /// At most so many to a recipient per window (`scope`: this type, or every communication).
     #[serde(default)]
     pub rate_limit: Option<crate::policy::noise::RateLimit>,
+    /// Low-priority rules only: collect the messages to a recipient and send one digest per
+    /// window, e.g. `{ every = "PT1H", template_family = "fulfillment-digest-email" }`.
+    #[serde(default)]
+    pub digest: Option<crate::policy::noise::DigestConfig>,
     #[serde(default = "default_enabled")]
     pub enabled: bool,
     #[serde(deserialize_with = "toml_datetime::required")]
@@ -167,6 +171,20 @@ impl RuleSet {
                 None,
             ) {
                 problems.push(format!("{at}: {problem}"));
+            }
+            if let Some(digest) = &rule.digest {
+                if let Err(e) = digest.period() {
+                    problems.push(format!("{at}: {e}"));
+                }
+                if rule.communication_type.criticality() >= crate::ledger::Criticality::High {
+                    problems.push(format!(
+                        "{at}: digest: {} is critical; only low-priority types are collected in digests",
+                        rule.communication_type
+                    ));
+                }
+                if rule.channels != [Channel::Email] {
+                    problems.push(format!("{at}: digest: digests go by EMAIL"));
+                }
             }
             let to_subscriptions = matches!(
                 rule.recipient_spec(),

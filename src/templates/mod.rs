@@ -80,7 +80,8 @@ pub enum Audience {
     Customer,
 }
 
-/// A payload field's type: `string`, `integer`, `number`, `boolean`; `?` makes it optional.
+/// A payload field's type: `string`, `integer`, `number`, `boolean`, `list` (of strings, e.g. the
+/// lines of a digest); `?` makes it optional.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct FieldType {
@@ -94,6 +95,7 @@ pub enum FieldKind {
     Integer,
     Number,
     Boolean,
+    List,
 }
 
 impl TryFrom<String> for FieldType {
@@ -108,9 +110,10 @@ impl TryFrom<String> for FieldType {
             "integer" => FieldKind::Integer,
             "number" => FieldKind::Number,
             "boolean" => FieldKind::Boolean,
+            "list" => FieldKind::List,
             other => {
                 return Err(format!(
-                "unknown field type '{other}' (string, integer, number, boolean; '?' for optional)"
+                "unknown field type '{other}' (string, integer, number, boolean, list; '?' for optional)"
             ))
             }
         };
@@ -126,6 +129,7 @@ impl FieldType {
             (FieldKind::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
             (FieldKind::Number, Value::Number(_)) => true,
             (FieldKind::Boolean, Value::Bool(_)) => true,
+            (FieldKind::List, Value::Array(items)) => items.iter().all(Value::is_string),
             _ => false,
         }
     }
