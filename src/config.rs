@@ -215,7 +215,7 @@ impl Settings {
             .set_default("delivery.batch_size", 32)?
             .set_default("delivery.max_in_flight", 64)?
             .set_default("delivery.lease_ms", 60_000)?
-            .set_default("delivery.poll_interval_ms", 5_000)?
+            .set_default("delivery.poll_interval_ms", 10_000)?
             .set_default(
                 "delivery.retry_schedule_s",
                 vec![0.0, 60.0, 300.0, 1800.0, 7200.0],
@@ -223,7 +223,7 @@ impl Settings {
             .set_default("delivery.jitter", 0.1)?
             .set_default("delivery.max_retry_after_s", 3600)?
             .set_default("relay.batch_size", 100)?
-            .set_default("relay.poll_interval_ms", 5_000)?
+            .set_default("relay.poll_interval_ms", 10_000)?
             .set_default("relay.correlation_deadline_s", 3600)?
             .set_default("relay.min_backoff_ms", 200)?
             .set_default("relay.max_backoff_ms", 30_000)?

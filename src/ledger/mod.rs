@@ -46,6 +46,10 @@ pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, 
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // No ping before each use: it would double the round trips of every operation and the
+        // queries of an idle fleet. A connection that broke fails its next query, and every
+        // caller retries (the pool then opens a fresh one).
+        .test_before_acquire(false)
         .connect_lazy(database_url)?)
 }
 
@@ -513,9 +517,10 @@ impl Ledger {
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>, LedgerError> {
-        let mut tx = self.pool.begin().await?;
+        // One statement, in its own transaction: an idle sender costs one query per round.
+        let mut conn = self.pool.acquire().await?;
         let started =
-            transition::start_attempts(&mut tx, worker, limit, lease.as_millis() as i64).await?;
+            transition::start_attempts(&mut conn, worker, limit, lease.as_millis() as i64).await?;
         let mut jobs = Vec::with_capacity(started.len());
         let mut stuck = Vec::new();
         for job in started {
@@ -568,10 +573,9 @@ impl Ledger {
                  WHERE communication_id = ANY($1)",
             )
             .bind(&stuck)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
-        tx.commit().await?;
         Ok(jobs)
     }
 
