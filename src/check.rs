@@ -47,7 +47,11 @@ pub fn check(
                 ) {
                     problems.push(format!("{at}: {problem}"));
                 }
-                if let Some(digest) = &rule.digest {
+                let collected = rule
+                    .digest
+                    .clone()
+                    .or_else(|| rule.aggregate.as_ref().map(|a| a.as_digest()));
+                if let Some(digest) = &collected {
                     match registry.resolve(&digest.template_family, None, None, Utc::now()) {
                         Err(e) => problems.push(format!("{at}: digest.template_family: {e}")),
                         Ok(template) => {

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::artifacts::{register, Artifact};
-use crate::ledger::Admission;
+use crate::ledger::{Admission, Channel};
 use crate::ledger::{CommunicationId, NewCommunication};
 use crate::policy::channels::{family_for, ChannelMode};
 use crate::policy::identity::engine_user;
@@ -320,11 +320,40 @@ async fn prepare(
                 )
                 .await
                 .map_err(|e| EventError::Unavailable(e.to_string()))?;
-            let digest = match (&rule.digest, &admitted.admission) {
-                (Some(config), Admission::Queue) => Some(DigestPlan::new(
+            let rule_ref = format!("rule:{}:v{}", rule.id, rule.version);
+            // Aggregated alerts: the group is the root cause; the first of a window goes out
+            // at once, the others into the window's summary.
+            let group_key = rule
+                .aggregate
+                .as_ref()
+                .map(|a| field_text(event, &a.by).unwrap_or_else(|| "-".into()));
+            let collect = match (&rule.digest, &rule.aggregate, &group_key) {
+                (Some(digest), _, _) => Some((digest.clone(), None)),
+                (None, Some(aggregate), Some(group)) if channel == Channel::Email => {
+                    let config = aggregate.as_digest();
+                    let period = config.period().map_err(EventError::Rule)?;
+                    let (start, _) = digest_window(period, Utc::now());
+                    let seen = deps
+                        .ledger
+                        .group_seen_since(
+                            tenant_id,
+                            &admitted.recipient.recipient_ref,
+                            &rule_ref,
+                            group,
+                            start,
+                        )
+                        .await
+                        .map_err(|e| EventError::Unavailable(e.to_string()))?;
+                    seen.then_some((config, Some(group.clone())))
+                }
+                _ => None,
+            };
+            let digest = match (collect, &admitted.admission) {
+                (Some((config, group)), Admission::Queue) => Some(DigestPlan::new(
                     deps,
                     rule,
-                    config,
+                    &config,
+                    group.as_deref(),
                     &admitted,
                     locale.as_deref(),
                     display_name.as_deref(),
@@ -363,6 +392,7 @@ async fn prepare(
                 rule_ref: format!("rule:{}:v{}", rule.id, rule.version),
                 priority: rule.priority,
                 resend_of: None,
+                group_key,
             };
             requests.push(Prepared { request, digest });
         }
@@ -390,6 +420,7 @@ impl DigestPlan {
         deps: &HandlerDeps,
         rule: &EventRule,
         config: &DigestConfig,
+        group: Option<&str>,
         admitted: &crate::workers::Admitted,
         locale: Option<&str>,
         display_name: Option<&str>,
@@ -418,7 +449,13 @@ impl DigestPlan {
             .map_err(|e| invalid(e.to_string()))?;
         let recipient_ref = admitted.recipient.recipient_ref.clone();
         Ok(DigestPlan {
-            key_prefix: format!("digest:{}:v{}:{recipient_ref}", rule.id, rule.version),
+            key_prefix: match group {
+                Some(group) => format!(
+                    "summary:{}:v{}:{group}:{recipient_ref}",
+                    rule.id, rule.version
+                ),
+                None => format!("digest:{}:v{}:{recipient_ref}", rule.id, rule.version),
+            },
             digest: NewCommunication {
                 tenant_id: String::new(),
                 communication_type: rule.communication_type,
@@ -451,6 +488,7 @@ impl DigestPlan {
                 rule_ref: format!("rule:{}:v{}", rule.id, rule.version),
                 priority: rule.priority,
                 resend_of: None,
+                group_key: None,
             },
             period,
             line,

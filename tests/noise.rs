@@ -239,3 +239,115 @@ async fn low_priority_updates_go_out_as_one_digest_per_recipient_and_window() {
         .starts_with("1 updates"));
     assert!(to_one[0].body_text().contains("Order O-9: delivered"));
 }
+
+const ALERT_RULES: &str = r#"
+[[rule]]
+id = "fallout-alert"
+version = 1
+trigger = "FalloutCaseOpened"
+communication_type = "FALLOUT_ALERT"
+category = "OPERATIONAL"
+recipient = "email:data.notify"
+channels = ["EMAIL"]
+template_family = "fallout-alert-email"
+aggregate = { by = "data.reason", every = "PT5S", template_family = "fallout-summary-email" }
+effective_from = 2026-01-01T00:00:00Z
+subject = "FALLOUT_CASE:data.falloutCaseId"
+[rule.payload]
+falloutCaseId = "data.falloutCaseId"
+reason = "data.reason"
+recipientName = "data.notifyName"
+"#;
+
+fn fallout(case: &str, reason: &str) -> Value {
+    json!({
+        "eventId": case, "eventType": "FalloutCaseOpened", "occurredAt": "2026-11-26T10:00:00Z",
+        "tenantId": "acme",
+        "data": {"falloutCaseId": case, "reason": reason, "notify": "ops@corp.example", "notifyName": "Ops"}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn similar_alerts_are_aggregated_the_first_at_once_the_rest_in_one_summary() {
+    let db = TestDb::create().await;
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rules.path(), ALERT_RULES).unwrap();
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let (_herald, api) = Api::start(
+        &db,
+        &sink.url(),
+        &[("HERALD_PATHS__RULES", rules.path().to_str().unwrap())],
+    )
+    .await;
+    let cases = ["FC-1", "FC-2", "FC-3", "FC-4"];
+    for case in cases {
+        post(&api, fallout(case, "billing system down")).await;
+    }
+    post(&api, fallout("FC-9", "address invalid")).await;
+
+    // Every alert reaches the operator exactly once: on its own or as a line of a summary.
+    let mails = wait_for("every alert, once", Duration::from_secs(20), || {
+        let mails = sink.received();
+        async move {
+            let text: String = mails
+                .iter()
+                .map(|m| format!("{}\n{}", m.header("Subject").unwrap(), m.body_text()))
+                .collect();
+            ["FC-1", "FC-2", "FC-3", "FC-4", "FC-9"]
+                .iter()
+                .all(|c| text.contains(&format!("Fallout {c}")))
+                .then_some(mails)
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mails = if sink.received().len() > mails.len() {
+        sink.received()
+    } else {
+        mails
+    };
+    let subjects: Vec<String> = mails.iter().map(|m| m.header("Subject").unwrap()).collect();
+    let singles = subjects
+        .iter()
+        .filter(|s| s.starts_with("Fallout "))
+        .count();
+    let summaries: Vec<&smtp_sink::ReceivedMail> = mails
+        .iter()
+        .filter(|m| {
+            m.header("Subject")
+                .unwrap()
+                .contains("more alerts with the same cause")
+        })
+        .collect();
+    assert_eq!(singles + summaries.len(), mails.len(), "{subjects:?}");
+    assert!(
+        !summaries.is_empty(),
+        "similar alerts were summed up: {subjects:?}"
+    );
+    assert!(
+        (2..5).contains(&singles),
+        "the first of each cause at once: {subjects:?}"
+    );
+    let mut seen = 0;
+    for case in ["FC-1", "FC-2", "FC-3", "FC-4", "FC-9"] {
+        let alone = subjects
+            .iter()
+            .filter(|s| s.starts_with(&format!("Fallout {case}:")))
+            .count();
+        let listed: usize = summaries
+            .iter()
+            .map(|m| m.body_text().matches(&format!("- Fallout {case}:")).count())
+            .sum();
+        assert_eq!(
+            alone + listed,
+            1,
+            "{case}: alone {alone}, in summaries {listed}"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 5);
+    let collected = db
+        .scalar_i64("SELECT count(*) FROM communication_record WHERE failure_code = 'DIGESTED'")
+        .await;
+    assert_eq!(collected as usize, 5 - singles);
+}

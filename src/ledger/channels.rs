@@ -170,6 +170,7 @@ impl Ledger {
             rule_ref: format!("replay-of:{id}"),
             priority: 50,
             resend_of: Some(origin_id),
+            group_key: None,
         };
         Ok(self.request(&new).await?)
     }

@@ -125,6 +125,8 @@ pub struct NewCommunication {
     pub priority: i32,
     /// A replay or resend: the original communication (receivers see its id).
     pub resend_of: Option<CommunicationId>,
+    /// Alerts aggregated by root cause: the group this one belongs to.
+    pub group_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -405,6 +407,30 @@ impl Ledger {
         .bind(window.as_secs_f64())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Whether a communication of this rule and group already went (or goes) to the recipient
+    /// on its own since `since` (digest records and collected items do not count).
+    pub async fn group_seen_since(
+        &self,
+        tenant_id: &str,
+        recipient_ref: &str,
+        rule_ref: &str,
+        group_key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM communication_record
+                 WHERE tenant_id = $1 AND recipient_ref = $2 AND rule_ref = $3 AND group_key = $4
+                   AND requested_at >= $5 AND subject_type <> 'DIGEST' AND status NOT IN ('SUPPRESSED', 'FAILED_FINAL'))",
+        )
+        .bind(tenant_id)
+        .bind(recipient_ref)
+        .bind(rule_ref)
+        .bind(group_key)
+        .bind(since)
+        .fetch_one(&self.pool)
         .await?)
     }
 
@@ -956,9 +982,9 @@ async fn insert_record(
              subject_type, subject_id, quote_id, order_id, recipient_type, recipient_ref, channel, address_hash,
              address_masked, template_family, template_version, idempotency_key, requested_by, requested_at,
              correlation_id, process_instance_id, business_key, activity_id, topic, parent_id, is_parent, about_task_id, rule_ref,
-             resend_of)
+             resend_of, group_key)
          VALUES ($1, $2, $3, $4, 'REQUESTED', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, now(), $18, $19,
-                 $20, $21, $22, $23, $24, $25, $26, $27)
+                 $20, $21, $22, $23, $24, $25, $26, $27, $28)
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
          RETURNING communication_id",
     )
@@ -989,6 +1015,7 @@ async fn insert_record(
     .bind(&new.about_task_id)
     .bind(&new.rule_ref)
     .bind(new.resend_of.map(|r| r.0))
+    .bind(&new.group_key)
     .fetch_optional(&mut *conn)
     .await?;
     Ok(inserted.map(|_| id))

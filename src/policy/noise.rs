@@ -179,3 +179,25 @@ mod digest_tests {
         );
     }
 }
+
+/// Group aggregation of alerts: alerts of a rule with the same root cause (the event field
+/// `by`) to a recipient: the first of each window goes out at once, the others are summed up in
+/// one message at the window's end (rendered like a digest, from `{recipientName, count,
+/// items}`). Email only; inbox notifications stay one per alert.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateConfig {
+    /// The event field that names the root cause, e.g. `data.failureCode`.
+    pub by: String,
+    pub every: String,
+    pub template_family: String,
+}
+
+impl AggregateConfig {
+    pub fn as_digest(&self) -> DigestConfig {
+        DigestConfig {
+            every: self.every.clone(),
+            template_family: self.template_family.clone(),
+        }
+    }
+}

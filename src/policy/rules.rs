@@ -48,6 +48,10 @@ pub struct EventRule {
     /// window, e.g. `{ every = "PT1H", template_family = "fulfillment-digest-email" }`.
     #[serde(default)]
     pub digest: Option<crate::policy::noise::DigestConfig>,
+    /// Alerts: the first of a root cause per window at once, the rest in one summary, e.g.
+    /// `{ by = "data.failureCode", every = "PT15M", template_family = "fallout-summary-email" }`.
+    #[serde(default)]
+    pub aggregate: Option<crate::policy::noise::AggregateConfig>,
     #[serde(default = "default_enabled")]
     pub enabled: bool,
     #[serde(deserialize_with = "toml_datetime::required")]
@@ -184,6 +188,20 @@ impl RuleSet {
                 }
                 if rule.channels != [Channel::Email] {
                     problems.push(format!("{at}: digest: digests go by EMAIL"));
+                }
+            }
+            if let Some(aggregate) = &rule.aggregate {
+                if let Err(e) = aggregate.as_digest().period() {
+                    problems.push(format!(
+                        "{at}: aggregate.{}",
+                        e.trim_start_matches("digest.")
+                    ));
+                }
+                if rule.digest.is_some() {
+                    problems.push(format!("{at}: aggregate and digest exclude each other"));
+                }
+                if !rule.channels.contains(&Channel::Email) {
+                    problems.push(format!("{at}: aggregate: summaries go by EMAIL"));
                 }
             }
             let to_subscriptions = matches!(

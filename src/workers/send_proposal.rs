@@ -363,6 +363,7 @@ impl SendProposal {
             rule_ref: self.topic.rule_ref(),
             priority: self.topic.priority,
             resend_of: None,
+            group_key: None,
         };
         let outcome = self.deps.ledger.request(&new).await.map_err(|e| match e {
             LedgerError::Database(_) => transient(

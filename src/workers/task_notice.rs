@@ -349,6 +349,7 @@ impl TaskNotice {
             priority: self.topic.priority,
             not_before: None,
             resend_of: None,
+            group_key: None,
         };
         let outcome = self
             .deps
@@ -514,6 +515,7 @@ impl TaskNotice {
             rule_ref: self.topic.rule_ref(),
             priority: self.topic.priority,
             resend_of: None,
+            group_key: None,
         })
     }
 }

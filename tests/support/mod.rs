@@ -655,5 +655,6 @@ pub fn order_confirmation(key: &str) -> herald::ledger::NewCommunication {
         rule_ref: "test:v1".into(),
         priority: 50,
         resend_of: None,
+        group_key: None,
     }
 }
