@@ -69,6 +69,17 @@ pub struct EmailAdapter {
     opened: std::sync::atomic::AtomicU64,
 }
 
+/// Why a message did not reach the SMTP server's answer.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("{0}")]
+    Smtp(lettre::transport::smtp::Error),
+    #[error("connection failed: {0}")]
+    Connect(std::io::Error),
+    #[error("no connection within the timeout")]
+    ConnectTimeout,
+}
+
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -183,25 +194,47 @@ impl EmailAdapter {
     }
 
     /// A fresh connection: TCP (or TLS), EHLO, STARTTLS when asked, AUTH when configured.
-    async fn connect(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
-        let wrapper = match &self.security {
-            Security::Wrapper(params) => Some(params.clone()),
-            _ => None,
+    /// Plain and STARTTLS connections are opened by herald with TCP_NODELAY: SMTP is a
+    /// conversation of small writes, and Nagle's algorithm with delayed ACKs would stall each
+    /// message by tens of milliseconds.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let mut conn = match &self.security {
+            Security::Wrapper(params) => AsyncSmtpConnection::connect_tokio1(
+                (self.host.as_str(), self.port),
+                Some(self.timeout),
+                &self.hello,
+                Some(params.clone()),
+                None,
+            )
+            .await
+            .map_err(SendError::Smtp)?,
+            Security::Plain | Security::StartTls(_) => {
+                let tcp = tokio::time::timeout(
+                    self.timeout,
+                    tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+                )
+                .await
+                .map_err(|_| SendError::ConnectTimeout)?
+                .map_err(SendError::Connect)?;
+                tcp.set_nodelay(true).map_err(SendError::Connect)?;
+                tokio::time::timeout(
+                    self.timeout,
+                    AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello),
+                )
+                .await
+                .map_err(|_| SendError::ConnectTimeout)?
+                .map_err(SendError::Smtp)?
+            }
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (self.host.as_str(), self.port),
-            Some(self.timeout),
-            &self.hello,
-            wrapper,
-            None,
-        )
-        .await?;
         if let Security::StartTls(params) = &self.security {
-            conn.starttls(params.clone(), &self.hello).await?;
+            conn.starttls(params.clone(), &self.hello)
+                .await
+                .map_err(SendError::Smtp)?;
         }
         if let Some(credentials) = &self.credentials {
             conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
-                .await?;
+                .await
+                .map_err(SendError::Smtp)?;
         }
         self.opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -209,7 +242,7 @@ impl EmailAdapter {
     }
 
     /// An idle connection that still answers, else a new one.
-    async fn checkout(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+    async fn checkout(&self) -> Result<AsyncSmtpConnection, SendError> {
         loop {
             let parked = self.idle.lock().expect("pool lock").pop();
             match parked {
@@ -233,9 +266,12 @@ impl EmailAdapter {
     async fn transmit(
         &self,
         email: &Message,
-    ) -> Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error> {
+    ) -> Result<lettre::transport::smtp::response::Response, SendError> {
         let mut conn = self.checkout().await?;
-        let result = conn.send(email.envelope(), &email.formatted()).await;
+        let result = conn
+            .send(email.envelope(), &email.formatted())
+            .await
+            .map_err(SendError::Smtp);
         if conn.has_broken() {
             conn.abort().await;
         } else {
@@ -338,7 +374,11 @@ impl ChannelAdapter for EmailAdapter {
                     }
                 }
                 Err(err) => {
-                    let failure = smtp_failure(&err);
+                    let failure = match &err {
+                        SendError::Smtp(err) => smtp_failure(err),
+                        SendError::Connect(_) => SmtpFailure::Connection,
+                        SendError::ConnectTimeout => SmtpFailure::Timeout,
+                    };
                     DeliveryOutcome::Failed {
                         class: classify_smtp(failure),
                         response_code: match failure {

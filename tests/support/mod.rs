@@ -19,9 +19,12 @@ use sqlx::Connection;
 
 pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The herald binary: Cargo's for integration tests, else the debug build (the fault suite,
-/// an example, runs it too).
+/// The herald binary: `HERALD_BIN` (the benchmark's release build), else Cargo's for
+/// integration tests, else the debug build (the fault suite, an example, runs it too).
 pub fn herald_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("HERALD_BIN") {
+        return PathBuf::from(path);
+    }
     match option_env!("CARGO_BIN_EXE_herald") {
         Some(path) => PathBuf::from(path),
         None => Path::new(MANIFEST_DIR).join("target/debug/herald"),
@@ -236,6 +239,11 @@ impl Herald {
             child: Some(child),
             log,
         }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// SIGKILL: the process dies where it stands (mid-batch, mid-SMTP session).

@@ -1,0 +1,413 @@
+//! herald's benchmark (`scripts/bench`): herald against the bare references it is measured
+//! against, on the same machine and servers; prints a table, and with `--json` one JSON object
+//! as the last line.
+//!
+//! - emails_per_s, webhooks_per_s: communications queued in the ledger, sent by one
+//!   `herald run --only delivery` to a loopback SMTP sink / HTTP receiver (N, default 20,000,
+//!   HERALD_BENCH_N): N / (last sent_at - first attempt).
+//! - p50_ms, p99_ms: creation to SENT, under an offered load of half the measured rate for 10 s.
+//! - db_roundtrips_per_comm: statements PostgreSQL executed for 500 communications, from
+//!   creation to SENT (statement log; needs root to switch it on for the bench database).
+//! - peak_rss_mib: the herald processes' peak resident set (VmHWM).
+//! - smtp_limit_per_s: postfix's smtp-source to the same sink, same concurrency;
+//!   http_limit_per_s: wrk POSTing the same body to the same receiver;
+//!   pg_insert_tps: pgbench, one-row INSERTs into a table like communication_record, as many
+//!   clients as herald's pool.
+
+#[path = "../tests/support/mod.rs"]
+#[allow(unused_imports)]
+mod support;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald::ledger::{
+    Admission, Channel, CommunicationType, Ledger, MessageCategory, NewCommunication,
+    RecipientType, ResolvedRecipient,
+};
+use serde_json::{json, Value};
+use support::*;
+
+const SMTP_CONNECTIONS: &str = "4";
+const POOL: &str = "10";
+
+fn n() -> usize {
+    std::env::var("HERALD_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
+fn webhook(key: &str) -> NewCommunication {
+    let mut new = order_confirmation(key);
+    new.communication_type = CommunicationType::ExternalWebhook;
+    new.category = MessageCategory::Transactional;
+    new.recipient = ResolvedRecipient {
+        recipient_type: RecipientType::WebhookSubscription,
+        recipient_ref: "webhook:ws_bench".into(),
+        channel: Channel::Webhook,
+        address: Some("ws_bench".into()),
+        locale: None,
+        timezone: None,
+        quiet_hours: None,
+    };
+    new.template_family = "quote-accepted-webhook".into();
+    new.template_version = "2026.11.0".into();
+    new.render_payload = json!({"quoteId": key, "revisionNo": 3, "acceptedAt": "2026-11-26T10:00:00Z"});
+    new.admission = Admission::Queue;
+    new
+}
+
+/// Queues `count` communications made by `make`, eight writers at a time.
+async fn queue(db: &TestDb, prefix: &str, count: usize, make: fn(&str) -> NewCommunication) {
+    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let ledger = ledger.clone();
+        let prefix = prefix.to_string();
+        writers.spawn(async move {
+            for i in (w..count).step_by(8) {
+                ledger
+                    .request(&make(&format!("{prefix}-{i}")))
+                    .await
+                    .expect("queue");
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+}
+
+async fn scalar_f64(db: &TestDb, sql: &str) -> f64 {
+    sqlx::query_scalar::<_, Option<f64>>(sql)
+        .fetch_one(&db.pool)
+        .await
+        .expect(sql)
+        .unwrap_or(0.0)
+}
+
+async fn wait_sent(db: &TestDb, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let sent = db
+            .scalar_i64("SELECT count(*) FROM communication_record WHERE status = 'SENT'")
+            .await as usize;
+        if sent >= count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {sent} of {count} sent");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn peak_rss_mib(herald: &Herald) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", herald.pid().unwrap()))
+        .unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn sender(db: &TestDb, smtp_url: &str, extra: &[(&str, &str)]) -> Herald {
+    let mut env = vec![
+        ("HERALD_SMTP__POOL_MAX", SMTP_CONNECTIONS),
+        ("HERALD_DATABASE__MAX_CONNECTIONS", POOL),
+        ("HERALD_LOG__FILTER", "warn"),
+    ];
+    env.extend_from_slice(extra);
+    Herald::start_with(db, smtp_url, &new_lane(), &["run", "--only", "delivery,relay"], &env)
+}
+
+/// Throughput over a queue of `count`, then latency under half that rate: (per s, p50, p99, rss).
+async fn run_channel(
+    db: &TestDb,
+    smtp_url: &str,
+    make: fn(&str) -> NewCommunication,
+    count: usize,
+) -> (f64, f64, f64, f64) {
+    queue(db, "tp", count, make).await;
+    let herald = sender(db, smtp_url, &[]);
+    wait_sent(db, count).await;
+    let span = scalar_f64(
+        db,
+        "SELECT EXTRACT(EPOCH FROM (max(r.sent_at) - min(a.attempted_at)))::float8
+         FROM communication_record r JOIN communication_delivery_attempt a USING (communication_id)",
+    )
+    .await;
+    let per_s = count as f64 / span.max(0.001);
+    // Latency under an offered load of half the throughput, for 10 s.
+    let rate = (per_s / 2.0).max(1.0);
+    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    let offered = (rate * 10.0) as usize;
+    let started = Instant::now();
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..offered {
+        let due = started + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let ledger = ledger.clone();
+        writers.spawn(async move {
+            ledger.request(&make(&format!("lat-{i}"))).await.expect("queue");
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    wait_sent(db, count + offered).await;
+    let p = |q: f64| {
+        format!(
+            "SELECT (percentile_cont({q}) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (sent_at - requested_at)) * 1000))::float8
+             FROM communication_record WHERE idempotency_key LIKE 'test:lat-%'"
+        )
+    };
+    let p50 = scalar_f64(db, &p(0.5)).await;
+    let p99 = scalar_f64(db, &p(0.99)).await;
+    (per_s, p50, p99, peak_rss_mib(&herald))
+}
+
+/// A fast HTTP receiver (204 to every POST), counting requests.
+async fn receiver() -> (String, Arc<AtomicU64>) {
+    let hits = Arc::new(AtomicU64::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::Relaxed);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, hits)
+}
+
+/// Statements PostgreSQL executed per communication, creation to SENT (None: not root).
+async fn roundtrips() -> Option<f64> {
+    let db = TestDb::create().await;
+    let socket = format!("{MANIFEST_DIR}/.stack/pg/run");
+    let port = std::env::var("HERALD_STACK_PG_PORT").unwrap_or_else(|_| "55432".into());
+    let switched = Command::new("runuser")
+        .args(["-u", "postgres", "--", "psql", "-h", &socket, "-p", &port, "-d", "postgres", "-qc"])
+        .arg(format!("ALTER DATABASE \"{}\" SET log_statement = 'all'", db.name))
+        .current_dir("/")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !switched {
+        eprintln!("bench: cannot switch on the statement log (needs root): db_roundtrips_per_comm not measured");
+        return None;
+    }
+    // New connections pick the setting up.
+    let db = TestDb {
+        pool: sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&db.url)
+            .await
+            .unwrap(),
+        ..db
+    };
+    let log = format!("{MANIFEST_DIR}/.stack/pg/postgres.log");
+    let lines = |path: &str| std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0);
+    let statements = |from: usize| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .skip(from)
+            .filter(|l| l.contains("execute ") || l.contains("statement: "))
+            .count()
+    };
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let herald = sender(&db, &sink.url(), &[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let from = lines(&log);
+    queue(&db, "rt", 500, order_confirmation).await;
+    wait_sent(&db, 500).await;
+    let count = statements(from);
+    drop(herald);
+    Some(count as f64 / 500.0)
+}
+
+fn pgbench(db: &TestDb) -> Option<f64> {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/pgbench"))
+        .find(|p| p.exists())?;
+    let script = std::env::temp_dir().join("herald-bench-insert.sql");
+    std::fs::write(
+        &script,
+        "INSERT INTO bench_record (communication_id, tenant_id, communication_type, message_category, status,
+             subject_type, subject_id, order_id, recipient_type, recipient_ref, channel, address_hash, address_masked,
+             template_family, template_version, idempotency_key, requested_by, requested_at, correlation_id, rule_ref)
+         VALUES (gen_random_uuid(), 'acme', 'ORDER_CONFIRMATION', 'TRANSACTIONAL', 'REQUESTED', 'ORDER', 'O-1', 'O-1',
+             'CONTACT', 'contact-1', 'EMAIL', md5(random()::text), 'c***@customer.example', 'order-confirmation-email',
+             '2026.11.0', md5(random()::text), 'bench', now(), md5(random()::text), 'rule:order-confirmation:v1');\n",
+    )
+    .ok()?;
+    let out = Command::new(bin)
+        .args(["-n", "-c", POOL, "-j", "2", "-T", "10", "-f"])
+        .arg(&script)
+        .arg(&db.url)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+}
+
+fn which(bin: &str) -> Option<String> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {bin} || ls /usr/sbin/{bin} 2>/dev/null")])
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!path.is_empty()).then_some(path)
+}
+
+async fn smtp_limit(count: usize) -> Option<f64> {
+    let bin = which("smtp-source")?;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let addr = sink.addr().to_string();
+    let started = Instant::now();
+    let status = tokio::process::Command::new(bin)
+        .args(["-s", SMTP_CONNECTIONS, "-m", &count.to_string(), "-l", "2048"])
+        .args(["-f", "bench@herald.local", "-t", "buyer@customer.example", &addr])
+        .status()
+        .await
+        .ok()?;
+    let took = started.elapsed().as_secs_f64();
+    (status.success() && sink.received().len() >= count).then_some(count as f64 / took)
+}
+
+fn http_limit(url: &str, concurrency: usize) -> Option<f64> {
+    let bin = which("wrk")?;
+    let body = json!({"type": "quote.accepted", "timestamp": "2026-11-26T10:00:00.000Z",
+                      "data": {"quoteId": "Q-1", "revisionNo": 3, "acceptedAt": "2026-11-26T10:00:00Z"}});
+    let script = std::env::temp_dir().join("herald-bench-post.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = [[{body}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+        ),
+    )
+    .ok()?;
+    let out = Command::new(bin)
+        .args(["-t", "2", "-c", &concurrency.to_string(), "-d", "10s", "-s"])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "not measured".into())
+}
+
+#[tokio::main]
+async fn main() {
+    let json_out = std::env::args().any(|a| a == "--json");
+    let count = n();
+    eprintln!("bench: {count} communications per channel");
+
+    let email_db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let (emails_per_s, p50_ms, p99_ms, rss_email) =
+        run_channel(&email_db, &sink.url(), order_confirmation, count).await;
+    eprintln!("bench: emails {emails_per_s:.0}/s, p50 {p50_ms:.0} ms, p99 {p99_ms:.0} ms");
+
+    let hook_db = TestDb::create().await;
+    let (url, hits) = receiver().await;
+    sqlx::query(
+        "INSERT INTO webhook_subscription (subscription_id, tenant_id, endpoint_url, event_types, secret)
+         VALUES ('ws_bench', 'acme', $1, ARRAY['quote.accepted'], 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw')",
+    )
+    .bind(&url)
+    .execute(&hook_db.pool)
+    .await
+    .unwrap();
+    let (webhooks_per_s, hook_p50, hook_p99, rss_hook) =
+        run_channel(&hook_db, "smtp://127.0.0.1:9", webhook, count).await;
+    eprintln!(
+        "bench: webhooks {webhooks_per_s:.0}/s ({} requests), p50 {hook_p50:.0} ms, p99 {hook_p99:.0} ms",
+        hits.load(Ordering::Relaxed)
+    );
+
+    let db_roundtrips_per_comm = roundtrips().await;
+    let pg_db = TestDb::create().await;
+    sqlx::query("CREATE TABLE bench_record (LIKE communication_record INCLUDING ALL)")
+        .execute(&pg_db.pool)
+        .await
+        .unwrap();
+    let pg_insert_tps = pgbench(&pg_db);
+    let smtp_limit_per_s = smtp_limit(count).await;
+    let http_limit_per_s = http_limit(&url, 64);
+
+    let ratio = |ours: f64, refs: &[Option<f64>]| {
+        let known: Vec<f64> = refs.iter().flatten().copied().collect();
+        (known.len() == refs.len())
+            .then(|| ours / known.iter().cloned().fold(f64::INFINITY, f64::min))
+    };
+    let email_ratio = ratio(emails_per_s, &[smtp_limit_per_s, pg_insert_tps]);
+    let webhook_ratio = ratio(webhooks_per_s, &[http_limit_per_s, pg_insert_tps]);
+    let peak_rss_mib = rss_email.max(rss_hook);
+
+    let rows = [
+        ("emails_per_s", Some(emails_per_s)),
+        ("webhooks_per_s", Some(webhooks_per_s)),
+        ("p50_ms (email)", Some(p50_ms)),
+        ("p99_ms (email)", Some(p99_ms)),
+        ("p50_ms (webhook)", Some(hook_p50)),
+        ("p99_ms (webhook)", Some(hook_p99)),
+        ("db_roundtrips_per_comm", db_roundtrips_per_comm),
+        ("peak_rss_mib", Some(peak_rss_mib)),
+        ("smtp_limit_per_s (smtp-source)", smtp_limit_per_s),
+        ("http_limit_per_s (wrk)", http_limit_per_s),
+        ("pg_insert_tps (pgbench)", pg_insert_tps),
+        ("email_ratio", email_ratio),
+        ("webhook_ratio", webhook_ratio),
+        ("camunda_tasks_per_s", None),
+        ("java_client_tasks_per_s", None),
+    ];
+    println!("{:<34} {:>14}", "figure", "value");
+    for (name, value) in rows {
+        println!("{name:<34} {:>14}", fmt(value));
+    }
+    if json_out {
+        let figures: Value = json!({
+            "n": count,
+            "emails_per_s": emails_per_s,
+            "webhooks_per_s": webhooks_per_s,
+            "p50_ms": p50_ms,
+            "p99_ms": p99_ms,
+            "webhook_p50_ms": hook_p50,
+            "webhook_p99_ms": hook_p99,
+            "db_roundtrips_per_comm": db_roundtrips_per_comm,
+            "peak_rss_mib": peak_rss_mib,
+            "smtp_limit_per_s": smtp_limit_per_s,
+            "http_limit_per_s": http_limit_per_s,
+            "pg_insert_tps": pg_insert_tps,
+            "email_ratio": email_ratio,
+            "webhook_ratio": webhook_ratio,
+            "camunda_tasks_per_s": Value::Null,
+            "java_client_tasks_per_s": Value::Null,
+            "camunda_ratio": Value::Null,
+        });
+        println!("{figures}");
+    }
+}
