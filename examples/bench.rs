@@ -55,7 +55,8 @@ fn webhook(key: &str) -> NewCommunication {
     };
     new.template_family = "quote-accepted-webhook".into();
     new.template_version = "2026.11.0".into();
-    new.render_payload = json!({"quoteId": key, "revisionNo": 3, "acceptedAt": "2026-11-26T10:00:00Z"});
+    new.render_payload =
+        json!({"quoteId": key, "revisionNo": 3, "acceptedAt": "2026-11-26T10:00:00Z"});
     new.admission = Admission::Queue;
     new
 }
@@ -122,7 +123,13 @@ fn sender(db: &TestDb, smtp_url: &str, extra: &[(&str, &str)]) -> Herald {
         ("HERALD_LOG__FILTER", "warn"),
     ];
     env.extend_from_slice(extra);
-    Herald::start_with(db, smtp_url, &new_lane(), &["run", "--only", "delivery,relay"], &env)
+    Herald::start_with(
+        db,
+        smtp_url,
+        &new_lane(),
+        &["run", "--only", "delivery,relay"],
+        &env,
+    )
 }
 
 /// Throughput over a queue of `count`, then latency under half that rate: (per s, p50, p99, rss).
@@ -153,7 +160,10 @@ async fn run_channel(
         tokio::time::sleep_until(due.into()).await;
         let ledger = ledger.clone();
         writers.spawn(async move {
-            ledger.request(&make(&format!("lat-{i}"))).await.expect("queue");
+            ledger
+                .request(&make(&format!("lat-{i}")))
+                .await
+                .expect("queue");
         });
     }
     while let Some(done) = writers.join_next().await {
@@ -197,8 +207,13 @@ async fn roundtrips() -> Option<f64> {
     let socket = format!("{MANIFEST_DIR}/.stack/pg/run");
     let port = std::env::var("HERALD_STACK_PG_PORT").unwrap_or_else(|_| "55432".into());
     let switched = Command::new("runuser")
-        .args(["-u", "postgres", "--", "psql", "-h", &socket, "-p", &port, "-d", "postgres", "-qc"])
-        .arg(format!("ALTER DATABASE \"{}\" SET log_statement = 'all'", db.name))
+        .args([
+            "-u", "postgres", "--", "psql", "-h", &socket, "-p", &port, "-d", "postgres", "-qc",
+        ])
+        .arg(format!(
+            "ALTER DATABASE \"{}\" SET log_statement = 'all'",
+            db.name
+        ))
         .current_dir("/")
         .status()
         .is_ok_and(|s| s.success());
@@ -216,7 +231,11 @@ async fn roundtrips() -> Option<f64> {
         ..db
     };
     let log = format!("{MANIFEST_DIR}/.stack/pg/postgres.log");
-    let lines = |path: &str| std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0);
+    let lines = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
     let statements = |from: usize| {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -268,7 +287,10 @@ fn pgbench(db: &TestDb) -> Option<f64> {
 
 fn which(bin: &str) -> Option<String> {
     let out = Command::new("sh")
-        .args(["-c", &format!("command -v {bin} || ls /usr/sbin/{bin} 2>/dev/null")])
+        .args([
+            "-c",
+            &format!("command -v {bin} || ls /usr/sbin/{bin} 2>/dev/null"),
+        ])
         .output()
         .ok()?;
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -281,8 +303,21 @@ async fn smtp_limit(count: usize) -> Option<f64> {
     let addr = sink.addr().to_string();
     let started = Instant::now();
     let status = tokio::process::Command::new(bin)
-        .args(["-s", SMTP_CONNECTIONS, "-m", &count.to_string(), "-l", "2048"])
-        .args(["-f", "bench@herald.local", "-t", "buyer@customer.example", &addr])
+        .args([
+            "-s",
+            SMTP_CONNECTIONS,
+            "-m",
+            &count.to_string(),
+            "-l",
+            "2048",
+        ])
+        .args([
+            "-f",
+            "bench@herald.local",
+            "-t",
+            "buyer@customer.example",
+            &addr,
+        ])
         .status()
         .await
         .ok()?;
@@ -316,7 +351,8 @@ fn http_limit(url: &str, concurrency: usize) -> Option<f64> {
 }
 
 fn fmt(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "not measured".into())
+    v.map(|v| format!("{v:.1}"))
+        .unwrap_or_else(|| "not measured".into())
 }
 
 #[tokio::main]

@@ -341,6 +341,7 @@ async fn prepare(
                             &rule_ref,
                             group,
                             start,
+                            &idempotency_key,
                         )
                         .await
                         .map_err(|e| EventError::Unavailable(e.to_string()))?;

@@ -55,9 +55,10 @@ impl FeedbackKind {
     /// The status the communication moves to, if any.
     fn status(self) -> Option<CommunicationStatus> {
         match self {
-            FeedbackKind::HardBounce | FeedbackKind::Complaint => {
-                Some(CommunicationStatus::Bounced)
-            }
+            FeedbackKind::HardBounce => Some(CommunicationStatus::Bounced),
+            // A complaint comes on mail that arrived: the address is suppressed, the message
+            // stays delivered (a complaint is no delivery failure and raises no fallout).
+            FeedbackKind::Complaint => None,
             FeedbackKind::Delivered => Some(CommunicationStatus::Delivered),
             FeedbackKind::Opened => Some(CommunicationStatus::Opened),
             FeedbackKind::Clicked => Some(CommunicationStatus::Clicked),
@@ -169,13 +170,17 @@ pub fn parse_documented(doc: &Value) -> Result<Feedback, Vec<String>> {
 /// Postmark's webhooks (RecordType Bounce, SpamComplaint, Delivery, Open, Click,
 /// SubscriptionChange). The message is found by the `communicationId` metadata herald sets
 /// (`X-PM-Metadata-communicationId`), else by Postmark's MessageID on the attempt.
-pub fn parse_postmark(doc: &Value) -> Result<Feedback, Vec<String>> {
+/// Records herald takes no action on (a re-subscription, inbound mail) give `Ok(None)`: they are
+/// acknowledged, so that Postmark does not send them again.
+pub fn parse_postmark(doc: &Value) -> Result<Option<Feedback>, Vec<String>> {
     let mut problems = Vec::new();
     let record_type = text(doc, "RecordType").unwrap_or_default();
     let (kind, at_field) = match record_type {
         "Bounce" => {
             let kind = match text(doc, "Type").unwrap_or_default() {
-                "HardBounce" | "BadEmailAddress" | "ManuallyDeactivated" => FeedbackKind::HardBounce,
+                "HardBounce" | "BadEmailAddress" | "ManuallyDeactivated" => {
+                    FeedbackKind::HardBounce
+                }
                 "SpamComplaint" | "SpamNotification" => FeedbackKind::Complaint,
                 "Unsubscribe" => FeedbackKind::Unsubscribe,
                 _ => FeedbackKind::SoftBounce,
@@ -186,13 +191,17 @@ pub fn parse_postmark(doc: &Value) -> Result<Feedback, Vec<String>> {
         "Delivery" => (FeedbackKind::Delivered, "DeliveredAt"),
         "Open" => (FeedbackKind::Opened, "ReceivedAt"),
         "Click" => (FeedbackKind::Clicked, "ReceivedAt"),
-        "SubscriptionChange" if doc.get("SuppressSending").and_then(Value::as_bool) == Some(true) => {
+        "SubscriptionChange"
+            if doc.get("SuppressSending").and_then(Value::as_bool) == Some(true) =>
+        {
             (FeedbackKind::Unsubscribe, "ChangedAt")
         }
         other => {
-            return Err(vec![format!(
-                "RecordType: '{other}' is not one herald takes (Bounce, SpamComplaint, Delivery, Open, Click, SubscriptionChange)"
-            )])
+            tracing::info!(
+                recordType = other,
+                "Postmark record acknowledged; herald takes no action on it"
+            );
+            return Ok(None);
         }
     };
     let metadata_id = doc
@@ -214,12 +223,16 @@ pub fn parse_postmark(doc: &Value) -> Result<Feedback, Vec<String>> {
         .get("ID")
         .map(|v| v.to_string())
         .or_else(|| provider_id.map(str::to_string))
-        .unwrap_or_default();
+        // Never one id for different records: a later bounce would pass for a duplicate.
+        .unwrap_or_else(|| {
+            use sha2::Digest;
+            hex::encode(&sha2::Sha256::digest(doc.to_string().as_bytes())[..12])
+        });
     let occurred_at = when(doc, at_field, &mut problems);
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(Feedback {
+    Ok(Some(Feedback {
         feedback_id: format!("postmark:{record_type}:{event_id}:{}", kind.as_str()),
         source: "postmark",
         message,
@@ -228,7 +241,7 @@ pub fn parse_postmark(doc: &Value) -> Result<Feedback, Vec<String>> {
         detail: text(doc, "Description")
             .or_else(|| text(doc, "SuppressionReason"))
             .map(masked_detail),
-    })
+    }))
 }
 
 /// How the feedback was applied.
@@ -246,14 +259,15 @@ pub async fn apply(ledger: &Ledger, feedback: &Feedback) -> Result<Applied, Ledg
     let mut tx = ledger.pool().begin().await?;
     let record = match &feedback.message {
         MessageRef::Communication(id) => sqlx::query(
-            "SELECT communication_id, tenant_id, status, address_hash, recipient_ref, message_category, channel
+            "SELECT communication_id, tenant_id, status, address_hash, recipient_ref, message_category, channel, is_parent
              FROM communication_record WHERE communication_id = $1 FOR UPDATE",
         )
         .bind(id.0)
         .fetch_optional(&mut *tx)
         .await?,
         MessageRef::ProviderMessageId(pid) => sqlx::query(
-            "SELECT r.communication_id, r.tenant_id, r.status, r.address_hash, r.recipient_ref, r.message_category, r.channel
+            "SELECT r.communication_id, r.tenant_id, r.status, r.address_hash, r.recipient_ref, r.message_category, r.channel,
+                    r.is_parent
              FROM communication_record r JOIN communication_delivery_attempt a USING (communication_id)
              WHERE a.provider_message_id = $1 ORDER BY a.attempted_at DESC LIMIT 1 FOR UPDATE OF r",
         )
@@ -291,6 +305,18 @@ pub async fn apply(ledger: &Ledger, feedback: &Feedback) -> Result<Applied, Ledg
     };
     let id = CommunicationId(record.get("communication_id"));
     let mut status: String = record.get("status");
+    // Email feedback is about one email: not a parent (which sent nothing itself), not another
+    // channel's message. It is kept, and changes nothing.
+    if record.get::<bool, _>("is_parent") || record.get::<String, _>("channel") != "EMAIL" {
+        tx.commit().await?;
+        tracing::warn!(communicationId = %id, feedbackId = %feedback.feedback_id, "email feedback about a communication that is no single email: kept, not applied");
+        return Ok(Applied {
+            communication_id: Some(id),
+            status: Some(status),
+            duplicate: !inserted,
+            effects: Vec::new(),
+        });
+    }
     if !inserted {
         tx.commit().await?;
         return Ok(Applied {
@@ -401,6 +427,7 @@ mod tests {
             "BouncedAt": "2026-11-26T10:00:00Z", "Description": "The address jane@customer.example does not exist",
             "Metadata": {"communicationId": id.to_string()}
         }))
+        .unwrap()
         .unwrap();
         assert_eq!(bounce.kind, FeedbackKind::HardBounce);
         assert_eq!(bounce.message, MessageRef::Communication(id));
@@ -411,17 +438,35 @@ mod tests {
         let soft = parse_postmark(
             &json!({"RecordType": "Bounce", "ID": 1, "Type": "Transient", "MessageID": "m-1"}),
         )
+        .unwrap()
         .unwrap();
         assert_eq!(soft.kind, FeedbackKind::SoftBounce);
         assert_eq!(soft.message, MessageRef::ProviderMessageId("m-1".into()));
         let complaint =
             parse_postmark(&json!({"RecordType": "SpamComplaint", "ID": 2, "MessageID": "m-2"}))
+                .unwrap()
                 .unwrap();
         assert_eq!(complaint.kind, FeedbackKind::Complaint);
-        let delivered = parse_postmark(&json!({"RecordType": "Delivery", "MessageID": "m-3", "DeliveredAt": "2026-11-26T10:00:00Z"})).unwrap();
+        let delivered = parse_postmark(&json!({"RecordType": "Delivery", "MessageID": "m-3", "DeliveredAt": "2026-11-26T10:00:00Z"}))
+        .unwrap()
+        .unwrap();
         assert_eq!(delivered.kind, FeedbackKind::Delivered);
-        let unsubscribed = parse_postmark(&json!({"RecordType": "SubscriptionChange", "MessageID": "m-4", "SuppressSending": true})).unwrap();
+        let unsubscribed = parse_postmark(&json!({"RecordType": "SubscriptionChange", "MessageID": "m-4", "SuppressSending": true}))
+        .unwrap()
+        .unwrap();
         assert_eq!(unsubscribed.kind, FeedbackKind::Unsubscribe);
-        assert!(parse_postmark(&json!({"RecordType": "Inbound"})).is_err());
+        assert_eq!(parse_postmark(&json!({"RecordType": "Inbound"})), Ok(None));
+        let no_ids = |detail: &str| {
+            parse_postmark(&json!({"RecordType": "Bounce", "Type": "HardBounce",
+                "Metadata": {"communicationId": id.to_string()}, "Description": detail}))
+            .unwrap()
+            .unwrap()
+            .feedback_id
+        };
+        assert_ne!(
+            no_ids("one"),
+            no_ids("two"),
+            "records without ids stay apart"
+        );
     }
 }

@@ -171,12 +171,27 @@ async fn a_4xx_is_final_without_a_retry_and_an_operator_can_replay_it() {
     assert_eq!(receiver.received().len(), 1, "a 400 is never retried");
     assert_eq!(failed["attempts"].as_array().unwrap().len(), 1);
 
+    // Another tenant cannot replay it.
+    let (status, _) = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/communications/{id}/replay?tenantId=globex"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        status, 404,
+        "another tenant's communication does not exist for it"
+    );
     // A delivered webhook is not replayed; the dead-lettered one is, once.
     receiver.set_script("400,200");
     let replay = |key: &'static str| {
         let request = api
             .http
-            .post(format!("{}/communications/{id}/replay", api.base))
+            .post(format!(
+                "{}/communications/{id}/replay?tenantId=acme",
+                api.base
+            ))
             .header("Idempotency-Key", key)
             .send();
         async move {
@@ -210,7 +225,7 @@ async fn a_4xx_is_final_without_a_retry_and_an_operator_can_replay_it() {
     let (status, body) = api
         .send(
             reqwest::Method::POST,
-            &format!("/communications/{replay_id}/replay"),
+            &format!("/communications/{replay_id}/replay?tenantId=acme"),
             Value::Null,
         )
         .await;
@@ -401,7 +416,7 @@ async fn a_failing_endpoint_is_disabled_its_messages_dead_lettered_and_replayed_
     let (status, refused) = api
         .send(
             reqwest::Method::POST,
-            &format!("/communications/{id}/replay"),
+            &format!("/communications/{id}/replay?tenantId=acme"),
             Value::Null,
         )
         .await;
@@ -418,7 +433,7 @@ async fn a_failing_endpoint_is_disabled_its_messages_dead_lettered_and_replayed_
     let (status, replay) = api
         .send(
             reqwest::Method::POST,
-            &format!("/communications/{id}/replay"),
+            &format!("/communications/{id}/replay?tenantId=acme"),
             Value::Null,
         )
         .await;

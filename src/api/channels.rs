@@ -134,8 +134,10 @@ pub async fn replay(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(query): Query<TenantQuery>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
+    let tenant_id = query.tenant()?;
     let id: CommunicationId = id
         .parse()
         .map_err(|_| ApiError::bad(vec![format!("'{id}' is not a communication id")]))?;
@@ -143,7 +145,7 @@ pub async fn replay(
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(|k| format!("replay:{id}:{}", k.trim()));
-    match state.deps.ledger.replay(id, key).await {
+    match state.deps.ledger.replay(tenant_id, id, key).await {
         Ok(outcome) => {
             tracing::info!(communicationId = %outcome.communication_id, replayOf = %id, created = outcome.created, "webhook replay requested");
             Ok((

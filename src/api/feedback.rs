@@ -53,9 +53,11 @@ pub async fn post_email_feedback(
         parse_postmark(&body)
     } else {
         authorize(&state, &headers)?;
-        parse_documented(&body)
+        parse_documented(&body).map(Some)
     };
-    let feedback = parsed.map_err(ApiError::bad)?;
+    let Some(feedback) = parsed.map_err(ApiError::bad)? else {
+        return Ok((StatusCode::OK, Json(json!({"ignored": true}))).into_response());
+    };
     let applied = apply(&state.deps.ledger, &feedback)
         .await
         .map_err(ApiError::unavailable)?;

@@ -40,26 +40,46 @@ pub fn sign(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_multicast()
                 || v4.is_broadcast()
-                || (a == 100 && (64..128).contains(&b))
+                || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
                 || a == 0
+                || a >= 240 // reserved
+                || (a == 198 && (b == 18 || b == 19)) // benchmarking
+                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            // IPv6 forms that carry an IPv4 address: judged by that address.
+            let embedded = |hi: u16, lo: u16| {
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d))
+            };
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_internal(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            if s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified() {
+                return is_internal(embedded(s[6], s[7])); // IPv4-compatible ::a.b.c.d
+            }
+            if s[0] == 0x64 && s[1] == 0xff9b {
+                return true; // NAT64: reaches IPv4 through the operator's gateway
+            }
+            if s[0] == 0x2002 {
+                return is_internal(embedded(s[1], s[2])); // 6to4
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated)
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo
         }
     }
 }
@@ -196,6 +216,9 @@ impl WebhookAdapter {
             .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
             // A redirect could lead anywhere: the endpoint must answer itself.
             .redirect(reqwest::redirect::Policy::none())
+            // Through a proxy the proxy would resolve the host, and the guard would never see
+            // the address: no proxy from the environment.
+            .no_proxy()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_millis(settings.timeout_ms.min(5_000)))
             .pool_max_idle_per_host(32)
@@ -372,6 +395,9 @@ impl WebhookAdapter {
                     FailureClass::PermanentRejection => {
                         self.record_health(subscription_id, true).await
                     }
+                    // Asked to slow down: the schedule honours Retry-After; not a failure of
+                    // the endpoint's health.
+                    FailureClass::RateLimited => {}
                     _ => self.record_health(subscription_id, false).await,
                 }
                 failed(
@@ -457,6 +483,14 @@ mod tests {
             "https://[fd00::1]/hook",
             "https://[::ffff:192.168.0.1]/hook",
             "https://100.64.0.1/hook",
+            "https://[64:ff9b::a9fe:a9fe]/latest/meta-data",
+            "https://[2002:7f00:1::]/hook",
+            "https://[::7f00:1]/hook",
+            "https://[fec0::1]/hook",
+            "https://240.0.0.1/hook",
+            "https://198.18.0.1/hook",
+            "https://2130706433/hook",
+            "https://0x7f.1/hook",
             "https://localhost/hook",
             "https://user:pw@example.com/hook",
             "ftp://example.com/hook",

@@ -64,6 +64,7 @@ impl Ledger {
     /// can tell. The endpoint must be active again.
     pub async fn replay(
         &self,
+        tenant_id: &str,
         id: CommunicationId,
         idempotency_key: Option<String>,
     ) -> Result<RequestOutcome, ReplayError> {
@@ -78,6 +79,10 @@ impl Ledger {
         .fetch_optional(self.pool())
         .await?
         .ok_or(ReplayError::NotFound(id))?;
+        // Another tenant's communication does not exist for this one.
+        if row.get::<String, _>("tenant_id") != tenant_id {
+            return Err(ReplayError::NotFound(id));
+        }
         let channel: Channel = row
             .get::<String, _>("channel")
             .parse()

@@ -380,13 +380,14 @@ impl Ledger {
         .await?)
     }
 
-    /// When the recipient's communications (of `kind`, or all) went or will go, newest first,
+    /// When the recipient's communications on `channel` (of `kind`, or all) went or will go,
+    /// newest first,
     /// within `window` of now or later: what a rate limit counts. Failed and suppressed ones
     /// do not count, nor the one with `exclude_key`.
     pub async fn scheduled_for(
         &self,
         tenant_id: &str,
-        recipient_ref: &str,
+        recipient: &ResolvedRecipient,
         kind: Option<CommunicationType>,
         exclude_key: &str,
         window: Duration,
@@ -396,16 +397,18 @@ impl Ledger {
             "SELECT COALESCE(j.due_at, r.requested_at) AS at
              FROM communication_record r LEFT JOIN delivery_job j USING (communication_id)
              WHERE r.tenant_id = $1 AND r.recipient_ref = $2 AND ($3::text IS NULL OR r.communication_type = $3)
+               AND r.channel = $7
                AND r.idempotency_key <> $4 AND r.status NOT IN ('FAILED_FINAL', 'SUPPRESSED') AND NOT r.is_parent
                AND COALESCE(j.due_at, r.requested_at) > now() - make_interval(secs => $5::double precision)
              ORDER BY at DESC LIMIT $6",
         )
         .bind(tenant_id)
-        .bind(recipient_ref)
+        .bind(&recipient.recipient_ref)
         .bind(kind.map(|k| k.as_str()))
         .bind(exclude_key)
         .bind(window.as_secs_f64())
         .bind(i64::from(limit))
+        .bind(recipient.channel.as_str())
         .fetch_all(&self.pool)
         .await?)
     }
@@ -419,17 +422,20 @@ impl Ledger {
         rule_ref: &str,
         group_key: &str,
         since: DateTime<Utc>,
+        exclude_key: &str,
     ) -> Result<bool, LedgerError> {
         Ok(sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM communication_record
                  WHERE tenant_id = $1 AND recipient_ref = $2 AND rule_ref = $3 AND group_key = $4
-                   AND requested_at >= $5 AND subject_type <> 'DIGEST' AND status NOT IN ('SUPPRESSED', 'FAILED_FINAL'))",
+                   AND requested_at >= $5 AND subject_type <> 'DIGEST' AND status NOT IN ('SUPPRESSED', 'FAILED_FINAL')
+                   AND idempotency_key <> $6)",
         )
         .bind(tenant_id)
         .bind(recipient_ref)
         .bind(rule_ref)
         .bind(group_key)
         .bind(since)
+        .bind(exclude_key)
         .fetch_one(&self.pool)
         .await?)
     }

@@ -264,7 +264,8 @@ pub async fn endpoint(pool: &PgPool, id: &str) -> Result<Option<Endpoint>, sqlx:
 }
 
 /// Records how the endpoint answered: a success closes the circuit; a failure of the endpoint
-/// (not of the message) counts towards opening it, and a long run disables the endpoint.
+/// (not of the message, and not while its circuit is open) counts towards opening it, and a
+/// long run disables the endpoint.
 pub async fn record_health(
     pool: &PgPool,
     id: &str,
@@ -283,6 +284,8 @@ pub async fn record_health(
         .await?;
     } else {
         sqlx::query(
+            // Requests already in flight when the circuit opened fail too: they do not count, or
+            // one burst would disable an endpoint that was down for a moment.
             "UPDATE webhook_subscription SET consecutive_failures = consecutive_failures + 1,
                  circuit_open_until = CASE WHEN consecutive_failures + 1 >= $2
                      THEN now() + make_interval(secs => $3) ELSE circuit_open_until END,
@@ -290,7 +293,7 @@ pub async fn record_health(
                  disabled_reason = CASE WHEN consecutive_failures + 1 >= $4
                      THEN format('%s failures in a row', consecutive_failures + 1) ELSE disabled_reason END,
                  updated_at = now()
-             WHERE subscription_id = $1",
+             WHERE subscription_id = $1 AND (circuit_open_until IS NULL OR circuit_open_until <= now())",
         )
         .bind(id)
         .bind(threshold)

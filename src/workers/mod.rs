@@ -606,7 +606,7 @@ impl Admitted {
         let scheduled = ledger
             .scheduled_for(
                 tenant_id,
-                &self.recipient.recipient_ref,
+                &self.recipient,
                 counted,
                 idempotency_key,
                 limit.per,
