@@ -61,27 +61,6 @@ fn webhook(key: &str) -> NewCommunication {
     new
 }
 
-/// Queues `count` communications made by `make`, eight writers at a time.
-async fn queue(db: &TestDb, prefix: &str, count: usize, make: fn(&str) -> NewCommunication) {
-    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
-    let mut writers = tokio::task::JoinSet::new();
-    for w in 0..8 {
-        let ledger = ledger.clone();
-        let prefix = prefix.to_string();
-        writers.spawn(async move {
-            for i in (w..count).step_by(8) {
-                ledger
-                    .request(&make(&format!("{prefix}-{i}")))
-                    .await
-                    .expect("queue");
-            }
-        });
-    }
-    while let Some(done) = writers.join_next().await {
-        done.unwrap();
-    }
-}
-
 async fn scalar_f64(db: &TestDb, sql: &str) -> f64 {
     sqlx::query_scalar::<_, Option<f64>>(sql)
         .fetch_one(&db.pool)
@@ -116,20 +95,14 @@ fn peak_rss_mib(herald: &Herald) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn sender(db: &TestDb, smtp_url: &str, extra: &[(&str, &str)]) -> Herald {
-    let mut env = vec![
+/// The sender under test: SMTP connections and database pool as documented.
+fn bench_sender(db: &TestDb, smtp_url: &str) -> Herald {
+    let env = [
         ("HERALD_SMTP__POOL_MAX", SMTP_CONNECTIONS),
         ("HERALD_DATABASE__MAX_CONNECTIONS", POOL),
         ("HERALD_LOG__FILTER", "warn"),
     ];
-    env.extend_from_slice(extra);
-    Herald::start_with(
-        db,
-        smtp_url,
-        &new_lane(),
-        &["run", "--only", "delivery,relay"],
-        &env,
-    )
+    sender(db, smtp_url, "bench", &env)
 }
 
 /// Throughput over a queue of `count`, then latency under half that rate: (per s, p50, p99, rss).
@@ -139,8 +112,8 @@ async fn run_channel(
     make: fn(&str) -> NewCommunication,
     count: usize,
 ) -> (f64, f64, f64, f64) {
-    queue(db, "tp", count, make).await;
-    let herald = sender(db, smtp_url, &[]);
+    queue_many(db, "tp", count, 8, make).await;
+    let herald = bench_sender(db, smtp_url);
     wait_sent(db, count).await;
     let span = scalar_f64(
         db,
@@ -245,10 +218,10 @@ async fn roundtrips() -> Option<f64> {
             .count()
     };
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
-    let herald = sender(&db, &sink.url(), &[]);
+    let herald = bench_sender(&db, &sink.url());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let from = lines(&log);
-    queue(&db, "rt", 500, order_confirmation).await;
+    queue_many(&db, "rt", 500, 8, order_confirmation).await;
     wait_sent(&db, 500).await;
     let count = statements(from);
     drop(herald);

@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use herald::ledger::Ledger;
 use sqlx::Connection;
 use support::*;
 
@@ -118,35 +117,12 @@ async fn tally(db: &TestDb, sink: &smtp_sink::SmtpSink, kind: &str, expected: us
     tally
 }
 
-/// Queues `n` order confirmations, as the API or a worker would.
-async fn queue(db: &TestDb, prefix: &str, n: usize) {
-    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
-    for i in 0..n {
-        ledger
-            .request(&order_confirmation(&format!("{prefix}-{i}")))
-            .await
-            .expect("queue a communication");
-    }
-}
-
 fn stack(args: &[&str]) {
     let status = Command::new(format!("{MANIFEST_DIR}/scripts/stack"))
         .args(args)
         .status()
         .expect("scripts/stack");
     assert!(status.success(), "scripts/stack {args:?} failed");
-}
-
-fn sender(db: &TestDb, sink: &smtp_sink::SmtpSink, name: &str, extra: &[(&str, &str)]) -> Herald {
-    let mut env = vec![("HERALD_CAMUNDA__WORKER_ID", name)];
-    env.extend_from_slice(extra);
-    Herald::start_with(
-        db,
-        &sink.url(),
-        &new_lane(),
-        &["run", "--only", "delivery,relay"],
-        &env,
-    )
 }
 
 const ORDERS: &str = "ORDER_CONFIRMATION";
@@ -156,15 +132,15 @@ async fn kill_mid_batch() -> Tally {
     let db = TestDb::create().await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     sink.set_rcpt_delay(Duration::from_millis(50));
-    queue(&db, "kill", 300).await;
+    queue_many(&db, "kill", 300, 4, order_confirmation).await;
     let settings = [
         ("HERALD_DELIVERY__LEASE_MS", "3000"),
         ("HERALD_DELIVERY__MAX_IN_FLIGHT", "16"),
     ];
-    let mut doomed = sender(&db, &sink, "doomed", &settings);
+    let mut doomed = sender(&db, &sink.url(), "doomed", &settings);
     sink.wait_for(60, Duration::from_secs(60)).await;
     doomed.kill();
-    let _heir = sender(&db, &sink, "heir", &settings);
+    let _heir = sender(&db, &sink.url(), "heir", &settings);
     settle(&db, ORDERS, 300, Duration::from_secs(120)).await;
     tally(&db, &sink, ORDERS, 300).await
 }
@@ -174,8 +150,8 @@ async fn postgres_restart() -> Tally {
     let db = TestDb::create().await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     sink.set_rcpt_delay(Duration::from_millis(5));
-    queue(&db, "pgr", 300).await;
-    let _herald = sender(&db, &sink, "pg-restart", &[]);
+    queue_many(&db, "pgr", 300, 4, order_confirmation).await;
+    let _herald = sender(&db, &sink.url(), "pg-restart", &[]);
     sink.wait_for(60, Duration::from_secs(60)).await;
     stack(&["restart", "postgres"]);
     settle(&db, ORDERS, 300, Duration::from_secs(120)).await;
@@ -187,8 +163,8 @@ async fn terminate_backends() -> Tally {
     let db = TestDb::create().await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     sink.set_rcpt_delay(Duration::from_millis(5));
-    queue(&db, "term", 300).await;
-    let _herald = sender(&db, &sink, "terminated", &[]);
+    queue_many(&db, "term", 300, 4, order_confirmation).await;
+    let _herald = sender(&db, &sink.url(), "terminated", &[]);
     sink.wait_for(60, Duration::from_secs(60)).await;
     let mut cut = 0;
     for _ in 0..3 {
@@ -217,11 +193,11 @@ async fn terminate_backends() -> Tally {
 async fn smtp_outage() -> Tally {
     let db = TestDb::create().await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
-    queue(&db, "out", 200).await;
+    queue_many(&db, "out", 200, 4, order_confirmation).await;
     sink.set_outage(true);
     let _herald = sender(
         &db,
-        &sink,
+        &sink.url(),
         "outage",
         &[(
             "HERALD_DELIVERY__RETRY_SCHEDULE_S",

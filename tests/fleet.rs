@@ -8,41 +8,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use herald::ledger::Ledger;
 use support::*;
-
-/// Queues `n` order confirmations (`fleet-<i>@customer.example`), four writers at a time.
-async fn queue(db: &TestDb, prefix: &str, n: usize) {
-    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
-    let mut writers = tokio::task::JoinSet::new();
-    for w in 0..4 {
-        let ledger = ledger.clone();
-        let prefix = prefix.to_string();
-        writers.spawn(async move {
-            for i in (w..n).step_by(4) {
-                ledger
-                    .request(&order_confirmation(&format!("{prefix}-{i}")))
-                    .await
-                    .expect("queue a communication");
-            }
-        });
-    }
-    while let Some(done) = writers.join_next().await {
-        done.unwrap();
-    }
-}
-
-fn sender(db: &TestDb, sink: &smtp_sink::SmtpSink, name: &str, extra: &[(&str, &str)]) -> Herald {
-    let mut env = vec![("HERALD_CAMUNDA__WORKER_ID", name)];
-    env.extend_from_slice(extra);
-    Herald::start_with(
-        db,
-        &sink.url(),
-        &new_lane(),
-        &["run", "--only", "delivery"],
-        &env,
-    )
-}
 
 /// Recipients received, with the Message-IDs each got.
 fn by_recipient(sink: &smtp_sink::SmtpSink) -> BTreeMap<String, Vec<String>> {
@@ -59,10 +25,10 @@ fn by_recipient(sink: &smtp_sink::SmtpSink) -> BTreeMap<String, Vec<String>> {
 async fn two_senders_share_a_queue_of_1000_and_send_each_exactly_once() {
     let db = TestDb::create().await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
-    queue(&db, "fleet", 1000).await;
+    queue_many(&db, "fleet", 1000, 4, order_confirmation).await;
     let started = Instant::now();
-    let _a = sender(&db, &sink, "sender-a", &[]);
-    let _b = sender(&db, &sink, "sender-b", &[]);
+    let _a = sender(&db, &sink.url(), "sender-a", &[]);
+    let _b = sender(&db, &sink.url(), "sender-b", &[]);
     let sent = "SELECT count(*) FROM communication_record WHERE status = 'SENT'";
     wait_for("1,000 SENT", Duration::from_secs(180), || async {
         (db.scalar_i64(sent).await == 1000).then_some(())
@@ -107,13 +73,13 @@ async fn a_sender_killed_mid_batch_loses_nothing() {
     // A slow provider: every RCPT TO takes 100 ms, so a batch is still in flight when the
     // sender dies.
     sink.set_rcpt_delay(Duration::from_millis(100));
-    queue(&db, "kill", 200).await;
+    queue_many(&db, "kill", 200, 4, order_confirmation).await;
     let lease = [
         ("HERALD_DELIVERY__LEASE_MS", "2000"),
         ("HERALD_DELIVERY__BATCH_SIZE", "50"),
         ("HERALD_DELIVERY__MAX_IN_FLIGHT", "8"),
     ];
-    let mut doomed = sender(&db, &sink, "sender-doomed", &lease);
+    let mut doomed = sender(&db, &sink.url(), "sender-doomed", &lease);
     sink.wait_for(20, Duration::from_secs(60)).await;
     doomed.kill();
     let in_flight = db
@@ -123,7 +89,7 @@ async fn a_sender_killed_mid_batch_loses_nothing() {
         .await;
     assert!(in_flight > 0, "the sender died with a batch in flight");
 
-    let _heir = sender(&db, &sink, "sender-heir", &lease);
+    let _heir = sender(&db, &sink.url(), "sender-heir", &lease);
     let sent = "SELECT count(*) FROM communication_record WHERE status = 'SENT'";
     wait_for("200 SENT", Duration::from_secs(120), || async {
         (db.scalar_i64(sent).await == 200).then_some(())

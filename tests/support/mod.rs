@@ -666,3 +666,44 @@ pub fn order_confirmation(key: &str) -> herald::ledger::NewCommunication {
         group_key: None,
     }
 }
+
+/// Queues `n` communications made by `make` (keys `<prefix>-<i>`), `writers` at a time, as the
+/// API or a worker would.
+pub async fn queue_many(
+    db: &TestDb,
+    prefix: &str,
+    n: usize,
+    writers: usize,
+    make: fn(&str) -> herald::ledger::NewCommunication,
+) {
+    let ledger = herald::ledger::Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    let mut running = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let ledger = ledger.clone();
+        let prefix = prefix.to_string();
+        running.spawn(async move {
+            for i in (w..n).step_by(writers) {
+                ledger
+                    .request(&make(&format!("{prefix}-{i}")))
+                    .await
+                    .expect("queue a communication");
+            }
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        done.unwrap();
+    }
+}
+
+/// A sender of a fleet: `herald run --only delivery,relay` with this worker id.
+pub fn sender(db: &TestDb, smtp_url: &str, name: &str, extra: &[(&str, &str)]) -> Herald {
+    let mut env = vec![("HERALD_CAMUNDA__WORKER_ID", name)];
+    env.extend_from_slice(extra);
+    Herald::start_with(
+        db,
+        smtp_url,
+        &new_lane(),
+        &["run", "--only", "delivery,relay"],
+        &env,
+    )
+}
