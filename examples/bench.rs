@@ -323,6 +323,111 @@ fn http_limit(url: &str, concurrency: usize) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Starts `m` quote-proposal instances in `lane`, eight at a time.
+async fn start_instances(camunda: &herald::camunda::CamundaClient, lane: &str, m: usize) {
+    let mut starters = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let camunda = camunda.clone();
+        let lane = lane.to_string();
+        starters.spawn(async move {
+            for i in (w..m).step_by(8) {
+                let vars = proposal_vars(
+                    &lane,
+                    "Q-BENCH",
+                    ("recipientEmail", "buyer@customer.example"),
+                );
+                camunda
+                    .start_process(
+                        "quote-proposal",
+                        &format!("Q-BENCH-{i}-{}", &lane[5..13]),
+                        &vars,
+                    )
+                    .await
+                    .expect("start quote-proposal");
+            }
+        });
+    }
+    while let Some(done) = starters.join_next().await {
+        done.unwrap();
+    }
+}
+
+/// send-proposal tasks fetched, recorded and completed per second: by herald's workers (the
+/// first figure), and by the official Java client doing nothing (the second), on `m` instances
+/// each, started beforehand.
+async fn camunda_throughput(m: usize) -> (Option<f64>, Option<f64>) {
+    let camunda = camunda();
+    deploy(&camunda).await;
+    let db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-BENCH").await;
+    let lane = new_lane();
+    start_instances(&camunda, &lane, m).await;
+    let herald = Herald::start_with(
+        &db,
+        "smtp://127.0.0.1:9",
+        &lane,
+        &["run", "--only", "workers"],
+        &[
+            ("HERALD_CAMUNDA__MAX_TASKS", "100"),
+            ("HERALD_CAMUNDA__MAX_IN_FLIGHT", "64"),
+            ("HERALD_DATABASE__MAX_CONNECTIONS", POOL),
+            ("HERALD_LOG__FILTER", "warn"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while (db
+        .scalar_i64("SELECT count(*) FROM communication_record")
+        .await as usize)
+        < m
+    {
+        assert!(
+            Instant::now() < deadline,
+            "herald did not take the {m} tasks"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // From the first record to the last, plus one interval: herald's own start-up not counted.
+    let span = scalar_f64(
+        &db,
+        "SELECT EXTRACT(EPOCH FROM (max(created_at) - min(created_at)))::float8 FROM communication_record",
+    )
+    .await;
+    drop(herald);
+    let ours = m as f64 / (span * m as f64 / (m as f64 - 1.0)).max(0.001);
+
+    let java_lane = new_lane();
+    start_instances(&camunda, &java_lane, m).await;
+    let module = format!("{MANIFEST_DIR}/bench/java-client/target");
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(format!(
+            "{module}/java-client-bench-0.1.0.jar:{module}/dependency/*"
+        ))
+        .arg("herald.bench.Main")
+        .arg(camunda_url())
+        .arg(m.to_string())
+        .arg(&java_lane)
+        .output();
+    let java = match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("java_client_tasks_per_s "))
+            .and_then(|v| v.trim().parse().ok()),
+        Ok(out) => {
+            eprintln!(
+                "bench: the Java client failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("bench: the Java client did not start ({e}): build bench/java-client first");
+            None
+        }
+    };
+    (Some(ours), java)
+}
+
 fn fmt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.1}"))
         .unwrap_or_else(|| "not measured".into())
@@ -367,6 +472,14 @@ async fn main() {
     let smtp_limit_per_s = smtp_limit(count).await;
     let http_limit_per_s = http_limit(&url, 64);
 
+    let instances = std::env::var("HERALD_BENCH_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let (camunda_tasks_per_s, java_client_tasks_per_s) = camunda_throughput(instances).await;
+    let camunda_ratio = camunda_tasks_per_s
+        .zip(java_client_tasks_per_s)
+        .map(|(a, b)| a / b);
     let ratio = |ours: f64, refs: &[Option<f64>]| {
         let known: Vec<f64> = refs.iter().flatten().copied().collect();
         (known.len() == refs.len())
@@ -390,8 +503,9 @@ async fn main() {
         ("pg_insert_tps (pgbench)", pg_insert_tps),
         ("email_ratio", email_ratio),
         ("webhook_ratio", webhook_ratio),
-        ("camunda_tasks_per_s", None),
-        ("java_client_tasks_per_s", None),
+        ("camunda_tasks_per_s", camunda_tasks_per_s),
+        ("java_client_tasks_per_s", java_client_tasks_per_s),
+        ("camunda_ratio", camunda_ratio),
     ];
     println!("{:<34} {:>14}", "figure", "value");
     for (name, value) in rows {
@@ -413,9 +527,10 @@ async fn main() {
             "pg_insert_tps": pg_insert_tps,
             "email_ratio": email_ratio,
             "webhook_ratio": webhook_ratio,
-            "camunda_tasks_per_s": Value::Null,
-            "java_client_tasks_per_s": Value::Null,
-            "camunda_ratio": Value::Null,
+            "camunda_instances": instances,
+            "camunda_tasks_per_s": camunda_tasks_per_s,
+            "java_client_tasks_per_s": java_client_tasks_per_s,
+            "camunda_ratio": camunda_ratio,
         });
         println!("{figures}");
     }
