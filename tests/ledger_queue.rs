@@ -101,3 +101,44 @@ async fn a_job_that_cannot_start_leaves_the_queue_without_blocking_the_others() 
             .unwrap();
     assert!(done, "the bad job left the queue");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_notification_read_before_its_attempt_was_recorded_ends_opened() {
+    use herald::ledger::{Channel, RecipientType, ResolvedRecipient};
+    let db = TestDb::create().await;
+    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    let mut request = order_confirmation("inbox");
+    request.recipient = ResolvedRecipient {
+        recipient_type: RecipientType::User,
+        recipient_ref: "user:ines".into(),
+        channel: Channel::InApp,
+        address: Some("user:ines".into()),
+        locale: None,
+        timezone: None,
+        quiet_hours: None,
+    };
+    let id = ledger.request(&request).await.unwrap().communication_id;
+    let job = ledger
+        .claim_jobs("sender", 1, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0);
+    // The adapter stored the notification, and the recipient read it at once.
+    sqlx::query(
+        "INSERT INTO inbox_notification (notification_id, tenant_id, recipient_ref, communication_type, title, body_text, body_html)
+         VALUES ($1, 'acme', 'user:ines', 'ORDER_CONFIRMATION', 't', 'b', 'h')",
+    )
+    .bind(id.0)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let read = ledger.mark_read("acme", id.0).await.unwrap().unwrap();
+    assert!(read.read_at.is_some());
+    assert_eq!(ledger.get(id).await.unwrap().unwrap().status, "SENDING");
+    assert!(ledger.finish_attempt(&job, "sender", sent()).await.unwrap());
+    assert_eq!(
+        ledger.get(id).await.unwrap().unwrap().status,
+        "OPENED",
+        "the read is not lost"
+    );
+}

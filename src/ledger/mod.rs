@@ -763,6 +763,26 @@ impl Ledger {
             ),
         };
         transition(&mut tx, job.communication_id, to, change, Some(attempt)).await?;
+        // An inbox notification can be read between its storing and this record: it was
+        // opened as soon as it was sent.
+        if to == CommunicationStatus::Sent && job.channel == Channel::InApp {
+            let read: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM inbox_notification WHERE notification_id = $1 AND read_at IS NOT NULL)",
+            )
+            .bind(job.communication_id.0)
+            .fetch_one(&mut *tx)
+            .await?;
+            if read {
+                transition(
+                    &mut tx,
+                    job.communication_id,
+                    CommunicationStatus::Opened,
+                    StatusChange::default(),
+                    None,
+                )
+                .await?;
+            }
+        }
         tx.commit().await?;
         Ok(true)
     }
