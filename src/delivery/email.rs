@@ -158,6 +158,20 @@ impl EmailAdapter {
             (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password.clone())),
             _ => None,
         };
+        // Credentials never cross the network in clear: plain smtp:// with a password only to
+        // this machine.
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if credentials.is_some() && matches!(security, Security::Plain) && !loopback {
+            return Err(EmailConfigError::Url(
+                settings.url.clone(),
+                "credentials over plain smtp:// are refused: use smtp+starttls:// or smtps://"
+                    .into(),
+            ));
+        }
         let from: Mailbox = settings
             .from
             .parse()
@@ -410,4 +424,34 @@ fn smtp_failure(err: &lettre::transport::smtp::Error) -> SmtpFailure {
 
 fn truncate(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str, password: Option<&str>) -> EmailSettings {
+        EmailSettings {
+            url: url.into(),
+            from: "herald <noreply@herald.local>".into(),
+            username: password.map(|_| "herald".to_string()),
+            password: password.map(str::to_string),
+            timeout: Duration::from_secs(5),
+            pool_max: 2,
+            pool_get_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn credentials_never_go_over_plain_smtp_to_another_machine() {
+        assert!(EmailAdapter::new(&settings("smtp://mail.example.com:25", Some("pw"))).is_err());
+        assert!(EmailAdapter::new(&settings("smtp://127.0.0.1:2525", Some("pw"))).is_ok());
+        assert!(EmailAdapter::new(&settings("smtp://mail.example.com:25", None)).is_ok());
+        assert!(EmailAdapter::new(&settings(
+            "smtp+starttls://mail.example.com:587",
+            Some("pw")
+        ))
+        .is_ok());
+        assert!(EmailAdapter::new(&settings("ftp://mail.example.com", None)).is_err());
+    }
 }
