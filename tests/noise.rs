@@ -40,6 +40,23 @@ subject = "ORDER:orderId"
 orderNumber = "data.orderNumber"
 "#;
 
+/// A herald whose event rules are `rules` (kept while the returned file lives).
+async fn with_rules(
+    db: &TestDb,
+    sink: &smtp_sink::SmtpSink,
+    rules: &str,
+) -> (Herald, Api, tempfile::NamedTempFile) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), rules).unwrap();
+    let (herald, api) = Api::start(
+        db,
+        &sink.url(),
+        &[("HERALD_PATHS__RULES", file.path().to_str().unwrap())],
+    )
+    .await;
+    (herald, api, file)
+}
+
 fn event(kind: &str, id: &str, order: &str) -> Value {
     json!({
         "eventId": id, "eventType": kind, "occurredAt": "2026-11-26T10:00:00Z",
@@ -59,15 +76,8 @@ async fn a_rate_limit_delays_critical_excess_and_suppresses_the_rest() {
     let db = TestDb::create().await;
     db.add_contact("acme", "c-busy", "Bea Busy", "busy@customer.example")
         .await;
-    let rules = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(rules.path(), RULES).unwrap();
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
-    let (_herald, api) = Api::start(
-        &db,
-        &sink.url(),
-        &[("HERALD_PATHS__RULES", rules.path().to_str().unwrap())],
-    )
-    .await;
+    let (_herald, api, _rules) = with_rules(&db, &sink, RULES).await;
 
     let first = post(&api, event("OrderCreated", "e1", "O-1")).await;
     post(&api, event("OrderCreated", "e2", "O-2")).await;
@@ -150,15 +160,8 @@ async fn low_priority_updates_go_out_as_one_digest_per_recipient_and_window() {
         .await;
     db.add_contact("acme", "c-one", "Olga One", "one@customer.example")
         .await;
-    let rules = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(rules.path(), DIGEST_RULES).unwrap();
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
-    let (_herald, api) = Api::start(
-        &db,
-        &sink.url(),
-        &[("HERALD_PATHS__RULES", rules.path().to_str().unwrap())],
-    )
-    .await;
+    let (_herald, api, _rules) = with_rules(&db, &sink, DIGEST_RULES).await;
     let items = [
         post(&api, update("u1", "c-many", "O-1", "picked")).await,
         post(&api, update("u2", "c-many", "O-2", "shipped")).await,
@@ -270,15 +273,8 @@ fn fallout(case: &str, reason: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn similar_alerts_are_aggregated_the_first_at_once_the_rest_in_one_summary() {
     let db = TestDb::create().await;
-    let rules = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(rules.path(), ALERT_RULES).unwrap();
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
-    let (_herald, api) = Api::start(
-        &db,
-        &sink.url(),
-        &[("HERALD_PATHS__RULES", rules.path().to_str().unwrap())],
-    )
-    .await;
+    let (_herald, api, _rules) = with_rules(&db, &sink, ALERT_RULES).await;
     let cases = ["FC-1", "FC-2", "FC-3", "FC-4"];
     for case in cases {
         post(&api, fallout(case, "billing system down")).await;

@@ -18,12 +18,8 @@ async fn a_topic_before_its_effective_date_is_not_subscribed() {
     db.add_proposal_document("acme", "Q-EFF1").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
-    let future = topics_with(|name, text| {
-        if name == "send-proposal.toml" {
-            format!("effective_from = 2099-01-01T00:00:00Z\n{text}")
-        } else {
-            text
-        }
+    let future = topics_with("send-proposal.toml", |text| {
+        format!("effective_from = 2099-01-01T00:00:00Z\n{text}")
     });
     let topics = future.path().to_string_lossy().to_string();
     let early = Herald::start(
@@ -87,13 +83,7 @@ async fn a_reminder_outside_business_hours_waits_for_the_opening() {
         "business_hours = {{ start = \"00:00\", end = \"23:59\", days = [{}], timezone = \"UTC\" }}\n",
         days.join(", ")
     );
-    let closed = topics_with(|name, text| {
-        if name == "approval-reminder.toml" {
-            format!("{hours}{text}")
-        } else {
-            text
-        }
-    });
+    let closed = topics_with("approval-reminder.toml", |text| format!("{hours}{text}"));
     let topics = closed.path().to_string_lossy().to_string();
     let _herald = Herald::start(
         &db,

@@ -24,12 +24,34 @@ pub struct TenantQuery {
     limit: Option<i64>,
 }
 
-impl TenantQuery {
-    fn tenant(&self) -> Result<&str, ApiError> {
-        self.tenant_id
-            .as_deref()
+/// An authorized request about one tenant (`?tenantId=`): the bearer token is checked first,
+/// then the tenant is required.
+pub struct TenantScope {
+    tenant: String,
+    unread: bool,
+    limit: Option<i64>,
+}
+
+impl axum::extract::FromRequestParts<ApiState> for TenantScope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        authorize(state, &parts.headers)?;
+        let Query(query) = Query::<TenantQuery>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad(vec![format!("query: {e}")]))?;
+        let tenant = query
+            .tenant_id
             .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| ApiError::bad(vec!["tenantId: the query needs ?tenantId=".into()]))
+            .ok_or_else(|| ApiError::bad(vec!["tenantId: the query needs ?tenantId=".into()]))?;
+        Ok(TenantScope {
+            tenant,
+            unread: query.unread,
+            limit: query.limit,
+        })
     }
 }
 
@@ -88,25 +110,20 @@ pub async fn post_subscription(
 
 pub async fn get_subscription(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    scope: TenantScope,
     Path(id): Path<String>,
-    Query(query): Query<TenantQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let subscription = subscriptions::get(state.deps.ledger.pool(), query.tenant()?, &id).await?;
+    let subscription = subscriptions::get(state.deps.ledger.pool(), &scope.tenant, &id).await?;
     Ok(Json(subscription).into_response())
 }
 
 pub async fn rotate_subscription(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    scope: TenantScope,
     Path(id): Path<String>,
-    Query(query): Query<TenantQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let grace = std::time::Duration::from_secs(state.webhooks.rotation_grace_s);
-    let secret =
-        subscriptions::rotate(state.deps.ledger.pool(), query.tenant()?, &id, grace).await?;
+    let secret = subscriptions::rotate(state.deps.ledger.pool(), &scope.tenant, &id, grace).await?;
     tracing::info!(subscriptionId = %id, "webhook secret rotated");
     Ok(Json(json!({
         "subscriptionId": id,
@@ -118,13 +135,10 @@ pub async fn rotate_subscription(
 
 pub async fn enable_subscription(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    scope: TenantScope,
     Path(id): Path<String>,
-    Query(query): Query<TenantQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let subscription =
-        subscriptions::enable(state.deps.ledger.pool(), query.tenant()?, &id).await?;
+    let subscription = subscriptions::enable(state.deps.ledger.pool(), &scope.tenant, &id).await?;
     tracing::info!(subscriptionId = %id, "webhook endpoint enabled");
     Ok(Json(subscription).into_response())
 }
@@ -133,11 +147,10 @@ pub async fn enable_subscription(
 pub async fn replay(
     State(state): State<ApiState>,
     headers: HeaderMap,
+    scope: TenantScope,
     Path(id): Path<String>,
-    Query(query): Query<TenantQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let tenant_id = query.tenant()?;
+    let tenant_id = scope.tenant.as_str();
     let id: CommunicationId = id
         .parse()
         .map_err(|_| ApiError::bad(vec![format!("'{id}' is not a communication id")]))?;
@@ -174,16 +187,14 @@ pub async fn replay(
 
 pub async fn get_inbox(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    scope: TenantScope,
     Path(recipient_ref): Path<String>,
-    Query(query): Query<TenantQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let limit = scope.limit.unwrap_or(50).clamp(1, 500);
     let notifications = state
         .deps
         .ledger
-        .inbox(query.tenant()?, &recipient_ref, query.unread, limit)
+        .inbox(&scope.tenant, &recipient_ref, scope.unread, limit)
         .await
         .map_err(ApiError::unavailable)?;
     let unread = notifications.iter().filter(|n| n.read_at.is_none()).count();
@@ -197,18 +208,16 @@ pub async fn get_inbox(
 
 pub async fn read_notification(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    scope: TenantScope,
     Path(id): Path<String>,
-    Query(query): Query<TenantQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let id: uuid::Uuid = id
         .parse()
         .map_err(|_| ApiError::bad(vec![format!("'{id}' is not a notification id")]))?;
     state
         .deps
         .ledger
-        .mark_read(query.tenant()?, id)
+        .mark_read(&scope.tenant, id)
         .await
         .map_err(ApiError::unavailable)?
         .map(|n| Json(n).into_response())

@@ -612,15 +612,16 @@ impl Api {
     }
 }
 
-/// A copy of the shipped `topics/` with `edit(file name, text)` applied to each file: for
-/// tests of topic settings (`HERALD_PATHS__TOPICS`).
-pub fn topics_with(edit: impl Fn(&str, String) -> String) -> tempfile::TempDir {
+/// A copy of the shipped `topics/` with `edit` applied to the text of `file`: for tests of
+/// topic settings (`HERALD_PATHS__TOPICS`).
+pub fn topics_with(file: &str, edit: impl Fn(String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     for entry in std::fs::read_dir(Path::new(MANIFEST_DIR).join("topics")).expect("topics/") {
         let path = entry.expect("topic file").path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let text = std::fs::read_to_string(&path).expect("topic file");
-        std::fs::write(dir.path().join(&name), edit(&name, text)).expect("write topic");
+        let text = if name == file { edit(text) } else { text };
+        std::fs::write(dir.path().join(&name), text).expect("write topic");
     }
     dir
 }
