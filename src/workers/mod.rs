@@ -345,6 +345,23 @@ pub(crate) fn transient(
     }
 }
 
+/// The ledger's database failed: retried by the engine, then an incident naming the topic.
+pub(crate) fn ledger_down(topic: &str, err: impl std::fmt::Display) -> TechnicalFailure {
+    transient(
+        format!("{topic}: ledger database unavailable"),
+        err.to_string(),
+    )
+}
+
+/// A ledger error of a handler: an outage is retried; anything else (a corrupt value, a move
+/// the lifecycle refuses) is an incident at once.
+pub(crate) fn ledger_failure(topic: &str, err: crate::ledger::LedgerError) -> TechnicalFailure {
+    match err {
+        crate::ledger::LedgerError::Database(_) => ledger_down(topic, err),
+        other => permanent(format!("{topic}: {other}"), other.to_string()),
+    }
+}
+
 /// What a communication is, for the policy checks: its type and category, and a label for
 /// error messages (the topic or the rule).
 pub struct Purpose<'a> {
@@ -487,12 +504,7 @@ async fn admit_on(
                 now,
             )
             .await
-            .map_err(|e| {
-                transient(
-                    format!("{}: ledger database unavailable", purpose.label),
-                    e.to_string(),
-                )
-            })?;
+            .map_err(|e| ledger_down(purpose.label, e))?;
             let verdict = evaluate(
                 &facts,
                 purpose.kind,

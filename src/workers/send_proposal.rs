@@ -12,10 +12,11 @@ use serde_json::json;
 
 use crate::camunda::worker::{BoxFuture, HandlerOutcome, TaskHandler, TechnicalFailure};
 use crate::camunda::{LockedTask, VariableError, Variables, VariablesExt};
-use crate::ledger::{LedgerError, NewCommunication, ProcessOrigin};
+use crate::ledger::{NewCommunication, ProcessOrigin};
 use crate::policy::{self, derive_key, Resolution};
+use crate::workers::{ledger_down, ledger_failure};
 
-use super::{admit, completed_with_communication, permanent, transient, HandlerDeps, TopicConfig};
+use super::{admit, completed_with_communication, permanent, HandlerDeps, TopicConfig};
 use crate::artifacts::{
     check_for_delivery, signed_link, ArtifactCheck, AttachmentRef, DeliveryMode,
 };
@@ -125,12 +126,7 @@ impl SendProposal {
             expected,
         )
         .await
-        .map_err(|e| {
-            transient(
-                format!("{topic}: ledger database unavailable"),
-                e.to_string(),
-            )
-        })?;
+        .map_err(|e| ledger_down(topic, e))?;
         let refused = |code: &'static str, message: String| Document {
             link: None,
             link_valid_until: None,
@@ -258,12 +254,7 @@ impl SendProposal {
                 input.locale.as_deref(),
             )
             .await
-            .map_err(|e| {
-                transient(
-                    format!("{topic}: ledger database unavailable"),
-                    e.to_string(),
-                )
-            })?,
+            .map_err(|e| ledger_down(topic, e))?,
         };
 
         let mut key_values: BTreeMap<&str, String> = BTreeMap::new();
@@ -365,13 +356,12 @@ impl SendProposal {
             resend_of: None,
             group_key: None,
         };
-        let outcome = self.deps.ledger.request(&new).await.map_err(|e| match e {
-            LedgerError::Database(_) => transient(
-                format!("{topic}: ledger database unavailable"),
-                e.to_string(),
-            ),
-            other => permanent(format!("{topic}: {other}"), other.to_string()),
-        })?;
+        let outcome = self
+            .deps
+            .ledger
+            .request(&new)
+            .await
+            .map_err(|e| ledger_failure(topic, e))?;
         tracing::info!(
             communicationId = %outcome.communication_id,
             status = %outcome.status,

@@ -18,12 +18,12 @@ use crate::camunda::client::UserTask;
 use crate::camunda::worker::{BoxFuture, HandlerOutcome, TaskHandler, TechnicalFailure};
 use crate::camunda::{CamundaError, LockedTask, VariablesExt};
 use crate::ledger::{
-    Admission, Channel, LedgerError, NewCommunication, ProcessOrigin, RecipientType,
-    ResolvedRecipient,
+    Admission, Channel, NewCommunication, ProcessOrigin, RecipientType, ResolvedRecipient,
 };
 use crate::policy::identity::{engine_user, user_ref};
 use crate::policy::{derive_key, Resolution};
 use crate::templates::Template;
+use crate::workers::{ledger_down, ledger_failure};
 
 use super::{
     admit_on_channels, completed_with_communication, permanent, transient, Admitted, HandlerDeps,
@@ -232,12 +232,7 @@ impl TaskNotice {
                             .ledger
                             .count_about_task(topic, &user_task.id)
                             .await
-                            .map_err(|e| {
-                                transient(
-                                    format!("{topic}: ledger database unavailable"),
-                                    e.to_string(),
-                                )
-                            })?
+                            .map_err(|e| ledger_down(topic, e))?
                             + 1
                     }
                     NoticeKind::Escalation => 1,
@@ -356,13 +351,7 @@ impl TaskNotice {
             .ledger
             .request_fanout(&parent, &children)
             .await
-            .map_err(|e| match e {
-                LedgerError::Database(_) => transient(
-                    format!("{topic}: ledger database unavailable"),
-                    e.to_string(),
-                ),
-                other => permanent(format!("{topic}: {other}"), other.to_string()),
-            })?;
+            .map_err(|e| ledger_failure(topic, e))?;
         tracing::info!(
             communicationId = %outcome.communication_id,
             status = %outcome.status,
@@ -451,12 +440,7 @@ impl TaskNotice {
                 self.topic.rate_limit.as_ref(),
             )
             .await
-            .map_err(|e| {
-                transient(
-                    format!("{topic}: ledger database unavailable"),
-                    e.to_string(),
-                )
-            })?;
+            .map_err(|e| ledger_down(topic, e))?;
         if let Some(window) = self.topic.dedupe() {
             let recent = self
                 .deps
@@ -470,12 +454,7 @@ impl TaskNotice {
                     window,
                 )
                 .await
-                .map_err(|e| {
-                    transient(
-                        format!("{topic}: ledger database unavailable"),
-                        e.to_string(),
-                    )
-                })?;
+                .map_err(|e| ledger_down(topic, e))?;
             if recent {
                 admitted.dedupe(format!(
                     "a {} about this task went to this recipient within {}",
