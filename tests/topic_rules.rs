@@ -10,6 +10,29 @@ use chrono::{Datelike, Utc};
 use herald::camunda::{TypedValue, Variables};
 use support::*;
 
+/// A quote-approval process in `lane` whose one reminder fires after a second.
+async fn start_reminded_approval(
+    camunda: &herald::camunda::CamundaClient,
+    lane: &str,
+    quote: &str,
+    approver: &str,
+) {
+    let mut vars = Variables::new();
+    vars.insert("heraldLane".into(), TypedValue::string(lane));
+    vars.insert("tenantId".into(), TypedValue::string("acme"));
+    vars.insert("approver".into(), TypedValue::string(approver));
+    vars.insert("reminderCycle".into(), TypedValue::string("R1/PT1S"));
+    vars.insert("escalationAfter".into(), TypedValue::string("PT1H"));
+    camunda
+        .start_process(
+            "quote-approval",
+            &format!("{quote}-{}", &lane[5..13]),
+            &vars,
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_before_its_effective_date_is_not_subscribed() {
     let camunda = camunda();
@@ -91,16 +114,7 @@ async fn a_reminder_outside_business_hours_waits_for_the_opening() {
         &lane,
         &[("HERALD_PATHS__TOPICS", &topics)],
     );
-    let mut vars = Variables::new();
-    vars.insert("heraldLane".into(), TypedValue::string(&lane));
-    vars.insert("tenantId".into(), TypedValue::string("acme"));
-    vars.insert("approver".into(), TypedValue::string(&approver));
-    vars.insert("reminderCycle".into(), TypedValue::string("R1/PT1S"));
-    vars.insert("escalationAfter".into(), TypedValue::string("PT1H"));
-    camunda
-        .start_process("quote-approval", &format!("Q-BH-{}", &lane[5..13]), &vars)
-        .await
-        .unwrap();
+    start_reminded_approval(&camunda, &lane, "Q-BH", &approver).await;
 
     let due: chrono::DateTime<Utc> = wait_for("the held reminder", Duration::from_secs(30), || {
         let query = sqlx::query_scalar(
@@ -141,16 +155,7 @@ async fn a_reminder_falls_back_to_the_inbox_for_an_approver_without_an_email_add
     let approver = format!("noah{}", &lane[5..13]);
     create_user(&approver, "Noah", "Nomail", None).await;
     let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
-    let mut vars = Variables::new();
-    vars.insert("heraldLane".into(), TypedValue::string(&lane));
-    vars.insert("tenantId".into(), TypedValue::string("acme"));
-    vars.insert("approver".into(), TypedValue::string(&approver));
-    vars.insert("reminderCycle".into(), TypedValue::string("R1/PT1S"));
-    vars.insert("escalationAfter".into(), TypedValue::string("PT1H"));
-    camunda
-        .start_process("quote-approval", &format!("Q-IN-{}", &lane[5..13]), &vars)
-        .await
-        .unwrap();
+    start_reminded_approval(&camunda, &lane, "Q-IN", &approver).await;
     let (channel, status): (String, String) = wait_for("the reminder", Duration::from_secs(30), || {
         let query = sqlx::query_as(
             "SELECT channel, status FROM communication_record WHERE recipient_ref = $1 AND status = 'SENT'",

@@ -4,9 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Datelike, NaiveTime, TimeZone, Utc, Weekday};
+use chrono::{DateTime, Datelike, NaiveTime, Utc, Weekday};
 use chrono_tz::Tz;
 use serde::Deserialize;
+
+use super::preferences::local_instant;
 
 /// As written in a topic file.
 #[derive(Debug, Clone, Deserialize)]
@@ -85,19 +87,9 @@ impl BusinessHours {
         let mut date = local.date_naive();
         for _ in 0..8 {
             if open_day(date.weekday()) {
-                let naive = date.and_time(self.start);
-                // A start in a DST gap moves on by an hour.
-                let opening = self
-                    .timezone
-                    .from_local_datetime(&naive)
-                    .earliest()
-                    .or_else(|| {
-                        self.timezone
-                            .from_local_datetime(&(naive + chrono::Duration::hours(1)))
-                            .earliest()
-                    });
-                if let Some(opening) = opening.filter(|o| *o > local) {
-                    return Some(opening.with_timezone(&Utc));
+                let opening = local_instant(self.timezone, date.and_time(self.start));
+                if let Some(opening) = opening.filter(|o| *o > at) {
+                    return Some(opening);
                 }
             }
             date = date.succ_opt()?;

@@ -78,20 +78,20 @@ impl QuietHours {
         } else {
             next_day(date)
         };
-        let naive = end_date.and_time(self.end);
-        // A time that does not exist (a DST gap) moves on by an hour; an ambiguous one takes
-        // the earlier instant.
-        let local_end = self
-            .timezone
-            .from_local_datetime(&naive)
-            .earliest()
-            .or_else(|| {
-                self.timezone
-                    .from_local_datetime(&(naive + chrono::Duration::hours(1)))
-                    .earliest()
-            })?;
-        Some(local_end.with_timezone(&Utc))
+        local_instant(self.timezone, end_date.and_time(self.end))
     }
+}
+
+/// A wall-clock time in a time zone as an instant: a time that does not exist (a DST gap) moves
+/// on by an hour; an ambiguous one takes the earlier instant.
+pub(crate) fn local_instant(zone: Tz, naive: chrono::NaiveDateTime) -> Option<DateTime<Utc>> {
+    zone.from_local_datetime(&naive)
+        .earliest()
+        .or_else(|| {
+            zone.from_local_datetime(&(naive + chrono::Duration::hours(1)))
+                .earliest()
+        })
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn next_day(date: NaiveDate) -> NaiveDate {
