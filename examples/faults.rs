@@ -168,14 +168,17 @@ async fn terminate_backends() -> Tally {
     sink.wait_for(60, Duration::from_secs(60)).await;
     let mut cut = 0;
     for _ in 0..3 {
-        // The suite's own pool is cut too: the next query reconnects.
+        // The suite's own pool is cut too: the next query reconnects. Only client
+        // connections of herald's role: an autovacuum worker on the database is a
+        // superuser process that this role may not (and need not) terminate.
         let _ = sqlx::query("SELECT 1").execute(&db.pool).await;
         let mut admin = sqlx::PgConnection::connect(&std::env::var("HERALD_DATABASE_URL").unwrap())
             .await
             .expect("admin connection");
         cut += sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
+             WHERE datname = $1 AND pid <> pg_backend_pid()
+               AND backend_type = 'client backend' AND usename = current_user",
         )
         .bind(&db.name)
         .fetch_one(&mut admin)

@@ -142,3 +142,116 @@ async fn an_inbox_notification_read_before_its_attempt_was_recorded_ends_opened(
         "the read is not lost"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_attempts_recorded_together_each_get_their_own_outcome_and_event() {
+    let db = TestDb::create().await;
+    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    for key in ["b-sent", "b-retry", "b-final", "b-lost"] {
+        ledger.request(&order_confirmation(key)).await.unwrap();
+    }
+    let jobs = ledger
+        .claim_jobs("sender", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 4);
+    let job = |key: &str| {
+        jobs.iter()
+            .find(|j| j.correlation_id == key)
+            .expect("claimed")
+    };
+    // Another sender holds "b-lost" now (its lease was taken over).
+    sqlx::query("UPDATE delivery_job SET locked_by = 'other' WHERE communication_id = $1")
+        .bind(job("b-lost").communication_id.0)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let retry = AttemptResult::Retry {
+        failure_class: "PROVIDER_UNAVAILABLE".into(),
+        response_code: Some(421),
+        summary: "try later".into(),
+        after: Duration::from_secs(60),
+    };
+    let final_ = AttemptResult::Final {
+        failure_class: "RECIPIENT_INVALID".into(),
+        failure_code: "RECIPIENT_INVALID".into(),
+        response_code: Some(550),
+        summary: "no such user".into(),
+    };
+    let fenced = ledger
+        .finish_attempts(
+            "sender",
+            &[
+                (job("b-sent"), sent()),
+                (job("b-retry"), retry),
+                (job("b-final"), final_),
+                (job("b-lost"), sent()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fenced, vec![true, true, true, false]);
+
+    let status = |key: &'static str| {
+        let id = job(key).communication_id;
+        let ledger = ledger.clone();
+        async move { ledger.get(id).await.unwrap().unwrap() }
+    };
+    let sent_view = status("b-sent").await;
+    assert_eq!(sent_view.status, "SENT");
+    assert_eq!(sent_view.attempts[0].status, "ACCEPTED");
+    assert_eq!(
+        sent_view.attempts[0].provider_message_id.as_deref(),
+        Some("p-1")
+    );
+    let retry_view = status("b-retry").await;
+    assert_eq!(retry_view.status, "FAILED_RETRYABLE");
+    assert_eq!(retry_view.attempts[0].response_code, Some(421));
+    let final_view = status("b-final").await;
+    assert_eq!(final_view.status, "FAILED_FINAL");
+    assert_eq!(
+        final_view.failure_code.as_deref(),
+        Some("RECIPIENT_INVALID")
+    );
+    let lost_view = status("b-lost").await;
+    assert_eq!(lost_view.status, "SENDING", "a lost lease writes nothing");
+    assert_eq!(lost_view.attempts[0].status, "IN_PROGRESS");
+
+    // The retry is due again in a minute; the others left the queue.
+    let jobs_left: Vec<(String, bool, bool)> = sqlx::query_as(
+        "SELECT r.correlation_id, j.done, j.due_at > now() + interval '50 seconds'
+         FROM delivery_job j JOIN communication_record r USING (communication_id) ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        jobs_left,
+        vec![
+            ("b-final".into(), true, false),
+            ("b-lost".into(), false, false),
+            ("b-retry".into(), false, true),
+            ("b-sent".into(), true, false),
+        ]
+    );
+    // One event per outcome, each about its own record, with the record's status.
+    let events: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT r.correlation_id, o.event_type, o.payload->>'status' FROM communication_outbox o
+         JOIN communication_record r ON r.communication_id = o.aggregate_id
+         WHERE o.event_type IN ('CommunicationSent', 'CommunicationFailed') ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        events,
+        vec![
+            (
+                "b-final".into(),
+                "CommunicationFailed".into(),
+                "FAILED_FINAL".into()
+            ),
+            ("b-sent".into(), "CommunicationSent".into(), "SENT".into()),
+        ]
+    );
+}

@@ -67,23 +67,32 @@ impl DeliveryEngine {
     /// Runs until `shutdown`; attempts in flight are finished first. Jobs are claimed as slots
     /// come free (at most `batch_size` per claim, `max_in_flight` at once): a slow job never
     /// holds back the next claim, and no claimed job waits inside herald while its lease runs.
+    /// While busy, a claim waits for a quarter of the slots (or the batch) to be free, so that
+    /// one statement claims many jobs; ended attempts are recorded together by one recorder.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut wakeup = Wakeup::new(self.ledger.pool().clone(), "herald_delivery");
         let mut backoff = Duration::from_millis(250);
-        let slots = Arc::new(tokio::sync::Semaphore::new(self.options.max_in_flight));
+        let max = self.options.max_in_flight.max(1);
+        let slots = Arc::new(tokio::sync::Semaphore::new(max));
+        let claim_at = (max / 4).clamp(1, self.options.batch_size.max(1) as usize);
+        let (ended, ended_rx) = tokio::sync::mpsc::unbounded_channel();
+        let recorder = tokio::spawn(self.clone().record(ended_rx));
         let mut running = JoinSet::new();
         tracing::info!(worker_id = %self.options.worker_id, "delivery loop started");
         while !shutdown.is_cancelled() {
             while running.try_join_next().is_some() {}
-            let free = slots.available_permits();
-            if free == 0 {
+            // Slots are held from the claim until the attempt is recorded; the claim waits
+            // until enough are free (only this loop takes them, so they stay free).
+            if slots.available_permits() < claim_at {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = running.join_next() => {}
+                    enough = slots.acquire_many(claim_at as u32) => drop(enough),
                 }
-                continue;
             }
-            let limit = self.options.batch_size.min(free as i64);
+            let limit = self
+                .options
+                .batch_size
+                .min(slots.available_permits() as i64);
             match self
                 .ledger
                 .claim_jobs(&self.options.worker_id, limit, self.options.lease)
@@ -96,6 +105,7 @@ impl DeliveryEngine {
                             unreachable!("no more jobs are claimed than there are free slots")
                         };
                         let engine = self.clone();
+                        let ended = ended.clone();
                         let span = tracing::info_span!(
                             "delivery",
                             communicationId = %job.communication_id,
@@ -105,8 +115,9 @@ impl DeliveryEngine {
                         );
                         running.spawn(
                             async move {
-                                engine.deliver(job).await;
-                                drop(slot);
+                                let result = engine.deliver(&job).await;
+                                // The slot is freed once the attempt is recorded.
+                                let _ = ended.send(Ended { job, result, slot });
                             }
                             .instrument(span),
                         );
@@ -138,11 +149,81 @@ impl DeliveryEngine {
             );
         }
         while running.join_next().await.is_some() {}
+        drop(ended);
+        let _ = recorder.await;
         tracing::info!("delivery loop stopped");
     }
 
-    async fn deliver(&self, job: ClaimedJob) {
-        let result = self.attempt(&job).await;
+    /// Records ended attempts, all those waiting in one transaction, until every sender of
+    /// `ended` is gone.
+    async fn record(self: Arc<Self>, mut ended: tokio::sync::mpsc::UnboundedReceiver<Ended>) {
+        const MOST: usize = 256;
+        let mut batch = Vec::with_capacity(MOST);
+        while ended.recv_many(&mut batch, MOST).await > 0 {
+            let results: Vec<(&ClaimedJob, AttemptResult)> =
+                batch.iter().map(|e| (&e.job, e.result.clone())).collect();
+            match self
+                .ledger
+                .finish_attempts(&self.options.worker_id, &results)
+                .await
+            {
+                Ok(fenced) => {
+                    for (ended, fenced) in batch.iter().zip(fenced) {
+                        if !fenced {
+                            lease_lost(&ended.job);
+                        }
+                    }
+                }
+                // One by one, each retried: a passing fault or one row that cannot be written
+                // does not hold back the others.
+                Err(err) => {
+                    tracing::warn!(error = %err, attempts = batch.len(), "recording ended attempts together failed; recording them one by one");
+                    let mut singles = JoinSet::new();
+                    for ended in batch.drain(..) {
+                        let engine = self.clone();
+                        singles.spawn(async move { engine.record_one(ended).await });
+                    }
+                    while singles.join_next().await.is_some() {}
+                }
+            }
+            batch.clear();
+        }
+    }
+
+    async fn record_one(&self, ended: Ended) {
+        let span = tracing::info_span!(
+            "delivery",
+            communicationId = %ended.job.communication_id,
+            correlationId = %ended.job.correlation_id,
+            attempt = ended.job.attempt_no,
+        );
+        // The provider has answered: recording it must not be lost to a passing database fault,
+        // or the lease would expire and the message would go out again.
+        let recorded = (|| {
+            self.ledger
+                .finish_attempt(&ended.job, &self.options.worker_id, ended.result.clone())
+        })
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(5))
+                .with_total_delay(Some(self.options.lease)),
+        )
+        .instrument(span.clone())
+        .await;
+        let _entered = span.enter();
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => lease_lost(&ended.job),
+            Err(err) => {
+                tracing::error!(error = %err, "could not record the attempt; the lease will expire")
+            }
+        }
+    }
+
+    /// Sends one claimed job and says how it went.
+    async fn deliver(&self, job: &ClaimedJob) -> AttemptResult {
+        let result = self.attempt(job).await;
         match &result {
             AttemptResult::Sent { .. } => {
                 tracing::info!(to = job.address_masked.as_deref().unwrap_or("?"), "sent")
@@ -163,28 +244,7 @@ impl DeliveryEngine {
                 tracing::error!(failure_class, %summary, "attempt failed; communication failed for good")
             }
         }
-        // The provider has answered: recording it must not be lost to a passing database fault,
-        // or the lease would expire and the message would go out again.
-        let recorded = (|| {
-            self.ledger
-                .finish_attempt(&job, &self.options.worker_id, result.clone())
-        })
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(5))
-                .with_total_delay(Some(self.options.lease)),
-        )
-        .await;
-        match recorded {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                "lease lost before the attempt was recorded; another sender owns the job"
-            ),
-            Err(err) => {
-                tracing::error!(error = %err, "could not record the attempt; the lease will expire")
-            }
-        }
+        result
     }
 
     async fn attempt(&self, job: &ClaimedJob) -> AttemptResult {
@@ -325,6 +385,19 @@ impl DeliveryEngine {
             },
         }
     }
+}
+
+/// An attempt that ended, waiting to be recorded; its slot is freed with it.
+struct Ended {
+    job: ClaimedJob,
+    result: AttemptResult,
+    #[allow(dead_code)]
+    slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+fn lease_lost(job: &ClaimedJob) {
+    tracing::warn!(communicationId = %job.communication_id, correlationId = %job.correlation_id,
+        "lease lost before the attempt was recorded; another sender owns the job");
 }
 
 /// Reads a file to attach, within its size limit; returns it with the sha256 of its bytes.

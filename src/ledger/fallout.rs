@@ -92,9 +92,6 @@ impl Ledger {
         .bind(&event)
         .execute(&mut *conn)
         .await?;
-        sqlx::query("SELECT pg_notify('herald_fallout', '')")
-            .execute(&mut *conn)
-            .await?;
         Ok(())
     }
 

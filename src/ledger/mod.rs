@@ -18,7 +18,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 pub use model::*;
-pub use transition::{transition, AttemptWrite, StatusChange};
+pub use transition::{transition, AttemptEnd, AttemptWrite, StatusChange};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -510,6 +510,13 @@ impl Ledger {
         Ok(())
     }
 
+    /// When a correlation scheduled now is given up.
+    fn correlation_deadline_from_now(&self) -> DateTime<Utc> {
+        Utc::now()
+            + chrono::Duration::from_std(self.correlation_deadline)
+                .unwrap_or(chrono::Duration::hours(1))
+    }
+
     async fn schedule_correlation(
         &self,
         conn: &mut PgConnection,
@@ -519,9 +526,7 @@ impl Ledger {
         message_name: &str,
         tenant_id: &str,
     ) -> Result<(), LedgerError> {
-        let deadline = Utc::now()
-            + chrono::Duration::from_std(self.correlation_deadline)
-                .unwrap_or(chrono::Duration::hours(1));
+        let deadline = self.correlation_deadline_from_now();
         sqlx::query(
             "INSERT INTO camunda_correlation (correlation_row_id, communication_id, process_instance_id, task_id, message_name, tenant_id, deadline_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
@@ -535,9 +540,6 @@ impl Ledger {
         .bind(deadline)
         .execute(&mut *conn)
         .await?;
-        sqlx::query("SELECT pg_notify('herald_correlation', '')")
-            .execute(&mut *conn)
-            .await?;
         Ok(())
     }
 
@@ -630,161 +632,71 @@ impl Ledger {
         worker: &str,
         result: AttemptResult,
     ) -> Result<bool, LedgerError> {
+        Ok(self.finish_attempts(worker, &[(job, result)]).await?[0])
+    }
+
+    /// Records how many attempts ended, in one transaction (see
+    /// [`transition::end_attempts`]): for each, false when the sender's lease was lost to
+    /// another sender in the meantime (nothing is written for it).
+    pub async fn finish_attempts(
+        &self,
+        worker: &str,
+        finished: &[(&ClaimedJob, AttemptResult)],
+    ) -> Result<Vec<bool>, LedgerError> {
+        let ends: Vec<AttemptEnd> = finished
+            .iter()
+            .map(|(job, result)| attempt_end(job, result))
+            .collect();
         let mut tx = self.pool.begin().await?;
-        let fenced =
-            match &result {
-                AttemptResult::Retry { after, .. } => {
-                    sqlx::query(
-                        "UPDATE delivery_job SET locked_by = NULL, locked_until = NULL,
-                         due_at = now() + make_interval(secs => $4::double precision / 1000)
-                     WHERE communication_id = $1 AND locked_by = $2 AND attempts = $3 AND NOT done",
-                    )
-                    .bind(job.communication_id.0)
-                    .bind(worker)
-                    .bind(job.attempt_no)
-                    .bind(after.as_millis() as i64)
-                    .execute(&mut *tx)
-                    .await?
-                }
-                // A webhook that failed for good keeps its payload: it is dead-lettered, and an
-                // operator can replay it (POST /communications/{id}/replay).
-                AttemptResult::Sent { .. } | AttemptResult::Final { .. } => sqlx::query(
-                    "UPDATE delivery_job SET done = true, locked_by = NULL, locked_until = NULL,
-                         recipient_address = NULL,
-                         render_payload = CASE WHEN $4 THEN render_payload ELSE NULL END
-                     WHERE communication_id = $1 AND locked_by = $2 AND attempts = $3 AND NOT done",
+        let ended = transition::end_attempts(&mut tx, worker, &ends).await?;
+        let mut hashed = (Vec::new(), Vec::new(), Vec::new());
+        for ((job, result), end) in finished.iter().zip(&ended) {
+            if !end.fenced {
+                continue;
+            }
+            if !end.moved {
+                tracing::error!(communicationId = %job.communication_id,
+                    "the attempt ended but the record was no longer SENDING; its status is kept");
+            }
+            let AttemptResult::Sent {
+                retained,
+                attachment_hashes,
+                ..
+            } = result
+            else {
+                continue;
+            };
+            if let Some(sealed) = retained {
+                sqlx::query(
+                    "INSERT INTO communication_content (communication_id, nonce, ciphertext) VALUES ($1, $2, $3)
+                     ON CONFLICT (communication_id) DO UPDATE SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext",
                 )
                 .bind(job.communication_id.0)
-                .bind(worker)
-                .bind(job.attempt_no)
-                .bind(
-                    job.channel == Channel::Webhook
-                        && matches!(result, AttemptResult::Final { .. }),
-                )
+                .bind(&sealed.nonce)
+                .bind(&sealed.ciphertext)
                 .execute(&mut *tx)
-                .await?,
-            };
-        if fenced.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
+                .await?;
+            }
+            for (artifact_id, hash) in attachment_hashes {
+                hashed.0.push(job.communication_id.0);
+                hashed.1.push(artifact_id.clone());
+                hashed.2.push(hash.clone());
+            }
         }
-        if let AttemptResult::Sent {
-            retained: Some(sealed),
-            ..
-        } = &result
-        {
+        if !hashed.0.is_empty() {
             sqlx::query(
-                "INSERT INTO communication_content (communication_id, nonce, ciphertext) VALUES ($1, $2, $3)
-                 ON CONFLICT (communication_id) DO UPDATE SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext",
+                "UPDATE communication_artifact_link l SET sent_bytes_hash = h.hash
+                 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS h(communication_id, artifact_id, hash)
+                 WHERE l.communication_id = h.communication_id AND l.artifact_id = h.artifact_id",
             )
-            .bind(job.communication_id.0)
-            .bind(&sealed.nonce)
-            .bind(&sealed.ciphertext)
+            .bind(&hashed.0)
+            .bind(&hashed.1)
+            .bind(&hashed.2)
             .execute(&mut *tx)
             .await?;
         }
-        if let AttemptResult::Sent {
-            attachment_hashes, ..
-        } = &result
-        {
-            for (artifact_id, hash) in attachment_hashes {
-                sqlx::query(
-                    "UPDATE communication_artifact_link SET sent_bytes_hash = $3 WHERE communication_id = $1 AND artifact_id = $2",
-                )
-                .bind(job.communication_id.0)
-                .bind(artifact_id)
-                .bind(hash)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        let (to, change, attempt) = match result {
-            AttemptResult::Sent {
-                provider_message_id,
-                response_code,
-                summary,
-                content_hash,
-                ..
-            } => (
-                CommunicationStatus::Sent,
-                StatusChange {
-                    rendered_content_hash: Some(content_hash.clone()),
-                    ..StatusChange::default()
-                },
-                AttemptWrite::Finish {
-                    attempt_no: job.attempt_no,
-                    status: AttemptStatus::Accepted,
-                    failure_class: None,
-                    provider_message_id,
-                    response_code,
-                    response_summary: Some(summary),
-                    request_payload_hash: Some(content_hash),
-                },
-            ),
-            AttemptResult::Retry {
-                failure_class,
-                response_code,
-                summary,
-                ..
-            } => (
-                CommunicationStatus::FailedRetryable,
-                StatusChange::default(),
-                AttemptWrite::Finish {
-                    attempt_no: job.attempt_no,
-                    status: AttemptStatus::FailedRetryable,
-                    failure_class: Some(failure_class),
-                    provider_message_id: None,
-                    response_code,
-                    response_summary: Some(summary),
-                    request_payload_hash: None,
-                },
-            ),
-            AttemptResult::Final {
-                failure_class,
-                failure_code,
-                response_code,
-                summary,
-            } => (
-                CommunicationStatus::FailedFinal,
-                StatusChange {
-                    failure_code: Some(failure_code),
-                    failure_message: Some(summary.clone()),
-                    ..StatusChange::default()
-                },
-                AttemptWrite::Finish {
-                    attempt_no: job.attempt_no,
-                    status: AttemptStatus::FailedFinal,
-                    failure_class: Some(failure_class),
-                    provider_message_id: None,
-                    response_code,
-                    response_summary: Some(summary),
-                    request_payload_hash: None,
-                },
-            ),
-        };
-        transition(&mut tx, job.communication_id, to, change, Some(attempt)).await?;
-        // An inbox notification can be read between its storing and this record: it was
-        // opened as soon as it was sent.
-        if to == CommunicationStatus::Sent && job.channel == Channel::InApp {
-            let read: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM inbox_notification WHERE notification_id = $1 AND read_at IS NOT NULL)",
-            )
-            .bind(job.communication_id.0)
-            .fetch_one(&mut *tx)
-            .await?;
-            if read {
-                transition(
-                    &mut tx,
-                    job.communication_id,
-                    CommunicationStatus::Opened,
-                    StatusChange::default(),
-                    None,
-                )
-                .await?;
-            }
-        }
         tx.commit().await?;
-        Ok(true)
+        Ok(ended.iter().map(|e| e.fenced).collect())
     }
 
     /// Publishes up to `limit` pending outbox events. Today's subscriber is Camunda: an outcome
@@ -799,6 +711,7 @@ impl Ledger {
         .fetch_all(&mut *tx)
         .await?;
         let mut published = Vec::with_capacity(rows.len());
+        let mut outcomes = (Vec::new(), Vec::new());
         for row in &rows {
             let outbox_id: Uuid = row.get("outbox_id");
             let id = CommunicationId(row.get("aggregate_id"));
@@ -811,31 +724,8 @@ impl Ledger {
                 _ => None,
             };
             if let Some(message_name) = message_name {
-                // Serialises with register_waiter: a waiter is either seen here or sees the outcome.
-                sqlx::query(
-                    "SELECT 1 FROM communication_record WHERE communication_id = $1 FOR UPDATE",
-                )
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await?;
-                let waiters: Vec<(String, String)> = sqlx::query_as(
-                    "SELECT process_instance_id, task_id FROM communication_waiter WHERE communication_id = $1",
-                )
-                .bind(id.0)
-                .fetch_all(&mut *tx)
-                .await?;
-                let tenant_id: String = row.get("tenant_id");
-                for (process_instance_id, task_id) in waiters {
-                    self.schedule_correlation(
-                        &mut tx,
-                        id,
-                        &process_instance_id,
-                        &task_id,
-                        message_name,
-                        &tenant_id,
-                    )
-                    .await?;
-                }
+                outcomes.0.push(id.0);
+                outcomes.1.push(message_name);
             }
             if matches!(
                 event_type.as_str(),
@@ -845,6 +735,26 @@ impl Ledger {
             }
             tracing::debug!(communicationId = %id, event_type, "outbox event published");
             published.push(outbox_id);
+        }
+        // One correlation per waiting process instance, for all outcomes of the batch. No lock
+        // on the records is needed: register_waiter locks the record, and the status change
+        // that wrote the event updated it, so a waiter either committed before that change
+        // (and is seen here) or read the outcome itself and scheduled its correlation.
+        if !outcomes.0.is_empty() {
+            sqlx::query(
+                "INSERT INTO camunda_correlation (correlation_row_id, communication_id, process_instance_id, task_id,
+                     message_name, tenant_id, deadline_at)
+                 SELECT gen_random_uuid(), w.communication_id, w.process_instance_id, w.task_id, o.message_name,
+                     w.tenant_id, $3
+                 FROM communication_waiter w
+                 JOIN unnest($1::uuid[], $2::text[]) AS o(communication_id, message_name) USING (communication_id)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&outcomes.0)
+            .bind(&outcomes.1)
+            .bind(self.correlation_deadline_from_now())
+            .execute(&mut *tx)
+            .await?;
         }
         if !published.is_empty() {
             sqlx::query("UPDATE communication_outbox SET status = 'PUBLISHED', published_at = now() WHERE outbox_id = ANY($1)")
@@ -1054,49 +964,56 @@ async fn admit(
     id: CommunicationId,
     new: &NewCommunication,
 ) -> Result<CommunicationStatus, LedgerError> {
-    for (artifact_id, role) in &new.artifacts {
-        sqlx::query("INSERT INTO communication_artifact_link (communication_id, artifact_id, artifact_role) VALUES ($1, $2, $3)")
-            .bind(id.0)
-            .bind(artifact_id)
-            .bind(role)
-            .execute(&mut *conn)
-            .await?;
-    }
-    for decision in &new.decisions {
+    if !new.artifacts.is_empty() {
+        let (ids, roles): (Vec<&str>, Vec<&str>) = new
+            .artifacts
+            .iter()
+            .map(|(id, role)| (id.as_str(), role.as_str()))
+            .unzip();
         sqlx::query(
-            "INSERT INTO communication_decision (decision_id, communication_id, check_name, outcome, reason_code, detail)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO communication_artifact_link (communication_id, artifact_id, artifact_role)
+             SELECT $1, a.artifact_id, a.artifact_role FROM unnest($2::text[], $3::text[]) AS a(artifact_id, artifact_role)",
         )
-        .bind(Uuid::now_v7())
         .bind(id.0)
-        .bind(decision.check)
-        .bind(decision.outcome.as_str())
-        .bind(&decision.reason_code)
-        .bind(&decision.detail)
+        .bind(&ids)
+        .bind(&roles)
         .execute(&mut *conn)
         .await?;
     }
-    transition::record_requested(&mut *conn, id).await?;
+    if !new.decisions.is_empty() {
+        let d = &new.decisions;
+        sqlx::query(
+            "INSERT INTO communication_decision (decision_id, communication_id, check_name, outcome, reason_code, detail)
+             SELECT d.decision_id, $1, d.check_name, d.outcome, d.reason_code, d.detail
+             FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])
+                 AS d(decision_id, check_name, outcome, reason_code, detail)",
+        )
+        .bind(id.0)
+        .bind(d.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+        .bind(d.iter().map(|x| x.check).collect::<Vec<_>>())
+        .bind(d.iter().map(|x| x.outcome.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|x| x.reason_code.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|x| x.detail.as_str()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
     let (status, change) = match &new.admission {
         Admission::Queue => {
-            sqlx::query(
-                "INSERT INTO delivery_job (communication_id, tenant_id, due_at, recipient_address, render_payload, locale, attachments, priority)
-                 VALUES ($1, $2, COALESCE($3, now()), $4, $5, $6, $7, $8)",
+            transition::queue_new(
+                &mut *conn,
+                id,
+                transition::NewJob {
+                    due_at: new.not_before,
+                    recipient_address: new.recipient.address.as_deref(),
+                    render_payload: &new.render_payload,
+                    locale: new.recipient.locale.as_deref(),
+                    attachments: serde_json::to_value(&new.attachments)
+                        .expect("attachment references serialise"),
+                    priority: new.priority,
+                },
             )
-            .bind(id.0)
-            .bind(&new.tenant_id)
-            .bind(new.not_before)
-            .bind(&new.recipient.address)
-            .bind(&new.render_payload)
-            .bind(&new.recipient.locale)
-            .bind(sqlx::types::Json(&new.attachments))
-            .bind(new.priority)
-            .execute(&mut *conn)
             .await?;
-            sqlx::query("SELECT pg_notify('herald_delivery', '')")
-                .execute(&mut *conn)
-                .await?;
-            (CommunicationStatus::Queued, StatusChange::default())
+            return Ok(CommunicationStatus::Queued);
         }
         Admission::Suppress { code, message } | Admission::Fail { code, message } => (
             if matches!(new.admission, Admission::Suppress { .. }) {
@@ -1111,6 +1028,7 @@ async fn admit(
             },
         ),
     };
+    transition::record_requested(&mut *conn, id).await?;
     transition(&mut *conn, id, status, change, None).await?;
     Ok(status)
 }
@@ -1141,6 +1059,72 @@ async fn current_status(
             .fetch_one(&mut *conn)
             .await?;
     Ok(status.parse()?)
+}
+
+/// The record's move, the attempt's outcome and the job's release for an ended attempt.
+fn attempt_end(job: &ClaimedJob, result: &AttemptResult) -> AttemptEnd {
+    let end = AttemptEnd {
+        communication_id: job.communication_id,
+        attempt_no: job.attempt_no,
+        to: CommunicationStatus::Sent,
+        attempt_status: AttemptStatus::Accepted,
+        failure_class: None,
+        failure_code: None,
+        failure_message: None,
+        provider_message_id: None,
+        response_code: None,
+        summary: String::new(),
+        content_hash: None,
+        retry_after: None,
+        keep_payload: false,
+    };
+    match result {
+        AttemptResult::Sent {
+            provider_message_id,
+            response_code,
+            summary,
+            content_hash,
+            ..
+        } => AttemptEnd {
+            provider_message_id: provider_message_id.clone(),
+            response_code: *response_code,
+            summary: summary.clone(),
+            content_hash: Some(content_hash.clone()),
+            ..end
+        },
+        AttemptResult::Retry {
+            failure_class,
+            response_code,
+            summary,
+            after,
+        } => AttemptEnd {
+            to: CommunicationStatus::FailedRetryable,
+            attempt_status: AttemptStatus::FailedRetryable,
+            failure_class: Some(failure_class.clone()),
+            response_code: *response_code,
+            summary: summary.clone(),
+            retry_after: Some(*after),
+            ..end
+        },
+        AttemptResult::Final {
+            failure_class,
+            failure_code,
+            response_code,
+            summary,
+        } => AttemptEnd {
+            to: CommunicationStatus::FailedFinal,
+            attempt_status: AttemptStatus::FailedFinal,
+            failure_class: Some(failure_class.clone()),
+            failure_code: Some(failure_code.clone()),
+            failure_message: Some(summary.clone()),
+            response_code: *response_code,
+            summary: summary.clone(),
+            // A webhook that failed for good keeps its payload: it is dead-lettered, and an
+            // operator can replay it (POST /communications/{id}/replay).
+            keep_payload: job.channel == Channel::Webhook,
+            ..end
+        },
+    }
 }
 
 /// The provider name recorded on attempts.

@@ -1,8 +1,10 @@
 //! The one place where a communication's status changes: the record, the attempt and the
 //! outbox row are written in the caller's transaction, together or not at all.
 
+use std::sync::LazyLock;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -187,62 +189,53 @@ async fn write_attempt(
     Ok(())
 }
 
-/// Writes an event about the record as it is now (never a raw address, never a body).
+/// The outbox row of an event about a record `r` as it is now (never a raw address, never a
+/// body), from `e(event_id, event_type, at)`: one SQL text for the single and the batch forms.
+fn event_insert_sql(from: &str) -> String {
+    format!(
+        "INSERT INTO communication_outbox (outbox_id, tenant_id, aggregate_type, aggregate_id, event_type,
+             event_version, payload, headers, created_at)
+         SELECT e.event_id, r.tenant_id, 'Communication', r.communication_id, e.event_type, 1,
+             jsonb_build_object(
+                 'eventId', e.event_id, 'eventType', e.event_type, 'eventVersion', 1,
+                 'occurredAt', to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+                 'tenantId', r.tenant_id, 'communicationId', r.communication_id,
+                 'type', r.communication_type, 'status', r.status,
+                 'subject', jsonb_build_object('type', r.subject_type, 'id', r.subject_id),
+                 'quoteId', r.quote_id, 'orderId', r.order_id,
+                 'artifactIds', COALESCE((SELECT jsonb_agg(l.artifact_id ORDER BY l.artifact_id)
+                                          FROM communication_artifact_link l
+                                          WHERE l.communication_id = r.communication_id), '[]'::jsonb),
+                 'channel', r.channel, 'recipientType', r.recipient_type, 'recipientRef', r.recipient_ref,
+                 'correlationId', r.correlation_id, 'businessKey', r.business_key, 'rule', r.rule_ref,
+                 'template', r.template_family || ':' || r.template_version,
+                 'failureCode', r.failure_code),
+             jsonb_build_object('correlationId', r.correlation_id), e.at
+         {from}"
+    )
+}
+
+static EVENT_INSERT: LazyLock<String> = LazyLock::new(|| {
+    event_insert_sql(
+        "FROM communication_record r,
+              (SELECT $2::uuid AS event_id, $3::text AS event_type, $4::timestamptz AS at) e
+         WHERE r.communication_id = $1",
+    )
+});
+
+/// Writes an event about the record as it is now, in one statement (the outbox's insert
+/// trigger wakes the relay).
 async fn append_event(
     conn: &mut PgConnection,
     id: CommunicationId,
     event_type: &str,
     now: DateTime<Utc>,
 ) -> Result<(), LedgerError> {
-    let row = sqlx::query(
-        "SELECT r.tenant_id, r.communication_type, r.status, r.subject_type, r.subject_id, r.quote_id, r.order_id,
-                r.channel, r.recipient_type, r.recipient_ref, r.correlation_id, r.failure_code, r.template_family,
-                r.template_version, r.business_key, r.rule_ref,
-                COALESCE((SELECT array_agg(artifact_id ORDER BY artifact_id) FROM communication_artifact_link a
-                          WHERE a.communication_id = r.communication_id), '{}') AS artifact_ids
-         FROM communication_record r WHERE r.communication_id = $1",
-    )
-    .bind(id.0)
-    .fetch_one(&mut *conn)
-    .await?;
-    let event_id = Uuid::now_v7();
-    let tenant_id: String = row.get("tenant_id");
-    let payload = json!({
-        "eventId": event_id,
-        "eventType": event_type,
-        "eventVersion": 1,
-        "occurredAt": now,
-        "tenantId": tenant_id,
-        "communicationId": id,
-        "type": row.get::<String, _>("communication_type"),
-        "status": row.get::<String, _>("status"),
-        "subject": { "type": row.get::<String, _>("subject_type"), "id": row.get::<String, _>("subject_id") },
-        "quoteId": row.get::<Option<String>, _>("quote_id"),
-        "orderId": row.get::<Option<String>, _>("order_id"),
-        "artifactIds": row.get::<Vec<String>, _>("artifact_ids"),
-        "channel": row.get::<String, _>("channel"),
-        "recipientType": row.get::<String, _>("recipient_type"),
-        "recipientRef": row.get::<String, _>("recipient_ref"),
-        "correlationId": row.get::<String, _>("correlation_id"),
-        "businessKey": row.get::<Option<String>, _>("business_key"),
-        "rule": row.get::<Option<String>, _>("rule_ref"),
-        "template": format!("{}:{}", row.get::<String, _>("template_family"), row.get::<String, _>("template_version")),
-        "failureCode": row.get::<Option<String>, _>("failure_code"),
-    });
-    sqlx::query(
-        "INSERT INTO communication_outbox (outbox_id, tenant_id, aggregate_type, aggregate_id, event_type, event_version, payload, headers, created_at)
-         VALUES ($1, $2, 'Communication', $3, $4, 1, $5, $6, $7)",
-    )
-    .bind(event_id)
-    .bind(&tenant_id)
-    .bind(id.0)
-    .bind(event_type)
-    .bind(&payload)
-    .bind(json!({ "correlationId": row.get::<String, _>("correlation_id") }))
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("SELECT pg_notify('herald_outbox', '')")
+    sqlx::query(&EVENT_INSERT)
+        .bind(id.0)
+        .bind(Uuid::now_v7())
+        .bind(event_type)
+        .bind(now)
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -254,6 +247,86 @@ pub async fn record_requested(
     id: CommunicationId,
 ) -> Result<(), LedgerError> {
     append_event(conn, id, "CommunicationRequested", Utc::now()).await
+}
+
+/// The delivery job of a communication being queued.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    pub due_at: Option<DateTime<Utc>>,
+    pub recipient_address: Option<&'a str>,
+    pub render_payload: &'a serde_json::Value,
+    pub locale: Option<&'a str>,
+    pub attachments: serde_json::Value,
+    pub priority: i32,
+}
+
+static QUEUE_NEW: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH t AS (SELECT clock_timestamp() AS at),
+         requested AS ({requested}),
+         moved AS (
+             UPDATE communication_record r SET status = 'QUEUED', updated_at = now(), version = r.version + 1
+             WHERE r.communication_id = $1 AND r.status = 'REQUESTED' AND NOT r.is_parent
+             RETURNING r.*),
+         job AS (
+             INSERT INTO delivery_job (communication_id, tenant_id, due_at, recipient_address, render_payload,
+                 locale, attachments, priority)
+             SELECT communication_id, tenant_id, COALESCE($5, now()), $6, $7, $8, $9, $10 FROM moved
+             RETURNING communication_id),
+         queued AS ({queued})
+         SELECT count(*) FROM job",
+        requested = event_insert_sql(
+            "FROM communication_record r,
+                  (SELECT $2::uuid AS event_id, 'CommunicationRequested'::text AS event_type, t.at FROM t) e
+             WHERE r.communication_id = $1
+             RETURNING outbox_id"
+        ),
+        queued = event_insert_sql(
+            "FROM moved r,
+                  -- one microsecond later: the outbox is read in order of creation
+                  (SELECT $3::uuid AS event_id, $4::text AS event_type,
+                          t.at + interval '1 microsecond' AS at FROM t) e
+             RETURNING outbox_id"
+        ),
+    )
+});
+
+/// Queues a record just inserted as REQUESTED, in one statement: its CommunicationRequested
+/// event, the move to QUEUED with its event, and its delivery job (whose insert trigger wakes
+/// the senders). The batch-free fast path of [`record_requested`] then [`transition`].
+pub async fn queue_new(
+    conn: &mut PgConnection,
+    id: CommunicationId,
+    job: NewJob<'_>,
+) -> Result<(), LedgerError> {
+    let queued: i64 = sqlx::query_scalar(&QUEUE_NEW)
+        .bind(id.0)
+        .bind(Uuid::now_v7())
+        .bind(Uuid::now_v7())
+        .bind(CommunicationStatus::Queued.event_type())
+        .bind(job.due_at)
+        .bind(job.recipient_address)
+        .bind(job.render_payload)
+        .bind(job.locale)
+        .bind(&job.attachments)
+        .bind(job.priority)
+        .fetch_one(&mut *conn)
+        .await?;
+    if queued != 1 {
+        let from: String = sqlx::query_scalar(
+            "SELECT status FROM communication_record WHERE communication_id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(LedgerError::NotFound(id))?;
+        return Err(LedgerError::IllegalTransition {
+            id,
+            from: from.parse()?,
+            to: CommunicationStatus::Queued,
+        });
+    }
+    Ok(())
 }
 
 /// Gives a parent communication its outcome once every child has one: SENT when at least one
@@ -402,6 +475,184 @@ pub async fn start_attempts(
         .map(|row| StartedJob {
             started: row.get("started"),
             row,
+        })
+        .collect())
+}
+
+/// How a sender's attempt ended, for [`end_attempts`].
+#[derive(Debug, Clone)]
+pub struct AttemptEnd {
+    pub communication_id: CommunicationId,
+    pub attempt_no: i32,
+    /// SENT, FAILED_RETRYABLE or FAILED_FINAL: the moves a SENDING record makes.
+    pub to: CommunicationStatus,
+    pub attempt_status: AttemptStatus,
+    pub failure_class: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub response_code: Option<i32>,
+    pub summary: String,
+    pub content_hash: Option<String>,
+    /// Some: the job is due again after this wait; None: the job is done.
+    pub retry_after: Option<Duration>,
+    /// A job that is done keeps its render payload (a dead-lettered webhook, for replay).
+    pub keep_payload: bool,
+}
+
+/// What [`end_attempts`] did with one ended attempt.
+#[derive(Debug, Clone)]
+pub struct EndedAttempt {
+    pub communication_id: CommunicationId,
+    /// false: the sender had lost its lease; nothing was written.
+    pub fenced: bool,
+    /// false (when fenced): the record was no longer SENDING and kept its status.
+    pub moved: bool,
+}
+
+static END_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH input AS (
+             SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::uuid[], $7::text[],
+                                  $8::text[], $9::text[], $10::text[], $11::text[], $12::int[], $13::text[],
+                                  $14::text[], $15::bigint[], $16::bool[])
+                 AS i(communication_id, attempt_no, to_status, event_type, event_id, attempt_status,
+                      failure_class, failure_code, failure_message, provider_message_id, response_code,
+                      summary, content_hash, retry_ms, keep_payload)),
+         fenced AS (
+             UPDATE delivery_job j SET locked_by = NULL, locked_until = NULL,
+                 done = i.retry_ms IS NULL,
+                 due_at = CASE WHEN i.retry_ms IS NULL THEN j.due_at
+                               ELSE now() + make_interval(secs => i.retry_ms::double precision / 1000) END,
+                 recipient_address = CASE WHEN i.retry_ms IS NULL THEN NULL ELSE j.recipient_address END,
+                 render_payload = CASE WHEN i.retry_ms IS NULL AND NOT i.keep_payload THEN NULL
+                                       ELSE j.render_payload END
+             FROM input i
+             WHERE j.communication_id = i.communication_id AND j.locked_by = $1
+               AND j.attempts = i.attempt_no AND NOT j.done
+             RETURNING j.communication_id),
+         finished AS (
+             UPDATE communication_delivery_attempt a SET status = i.attempt_status, failure_class = i.failure_class,
+                 provider_message_id = i.provider_message_id, response_code = i.response_code,
+                 response_summary = i.summary, request_payload_hash = i.content_hash, completed_at = now()
+             FROM fenced f JOIN input i USING (communication_id)
+             WHERE a.communication_id = f.communication_id AND a.attempt_no = i.attempt_no
+             RETURNING a.communication_id),
+         moved AS (
+             UPDATE communication_record r SET status = i.to_status, updated_at = now(), version = r.version + 1,
+                 sent_at = CASE WHEN i.to_status = 'SENT' THEN now() ELSE r.sent_at END,
+                 final_at = CASE WHEN i.to_status = 'FAILED_FINAL' THEN now() ELSE r.final_at END,
+                 failure_code = COALESCE(i.failure_code, r.failure_code),
+                 failure_message = COALESCE(i.failure_message, r.failure_message),
+                 rendered_content_hash = COALESCE(i.content_hash, r.rendered_content_hash)
+             FROM fenced f JOIN input i USING (communication_id)
+             WHERE r.communication_id = f.communication_id AND r.status = 'SENDING' AND NOT r.is_parent
+             RETURNING r.*),
+         events AS ({events})
+         SELECT f.communication_id, m.communication_id IS NOT NULL AS moved, m.parent_id, m.channel, m.status
+         FROM fenced f LEFT JOIN moved m USING (communication_id)",
+        events = event_insert_sql(
+            "FROM moved r JOIN (SELECT communication_id, event_id, event_type, clock_timestamp() AS at
+                                FROM input WHERE event_type IS NOT NULL) e USING (communication_id)
+             RETURNING outbox_id"
+        ),
+    )
+});
+
+/// Ends many attempts in one statement: each job still leased by `worker` (at that attempt)
+/// is released (done, or due again), its attempt gets its outcome, its SENDING record moves on
+/// and the status's event is written; then parents whose children are all settled get their
+/// outcome, and an inbox notification read before it was recorded as sent is OPENED. This is
+/// the batch form of [`transition`] for the moves a sender makes at scale; a lost lease
+/// writes nothing for that job.
+pub async fn end_attempts(
+    conn: &mut PgConnection,
+    worker: &str,
+    ends: &[AttemptEnd],
+) -> Result<Vec<EndedAttempt>, LedgerError> {
+    for end in ends {
+        debug_assert!(CommunicationStatus::Sending.can_become(end.to));
+    }
+    let col = |f: &dyn Fn(&AttemptEnd) -> Option<String>| ends.iter().map(f).collect::<Vec<_>>();
+    let rows = sqlx::query(&END_ATTEMPTS)
+        .bind(worker)
+        .bind(
+            ends.iter()
+                .map(|e| e.communication_id.0)
+                .collect::<Vec<_>>(),
+        )
+        .bind(ends.iter().map(|e| e.attempt_no).collect::<Vec<_>>())
+        .bind(col(&|e| Some(e.to.as_str().to_string())))
+        .bind(col(&|e| e.to.event_type().map(str::to_string)))
+        .bind(ends.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+        .bind(col(&|e| Some(e.attempt_status.as_str().to_string())))
+        .bind(col(&|e| e.failure_class.clone()))
+        .bind(col(&|e| e.failure_code.clone()))
+        .bind(col(&|e| e.failure_message.clone()))
+        .bind(col(&|e| e.provider_message_id.clone()))
+        .bind(ends.iter().map(|e| e.response_code).collect::<Vec<_>>())
+        .bind(col(&|e| Some(e.summary.clone())))
+        .bind(col(&|e| e.content_hash.clone()))
+        .bind(
+            ends.iter()
+                .map(|e| e.retry_after.map(|d| d.as_millis() as i64))
+                .collect::<Vec<_>>(),
+        )
+        .bind(ends.iter().map(|e| e.keep_payload).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut parents = Vec::new();
+    let mut sent_to_inbox = Vec::new();
+    let mut done = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id: Uuid = row.get("communication_id");
+        let moved: bool = row.get("moved");
+        if moved {
+            let status: CommunicationStatus = row.get::<String, _>("status").parse()?;
+            if let (Some(parent), Some(_)) =
+                (row.get::<Option<Uuid>, _>("parent_id"), status.outcome())
+            {
+                parents.push(parent);
+            }
+            if status == CommunicationStatus::Sent
+                && row.get::<String, _>("channel") == Channel::InApp.as_str()
+            {
+                sent_to_inbox.push(id);
+            }
+        }
+        done.insert(id, moved);
+    }
+    // Parents in one order, so that two senders settling the same parents never deadlock.
+    parents.sort();
+    parents.dedup();
+    for parent in parents {
+        settle_parent(conn, CommunicationId(parent)).await?;
+    }
+    if !sent_to_inbox.is_empty() {
+        let read: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT notification_id FROM inbox_notification
+             WHERE notification_id = ANY($1) AND read_at IS NOT NULL ORDER BY notification_id",
+        )
+        .bind(&sent_to_inbox)
+        .fetch_all(&mut *conn)
+        .await?;
+        for id in read {
+            transition(
+                conn,
+                CommunicationId(id),
+                CommunicationStatus::Opened,
+                StatusChange::default(),
+                None,
+            )
+            .await?;
+        }
+    }
+    Ok(ends
+        .iter()
+        .map(|e| EndedAttempt {
+            communication_id: e.communication_id,
+            fenced: done.contains_key(&e.communication_id.0),
+            moved: done.get(&e.communication_id.0).copied().unwrap_or(false),
         })
         .collect())
 }
