@@ -71,6 +71,13 @@ pub struct WebhookSettings {
     pub disable_after: i32,
     /// How long the previous secret stays valid after a rotation.
     pub rotation_grace_s: u64,
+    /// How long a sender uses an endpoint it read (URL, secrets, status) before reading it
+    /// again; a change to the subscription reaches the senders at once (LISTEN/NOTIFY), this is
+    /// the safety net. 0 reads it for every message.
+    pub endpoint_cache_ms: u64,
+    /// Under an endpoint's rate limit, a message waits at most this long for its slot (well
+    /// inside the delivery lease); a later slot makes it a RATE_LIMITED retry.
+    pub rate_limit_max_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -245,6 +252,8 @@ impl Settings {
             .set_default("webhooks.breaker_threshold", 5)?
             .set_default("webhooks.breaker_cooldown_s", 30)?
             .set_default("webhooks.disable_after", 50)?
+            .set_default("webhooks.endpoint_cache_ms", 5000)?
+            .set_default("webhooks.rate_limit_max_wait_ms", 20000)?
             .set_default("webhooks.rotation_grace_s", 24 * 3600)?
             .set_default("log.format", "text")?
             .set_default("log.filter", "info")?;

@@ -255,3 +255,39 @@ async fn ended_attempts_recorded_together_each_get_their_own_outcome_and_event()
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_channel_is_unknown_fails_for_good_instead_of_staying_sending() {
+    let db = TestDb::create().await;
+    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    let bad = ledger
+        .request(&order_confirmation("pigeon"))
+        .await
+        .unwrap()
+        .communication_id;
+    ledger.request(&order_confirmation("fine")).await.unwrap();
+    // A channel this herald does not know (written by a newer version, or by hand).
+    sqlx::query("UPDATE communication_record SET channel = 'PIGEON' WHERE communication_id = $1")
+        .bind(bad.0)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let claimed = ledger
+        .claim_jobs("sender", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].correlation_id, "fine");
+    let view = ledger.get(bad).await.unwrap().unwrap();
+    assert_eq!(view.status, "FAILED_FINAL");
+    assert_eq!(view.failure_code.as_deref(), Some("UNKNOWN_CHANNEL"));
+    assert_eq!(view.attempts.len(), 1);
+    assert_eq!(view.attempts[0].status, "FAILED_FINAL");
+    let failed_events = db
+        .scalar_i64(&format!(
+            "SELECT count(*) FROM communication_outbox WHERE aggregate_id = '{}' AND event_type = 'CommunicationFailed'",
+            bad.0
+        ))
+        .await;
+    assert_eq!(failed_events, 1);
+}

@@ -445,3 +445,61 @@ async fn a_failing_endpoint_is_disabled_its_messages_dead_lettered_and_replayed_
         .iter()
         .all(|r| r.verified && r.webhook_id == requests[0].webhook_id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_rate_limit_shared_by_two_senders_spaces_the_requests_without_losing_any() {
+    let db = TestDb::create().await;
+    let receiver = WebhookReceiver::start(&[SECRET], "204");
+    let (_herald, api) = start(&db, &[]).await;
+    // A second sender on the same queue: the limit holds across the fleet.
+    let _second = sender(&db, "smtp://127.0.0.1:9", "second", &[]);
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/webhooks/subscriptions",
+            json!({"tenantId": "acme", "url": receiver.url("/limited"), "eventTypes": ["quote.accepted"],
+                   "secret": SECRET, "rateLimitPerSecond": 5}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["rateLimitPerSecond"], 5);
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/webhooks/subscriptions",
+            json!({"tenantId": "acme", "url": receiver.url("/x"), "eventTypes": ["quote.accepted"],
+                   "rateLimitPerSecond": 0}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(accept_quote(&api, &format!("qa-rl-{i}"), &format!("Q-RL-{i}")).await);
+    }
+    for id in &ids {
+        let record = wait_status(&api, id, "SENT").await;
+        assert_eq!(
+            record["attempts"].as_array().unwrap().len(),
+            1,
+            "a message waits for its slot: no failed attempt {record}"
+        );
+    }
+    let mut at: Vec<i64> = receiver
+        .received()
+        .iter()
+        .map(|r| r.received_at_ms)
+        .collect();
+    assert_eq!(at.len(), 10, "each sent once");
+    at.sort();
+    // Five a second: ten requests span at least 9 × 200 ms (less a little for clocks).
+    assert!(
+        at[9] - at[0] >= 1_700,
+        "requests came too fast for the limit: {:?}",
+        at.iter().map(|t| t - at[0]).collect::<Vec<_>>()
+    );
+    // And no window of one second has more than five (plus one at its edge).
+    for (i, t) in at.iter().enumerate() {
+        let within = at[i..].iter().take_while(|u| **u - t < 1_000).count();
+        assert!(within <= 6, "{within} requests within a second from {t}");
+    }
+}

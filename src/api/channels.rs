@@ -74,6 +74,9 @@ pub struct SubscriptionInput {
     /// A `whsec_` secret of the receiver's; herald makes one when absent.
     #[serde(default)]
     secret: Option<String>,
+    /// At most this many messages a second to the endpoint, across all senders.
+    #[serde(default)]
+    rate_limit_per_second: Option<i32>,
 }
 
 pub async fn post_subscription(
@@ -99,6 +102,7 @@ pub async fn post_subscription(
         &input.url,
         &input.event_types,
         input.secret,
+        input.rate_limit_per_second,
     )
     .await?;
     tracing::info!(subscriptionId = %subscription.subscription_id, tenantId = %subscription.tenant_id, "webhook subscription created");

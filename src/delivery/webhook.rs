@@ -3,6 +3,7 @@
 //! every endpoint (when it is registered and at every connection), and a circuit breaker per
 //! endpoint.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use url::Url;
 use crate::camunda::worker::BoxFuture;
 use crate::config::WebhookSettings;
 use crate::ledger::Channel;
-use crate::policy::subscriptions;
+use crate::policy::subscriptions::{self, Endpoint, Slot};
 
 use super::adapter::{ChannelAdapter, DeliveryOutcome, OutboundMessage};
 use super::failure::{classify_http, parse_retry_after, FailureClass};
@@ -207,6 +208,97 @@ pub struct WebhookAdapter {
     client: reqwest::Client,
     guard: EndpointGuard,
     settings: WebhookSettings,
+    endpoints: Arc<EndpointCache>,
+}
+
+/// Endpoints read within `endpoint_cache_ms`: one read per endpoint and interval, not one per
+/// message. The cache is used only while it listens to `herald_subscription` (the database
+/// names each subscription whose URL, secrets, status, limit or circuit changed, see migration
+/// 15): a change is seen at once, not at the end of the interval. A failure forgets the
+/// endpoint, so that its health is read afresh.
+struct EndpointCache {
+    ttl: Duration,
+    entries: std::sync::Mutex<HashMap<String, (std::time::Instant, Arc<Endpoint>)>>,
+    listening: std::sync::atomic::AtomicBool,
+    started: std::sync::Once,
+}
+
+impl EndpointCache {
+    fn get(&self, id: &str) -> Option<Arc<Endpoint>> {
+        if !self.listening.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let entries = self.entries.lock().expect("endpoint cache");
+        let (read_at, endpoint) = entries.get(id)?;
+        (read_at.elapsed() < self.ttl).then(|| endpoint.clone())
+    }
+
+    fn put(&self, id: &str, endpoint: Arc<Endpoint>) {
+        if self.ttl.is_zero() || !self.listening.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let mut entries = self.entries.lock().expect("endpoint cache");
+        entries.retain(|_, (read_at, _)| read_at.elapsed() < self.ttl);
+        entries.insert(id.to_string(), (std::time::Instant::now(), endpoint));
+    }
+
+    fn forget(&self, id: &str) {
+        self.entries.lock().expect("endpoint cache").remove(id);
+    }
+
+    fn forget_all(&self) {
+        self.listening
+            .store(false, std::sync::atomic::Ordering::Release);
+        self.entries.lock().expect("endpoint cache").clear();
+    }
+
+    /// Starts (once) the task that forgets changed endpoints; it ends with the cache.
+    fn listen(self: &Arc<Self>, pool: &PgPool) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        self.started.call_once(|| {
+            let cache = Arc::downgrade(self);
+            let pool = crate::ledger::wakeup::listener_pool(pool);
+            tokio::spawn(async move {
+                loop {
+                    let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                        Ok(mut listener) => match listener.listen("herald_subscription").await {
+                            Ok(()) => listener,
+                            Err(_) => {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                continue;
+                            }
+                        },
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    };
+                    let Some(live) = cache.upgrade() else { return };
+                    live.listening
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    drop(live);
+                    loop {
+                        let received =
+                            tokio::time::timeout(Duration::from_secs(30), listener.try_recv())
+                                .await;
+                        let Some(live) = cache.upgrade() else { return };
+                        match received {
+                            Ok(Ok(Some(notification))) => live.forget(notification.payload()),
+                            // Quiet: still there?
+                            Err(_) => {}
+                            // The connection was lost: changes may have been missed.
+                            Ok(Ok(None)) | Ok(Err(_)) => {
+                                live.forget_all();
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        });
+    }
 }
 
 impl WebhookAdapter {
@@ -229,10 +321,36 @@ impl WebhookAdapter {
             client,
             guard,
             settings: settings.clone(),
+            endpoints: Arc::new(EndpointCache {
+                ttl: Duration::from_millis(settings.endpoint_cache_ms),
+                entries: std::sync::Mutex::new(HashMap::new()),
+                listening: std::sync::atomic::AtomicBool::new(false),
+                started: std::sync::Once::new(),
+            }),
         })
     }
 
-    async fn record_health(&self, subscription_id: &str, healthy: bool) {
+    async fn endpoint(&self, id: &str) -> Result<Option<Arc<Endpoint>>, sqlx::Error> {
+        self.endpoints.listen(&self.pool);
+        if let Some(endpoint) = self.endpoints.get(id) {
+            return Ok(Some(endpoint));
+        }
+        let Some(endpoint) = subscriptions::endpoint(&self.pool, id).await? else {
+            return Ok(None);
+        };
+        let endpoint = Arc::new(endpoint);
+        self.endpoints.put(id, endpoint.clone());
+        Ok(Some(endpoint))
+    }
+
+    async fn record_health(&self, endpoint: &Endpoint, subscription_id: &str, healthy: bool) {
+        if healthy && endpoint.consecutive_failures == 0 && endpoint.circuit_open_until.is_none() {
+            // Healthy as last read: nothing to reset.
+            return;
+        }
+        if !healthy {
+            self.endpoints.forget(subscription_id);
+        }
         if let Err(e) = subscriptions::record_health(
             &self.pool,
             subscription_id,
@@ -255,7 +373,7 @@ impl WebhookAdapter {
             retry_after,
         };
         let subscription_id = &message.address;
-        let endpoint = match subscriptions::endpoint(&self.pool, subscription_id).await {
+        let endpoint = match self.endpoint(subscription_id).await {
             Ok(Some(endpoint)) => endpoint,
             Ok(None) => {
                 return failed(
@@ -315,6 +433,28 @@ impl WebhookAdapter {
                 return failed(FailureClass::Configuration, None, refused.to_string(), None)
             }
         };
+        if let Some(per_s) = endpoint.rate_limit_per_s {
+            let max_wait = Duration::from_millis(self.settings.rate_limit_max_wait_ms);
+            match subscriptions::reserve_slot(&self.pool, subscription_id, per_s, max_wait).await {
+                Ok(Slot::Reserved(wait)) => tokio::time::sleep(wait).await,
+                Ok(Slot::TooFar(wait)) => {
+                    return failed(
+                        FailureClass::RateLimited,
+                        None,
+                        format!("endpoint {subscription_id} is limited to {per_s} messages a second: its next slot is in {} ms", wait.as_millis()),
+                        Some(wait),
+                    )
+                }
+                Err(e) => {
+                    return failed(
+                        FailureClass::ProviderUnavailable,
+                        None,
+                        format!("the endpoint's rate limit could not be read: {e}"),
+                        None,
+                    )
+                }
+            }
+        }
         let data: serde_json::Value =
             serde_json::from_str(&message.text).unwrap_or(serde_json::Value::Null);
         let body = serde_json::to_vec(&serde_json::json!({
@@ -354,7 +494,7 @@ impl WebhookAdapter {
                 if let Some(refused) = refused {
                     return failed(FailureClass::Configuration, None, refused.to_string(), None);
                 }
-                self.record_health(subscription_id, false).await;
+                self.record_health(&endpoint, subscription_id, false).await;
                 let class = if err.is_timeout() {
                     FailureClass::Timeout
                 } else {
@@ -371,7 +511,7 @@ impl WebhookAdapter {
             .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
         match classify_http(status) {
             None => {
-                self.record_health(subscription_id, true).await;
+                self.record_health(&endpoint, subscription_id, true).await;
                 DeliveryOutcome::Accepted {
                     provider_message_id: Some(msg_id),
                     response_code: Some(status as i32),
@@ -393,12 +533,12 @@ impl WebhookAdapter {
                     }
                     // The endpoint answered: a 4xx is about this message, not the endpoint.
                     FailureClass::PermanentRejection => {
-                        self.record_health(subscription_id, true).await
+                        self.record_health(&endpoint, subscription_id, true).await
                     }
                     // Asked to slow down: the schedule honours Retry-After; not a failure of
                     // the endpoint's health.
                     FailureClass::RateLimited => {}
-                    _ => self.record_health(subscription_id, false).await,
+                    _ => self.record_health(&endpoint, subscription_id, false).await,
                 }
                 failed(
                     class,

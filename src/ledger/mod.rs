@@ -557,22 +557,38 @@ impl Ledger {
             transition::start_attempts(&mut conn, worker, limit, lease.as_millis() as i64).await?;
         let mut jobs = Vec::with_capacity(started.len());
         let mut stuck = Vec::new();
+        let mut corrupt = Vec::new();
         for job in started {
             let row = job.row;
             let id = CommunicationId(row.get("communication_id"));
-            let channel = if job.started {
-                row.get::<Option<String>, _>("channel")
-                    .unwrap_or_default()
-                    .parse::<Channel>()
-                    .ok()
-            } else {
-                None
-            };
             // One job that cannot start (a record in a state that cannot send, a corrupt
             // value) must not block the queue: it leaves the queue, loudly, the others go on.
-            let Some(channel) = channel else {
+            if !job.started {
                 tracing::error!(communicationId = %id, "delivery job cannot start; taken out of the queue");
                 stuck.push(id.0);
+                continue;
+            }
+            let channel: String = row.get::<Option<String>, _>("channel").unwrap_or_default();
+            let Ok(channel) = channel.parse::<Channel>() else {
+                // The attempt has started: it ends, and the communication fails for good.
+                tracing::error!(communicationId = %id, channel, "delivery job has an unknown channel; the communication fails");
+                corrupt.push(AttemptEnd {
+                    communication_id: id,
+                    attempt_no: row.get("attempts"),
+                    to: CommunicationStatus::FailedFinal,
+                    attempt_status: AttemptStatus::FailedFinal,
+                    failure_class: Some("CONFIGURATION".into()),
+                    failure_code: Some("UNKNOWN_CHANNEL".into()),
+                    failure_message: Some(format!(
+                        "the record's channel {channel:?} is not one herald knows"
+                    )),
+                    provider_message_id: None,
+                    response_code: None,
+                    summary: format!("unknown channel {channel:?}"),
+                    content_hash: None,
+                    retry_after: None,
+                    keep_payload: false,
+                });
                 continue;
             };
             jobs.push(ClaimedJob {
@@ -599,6 +615,11 @@ impl Ledger {
                 requested_at: row.get("requested_at"),
                 origin_id: CommunicationId(row.get("origin_id")),
             });
+        }
+        if !corrupt.is_empty() {
+            let mut tx = self.pool.begin().await?;
+            transition::end_attempts(&mut tx, worker, &corrupt).await?;
+            tx.commit().await?;
         }
         if !stuck.is_empty() {
             sqlx::query(

@@ -20,10 +20,19 @@ pub enum Woke {
     Shutdown,
 }
 
+/// A pool of one connection, with the options of `pool`, for a listener: a LISTEN holds its
+/// connection for good, and must not take one of the pool's working connections.
+pub fn listener_pool(pool: &PgPool) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
+
 impl Wakeup {
     pub fn new(pool: PgPool, channel: &'static str) -> Wakeup {
         Wakeup {
-            pool,
+            pool: listener_pool(&pool),
             channel,
             listener: None,
         }

@@ -35,6 +35,9 @@ pub struct Subscription {
     pub disabled_reason: Option<String>,
     pub consecutive_failures: i32,
     pub circuit_open_until: Option<DateTime<Utc>>,
+    /// At most this many messages a second to the endpoint, across all senders (None: no limit).
+    #[serde(rename = "rateLimitPerSecond")]
+    pub rate_limit_per_s: Option<i32>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -81,13 +84,14 @@ fn subscription(row: &sqlx::postgres::PgRow) -> Subscription {
         disabled_reason: row.get("disabled_reason"),
         consecutive_failures: row.get("consecutive_failures"),
         circuit_open_until: row.get("circuit_open_until"),
+        rate_limit_per_s: row.get("rate_limit_per_s"),
         created_at: row.get("created_at"),
     }
 }
 
 const COLUMNS: &str =
     "subscription_id, tenant_id, endpoint_url, event_types, status, disabled_reason,
-     consecutive_failures, circuit_open_until, created_at";
+     consecutive_failures, circuit_open_until, rate_limit_per_s, created_at";
 
 /// Registers an endpoint (already checked by the SSRF guard); returns it with its secret,
 /// which is shown this once.
@@ -97,7 +101,13 @@ pub async fn create(
     endpoint_url: &str,
     event_types: &[String],
     secret: Option<String>,
+    rate_limit_per_s: Option<i32>,
 ) -> Result<(Subscription, String), SubscriptionError> {
+    if rate_limit_per_s.is_some_and(|r| r < 1) {
+        return Err(SubscriptionError::Invalid(
+            "rateLimitPerSecond: at least 1 (or absent: no limit)".into(),
+        ));
+    }
     if event_types.is_empty() || event_types.iter().any(|t| t.trim().is_empty()) {
         return Err(SubscriptionError::Invalid(
             "eventTypes: at least one, none empty".into(),
@@ -107,14 +117,15 @@ pub async fn create(
     secret_key(&secret).map_err(|e| SubscriptionError::Invalid(format!("secret: {e}")))?;
     let id = format!("ws_{}", uuid::Uuid::now_v7().simple());
     let row = sqlx::query(&format!(
-        "INSERT INTO webhook_subscription (subscription_id, tenant_id, endpoint_url, event_types, secret)
-         VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+        "INSERT INTO webhook_subscription (subscription_id, tenant_id, endpoint_url, event_types, secret, rate_limit_per_s)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
     ))
     .bind(&id)
     .bind(tenant_id)
     .bind(endpoint_url)
     .bind(event_types)
     .bind(&secret)
+    .bind(rate_limit_per_s)
     .fetch_one(pool)
     .await?;
     Ok((subscription(&row), secret))
@@ -227,12 +238,14 @@ pub struct Endpoint {
     pub status: String,
     pub keys: SigningKeys,
     pub circuit_open_until: Option<DateTime<Utc>>,
+    pub consecutive_failures: i32,
+    pub rate_limit_per_s: Option<i32>,
 }
 
 pub async fn endpoint(pool: &PgPool, id: &str) -> Result<Option<Endpoint>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT tenant_id, endpoint_url, status, secret, previous_secret, previous_secret_until,
-                circuit_open_until
+                circuit_open_until, consecutive_failures, rate_limit_per_s
          FROM webhook_subscription WHERE subscription_id = $1",
     )
     .bind(id)
@@ -259,6 +272,8 @@ pub async fn endpoint(pool: &PgPool, id: &str) -> Result<Option<Endpoint>, sqlx:
             status: row.get("status"),
             keys: SigningKeys { keys },
             circuit_open_until: row.get("circuit_open_until"),
+            consecutive_failures: row.get("consecutive_failures"),
+            rate_limit_per_s: row.get("rate_limit_per_s"),
         }
     }))
 }
@@ -266,6 +281,50 @@ pub async fn endpoint(pool: &PgPool, id: &str) -> Result<Option<Endpoint>, sqlx:
 /// Records how the endpoint answered: a success closes the circuit; a failure of the endpoint
 /// (not of the message, and not while its circuit is open) counts towards opening it, and a
 /// long run disables the endpoint.
+/// A message's turn under its endpoint's rate limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Slot {
+    /// The slot is reserved: send after this wait.
+    Reserved(std::time::Duration),
+    /// The next free slot is further than the wait allowed: nothing reserved, try again then.
+    TooFar(std::time::Duration),
+}
+
+/// Reserves the next slot of an endpoint limited to `per_s` messages a second (GCRA: one
+/// atomic update, so senders across the fleet share the limit). A slot further than
+/// `max_wait` is not reserved.
+pub async fn reserve_slot(
+    pool: &PgPool,
+    id: &str,
+    per_s: i32,
+    max_wait: std::time::Duration,
+) -> Result<Slot, sqlx::Error> {
+    let (wait_ms, reserved): (f64, bool) = sqlx::query_as(
+        "WITH cur AS (
+             SELECT GREATEST(rate_next_at, clock_timestamp()) AS at, clock_timestamp() AS now
+             FROM webhook_subscription WHERE subscription_id = $1 FOR UPDATE),
+         reserved AS (
+             UPDATE webhook_subscription s SET rate_next_at = cur.at + make_interval(secs => 1.0 / $2::int)
+             FROM cur
+             WHERE s.subscription_id = $1 AND cur.at <= cur.now + make_interval(secs => $3::double precision / 1000)
+             RETURNING 1)
+         SELECT (EXTRACT(EPOCH FROM (cur.at - cur.now)) * 1000)::float8, EXISTS (SELECT 1 FROM reserved)
+         FROM cur",
+    )
+    .bind(id)
+    .bind(per_s)
+    .bind(max_wait.as_millis() as i64)
+    .fetch_optional(pool)
+    .await?
+    .unwrap_or((0.0, true));
+    let wait = std::time::Duration::from_secs_f64(wait_ms.max(0.0) / 1000.0);
+    Ok(if reserved {
+        Slot::Reserved(wait)
+    } else {
+        Slot::TooFar(wait)
+    })
+}
+
 pub async fn record_health(
     pool: &PgPool,
     id: &str,

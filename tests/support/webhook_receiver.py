@@ -77,6 +77,7 @@ class Handler(BaseHTTPRequestHandler):
             "step": step,
             "body": body.decode("utf-8", "replace"),
             "path": self.path,
+            "receivedAtMs": int(time.time() * 1000),
         }
         with lock:
             with open(args.log, "a") as f:

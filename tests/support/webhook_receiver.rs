@@ -21,6 +21,8 @@ pub struct Received {
     pub step: String,
     pub body: String,
     pub path: String,
+    /// When the receiver got the request (Unix milliseconds).
+    pub received_at_ms: i64,
 }
 
 impl Received {
