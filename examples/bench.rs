@@ -204,8 +204,9 @@ async fn receiver() -> (String, Arc<AtomicU64>) {
     (url, hits)
 }
 
-/// Statements PostgreSQL executed per communication, creation to SENT (None: not root).
-async fn roundtrips() -> Option<f64> {
+/// A new database whose statements PostgreSQL logs (None: not root, the log cannot be
+/// switched on), with a pool opened after the switch.
+async fn logged_db(figure: &str) -> Option<TestDb> {
     let db = TestDb::create().await;
     let socket = format!("{MANIFEST_DIR}/.stack/pg/run");
     let port = std::env::var("HERALD_STACK_PG_PORT").unwrap_or_else(|_| "55432".into());
@@ -221,41 +222,88 @@ async fn roundtrips() -> Option<f64> {
         .status()
         .is_ok_and(|s| s.success());
     if !switched {
-        eprintln!("bench: cannot switch on the statement log (needs root): db_roundtrips_per_comm not measured");
+        eprintln!("bench: cannot switch on the statement log (needs root): {figure} not measured");
         return None;
     }
     // New connections pick the setting up.
-    let db = TestDb {
+    Some(TestDb {
         pool: sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
             .connect(&db.url)
             .await
             .unwrap(),
         ..db
-    };
-    let log = format!("{MANIFEST_DIR}/.stack/pg/postgres.log");
-    let lines = |path: &str| {
-        std::fs::read_to_string(path)
+    })
+}
+
+/// The statement log of the stack's PostgreSQL, read from a mark on.
+struct StatementLog {
+    path: String,
+    from: usize,
+}
+
+impl StatementLog {
+    fn mark() -> StatementLog {
+        let path = format!("{MANIFEST_DIR}/.stack/pg/postgres.log");
+        let from = std::fs::read_to_string(&path)
             .map(|t| t.lines().count())
-            .unwrap_or(0)
-    };
-    let statements = |from: usize| {
-        std::fs::read_to_string(&log)
+            .unwrap_or(0);
+        StatementLog { path, from }
+    }
+
+    /// Statements logged since the mark.
+    fn statements(&self) -> usize {
+        std::fs::read_to_string(&self.path)
             .unwrap_or_default()
             .lines()
-            .skip(from)
+            .skip(self.from)
             .filter(|l| l.contains("execute ") || l.contains("statement: "))
             .count()
-    };
+    }
+}
+
+/// Statements PostgreSQL executed per communication, creation to SENT (None: not root).
+async fn roundtrips() -> Option<f64> {
+    let db = logged_db("db_roundtrips_per_comm").await?;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let herald = bench_sender(&db, &sink.url());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let from = lines(&log);
+    let log = StatementLog::mark();
     queue_many(&db, "rt", 500, 8, order_confirmation).await;
     wait_sent(&db, 500).await;
-    let count = statements(from);
+    let count = log.statements();
     drop(herald);
     Some(count as f64 / 500.0)
+}
+
+/// Statements a second of one idle herald running everything (workers, delivery, relays, API)
+/// with its default poll intervals, over `HERALD_BENCH_IDLE_S` (default 60) seconds.
+async fn idle_queries_per_s() -> Option<f64> {
+    let db = logged_db("idle_queries_per_s").await?;
+    let seconds: u64 = std::env::var("HERALD_BENCH_IDLE_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let herald = Herald::start_with(
+        &db,
+        &sink.url(),
+        &new_lane(),
+        &["run"],
+        &[
+            ("HERALD_LOG__FILTER", "warn"),
+            // The defaults, not the tests' short intervals.
+            ("HERALD_RELAY__POLL_INTERVAL_MS", "10000"),
+            ("HERALD_DELIVERY__POLL_INTERVAL_MS", "10000"),
+        ],
+    );
+    // Start-up (migrations, first claims) is not idling.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let log = StatementLog::mark();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let count = log.statements();
+    drop(herald);
+    Some(count as f64 / seconds as f64)
 }
 
 async fn add_bench_subscription(db: &TestDb, url: &str) {
@@ -517,6 +565,7 @@ async fn main() {
     );
 
     let db_roundtrips_per_comm = roundtrips().await;
+    let idle_queries_per_s = idle_queries_per_s().await;
     let pg_db = TestDb::create().await;
     sqlx::query("CREATE TABLE bench_record (LIKE communication_record INCLUDING ALL)")
         .execute(&pg_db.pool)
@@ -553,6 +602,7 @@ async fn main() {
         ("latency offered_per_s (email)", Some(email.offered_per_s)),
         ("latency offered_per_s (webhook)", Some(hook.offered_per_s)),
         ("db_roundtrips_per_comm", db_roundtrips_per_comm),
+        ("idle_queries_per_s (one process)", idle_queries_per_s),
         ("peak_rss_mib", Some(peak_rss_mib)),
         ("smtp_limit_per_s (smtp-source)", smtp_limit_per_s),
         ("http_limit_per_s (wrk)", http_limit_per_s),
@@ -579,6 +629,7 @@ async fn main() {
             "latency_offered_per_s": email.offered_per_s,
             "webhook_latency_offered_per_s": hook.offered_per_s,
             "db_roundtrips_per_comm": db_roundtrips_per_comm,
+            "idle_queries_per_s": idle_queries_per_s,
             "peak_rss_mib": peak_rss_mib,
             "smtp_limit_per_s": smtp_limit_per_s,
             "http_limit_per_s": http_limit_per_s,

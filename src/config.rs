@@ -163,6 +163,9 @@ pub struct DeliverySettings {
 pub struct RelaySettings {
     pub batch_size: i64,
     pub poll_interval_ms: u64,
+    /// After a wake-up, how long the outbox relay lets more events gather before it reads
+    /// them: one round for many commits (correlations are not that urgent).
+    pub gather_ms: u64,
     /// How long a correlation is retried while the process is not (yet) waiting for it.
     pub correlation_deadline_s: u64,
     pub min_backoff_ms: u64,
@@ -231,6 +234,7 @@ impl Settings {
             .set_default("delivery.max_retry_after_s", 3600)?
             .set_default("relay.batch_size", 100)?
             .set_default("relay.poll_interval_ms", 10_000)?
+            .set_default("relay.gather_ms", 20)?
             .set_default("relay.correlation_deadline_s", 3600)?
             .set_default("relay.min_backoff_ms", 200)?
             .set_default("relay.max_backoff_ms", 30_000)?

@@ -13,6 +13,8 @@ use crate::ledger::{CorrelationJob, Ledger};
 pub struct RelayOptions {
     pub batch_size: i64,
     pub poll_interval: Duration,
+    /// After a wake-up, the outbox relay waits this long for more events before reading.
+    pub gather: Duration,
     /// First wait after a failed correlation; doubles per try up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
@@ -26,11 +28,16 @@ pub async fn run_outbox(ledger: Ledger, options: RelayOptions, shutdown: Cancell
     while !shutdown.is_cancelled() {
         match ledger.relay_outbox(options.batch_size).await {
             Ok(n) if n > 0 => backoff = Duration::from_millis(250),
-            Ok(_) => {
-                if wakeup.wait(options.poll_interval, &shutdown).await == Woke::Shutdown {
-                    break;
+            Ok(_) => match wakeup.wait(options.poll_interval, &shutdown).await {
+                Woke::Shutdown => break,
+                Woke::Notified if !options.gather.is_zero() => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(options.gather) => {}
+                    }
                 }
-            }
+                _ => {}
+            },
             Err(err) => {
                 tracing::warn!(error = %err, "outbox relay failed; retrying");
                 tokio::select! {
@@ -238,6 +245,7 @@ mod tests {
         let options = RelayOptions {
             batch_size: 10,
             poll_interval: Duration::from_secs(5),
+            gather: Duration::ZERO,
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
         };

@@ -216,6 +216,7 @@ pub async fn run(
         let options = RelayOptions {
             batch_size: settings.relay.batch_size,
             poll_interval: Duration::from_millis(settings.relay.poll_interval_ms),
+            gather: Duration::from_millis(settings.relay.gather_ms),
             min_backoff: Duration::from_millis(settings.relay.min_backoff_ms),
             max_backoff: Duration::from_millis(settings.relay.max_backoff_ms),
         };
