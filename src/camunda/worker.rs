@@ -131,6 +131,9 @@ pub async fn run(
         })
         .collect();
     let permits = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
+    // While busy, the next fetch waits for a quarter of the slots (at most maxTasks) to be free:
+    // one fetchAndLock (a query the engine pays for) brings many tasks, not one per completion.
+    let fetch_at = (options.max_in_flight.max(1) / 4).clamp(1, options.max_tasks.max(1) as usize);
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(500);
@@ -139,11 +142,14 @@ pub async fn run(
     loop {
         while tasks.try_join_next().is_some() {}
         // Wait for room before asking the engine for more work.
-        let first = tokio::select! {
+        let mut room = tokio::select! {
             _ = shutdown.cancelled() => break,
-            permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            permit = permits.clone().acquire_many_owned(fetch_at as u32) => permit.expect("semaphore never closed"),
         };
-        let mut held = vec![first];
+        let mut held: Vec<_> = (0..fetch_at)
+            .map(|_| room.split(1).expect("one of the permits held"))
+            .collect();
+        drop(room);
         while held.len() < options.max_tasks.max(1) as usize {
             match permits.clone().try_acquire_owned() {
                 Ok(p) => held.push(p),
