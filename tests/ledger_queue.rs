@@ -19,6 +19,32 @@ fn sent() -> AttemptResult {
     }
 }
 
+/// Queues "spoiled" (then changed by `set`, a SQL SET clause) and "sound", and claims: only
+/// "sound" is claimed. Returns the ledger and the spoiled one's id.
+async fn spoiled_and_sound(db: &TestDb, set: &str) -> (Ledger, herald::ledger::CommunicationId) {
+    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    let spoiled = ledger
+        .request(&order_confirmation("spoiled"))
+        .await
+        .unwrap()
+        .communication_id;
+    ledger.request(&order_confirmation("sound")).await.unwrap();
+    sqlx::query(&format!(
+        "UPDATE communication_record SET {set} WHERE communication_id = $1"
+    ))
+    .bind(spoiled.0)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let claimed = ledger
+        .claim_jobs("sender", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].correlation_id, "sound");
+    (ledger, spoiled)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_that_lost_its_lease_cannot_record_and_the_next_one_takes_over() {
     let db = TestDb::create().await;
@@ -74,25 +100,8 @@ async fn a_sender_that_lost_its_lease_cannot_record_and_the_next_one_takes_over(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_cannot_start_leaves_the_queue_without_blocking_the_others() {
     let db = TestDb::create().await;
-    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
-    let bad = ledger
-        .request(&order_confirmation("bad"))
-        .await
-        .unwrap()
-        .communication_id;
-    ledger.request(&order_confirmation("good")).await.unwrap();
     // A record that says SENT while its job is still queued (a hand edit, a bug elsewhere).
-    sqlx::query("UPDATE communication_record SET status = 'SENT' WHERE communication_id = $1")
-        .bind(bad.0)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let claimed = ledger
-        .claim_jobs("sender", 10, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].correlation_id, "good");
+    let (_, bad) = spoiled_and_sound(&db, "status = 'SENT'").await;
     let done: bool =
         sqlx::query_scalar("SELECT done FROM delivery_job WHERE communication_id = $1")
             .bind(bad.0)
@@ -259,25 +268,8 @@ async fn ended_attempts_recorded_together_each_get_their_own_outcome_and_event()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_channel_is_unknown_fails_for_good_instead_of_staying_sending() {
     let db = TestDb::create().await;
-    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
-    let bad = ledger
-        .request(&order_confirmation("pigeon"))
-        .await
-        .unwrap()
-        .communication_id;
-    ledger.request(&order_confirmation("fine")).await.unwrap();
     // A channel this herald does not know (written by a newer version, or by hand).
-    sqlx::query("UPDATE communication_record SET channel = 'PIGEON' WHERE communication_id = $1")
-        .bind(bad.0)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let claimed = ledger
-        .claim_jobs("sender", 10, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].correlation_id, "fine");
+    let (ledger, bad) = spoiled_and_sound(&db, "channel = 'PIGEON'").await;
     let view = ledger.get(bad).await.unwrap().unwrap();
     assert_eq!(view.status, "FAILED_FINAL");
     assert_eq!(view.failure_code.as_deref(), Some("UNKNOWN_CHANNEL"));
