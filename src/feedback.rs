@@ -349,7 +349,7 @@ pub async fn apply(ledger: &Ledger, feedback: &Feedback) -> Result<Applied, Ledg
                 },
                 _ => StatusChange::default(),
             };
-            transition(&mut tx, id, to, change, None).await?;
+            transition(&mut tx, id, to, change).await?;
             status = to.as_str().to_string();
             effects.push(to.as_str().to_string());
         }

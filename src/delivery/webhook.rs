@@ -16,6 +16,7 @@ use url::Url;
 
 use crate::camunda::worker::BoxFuture;
 use crate::config::WebhookSettings;
+use crate::ledger::wakeup::{Heard, Wakeup};
 use crate::ledger::Channel;
 use crate::policy::subscriptions::{self, Endpoint, Slot};
 
@@ -259,40 +260,27 @@ impl EndpointCache {
         }
         self.started.call_once(|| {
             let cache = Arc::downgrade(self);
-            let pool = crate::ledger::wakeup::listener_pool(pool);
+            let mut wakeup = Wakeup::new(pool.clone(), "herald_subscription");
             tokio::spawn(async move {
+                // At once the first time (to learn that the listener is up), then at leisure.
+                let mut timeout = Duration::ZERO;
                 loop {
-                    let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-                        Ok(mut listener) => match listener.listen("herald_subscription").await {
-                            Ok(()) => listener,
-                            Err(_) => {
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                                continue;
-                            }
-                        },
-                        Err(_) => {
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            continue;
-                        }
-                    };
+                    let heard = wakeup.hear(timeout).await;
                     let Some(live) = cache.upgrade() else { return };
-                    live.listening
-                        .store(true, std::sync::atomic::Ordering::Release);
-                    drop(live);
-                    loop {
-                        let received =
-                            tokio::time::timeout(Duration::from_secs(30), listener.try_recv())
-                                .await;
-                        let Some(live) = cache.upgrade() else { return };
-                        match received {
-                            Ok(Ok(Some(notification))) => live.forget(notification.payload()),
-                            // Quiet: still there?
-                            Err(_) => {}
-                            // The connection was lost: changes may have been missed.
-                            Ok(Ok(None)) | Ok(Err(_)) => {
-                                live.forget_all();
-                                break;
-                            }
+                    match heard {
+                        Heard::Payload(id) => live.forget(&id),
+                        Heard::Quiet => {
+                            live.listening
+                                .store(true, std::sync::atomic::Ordering::Release);
+                            timeout = Duration::from_secs(30);
+                        }
+                        // Changes may have been missed: nothing cached is trusted until the
+                        // listener is back.
+                        Heard::Deaf => {
+                            live.forget_all();
+                            drop(live);
+                            timeout = Duration::ZERO;
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                     }
                 }

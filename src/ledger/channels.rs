@@ -236,7 +236,6 @@ impl Ledger {
                     CommunicationId(id),
                     CommunicationStatus::Opened,
                     StatusChange::default(),
-                    None,
                 )
                 .await?;
             }

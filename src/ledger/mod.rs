@@ -18,7 +18,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 pub use model::*;
-pub use transition::{transition, AttemptEnd, AttemptWrite, StatusChange};
+pub use transition::{transition, AttemptEnd, StatusChange};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -308,7 +308,6 @@ impl Ledger {
                         parent_id,
                         CommunicationStatus::Queued,
                         StatusChange::default(),
-                        None,
                     )
                     .await?;
                     CommunicationStatus::Queued
@@ -331,7 +330,7 @@ impl Ledger {
                     } else {
                         CommunicationStatus::FailedFinal
                     };
-                    transition(&mut tx, parent_id, to, change, None).await?;
+                    transition(&mut tx, parent_id, to, change).await?;
                     to
                 } else {
                     transition::settle_parent(&mut tx, parent_id).await?;
@@ -1050,7 +1049,7 @@ async fn admit(
         ),
     };
     transition::record_requested(&mut *conn, id).await?;
-    transition(&mut *conn, id, status, change, None).await?;
+    transition(&mut *conn, id, status, change).await?;
     Ok(status)
 }
 

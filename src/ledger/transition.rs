@@ -11,28 +11,6 @@ use uuid::Uuid;
 use super::model::{AttemptStatus, Channel, CommunicationId, CommunicationStatus};
 use super::LedgerError;
 
-/// An attempt row to write with the status change.
-#[derive(Debug, Clone)]
-pub enum AttemptWrite {
-    /// A sender claimed the communication: a new attempt starts.
-    Start {
-        attempt_no: i32,
-        channel: Channel,
-        provider: String,
-        claimed_by: String,
-    },
-    /// The sender reports how the attempt ended.
-    Finish {
-        attempt_no: i32,
-        status: AttemptStatus,
-        failure_class: Option<String>,
-        provider_message_id: Option<String>,
-        response_code: Option<i32>,
-        response_summary: Option<String>,
-        request_payload_hash: Option<String>,
-    },
-}
-
 /// What else changes on the record with the status.
 #[derive(Debug, Clone, Default)]
 pub struct StatusChange {
@@ -56,7 +34,6 @@ pub async fn transition(
     id: CommunicationId,
     to: CommunicationStatus,
     change: StatusChange,
-    attempt: Option<AttemptWrite>,
 ) -> Result<TransitionedRecord, LedgerError> {
     let row = sqlx::query(
         "SELECT status, tenant_id, parent_id, is_parent FROM communication_record WHERE communication_id = $1 FOR UPDATE",
@@ -103,9 +80,6 @@ pub async fn transition(
     .execute(&mut *conn)
     .await?;
 
-    if let Some(attempt) = attempt {
-        write_attempt(conn, id, &tenant_id, attempt, now).await?;
-    }
     if let Some(event_type) = to.event_type() {
         append_event(conn, id, event_type, now).await?;
     }
@@ -117,76 +91,6 @@ pub async fn transition(
         tenant_id,
         status: to,
     })
-}
-
-async fn write_attempt(
-    conn: &mut PgConnection,
-    id: CommunicationId,
-    tenant_id: &str,
-    attempt: AttemptWrite,
-    now: DateTime<Utc>,
-) -> Result<(), LedgerError> {
-    match attempt {
-        AttemptWrite::Start {
-            attempt_no,
-            channel,
-            provider,
-            claimed_by,
-        } => {
-            // A previous attempt still open means its sender vanished: its outcome is unknown.
-            sqlx::query(
-                "UPDATE communication_delivery_attempt SET status = 'ABANDONED', completed_at = $2,
-                     response_summary = 'lease expired before the sender reported'
-                 WHERE communication_id = $1 AND status = 'IN_PROGRESS'",
-            )
-            .bind(id.0)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(
-                "INSERT INTO communication_delivery_attempt
-                     (attempt_id, tenant_id, communication_id, attempt_no, channel, provider, status, claimed_by, attempted_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'IN_PROGRESS', $7, $8)",
-            )
-            .bind(Uuid::now_v7())
-            .bind(tenant_id)
-            .bind(id.0)
-            .bind(attempt_no)
-            .bind(channel.as_str())
-            .bind(provider)
-            .bind(claimed_by)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-        }
-        AttemptWrite::Finish {
-            attempt_no,
-            status,
-            failure_class,
-            provider_message_id,
-            response_code,
-            response_summary,
-            request_payload_hash,
-        } => {
-            sqlx::query(
-                "UPDATE communication_delivery_attempt SET status = $3, failure_class = $4, provider_message_id = $5,
-                     response_code = $6, response_summary = $7, request_payload_hash = $8, completed_at = $9
-                 WHERE communication_id = $1 AND attempt_no = $2",
-            )
-            .bind(id.0)
-            .bind(attempt_no)
-            .bind(status.as_str())
-            .bind(failure_class)
-            .bind(provider_message_id)
-            .bind(response_code)
-            .bind(response_summary)
-            .bind(request_payload_hash)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    Ok(())
 }
 
 /// The outbox row of an event about a record `r` as it is now (never a raw address, never a
@@ -388,7 +292,7 @@ pub async fn settle_parent(
             ..StatusChange::default()
         },
     };
-    Box::pin(transition(conn, parent, outcome, change, None)).await?;
+    Box::pin(transition(conn, parent, outcome, change)).await?;
     Ok(())
 }
 
@@ -642,7 +546,6 @@ pub async fn end_attempts(
                 CommunicationId(id),
                 CommunicationStatus::Opened,
                 StatusChange::default(),
-                None,
             )
             .await?;
         }

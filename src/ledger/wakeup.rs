@@ -12,6 +12,17 @@ pub struct Wakeup {
     listener: Option<PgListener>,
 }
 
+/// What [`Wakeup::hear`] heard.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Heard {
+    /// A notification, with its payload.
+    Payload(String),
+    /// Nothing within the timeout; the listener is connected.
+    Quiet,
+    /// No listener connection (lost or not made): notifications may have been missed.
+    Deaf,
+}
+
 /// Why `wait` returned.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Woke {
@@ -53,6 +64,24 @@ impl Wakeup {
             }
         }
         self.listener.as_mut()
+    }
+
+    /// The next notification's payload, waiting at most `timeout`; for listeners that need to
+    /// know what changed, not only that something did.
+    pub async fn hear(&mut self, timeout: Duration) -> Heard {
+        let Some(listener) = self.listener().await else {
+            return Heard::Deaf;
+        };
+        match tokio::time::timeout(timeout, listener.try_recv()).await {
+            Err(_) => Heard::Quiet,
+            Ok(Ok(Some(notification))) => Heard::Payload(notification.payload().to_string()),
+            Ok(Ok(None)) => Heard::Deaf,
+            Ok(Err(err)) => {
+                tracing::warn!(channel = self.channel, error = %err, "listener failed; reconnecting");
+                self.listener = None;
+                Heard::Deaf
+            }
+        }
     }
 
     /// Waits for a notification, at most `timeout`.
