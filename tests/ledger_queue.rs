@@ -283,3 +283,56 @@ async fn a_job_whose_channel_is_unknown_fails_for_good_instead_of_staying_sendin
         .await;
     assert_eq!(failed_events, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_due_time_is_the_soonest_over_every_priority_level() {
+    let db = TestDb::create().await;
+    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    assert_eq!(ledger.next_due_in().await.unwrap(), None, "empty queue");
+    let mut ids = Vec::new();
+    for key in ["urgent", "routine", "low"] {
+        ids.push(
+            ledger
+                .request(&order_confirmation(key))
+                .await
+                .unwrap()
+                .communication_id,
+        );
+    }
+    // Three levels; the lowest one holds the soonest job, the highest one a leased job.
+    for (id, priority, due_in_s, leased_s) in [
+        (ids[0], 90, -5, Some(40)),
+        (ids[1], 50, 30, None),
+        (ids[2], 10, 12, None),
+    ] {
+        sqlx::query(
+            "UPDATE delivery_job SET priority = $2,
+                 due_at = now() + make_interval(secs => $3),
+                 locked_until = now() + make_interval(secs => $4), locked_by = 'x'
+             WHERE communication_id = $1",
+        )
+        .bind(id.0)
+        .bind(priority)
+        .bind(due_in_s as f64)
+        .bind(leased_s.map(|s: i32| s as f64))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let due = ledger.next_due_in().await.unwrap().expect("jobs are open");
+    assert!(
+        due > Duration::from_secs(11) && due < Duration::from_millis(12_100),
+        "the low-priority job due in 12 s comes first, not the leased one (40 s) or the routine one (30 s): {due:?}"
+    );
+    // Once the low job is done, the routine job's time counts.
+    sqlx::query("UPDATE delivery_job SET done = true WHERE communication_id = $1")
+        .bind(ids[2].0)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let due = ledger.next_due_in().await.unwrap().expect("jobs are open");
+    assert!(
+        due > Duration::from_secs(29) && due < Duration::from_millis(30_100),
+        "{due:?}"
+    );
+}

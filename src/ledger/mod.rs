@@ -633,11 +633,25 @@ impl Ledger {
         Ok(jobs)
     }
 
-    /// How long until the next job falls due (or its lease runs out), if there is one.
+    /// How long until the next job falls due (or its lease runs out), if there is one: the
+    /// soonest of the first jobs by due time in each priority level. The levels are walked on
+    /// the claim's index (priority, due_at), one probe per level: a sort of every open job
+    /// would cost milliseconds on a long queue, at every empty claim.
     pub async fn next_due_in(&self) -> Result<Option<Duration>, LedgerError> {
         let seconds: Option<f64> = sqlx::query_scalar(
-            "SELECT EXTRACT(EPOCH FROM (MIN(GREATEST(due_at, COALESCE(locked_until, due_at))) - now()))::float8
-             FROM (SELECT due_at, locked_until FROM delivery_job WHERE NOT done ORDER BY due_at LIMIT 64) soonest",
+            "WITH RECURSIVE level(priority) AS (
+                 (SELECT priority FROM delivery_job WHERE NOT done ORDER BY priority DESC LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT j.priority FROM delivery_job j
+                         WHERE NOT j.done AND j.priority < level.priority
+                         ORDER BY j.priority DESC LIMIT 1)
+                 FROM level WHERE level.priority IS NOT NULL)
+             SELECT EXTRACT(EPOCH FROM (MIN(GREATEST(s.due_at, COALESCE(s.locked_until, s.due_at))) - now()))::float8
+             FROM level CROSS JOIN LATERAL (
+                 SELECT j.due_at, j.locked_until FROM delivery_job j
+                 WHERE NOT j.done AND j.priority = level.priority
+                 ORDER BY j.priority DESC, j.due_at LIMIT 64) s
+             WHERE level.priority IS NOT NULL",
         )
         .fetch_one(&self.pool)
         .await?;
