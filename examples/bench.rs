@@ -32,6 +32,8 @@ use support::*;
 
 const SMTP_CONNECTIONS: &str = "4";
 const POOL: &str = "10";
+/// herald's default `delivery.max_in_flight`: wrk's concurrency.
+const IN_FLIGHT: usize = 128;
 
 fn n() -> usize {
     std::env::var("HERALD_BENCH_N")
@@ -443,14 +445,15 @@ async fn start_instances(camunda: &herald::camunda::CamundaClient, lane: &str, m
 
 /// send-proposal tasks fetched, recorded and completed per second: by herald's workers (the
 /// first figure), and by the official Java client doing nothing (the second), on `m` instances
-/// per run, started beforehand. After a warm-up of the engine (300 instances each), the two
-/// run in the order herald, Java, Java, herald, and each figure is the mean of its two runs:
-/// the engine's drift (JIT, caches, a busier machine) weighs on both alike.
+/// per run, started beforehand. After a warm-up of the engine (1,000 instances for herald,
+/// 500 for Java: the JIT compiles its hot paths), the two run in the order herald, Java, Java,
+/// herald, and each figure is the mean of its two runs: the engine's drift (JIT, caches, a
+/// busier machine) weighs on both alike. Each run's instances are deleted after it.
 async fn camunda_throughput(m: usize) -> (Option<f64>, Option<f64>) {
     let camunda = camunda();
     deploy(&camunda).await;
-    let _ = herald_workers(&camunda, 300).await;
-    let _ = java_client(&camunda, 300).await;
+    let _ = herald_workers(&camunda, 1_000).await;
+    let _ = java_client(&camunda, 500).await;
     let h1 = herald_workers(&camunda, m).await;
     let j1 = java_client(&camunda, m).await;
     let j2 = java_client(&camunda, m).await;
@@ -704,7 +707,7 @@ async fn main() {
         .unwrap();
     let pg_insert_tps = pgbench(&pg_db);
     let smtp_limit_per_s = smtp_limit(count).await;
-    let http_limit_per_s = http_limit(&url, 64);
+    let http_limit_per_s = http_limit(&url, IN_FLIGHT);
 
     let instances = instances();
     let (camunda_tasks_per_s, java_client_tasks_per_s) = camunda_throughput(instances).await;

@@ -222,8 +222,8 @@ impl Settings {
             .set_default("smtp.timeout_ms", 10_000)?
             .set_default("smtp.pool_max", 4)?
             .set_default("smtp.pool_get_timeout_ms", 30_000)?
-            .set_default("delivery.batch_size", 32)?
-            .set_default("delivery.max_in_flight", 64)?
+            .set_default("delivery.batch_size", 64)?
+            .set_default("delivery.max_in_flight", 128)?
             .set_default("delivery.lease_ms", 60_000)?
             .set_default("delivery.poll_interval_ms", 10_000)?
             .set_default(
