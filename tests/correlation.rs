@@ -66,11 +66,20 @@ async fn an_early_outcome_is_retried_until_the_process_waits_for_it() {
 
     complete_user_task(&review).await;
     wait_until_completed(&camunda, &instance.id, Duration::from_secs(60)).await;
-    let status: String = sqlx::query_scalar("SELECT status FROM camunda_correlation")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(status, "CORRELATED");
+    // herald records the correlation once the engine has answered, which may be just after
+    // the process ended.
+    wait_for(
+        "the correlation recorded",
+        Duration::from_secs(10),
+        || async {
+            let status: String = sqlx::query_scalar("SELECT status FROM camunda_correlation")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+            (status == "CORRELATED").then_some(())
+        },
+    )
+    .await;
     assert!(herald.log_text().contains("message correlated"));
 }
 
