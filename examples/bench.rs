@@ -319,7 +319,13 @@ async fn add_bench_subscription(db: &TestDb, url: &str) {
     .unwrap();
 }
 
-fn pgbench(db: &TestDb) -> Option<f64> {
+/// pgbench's one-row inserts into a table like communication_record, on a database of its own.
+async fn pgbench() -> Option<f64> {
+    let db = TestDb::create().await;
+    sqlx::query("CREATE TABLE bench_record (LIKE communication_record INCLUDING ALL)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let bin = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(|e| e.ok())
@@ -663,12 +669,7 @@ async fn main() {
         }
         let run = run_channel(&db, &sink.url(), make, count).await;
         // The ratio's usual denominator, measured right after (the machine's speed drifts).
-        let pg_db = TestDb::create().await;
-        sqlx::query("CREATE TABLE bench_record (LIKE communication_record INCLUDING ALL)")
-            .execute(&pg_db.pool)
-            .await
-            .unwrap();
-        let tps = pgbench(&pg_db);
+        let tps = pgbench().await;
         println!(
             "{channel}: {:.0}/s, p50 {:.0} ms, p99 {:.0} ms at {:.0}/s offered, peak RSS {:.1} MiB; pgbench {} tps (ratio {})",
             run.per_s,
@@ -700,12 +701,7 @@ async fn main() {
 
     let db_roundtrips_per_comm = roundtrips().await;
     let idle_queries_per_s = idle_queries_per_s().await;
-    let pg_db = TestDb::create().await;
-    sqlx::query("CREATE TABLE bench_record (LIKE communication_record INCLUDING ALL)")
-        .execute(&pg_db.pool)
-        .await
-        .unwrap();
-    let pg_insert_tps = pgbench(&pg_db);
+    let pg_insert_tps = pgbench().await;
     let smtp_limit_per_s = smtp_limit(count).await;
     let http_limit_per_s = http_limit(&url, IN_FLIGHT);
 
