@@ -541,7 +541,7 @@ async fn herald_workers(camunda: &herald::camunda::CamundaClient, m: usize) -> f
             .unwrap();
     drop(herald);
     let _ = std::fs::remove_dir_all(&topics);
-    delete_lane(&lane).await;
+    delete_lane(camunda, &lane).await;
     let span = (done_at - first).num_milliseconds() as f64 / 1000.0;
     m as f64 / span.max(0.001)
 }
@@ -549,7 +549,7 @@ async fn herald_workers(camunda: &herald::camunda::CamundaClient, m: usize) -> f
 /// Deletes the process instances of `lane` (an asynchronous batch of the engine) and waits
 /// until they are gone: instances left waiting would lengthen the variable filter of every
 /// later fetch, and slow each run down more than the one before.
-async fn delete_lane(lane: &str) {
+async fn delete_lane(camunda: &herald::camunda::CamundaClient, lane: &str) {
     let body = json!({
         "processInstanceQuery": {
             "variables": [{"name": "heraldLane", "operator": "eq", "value": lane}]
@@ -569,18 +569,10 @@ async fn delete_lane(lane: &str) {
         "the engine refused to delete the lane's instances: {}",
         answer.text().await.unwrap_or_default()
     );
-    let count = format!(
-        "{}/process-instance/count?variables=heraldLane_eq_{lane}",
-        camunda_url()
-    );
+    let count = format!("/process-instance/count?variables=heraldLane_eq_{lane}");
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let left: Value = reqwest::get(&count)
-            .await
-            .expect("count instances")
-            .json()
-            .await
-            .expect("count instances");
+        let left = camunda.get_json(&count).await.expect("count instances");
         if left["count"].as_i64() == Some(0) {
             return;
         }
@@ -607,7 +599,7 @@ async fn java_client(camunda: &herald::camunda::CamundaClient, m: usize) -> Opti
         .arg(m.to_string())
         .arg(&java_lane)
         .output();
-    delete_lane(&java_lane).await;
+    delete_lane(camunda, &java_lane).await;
     match out {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
             .lines()
