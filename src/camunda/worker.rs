@@ -131,9 +131,11 @@ pub async fn run(
         })
         .collect();
     let permits = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
-    // While busy, the next fetch waits for a quarter of the slots (at most maxTasks) to be free:
-    // one fetchAndLock (a query the engine pays for) brings many tasks, not one per completion.
-    let fetch_at = (options.max_in_flight.max(1) / 4).clamp(1, options.max_tasks.max(1) as usize);
+    // While busy, the next fetch waits for half of the slots (at most maxTasks) to be free:
+    // one fetchAndLock (a query the engine pays for, often the dearest of a task's requests)
+    // brings many tasks, not one per completion, and the other half keeps the engine busy
+    // meanwhile.
+    let fetch_at = (options.max_in_flight.max(1) / 2).clamp(1, options.max_tasks.max(1) as usize);
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(500);
