@@ -350,7 +350,8 @@ pub async fn start_attempts(
              UPDATE communication_delivery_attempt a SET status = 'ABANDONED', completed_at = now(),
                  response_summary = 'lease expired before the sender reported'
              FROM moved m JOIN claimed c USING (communication_id)
-             WHERE c.attempts > 1 AND a.communication_id = m.communication_id AND a.status = 'IN_PROGRESS'
+             WHERE c.attempts > 1 AND a.communication_id = m.communication_id AND a.attempt_no < c.attempts
+               AND a.status = 'IN_PROGRESS'
              RETURNING a.communication_id),
          started AS (
              INSERT INTO communication_delivery_attempt
