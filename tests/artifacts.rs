@@ -11,8 +11,13 @@ use herald::camunda::TypedValue;
 use sha2::Digest;
 use support::*;
 
+/// The proposal delivery's status and failure code (not those of the fallout alerts a failed
+/// proposal raises, which may name the same quote).
 async fn failure_code(db: &TestDb, quote_id: &str) -> (String, Option<String>) {
-    sqlx::query_as("SELECT status, failure_code FROM communication_record WHERE quote_id = $1")
+    sqlx::query_as(
+        "SELECT status, failure_code FROM communication_record
+         WHERE quote_id = $1 AND communication_type = 'QUOTE_PROPOSAL_DELIVERY'",
+    )
         .bind(quote_id)
         .fetch_one(&db.pool)
         .await

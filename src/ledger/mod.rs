@@ -20,6 +20,20 @@ use uuid::Uuid;
 pub use model::*;
 pub use transition::{transition, AttemptEnd, StatusChange};
 
+/// What the outbox relay does with an event: the message to correlate into the waiting
+/// process (if one waits), and whether it raises fallout. An event type for which this does
+/// something must be in [`transition::RELAYED_EVENTS`]; the others are written already
+/// published, since no relay subscriber would act on them.
+pub fn relay_action(event_type: &str) -> (Option<&'static str>, bool) {
+    match event_type {
+        "CommunicationSent" => (Some(Outcome::Sent.message_name()), false),
+        "CommunicationFailed" => (Some(Outcome::Failed.message_name()), true),
+        "CommunicationSuppressed" => (Some(Outcome::Failed.message_name()), false),
+        "CommunicationBounced" => (None, true),
+        _ => (None, false),
+    }
+}
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, thiserror::Error)]
@@ -733,8 +747,9 @@ impl Ledger {
         Ok(ended.iter().map(|e| e.fenced).collect())
     }
 
-    /// Publishes up to `limit` pending outbox events. Today's subscriber is Camunda: an outcome
-    /// event schedules one correlation per waiting process instance.
+    /// Publishes up to `limit` pending outbox events. Today's subscribers are Camunda (an
+    /// outcome event schedules one correlation per waiting process instance) and fallout; the
+    /// events neither acts on are written already published (see [`relay_action`]).
     pub async fn relay_outbox(&self, limit: i64) -> Result<usize, LedgerError> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
@@ -750,21 +765,12 @@ impl Ledger {
             let outbox_id: Uuid = row.get("outbox_id");
             let id = CommunicationId(row.get("aggregate_id"));
             let event_type: String = row.get("event_type");
-            let message_name = match event_type.as_str() {
-                "CommunicationSent" => Some(Outcome::Sent.message_name()),
-                "CommunicationFailed" | "CommunicationSuppressed" => {
-                    Some(Outcome::Failed.message_name())
-                }
-                _ => None,
-            };
+            let (message_name, fallout) = relay_action(&event_type);
             if let Some(message_name) = message_name {
                 outcomes.0.push(id.0);
                 outcomes.1.push(message_name);
             }
-            if matches!(
-                event_type.as_str(),
-                "CommunicationFailed" | "CommunicationBounced"
-            ) {
+            if fallout {
                 self.raise_fallout(&mut tx, id).await?;
             }
             tracing::debug!(communicationId = %id, event_type, "outbox event published");

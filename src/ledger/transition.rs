@@ -95,10 +95,18 @@ pub async fn transition(
 
 /// The outbox row of an event about a record `r` as it is now (never a raw address, never a
 /// body), from `e(event_id, event_type, at)`: one SQL text for the single and the batch forms.
+/// The events the outbox relay acts on (correlation into a waiting process, fallout).
+pub const RELAYED_EVENTS: [&str; 4] = [
+    "CommunicationSent",
+    "CommunicationFailed",
+    "CommunicationSuppressed",
+    "CommunicationBounced",
+];
+
 fn event_insert_sql(from: &str) -> String {
     format!(
         "INSERT INTO communication_outbox (outbox_id, tenant_id, aggregate_type, aggregate_id, event_type,
-             event_version, payload, headers, created_at)
+             event_version, payload, headers, created_at, status, published_at)
          SELECT e.event_id, r.tenant_id, 'Communication', r.communication_id, e.event_type, 1,
              jsonb_build_object(
                  'eventId', e.event_id, 'eventType', e.event_type, 'eventVersion', 1,
@@ -114,8 +122,11 @@ fn event_insert_sql(from: &str) -> String {
                  'correlationId', r.correlation_id, 'businessKey', r.business_key, 'rule', r.rule_ref,
                  'template', r.template_family || ':' || r.template_version,
                  'failureCode', r.failure_code),
-             jsonb_build_object('correlationId', r.correlation_id), e.at
-         {from}"
+             jsonb_build_object('correlationId', r.correlation_id), e.at,
+             CASE WHEN e.event_type IN ({relayed}) THEN 'PENDING' ELSE 'PUBLISHED' END,
+             CASE WHEN e.event_type IN ({relayed}) THEN NULL ELSE e.at END
+         {from}",
+        relayed = RELAYED_EVENTS.map(|t| format!("'{t}'")).join(", "),
     )
 }
 
@@ -560,4 +571,30 @@ pub async fn end_attempts(
             moved: done.get(&e.communication_id.0).copied().unwrap_or(false),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_events_written_pending_are_exactly_those_the_relay_acts_on() {
+        for status in CommunicationStatus::ALL {
+            let Some(event_type) = status.event_type() else {
+                continue;
+            };
+            let (message, fallout) = super::super::relay_action(event_type);
+            assert_eq!(
+                message.is_some() || fallout,
+                RELAYED_EVENTS.contains(&event_type),
+                "{event_type}: the relay acts on it iff it is written PENDING"
+            );
+        }
+        // Every relayed event is one a status change writes.
+        for event_type in RELAYED_EVENTS {
+            assert!(CommunicationStatus::ALL
+                .iter()
+                .any(|s| s.event_type() == Some(event_type)));
+        }
+    }
 }
