@@ -18,10 +18,10 @@ async fn failure_code(db: &TestDb, quote_id: &str) -> (String, Option<String>) {
         "SELECT status, failure_code FROM communication_record
          WHERE quote_id = $1 AND communication_type = 'QUOTE_PROPOSAL_DELIVERY'",
     )
-        .bind(quote_id)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
+    .bind(quote_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
