@@ -641,9 +641,8 @@ async fn main() {
     eprintln!("bench: {count} communications per channel");
 
     // HERALD_BENCH_ONLY=email|webhook|camunda: those figures only (for working on them);
-    // camunda-herald|camunda-java: one run of one side, no warm-up.
+    // camunda-herald|camunda-java: one run of one side, on an engine already warm.
     let only = std::env::var("HERALD_BENCH_ONLY").ok();
-    // herald-only/java-only: one run on an engine already warm (for working on one side).
     if let Some(side @ ("camunda-herald" | "camunda-java")) = only.as_deref() {
         let camunda = camunda();
         deploy(&camunda).await;

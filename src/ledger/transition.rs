@@ -93,9 +93,8 @@ pub async fn transition(
     })
 }
 
-/// The outbox row of an event about a record `r` as it is now (never a raw address, never a
-/// body), from `e(event_id, event_type, at)`: one SQL text for the single and the batch forms.
-/// The events the outbox relay acts on (correlation into a waiting process, fallout).
+/// The events the outbox relay acts on (correlation into a waiting process, fallout): written
+/// PENDING; all others are written PUBLISHED. See [`super::relay_action`].
 pub const RELAYED_EVENTS: [&str; 4] = [
     "CommunicationSent",
     "CommunicationFailed",
@@ -103,6 +102,8 @@ pub const RELAYED_EVENTS: [&str; 4] = [
     "CommunicationBounced",
 ];
 
+/// The outbox row of an event about a record `r` as it is now (never a raw address, never a
+/// body), from `e(event_id, event_type, at)`: one SQL text for the single and the batch forms.
 fn event_insert_sql(from: &str) -> String {
     format!(
         "INSERT INTO communication_outbox (outbox_id, tenant_id, aggregate_type, aggregate_id, event_type,
