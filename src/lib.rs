@@ -10,6 +10,7 @@ pub mod content;
 pub mod delivery;
 pub mod events;
 pub mod feedback;
+pub mod iso8601;
 pub mod ledger;
 pub mod policy;
 pub mod relay;

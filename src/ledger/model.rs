@@ -8,10 +8,10 @@ use uuid::Uuid;
 
 /// Declares a closed set of values stored as SCREAMING_SNAKE_CASE text.
 macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+        pub enum $name { $($(#[$vmeta])* #[serde(rename = $text)] $variant),+ }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -255,6 +255,63 @@ impl fmt::Display for TenantId {
         f.write_str(&self.0)
     }
 }
+
+/// What the ledger decided before any provider is involved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// Queue for delivery.
+    Queue,
+    /// Policy said no (opted out, inactive recipient, …): a business status, no attempt.
+    Suppress { code: String, message: String },
+    /// Cannot be delivered at all (no recipient, invalid address, …): a business status.
+    Fail { code: String, message: String },
+}
+
+/// The recipient as resolved by policy. The address is kept only on the delivery job.
+#[derive(Debug, Clone)]
+pub struct ResolvedRecipient {
+    pub recipient_type: RecipientType,
+    pub recipient_ref: String,
+    pub channel: Channel,
+    pub address: Option<String>,
+    pub locale: Option<String>,
+    /// The recipient's time zone (IANA name) and quiet hours, when known.
+    pub timezone: Option<String>,
+    pub quiet_hours: Option<(chrono::NaiveTime, chrono::NaiveTime)>,
+}
+
+/// The process instance that asked for the communication and waits for its outcome.
+#[derive(Debug, Clone)]
+pub struct ProcessOrigin {
+    pub process_instance_id: String,
+    pub business_key: Option<String>,
+    pub activity_id: Option<String>,
+    pub topic: String,
+    pub task_id: String,
+    /// Whether the process waits for CommunicationSent/CommunicationFailed.
+    pub waits_for_outcome: bool,
+}
+
+/// What one check of the intake decided, stored with the communication.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub check: &'static str,
+    pub outcome: DecisionOutcome,
+    pub reason_code: String,
+    pub detail: String,
+}
+
+text_enum!(
+    DecisionOutcome {
+        Allow = "ALLOW",
+        Suppress = "SUPPRESS",
+        Delay = "DELAY",
+        /// The recipient cannot be reached at all (no address, unknown contact, …).
+        Fail = "FAIL",
+        /// Goes out in a digest rather than on its own.
+        Digest = "DIGEST",
+    }
+);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::rules::parse_duration;
+use crate::iso8601::parse_duration;
 
 /// What a rate limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -6,45 +6,12 @@
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::ledger::{
-    Admission, Channel, CommunicationType, Criticality, MessageCategory, ResolvedRecipient,
+    Admission, Channel, CommunicationType, Criticality, Decision, DecisionOutcome, MessageCategory,
+    ResolvedRecipient,
 };
-
-/// What one check decided.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Decision {
-    pub check: &'static str,
-    pub outcome: DecisionOutcome,
-    pub reason_code: String,
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum DecisionOutcome {
-    Allow,
-    Suppress,
-    Delay,
-    /// The recipient cannot be reached at all (no address, unknown contact, …).
-    Fail,
-    /// Goes out in a digest rather than on its own.
-    Digest,
-}
-
-impl DecisionOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DecisionOutcome::Allow => "ALLOW",
-            DecisionOutcome::Suppress => "SUPPRESS",
-            DecisionOutcome::Delay => "DELAY",
-            DecisionOutcome::Fail => "FAIL",
-            DecisionOutcome::Digest => "DIGEST",
-        }
-    }
-}
 
 /// Quiet hours in a time zone, e.g. 20:00–07:00 Europe/Vienna (may wrap midnight).
 #[derive(Debug, Clone, PartialEq)]

@@ -148,7 +148,7 @@ pub struct TemplateMeta {
     pub category: MessageCategory,
     pub audience: Audience,
     pub owner: String,
-    #[serde(deserialize_with = "crate::policy::rules::toml_datetime::required")]
+    #[serde(deserialize_with = "crate::iso8601::toml_datetime::required")]
     pub effective_from: DateTime<Utc>,
     /// Who approved the version; unapproved versions are never used.
     pub approved_by: Option<String>,

@@ -15,13 +15,14 @@ use chrono::{DateTime, Utc};
 
 use crate::camunda::worker::HandlerOutcome;
 use crate::camunda::{CamundaClient, TypedValue, Variables};
+use crate::iso8601::parse_duration;
 use crate::ledger::{Admission, Channel, ResolvedRecipient};
 use crate::ledger::{CommunicationType, Criticality, Ledger, MessageCategory};
+use crate::ledger::{Decision, DecisionOutcome};
 use crate::policy::channels::{check_channels, on_channel, ChannelMode, CHANNEL_NOT_AVAILABLE};
 use crate::policy::keys::placeholders;
 use crate::policy::noise::{RateLimit, RateScope};
-use crate::policy::preferences::{evaluate, load_facts, Decision, DecisionOutcome};
-use crate::policy::rules::parse_duration;
+use crate::policy::preferences::{evaluate, load_facts};
 use crate::policy::{hash_address, mask_address, Resolution};
 use crate::templates::TemplateRegistry;
 
@@ -74,15 +75,9 @@ pub struct TopicConfig {
     #[serde(default)]
     pub dedupe_window: Option<String>,
     /// Outside these dates the topic is not subscribed.
-    #[serde(
-        default,
-        deserialize_with = "crate::policy::rules::toml_datetime::optional"
-    )]
+    #[serde(default, deserialize_with = "crate::iso8601::toml_datetime::optional")]
     pub effective_from: Option<DateTime<Utc>>,
-    #[serde(
-        default,
-        deserialize_with = "crate::policy::rules::toml_datetime::optional"
-    )]
+    #[serde(default, deserialize_with = "crate::iso8601::toml_datetime::optional")]
     pub effective_until: Option<DateTime<Utc>>,
     /// Deliver only within these hours (reminders, escalations); outside them a notice waits
     /// for the next opening.

@@ -21,7 +21,7 @@ use crate::artifacts::{
     check_for_delivery, signed_link, ArtifactCheck, AttachmentRef, DeliveryMode,
 };
 use crate::ledger::{Admission, RequestOutcome};
-use crate::policy::preferences::{Decision, DecisionOutcome};
+use crate::ledger::{Decision, DecisionOutcome};
 use crate::templates::sanitize_note;
 
 pub struct SendProposal {

@@ -1,0 +1,121 @@
+//! History: a communication with its attempts, as the API, operators and tests read it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{CommunicationId, Ledger, LedgerError};
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommunicationView {
+    pub communication_id: CommunicationId,
+    pub tenant_id: String,
+    pub communication_type: String,
+    pub status: String,
+    pub idempotency_key: String,
+    pub recipient_type: String,
+    pub recipient_ref: String,
+    pub address_masked: Option<String>,
+    pub channel: String,
+    pub template_family: String,
+    pub template_version: String,
+    pub rendered_content_hash: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub correlation_id: String,
+    pub business_key: Option<String>,
+    pub process_instance_id: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptView {
+    pub attempt_no: i32,
+    pub status: String,
+    pub failure_class: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub response_code: Option<i32>,
+    pub response_summary: Option<String>,
+    pub attempted_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl Ledger {
+    /// The children of a parent communication.
+    pub async fn children(
+        &self,
+        parent: CommunicationId,
+    ) -> Result<Vec<CommunicationView>, LedgerError> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT communication_id FROM communication_record WHERE parent_id = $1 ORDER BY recipient_ref",
+        )
+        .bind(parent.0)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut views = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(view) = self.get(CommunicationId(id)).await? {
+                views.push(view);
+            }
+        }
+        Ok(views)
+    }
+
+    /// A communication with its attempts (for history, the API and tests).
+    pub async fn get(&self, id: CommunicationId) -> Result<Option<CommunicationView>, LedgerError> {
+        let Some(row) =
+            sqlx::query("SELECT * FROM communication_record WHERE communication_id = $1")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let attempts = sqlx::query(
+            "SELECT attempt_no, status, failure_class, provider_message_id, response_code, response_summary, attempted_at, completed_at
+             FROM communication_delivery_attempt WHERE communication_id = $1 ORDER BY attempt_no",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|a| AttemptView {
+            attempt_no: a.get("attempt_no"),
+            status: a.get("status"),
+            failure_class: a.get("failure_class"),
+            provider_message_id: a.get("provider_message_id"),
+            response_code: a.get("response_code"),
+            response_summary: a.get("response_summary"),
+            attempted_at: a.get("attempted_at"),
+            completed_at: a.get("completed_at"),
+        })
+        .collect();
+        Ok(Some(CommunicationView {
+            communication_id: id,
+            tenant_id: row.get("tenant_id"),
+            communication_type: row.get("communication_type"),
+            status: row.get("status"),
+            idempotency_key: row.get("idempotency_key"),
+            recipient_type: row.get("recipient_type"),
+            recipient_ref: row.get("recipient_ref"),
+            address_masked: row.get("address_masked"),
+            channel: row.get("channel"),
+            template_family: row.get("template_family"),
+            template_version: row.get("template_version"),
+            rendered_content_hash: row.get("rendered_content_hash"),
+            failure_code: row.get("failure_code"),
+            failure_message: row.get("failure_message"),
+            correlation_id: row.get("correlation_id"),
+            business_key: row.get("business_key"),
+            process_instance_id: row.get("process_instance_id"),
+            requested_at: row.get("requested_at"),
+            sent_at: row.get("sent_at"),
+            attempts,
+        }))
+    }
+}
