@@ -44,9 +44,9 @@ fn n() -> usize {
 
 fn webhook(key: &str) -> NewCommunication {
     let mut new = order_confirmation(key);
-    new.communication_type = CommunicationType::ExternalWebhook;
-    new.category = MessageCategory::Transactional;
-    new.recipient = ResolvedRecipient {
+    new.class.communication_type = CommunicationType::ExternalWebhook;
+    new.class.category = MessageCategory::Transactional;
+    new.admitted.recipient = ResolvedRecipient {
         recipient_type: RecipientType::WebhookSubscription,
         recipient_ref: "webhook:ws_bench".into(),
         channel: Channel::Webhook,
@@ -55,11 +55,11 @@ fn webhook(key: &str) -> NewCommunication {
         timezone: None,
         quiet_hours: None,
     };
-    new.template_family = "quote-accepted-webhook".into();
-    new.template_version = "2026.11.0".into();
-    new.render_payload =
+    new.rendering.template_family = "quote-accepted-webhook".into();
+    new.rendering.template_version = "2026.11.0".into();
+    new.rendering.payload =
         json!({"quoteId": key, "revisionNo": 3, "acceptedAt": "2026-11-26T10:00:00Z"});
-    new.admission = Admission::Queue;
+    new.admitted.admission = Admission::Queue;
     new
 }
 

@@ -172,13 +172,13 @@ async fn correlate(
 /// Turns fallout signals into alerts through the rule set (`CommunicationFallout` events),
 /// until `shutdown`. Each signal is applied once: its event id is the failed communication's.
 pub async fn run_fallout(
-    deps: crate::workers::HandlerDeps,
+    intake: crate::intake::Intake,
     rules: std::sync::Arc<crate::policy::rules::RuleSet>,
     options: RelayOptions,
     shutdown: CancellationToken,
 ) {
-    use crate::events::{ingest, EventError};
-    let ledger = deps.ledger.clone();
+    use crate::intake::events::{ingest, EventError};
+    let ledger = intake.ledger.clone();
     let mut wakeup = Wakeup::new(ledger.pool().clone(), "herald_fallout");
     let mut backoff = Duration::from_millis(250);
     tracing::info!("fallout loop started");
@@ -204,7 +204,7 @@ pub async fn run_fallout(
         }
         for signal in signals {
             let id = signal.communication_id;
-            let recorded = match ingest(&deps, &rules, &signal.event).await {
+            let recorded = match ingest(&intake, &rules, &signal.event).await {
                 Ok(outcome) => {
                     if outcome.communication_ids.is_empty() {
                         tracing::warn!(communicationId = %id, "fallout: no rule handles CommunicationFallout; nobody was alerted");

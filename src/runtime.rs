@@ -14,11 +14,12 @@ use crate::delivery::email::{EmailAdapter, EmailConfigError, EmailSettings};
 use crate::delivery::inapp::InAppAdapter;
 use crate::delivery::webhook::WebhookAdapter;
 use crate::delivery::{DeliveryEngine, DeliveryOptions};
+use crate::intake::Intake;
 use crate::ledger::{self, Ledger, LedgerError};
 use crate::policy::rules::RuleSet;
 use crate::relay::{self, RelayOptions};
 use crate::templates::{TemplateError, TemplateRegistry};
-use crate::workers::{self, HandlerDeps, TopicError};
+use crate::workers::{self, TopicError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -104,7 +105,7 @@ pub async fn run(
     let worker_id = settings.worker_id();
     let mut tasks = tokio::task::JoinSet::new();
 
-    let deps = HandlerDeps {
+    let intake = Intake {
         artifacts: settings.artifacts.clone(),
         ledger: ledger.clone(),
         camunda: camunda.clone(),
@@ -123,14 +124,9 @@ pub async fn run(
         let proposals = workers::load_topics(&settings.paths.topics)?
             .into_iter()
             .find(|t| t.handler == workers::HandlerKind::SendProposal && t.enabled)
-            .map(|topic| {
-                Arc::new(workers::send_proposal::SendProposal::new(
-                    topic,
-                    deps.clone(),
-                ))
-            });
+            .map(|topic| Arc::new(workers::send_proposal::proposals(&topic, intake.clone())));
         let app = crate::api::router(crate::api::ApiState {
-            deps: deps.clone(),
+            intake: intake.clone(),
             rules: Arc::new(rules),
             token: settings.api.token.clone().filter(|t| !t.is_empty()),
             proposals,
@@ -151,7 +147,7 @@ pub async fn run(
     }
     if components.workers {
         let topics = workers::load_topics(&settings.paths.topics)?;
-        let subscriptions = workers::subscriptions(&topics, &deps);
+        let subscriptions = workers::subscriptions(&topics, &intake);
         let mut process_variables = BTreeMap::new();
         if let Some(lane) = &settings.camunda.lane {
             process_variables.insert(
@@ -233,7 +229,7 @@ pub async fn run(
         ));
         let rules = RuleSet::load(&settings.paths.rules).map_err(RuntimeError::Rules)?;
         tasks.spawn(relay::run_fallout(
-            deps.clone(),
+            intake.clone(),
             Arc::new(rules),
             options,
             shutdown.clone(),

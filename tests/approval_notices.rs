@@ -161,8 +161,8 @@ async fn a_refetched_reminder_task_is_not_sent_twice() {
             .map(String::as_str),
         Some("approve_quote")
     );
-    let deps = handler_deps(&db, &camunda);
-    let handler = TaskNotice::new(topic, deps, NoticeKind::Reminder);
+    let intake = intake(&db, &camunda);
+    let handler = TaskNotice::new(topic, intake, NoticeKind::Reminder);
     let HandlerOutcome::Complete(vars) = handler.handle(&locked).await else {
         panic!("the handler should have recorded the reminder")
     };

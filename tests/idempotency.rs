@@ -87,8 +87,8 @@ async fn worker_crashing_between_insert_and_complete_sends_once() {
     let topic = shipped_topic("send-proposal");
     let locked = lock_as_doomed_worker(&camunda, &topic, &lane).await;
     assert_eq!(locked.process_instance_id, instance.id);
-    let deps = handler_deps(&db, &camunda);
-    let handler = SendProposal::new(topic, deps);
+    let intake = intake(&db, &camunda);
+    let handler = SendProposal::new(topic, intake);
     let HandlerOutcome::Complete(vars) = handler.handle(&locked).await else {
         panic!("the handler should have recorded the communication")
     };

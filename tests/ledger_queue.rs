@@ -117,7 +117,7 @@ async fn an_inbox_notification_read_before_its_attempt_was_recorded_ends_opened(
     let db = TestDb::create().await;
     let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
     let mut request = order_confirmation("inbox");
-    request.recipient = ResolvedRecipient {
+    request.admitted.recipient = ResolvedRecipient {
         recipient_type: RecipientType::User,
         recipient_ref: "user:ines".into(),
         channel: Channel::InApp,

@@ -97,7 +97,7 @@ pub async fn post_subscription(
         return Err(ApiError::bad(problems));
     }
     let (subscription, secret) = subscriptions::create(
-        state.deps.ledger.pool(),
+        state.intake.ledger.pool(),
         &input.tenant_id,
         &input.url,
         &input.event_types,
@@ -117,7 +117,7 @@ pub async fn get_subscription(
     scope: TenantScope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let subscription = subscriptions::get(state.deps.ledger.pool(), &scope.tenant, &id).await?;
+    let subscription = subscriptions::get(state.intake.ledger.pool(), &scope.tenant, &id).await?;
     Ok(Json(subscription).into_response())
 }
 
@@ -127,7 +127,8 @@ pub async fn rotate_subscription(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let grace = std::time::Duration::from_secs(state.webhooks.rotation_grace_s);
-    let secret = subscriptions::rotate(state.deps.ledger.pool(), &scope.tenant, &id, grace).await?;
+    let secret =
+        subscriptions::rotate(state.intake.ledger.pool(), &scope.tenant, &id, grace).await?;
     tracing::info!(subscriptionId = %id, "webhook secret rotated");
     Ok(Json(json!({
         "subscriptionId": id,
@@ -142,7 +143,8 @@ pub async fn enable_subscription(
     scope: TenantScope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let subscription = subscriptions::enable(state.deps.ledger.pool(), &scope.tenant, &id).await?;
+    let subscription =
+        subscriptions::enable(state.intake.ledger.pool(), &scope.tenant, &id).await?;
     tracing::info!(subscriptionId = %id, "webhook endpoint enabled");
     Ok(Json(subscription).into_response())
 }
@@ -162,7 +164,7 @@ pub async fn replay(
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(|k| format!("replay:{id}:{}", k.trim()));
-    match state.deps.ledger.replay(tenant_id, id, key).await {
+    match state.intake.ledger.replay(tenant_id, id, key).await {
         Ok(outcome) => {
             tracing::info!(communicationId = %outcome.communication_id, replayOf = %id, created = outcome.created, "webhook replay requested");
             Ok((
@@ -196,7 +198,7 @@ pub async fn get_inbox(
 ) -> Result<Response, ApiError> {
     let limit = scope.limit.unwrap_or(50).clamp(1, 500);
     let notifications = state
-        .deps
+        .intake
         .ledger
         .inbox(&scope.tenant, &recipient_ref, scope.unread, limit)
         .await
@@ -219,7 +221,7 @@ pub async fn read_notification(
         .parse()
         .map_err(|_| ApiError::bad(vec![format!("'{id}' is not a notification id")]))?;
     state
-        .deps
+        .intake
         .ledger
         .mark_read(&scope.tenant, id)
         .await

@@ -58,7 +58,7 @@ pub async fn post_email_feedback(
     let Some(feedback) = parsed.map_err(ApiError::bad)? else {
         return Ok((StatusCode::OK, Json(json!({"ignored": true}))).into_response());
     };
-    let applied = apply(&state.deps.ledger, &feedback)
+    let applied = apply(&state.intake.ledger, &feedback)
         .await
         .map_err(ApiError::unavailable)?;
     let status = if applied.duplicate {

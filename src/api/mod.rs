@@ -18,21 +18,20 @@ use serde_json::{json, Value};
 
 use crate::artifacts::DeliveryMode;
 use crate::artifacts::{register, Artifact};
-use crate::events::{ingest, EventError};
+use crate::intake::events::{ingest, EventError};
+use crate::intake::proposal::{ProposalInput, ProposalKey, Proposals, RecipientInput};
+use crate::intake::{Intake, IntakeError};
 use crate::ledger::{Channel, CommunicationId, MessageCategory};
-use crate::policy::hash_address;
 use crate::policy::rules::RuleSet;
-use crate::workers::send_proposal::{ProposalInput, ProposalKey, RecipientInput, SendProposal};
-use crate::workers::HandlerDeps;
 
 #[derive(Clone)]
 pub struct ApiState {
-    pub deps: HandlerDeps,
+    pub intake: Intake,
     pub rules: Arc<RuleSet>,
     /// When set, every request but /health needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
     /// The send-proposal handler, when the topic is configured.
-    pub proposals: Option<Arc<SendProposal>>,
+    pub proposals: Option<Arc<Proposals>>,
     pub webhooks: crate::config::WebhookSettings,
     pub feedback: crate::config::FeedbackSettings,
 }
@@ -143,7 +142,7 @@ async fn post_event(
     Json(event): Json<Value>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    match ingest(&state.deps, &state.rules, &event).await {
+    match ingest(&state.intake, &state.rules, &event).await {
         Ok(outcome) => {
             let status = if outcome.duplicate {
                 StatusCode::OK
@@ -269,7 +268,7 @@ async fn put_contact(
     authorize(&state, &headers)?;
     let quiet = check_contact(&contact, "contact").map_err(ApiError::bad)?;
     let mut conn = state
-        .deps
+        .intake
         .ledger
         .pool()
         .acquire()
@@ -308,7 +307,7 @@ async fn import_contacts(
         return Err(ApiError::bad(problems));
     }
     let mut tx = state
-        .deps
+        .intake
         .ledger
         .pool()
         .begin()
@@ -358,7 +357,7 @@ async fn put_preference(
     .bind(pref.channel.as_str())
     .bind(pref.opted_in)
     .bind(pref.source.as_deref().unwrap_or("api"))
-    .execute(state.deps.ledger.pool())
+    .execute(state.intake.ledger.pool())
     .await
     .map_err(ApiError::unavailable)?;
     Ok(Json(
@@ -395,7 +394,7 @@ async fn post_artifact(
     if !problems.is_empty() {
         return Err(ApiError::bad(problems));
     }
-    register(state.deps.ledger.pool(), &artifact)
+    register(state.intake.ledger.pool(), &artifact)
         .await
         .map_err(ApiError::unavailable)?;
     Ok((
@@ -415,7 +414,7 @@ async fn get_communication(
     let id: CommunicationId = id
         .parse()
         .map_err(|_| ApiError::bad(vec![format!("'{id}' is not a communication id")]))?;
-    let ledger = &state.deps.ledger;
+    let ledger = &state.intake.ledger;
     let view = ledger
         .get(id)
         .await
@@ -505,10 +504,7 @@ async fn post_proposal(
     let (Some(key), Some(recipient), true) = (key, recipient, problems.is_empty()) else {
         return Err(ApiError::bad(problems));
     };
-    let expected_ref = match &recipient {
-        RecipientInput::Email(address) => format!("address:{}", &hash_address(address)[..16]),
-        RecipientInput::Contact(contact) => contact.clone(),
-    };
+    let expected_ref = recipient.recipient_ref();
     let input = ProposalInput {
         quote_id: quote_id.clone(),
         revision_no: revision,
@@ -527,19 +523,17 @@ async fn post_proposal(
     let outcome = proposals
         .request(&input, ProposalKey::Given(scoped), None)
         .await
-        .map_err(|failure| {
-            let status = if failure.retry_after.is_some() {
-                StatusCode::CONFLICT
-            } else if failure.permanent {
-                StatusCode::UNPROCESSABLE_ENTITY
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
+        .map_err(|err| {
+            let status = match err {
+                IntakeError::NotYet { .. } => StatusCode::CONFLICT,
+                IntakeError::Permanent { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                IntakeError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             };
-            ApiError::new(status, failure.message)
+            ApiError::new(status, err.to_string())
         })?;
     if !outcome.created {
         let existing = state
-            .deps
+            .intake
             .ledger
             .get(outcome.communication_id)
             .await
@@ -549,7 +543,7 @@ async fn post_proposal(
             "SELECT artifact_id FROM communication_artifact_link WHERE communication_id = $1",
         )
         .bind(outcome.communication_id.0)
-        .fetch_all(state.deps.ledger.pool())
+        .fetch_all(state.intake.ledger.pool())
         .await
         .map_err(ApiError::unavailable)?;
         if existing.recipient_ref != expected_ref || artifacts != vec![input.artifact_id.clone()] {

@@ -8,9 +8,9 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{
-    transition, Admission, Channel, CommunicationId, CommunicationStatus, CommunicationType,
-    Ledger, LedgerError, MessageCategory, NewCommunication, RecipientType, RequestOutcome,
-    ResolvedRecipient, StatusChange,
+    transition, Admitted, Channel, Classification, CommunicationId, CommunicationStatus,
+    CommunicationType, Ledger, LedgerError, MessageCategory, NewCommunication, Provenance,
+    RecipientType, Rendering, RequestOutcome, ResolvedRecipient, StatusChange, Subject,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -133,8 +133,7 @@ impl Ledger {
         }
         let origin_id = CommunicationId(row.get("origin_id"));
         let replays: i64 = row.get("replays");
-        let new = NewCommunication {
-            tenant_id: row.get("tenant_id"),
+        let class = Classification {
             communication_type: row
                 .get::<String, _>("communication_type")
                 .parse::<CommunicationType>()
@@ -143,11 +142,16 @@ impl Ledger {
                 .get::<String, _>("message_category")
                 .parse::<MessageCategory>()
                 .map_err(LedgerError::from)?,
-            subject_type: row.get("subject_type"),
-            subject_id: row.get("subject_id"),
-            quote_id: row.get("quote_id"),
-            order_id: row.get("order_id"),
-            recipient: ResolvedRecipient {
+        };
+        let subject = Subject::new(
+            row.get::<String, _>("subject_type"),
+            row.get::<String, _>("subject_id"),
+        )
+        .of(row.get("quote_id"), row.get("order_id"));
+        let admitted = Admitted {
+            address_hash: row.get("address_hash"),
+            address_masked: row.get("address_masked"),
+            ..Admitted::unreachable(ResolvedRecipient {
                 recipient_type: RecipientType::WebhookSubscription,
                 recipient_ref,
                 channel,
@@ -155,28 +159,28 @@ impl Ledger {
                 locale: None,
                 timezone: None,
                 quiet_hours: None,
-            },
-            address_hash: row.get("address_hash"),
-            address_masked: row.get("address_masked"),
+            })
+        };
+        let rendering = Rendering {
             template_family: row.get("template_family"),
             template_version: row.get("template_version"),
-            idempotency_key: idempotency_key
-                .unwrap_or_else(|| format!("replay:{origin_id}:{}", replays + 1)),
-            requested_by: "api:replay".into(),
-            correlation_id: row.get("correlation_id"),
-            origin: None,
-            artifacts: Vec::new(),
-            render_payload: payload,
-            admission: Admission::Queue,
-            about_task_id: None,
-            not_before: None,
-            decisions: Vec::new(),
-            attachments: Vec::new(),
-            rule_ref: format!("replay-of:{id}"),
-            priority: 50,
-            resend_of: Some(origin_id),
-            group_key: None,
+            payload,
         };
+        let provenance = Provenance::new(
+            "api:replay",
+            row.get::<String, _>("correlation_id"),
+            format!("replay-of:{id}"),
+        )
+        .resend_of(origin_id);
+        let new = NewCommunication::new(
+            row.get::<String, _>("tenant_id"),
+            idempotency_key.unwrap_or_else(|| format!("replay:{origin_id}:{}", replays + 1)),
+            class,
+            subject,
+            admitted,
+            rendering,
+            provenance,
+        );
         Ok(self.request(&new).await?)
     }
 

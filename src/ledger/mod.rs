@@ -22,7 +22,10 @@ pub use history::{AttemptView, CommunicationView};
 pub use model::*;
 pub use outbox::relay_action;
 pub use queue::{provider_name, AttemptResult, ClaimedJob};
-pub use request::{NewCommunication, RequestOutcome};
+pub use request::{
+    Classification, NewCommunication, Provenance, Rendering, RequestOutcome, Subject,
+    DEFAULT_PRIORITY,
+};
 pub use transition::{transition, AttemptEnd, StatusChange};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

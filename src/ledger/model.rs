@@ -313,6 +313,34 @@ text_enum!(
     }
 );
 
+/// A recipient as the ledger records it, with the intake's verdict: the address (kept only on
+/// the delivery job), its hash and masked form, whether it may be sent to and when, and every
+/// decision taken on the way.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub recipient: ResolvedRecipient,
+    pub address_hash: Option<String>,
+    pub address_masked: Option<String>,
+    pub admission: Admission,
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
+    pub decisions: Vec<Decision>,
+}
+
+impl Admitted {
+    /// A recipient herald cannot send to (no address, no hash), or a parent record that stands
+    /// for several recipients: queued until told otherwise, with no decision yet.
+    pub fn unreachable(recipient: ResolvedRecipient) -> Admitted {
+        Admitted {
+            recipient,
+            address_hash: None,
+            address_masked: None,
+            admission: Admission::Queue,
+            not_before: None,
+            decisions: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,48 +12,184 @@ use uuid::Uuid;
 
 use super::transition::{self, transition, StatusChange};
 use super::{
-    Admission, CommunicationId, CommunicationStatus, CommunicationType, Ledger, LedgerError,
-    MessageCategory, ProcessOrigin, ResolvedRecipient,
+    Admission, Admitted, CommunicationId, CommunicationStatus, CommunicationType, Ledger,
+    LedgerError, MessageCategory, ProcessOrigin, ResolvedRecipient,
 };
 
-/// A request for one communication.
+/// A request for one communication: what it is, to whom (with the intake's verdict), what it
+/// says, and where it came from. Built with [`NewCommunication::new`] from its required parts;
+/// the optional ones have methods.
 #[derive(Debug, Clone)]
 pub struct NewCommunication {
     pub tenant_id: String,
+    /// Unique per tenant: one business communication per key, whatever the retries.
+    pub idempotency_key: String,
+    pub class: Classification,
+    pub subject: Subject,
+    /// The recipient and what the intake decided for it.
+    pub admitted: Admitted,
+    pub rendering: Rendering,
+    pub provenance: Provenance,
+    /// Delivery priority (higher first).
+    pub priority: i32,
+    /// (artifact id, role) of the documents the communication carries.
+    pub artifacts: Vec<(String, String)>,
+    /// Files to attach when the message is sent.
+    pub attachments: Vec<crate::artifacts::AttachmentRef>,
+}
+
+/// The delivery priority of a communication whose rule names none.
+pub const DEFAULT_PRIORITY: i32 = 50;
+
+/// What kind of communication it is: its type (which drives criticality and retries) and the
+/// category opt-outs apply to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classification {
     pub communication_type: CommunicationType,
     pub category: MessageCategory,
+}
+
+/// The business object a communication is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
     pub subject_type: String,
     pub subject_id: String,
     pub quote_id: Option<String>,
     pub order_id: Option<String>,
-    pub recipient: ResolvedRecipient,
-    pub address_hash: Option<String>,
-    pub address_masked: Option<String>,
+}
+
+impl Subject {
+    pub fn new(subject_type: impl Into<String>, subject_id: impl Into<String>) -> Subject {
+        Subject {
+            subject_type: subject_type.into(),
+            subject_id: subject_id.into(),
+            quote_id: None,
+            order_id: None,
+        }
+    }
+
+    /// The quote and order the subject belongs to, when known.
+    pub fn of(mut self, quote_id: Option<String>, order_id: Option<String>) -> Subject {
+        self.quote_id = quote_id;
+        self.order_id = order_id;
+        self
+    }
+}
+
+/// The template version that renders the communication, and the payload it renders.
+#[derive(Debug, Clone)]
+pub struct Rendering {
     pub template_family: String,
     pub template_version: String,
-    pub idempotency_key: String,
+    pub payload: Value,
+}
+
+/// Where a communication came from: who asked, on which rule (with its version), under which
+/// correlation id, from which waiting process, and what it follows from.
+#[derive(Debug, Clone)]
+pub struct Provenance {
     pub requested_by: String,
     pub correlation_id: String,
-    pub origin: Option<ProcessOrigin>,
-    pub artifacts: Vec<(String, String)>,
-    pub render_payload: Value,
-    pub admission: Admission,
-    /// The user task the communication is about (reminders, escalations).
-    pub about_task_id: Option<String>,
-    /// Not to be delivered before this time (quiet hours, rate limits).
-    pub not_before: Option<DateTime<Utc>>,
-    /// The policy decisions taken for this recipient, stored with the record.
-    pub decisions: Vec<super::Decision>,
-    /// Files to attach when the message is sent.
-    pub attachments: Vec<crate::artifacts::AttachmentRef>,
     /// The rule that asked for it, with its version: `topic:send-proposal:v1`, `rule:…:v2`.
     pub rule_ref: String,
-    /// Delivery priority (higher first).
-    pub priority: i32,
+    pub origin: Option<ProcessOrigin>,
+    /// The user task the communication is about (reminders, escalations).
+    pub about_task_id: Option<String>,
     /// A replay or resend: the original communication (receivers see its id).
     pub resend_of: Option<CommunicationId>,
     /// Alerts aggregated by root cause: the group this one belongs to.
     pub group_key: Option<String>,
+}
+
+impl Provenance {
+    pub fn new(
+        requested_by: impl Into<String>,
+        correlation_id: impl Into<String>,
+        rule_ref: impl Into<String>,
+    ) -> Provenance {
+        Provenance {
+            requested_by: requested_by.into(),
+            correlation_id: correlation_id.into(),
+            rule_ref: rule_ref.into(),
+            origin: None,
+            about_task_id: None,
+            resend_of: None,
+            group_key: None,
+        }
+    }
+
+    /// A new correlation id for a communication that starts a conversation of its own.
+    pub fn fresh_correlation_id() -> String {
+        Uuid::now_v7().to_string()
+    }
+
+    pub fn from_process(mut self, origin: ProcessOrigin) -> Provenance {
+        self.origin = Some(origin);
+        self
+    }
+
+    pub fn about_task(mut self, task_id: impl Into<String>) -> Provenance {
+        self.about_task_id = Some(task_id.into());
+        self
+    }
+
+    pub fn resend_of(mut self, original: CommunicationId) -> Provenance {
+        self.resend_of = Some(original);
+        self
+    }
+
+    pub fn in_group(mut self, group_key: Option<String>) -> Provenance {
+        self.group_key = group_key;
+        self
+    }
+}
+
+impl NewCommunication {
+    pub fn new(
+        tenant_id: impl Into<String>,
+        idempotency_key: impl Into<String>,
+        class: Classification,
+        subject: Subject,
+        admitted: Admitted,
+        rendering: Rendering,
+        provenance: Provenance,
+    ) -> NewCommunication {
+        NewCommunication {
+            tenant_id: tenant_id.into(),
+            idempotency_key: idempotency_key.into(),
+            class,
+            subject,
+            admitted,
+            rendering,
+            provenance,
+            priority: DEFAULT_PRIORITY,
+            artifacts: Vec::new(),
+            attachments: Vec::new(),
+        }
+    }
+
+    pub fn priority(mut self, priority: i32) -> NewCommunication {
+        self.priority = priority;
+        self
+    }
+
+    pub fn carrying(
+        mut self,
+        artifacts: Vec<(String, String)>,
+        attachments: Vec<crate::artifacts::AttachmentRef>,
+    ) -> NewCommunication {
+        self.artifacts = artifacts;
+        self.attachments = attachments;
+        self
+    }
+
+    pub fn recipient(&self) -> &ResolvedRecipient {
+        &self.admitted.recipient
+    }
+
+    pub fn origin(&self) -> Option<&ProcessOrigin> {
+        self.provenance.origin.as_ref()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,7 +213,7 @@ impl Ledger {
             },
             None => existing(&mut tx, new).await?,
         };
-        if let Some(origin) = new.origin.as_ref().filter(|o| o.waits_for_outcome) {
+        if let Some(origin) = new.origin().filter(|o| o.waits_for_outcome) {
             self.register_waiter(&mut tx, outcome.communication_id, origin)
                 .await?;
         }
@@ -118,7 +254,7 @@ impl Ledger {
                     .await?;
                     CommunicationStatus::Queued
                 } else if created == 0 {
-                    let (code, message) = match &parent.admission {
+                    let (code, message) = match &parent.admitted.admission {
                         Admission::Fail { code, message }
                         | Admission::Suppress { code, message } => (code.clone(), message.clone()),
                         Admission::Queue => (
@@ -131,7 +267,7 @@ impl Ledger {
                         failure_message: Some(message),
                         ..StatusChange::default()
                     };
-                    let to = if matches!(parent.admission, Admission::Suppress { .. }) {
+                    let to = if matches!(parent.admitted.admission, Admission::Suppress { .. }) {
                         CommunicationStatus::Suppressed
                     } else {
                         CommunicationStatus::FailedFinal
@@ -150,7 +286,7 @@ impl Ledger {
             }
             None => existing(&mut tx, parent).await?,
         };
-        if let Some(origin) = parent.origin.as_ref().filter(|o| o.waits_for_outcome) {
+        if let Some(origin) = parent.origin().filter(|o| o.waits_for_outcome) {
             self.register_waiter(&mut tx, outcome.communication_id, origin)
                 .await?;
         }
@@ -278,32 +414,32 @@ async fn insert_record(
     )
     .bind(id.0)
     .bind(&new.tenant_id)
-    .bind(new.communication_type.as_str())
-    .bind(new.category.as_str())
-    .bind(&new.subject_type)
-    .bind(&new.subject_id)
-    .bind(&new.quote_id)
-    .bind(&new.order_id)
-    .bind(new.recipient.recipient_type.as_str())
-    .bind(&new.recipient.recipient_ref)
-    .bind(new.recipient.channel.as_str())
-    .bind(&new.address_hash)
-    .bind(&new.address_masked)
-    .bind(&new.template_family)
-    .bind(&new.template_version)
+    .bind(new.class.communication_type.as_str())
+    .bind(new.class.category.as_str())
+    .bind(&new.subject.subject_type)
+    .bind(&new.subject.subject_id)
+    .bind(&new.subject.quote_id)
+    .bind(&new.subject.order_id)
+    .bind(new.admitted.recipient.recipient_type.as_str())
+    .bind(&new.admitted.recipient.recipient_ref)
+    .bind(new.admitted.recipient.channel.as_str())
+    .bind(&new.admitted.address_hash)
+    .bind(&new.admitted.address_masked)
+    .bind(&new.rendering.template_family)
+    .bind(&new.rendering.template_version)
     .bind(&new.idempotency_key)
-    .bind(&new.requested_by)
-    .bind(&new.correlation_id)
-    .bind(new.origin.as_ref().map(|o| &o.process_instance_id))
-    .bind(new.origin.as_ref().and_then(|o| o.business_key.as_ref()))
-    .bind(new.origin.as_ref().and_then(|o| o.activity_id.as_ref()))
-    .bind(new.origin.as_ref().map(|o| &o.topic))
+    .bind(&new.provenance.requested_by)
+    .bind(&new.provenance.correlation_id)
+    .bind(new.origin().map(|o| &o.process_instance_id))
+    .bind(new.origin().and_then(|o| o.business_key.as_ref()))
+    .bind(new.origin().and_then(|o| o.activity_id.as_ref()))
+    .bind(new.origin().map(|o| &o.topic))
     .bind(parent_id.map(|p| p.0))
     .bind(is_parent)
-    .bind(&new.about_task_id)
-    .bind(&new.rule_ref)
-    .bind(new.resend_of.map(|r| r.0))
-    .bind(&new.group_key)
+    .bind(&new.provenance.about_task_id)
+    .bind(&new.provenance.rule_ref)
+    .bind(new.provenance.resend_of.map(|r| r.0))
+    .bind(&new.provenance.group_key)
     .fetch_optional(&mut *conn)
     .await?;
     Ok(inserted.map(|_| id))
@@ -332,8 +468,8 @@ async fn admit(
         .execute(&mut *conn)
         .await?;
     }
-    if !new.decisions.is_empty() {
-        let d = &new.decisions;
+    if !new.admitted.decisions.is_empty() {
+        let d = &new.admitted.decisions;
         sqlx::query(
             "INSERT INTO communication_decision (decision_id, communication_id, check_name, outcome, reason_code, detail)
              SELECT d.decision_id, $1, d.check_name, d.outcome, d.reason_code, d.detail
@@ -349,16 +485,16 @@ async fn admit(
         .execute(&mut *conn)
         .await?;
     }
-    let (status, change) = match &new.admission {
+    let (status, change) = match &new.admitted.admission {
         Admission::Queue => {
             transition::queue_new(
                 &mut *conn,
                 id,
                 transition::NewJob {
-                    due_at: new.not_before,
-                    recipient_address: new.recipient.address.as_deref(),
-                    render_payload: &new.render_payload,
-                    locale: new.recipient.locale.as_deref(),
+                    due_at: new.admitted.not_before,
+                    recipient_address: new.admitted.recipient.address.as_deref(),
+                    render_payload: &new.rendering.payload,
+                    locale: new.admitted.recipient.locale.as_deref(),
                     attachments: serde_json::to_value(&new.attachments)
                         .expect("attachment references serialise"),
                     priority: new.priority,
@@ -368,7 +504,7 @@ async fn admit(
             return Ok(CommunicationStatus::Queued);
         }
         Admission::Suppress { code, message } | Admission::Fail { code, message } => (
-            if matches!(new.admission, Admission::Suppress { .. }) {
+            if matches!(new.admitted.admission, Admission::Suppress { .. }) {
                 CommunicationStatus::Suppressed
             } else {
                 CommunicationStatus::FailedFinal

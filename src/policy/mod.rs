@@ -12,4 +12,4 @@ pub mod rules;
 pub mod subscriptions;
 
 pub use keys::{derive_key, KeyError};
-pub use recipients::{hash_address, mask_address, redact_addresses, Resolution};
+pub use recipients::{address_ref, hash_address, mask_address, redact_addresses, Resolution};

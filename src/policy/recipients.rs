@@ -46,6 +46,12 @@ pub fn hash_address(address: &str) -> String {
     ))
 }
 
+/// The recipient reference of an address given explicitly (`address:<first 16 hex of its
+/// hash>`): the one place this format is made.
+pub fn address_ref(address: &str) -> String {
+    format!("address:{}", &hash_address(address)[..16])
+}
+
 /// `j***@example.com`: enough for an operator to recognise, never the address itself.
 pub fn mask_address(address: &str) -> String {
     match address.trim().rsplit_once('@') {
@@ -86,7 +92,7 @@ pub(crate) fn valid_email(address: &str) -> Result<(), String> {
 /// An address given explicitly in the process variables.
 pub fn explicit_email(address: &str, locale: Option<&str>) -> Resolution {
     let address = address.trim();
-    let recipient_ref = format!("address:{}", &hash_address(address)[..16]);
+    let recipient_ref = address_ref(address);
     if let Err(reason) = valid_email(address) {
         return Resolution::Failed {
             recipient_type: RecipientType::Address,

@@ -17,19 +17,15 @@ use serde_json::json;
 use crate::camunda::client::UserTask;
 use crate::camunda::worker::{BoxFuture, HandlerOutcome, TaskHandler, TechnicalFailure};
 use crate::camunda::{CamundaError, LockedTask, VariablesExt};
+use crate::intake::{Intake, IntakeError, Purpose};
 use crate::ledger::{
-    Admission, Channel, NewCommunication, ProcessOrigin, RecipientType, ResolvedRecipient,
+    Admission, Admitted, Channel, NewCommunication, ProcessOrigin, Provenance, RecipientType,
+    Rendering, ResolvedRecipient, Subject,
 };
 use crate::policy::identity::{engine_user, user_ref};
 use crate::policy::{derive_key, Resolution};
-use crate::templates::Template;
-use crate::workers::{ledger_down, ledger_failure};
 
-use super::{
-    admit_on_channels, completed_with_communication, permanent, transient, Admitted, HandlerDeps,
-    TopicConfig,
-};
-use crate::policy::channels::ChannelMode;
+use super::{business_key, completed_with_communication, permanent, task_failure, TopicConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoticeKind {
@@ -39,7 +35,8 @@ pub enum NoticeKind {
 
 pub struct TaskNotice {
     topic: TopicConfig,
-    deps: HandlerDeps,
+    purpose: Purpose,
+    intake: Intake,
     kind: NoticeKind,
 }
 
@@ -72,15 +69,17 @@ pub fn waited(since: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 fn engine_down(topic: &str, err: CamundaError) -> TechnicalFailure {
-    transient(
-        format!("{topic}: engine identity or task query failed"),
-        err.to_string(),
-    )
+    task_failure(IntakeError::engine_down(topic, err))
 }
 
 impl TaskNotice {
-    pub fn new(topic: TopicConfig, deps: HandlerDeps, kind: NoticeKind) -> TaskNotice {
-        TaskNotice { topic, deps, kind }
+    pub fn new(topic: TopicConfig, intake: Intake, kind: NoticeKind) -> TaskNotice {
+        TaskNotice {
+            purpose: topic.purpose(),
+            topic,
+            intake,
+            kind,
+        }
     }
 
     /// The user task the notice is about.
@@ -89,7 +88,7 @@ impl TaskNotice {
         task: &LockedTask,
         key: &str,
     ) -> Result<Option<UserTask>, TechnicalFailure> {
-        let camunda = &self.deps.camunda;
+        let camunda = &self.intake.camunda;
         let topic = &self.topic.topic;
         match self.kind {
             // A reminder is only for a task still waiting.
@@ -115,7 +114,7 @@ impl TaskNotice {
         task: &LockedTask,
         user_task: &UserTask,
     ) -> Result<BTreeSet<String>, TechnicalFailure> {
-        let camunda = &self.deps.camunda;
+        let camunda = &self.intake.camunda;
         let topic = &self.topic.topic;
         let mut users = BTreeSet::new();
         match self.kind {
@@ -178,17 +177,19 @@ impl TaskNotice {
                 "The service task must name the user task it is about with the extension property (or input variable) taskDefinitionKey.",
             )
         })?;
-        let business_key = task.business_key.clone().filter(|k| !k.trim().is_empty()).ok_or_else(|| {
-            permanent(
-                format!("{topic}: the process instance has no business key"),
-                "herald derives idempotency keys from the process business key: start the process with a businessKey.",
-            )
-        })?;
+        let business_key = business_key(task)?;
         let tenant_id = task_setting(task, "tenantId")?
             .or_else(|| task.tenant_id.clone())
             .unwrap_or_else(|| "default".into());
         let locale = task_setting(task, "locale")?;
-        let template = self.deps.template(&self.topic, locale.as_deref())?;
+        let template = self
+            .intake
+            .family_template(
+                &self.purpose,
+                &self.topic.template_family,
+                locale.as_deref(),
+            )
+            .map_err(task_failure)?;
 
         let user_task = self.user_task(task, &key).await?;
         let now = Utc::now();
@@ -204,14 +205,7 @@ impl TaskNotice {
             )
         };
 
-        let origin = ProcessOrigin {
-            process_instance_id: task.process_instance_id.clone(),
-            business_key: Some(business_key.clone()),
-            activity_id: task.activity_id.clone(),
-            topic: topic.clone(),
-            task_id: task.id.clone(),
-            waits_for_outcome: self.topic.waits_for_outcome,
-        };
+        let origin = ProcessOrigin::from_task(task, &business_key, self.topic.waits_for_outcome);
         let (children, parent_admission, parent_ref, about_task) = match &user_task {
             None => (
                 Vec::new(),
@@ -228,11 +222,11 @@ impl TaskNotice {
                 values.insert("taskId", user_task.id.clone());
                 let ordinal = match self.kind {
                     NoticeKind::Reminder => {
-                        self.deps
+                        self.intake
                             .ledger
                             .count_about_task(topic, &user_task.id)
                             .await
-                            .map_err(|e| ledger_down(topic, e))?
+                            .map_err(|e| task_failure(IntakeError::ledger_down(topic, e)))?
                             + 1
                     }
                     NoticeKind::Escalation => 1,
@@ -240,7 +234,7 @@ impl TaskNotice {
                 values.insert("ordinal", ordinal.to_string());
                 let users = self.recipients(task, user_task).await?;
                 let assignee_name = match user_task.assignee.as_deref().filter(|a| !a.is_empty()) {
-                    Some(assignee) => match self.deps.camunda.user_profile(assignee).await {
+                    Some(assignee) => match self.intake.camunda.user_profile(assignee).await {
                         Ok(Some(profile)) => profile.display_name(),
                         Ok(None) => assignee.to_string(),
                         Err(e) => return Err(engine_down(topic, e)),
@@ -254,7 +248,7 @@ impl TaskNotice {
                 let mut children = Vec::with_capacity(users.len());
                 for user in &users {
                     let profile = self
-                        .deps
+                        .intake
                         .camunda
                         .user_profile(user)
                         .await
@@ -286,7 +280,8 @@ impl TaskNotice {
                             &origin,
                             &user_task.id,
                         )
-                        .await?,
+                        .await
+                        .map_err(task_failure)?,
                     );
                 }
                 let parent_ref = match self.kind {
@@ -309,61 +304,47 @@ impl TaskNotice {
             .parent_key
             .as_deref()
             .unwrap_or(&self.topic.idempotency_key);
-        let parent = NewCommunication {
-            tenant_id: tenant_id.clone(),
-            communication_type: self.topic.communication_type,
-            category: self.topic.category,
-            subject_type: "USER_TASK".into(),
-            subject_id: about_task.clone().unwrap_or_else(|| key.clone()),
-            quote_id: None,
-            order_id: None,
-            recipient: ResolvedRecipient {
-                recipient_type: RecipientType::Group,
-                recipient_ref: parent_ref,
-                channel: Channel::Email,
-                address: None,
-                locale: locale.clone(),
-                timezone: None,
-                quiet_hours: None,
+        let mut parent_recipient = Admitted::unreachable(ResolvedRecipient {
+            recipient_type: RecipientType::Group,
+            recipient_ref: parent_ref,
+            channel: Channel::Email,
+            address: None,
+            locale: locale.clone(),
+            timezone: None,
+            quiet_hours: None,
+        });
+        parent_recipient.admission = parent_admission;
+        let mut provenance = Provenance::new(
+            format!("camunda:{}", self.intake.requested_by),
+            Provenance::fresh_correlation_id(),
+            &self.purpose.rule_ref,
+        )
+        .from_process(origin);
+        provenance.about_task_id = about_task.clone();
+        let parent = NewCommunication::new(
+            &tenant_id,
+            derive_key(parent_key_pattern, &values).map_err(key_error)?,
+            self.purpose.class,
+            Subject::new("USER_TASK", about_task.unwrap_or_else(|| key.clone())),
+            parent_recipient,
+            Rendering {
+                template_family: template.meta.family.clone(),
+                template_version: template.meta.version.clone(),
+                payload: serde_json::Value::Null,
             },
-            address_hash: None,
-            address_masked: None,
-            template_family: template.meta.family.clone(),
-            template_version: template.meta.version.clone(),
-            idempotency_key: derive_key(parent_key_pattern, &values).map_err(key_error)?,
-            requested_by: format!("camunda:{}", self.deps.requested_by),
-            correlation_id: uuid::Uuid::now_v7().to_string(),
-            origin: Some(origin),
-            artifacts: Vec::new(),
-            render_payload: serde_json::Value::Null,
-            admission: parent_admission,
-            about_task_id: about_task,
-            decisions: Vec::new(),
-            attachments: Vec::new(),
-            rule_ref: self.topic.rule_ref(),
-            priority: self.topic.priority,
-            not_before: None,
-            resend_of: None,
-            group_key: None,
-        };
+            provenance,
+        )
+        .priority(self.purpose.priority);
         let outcome = self
-            .deps
-            .ledger
-            .request_fanout(&parent, &children)
+            .intake
+            .record_fanout(topic, &parent, &children)
             .await
-            .map_err(|e| ledger_failure(topic, e))?;
-        tracing::info!(
-            communicationId = %outcome.communication_id,
-            status = %outcome.status,
-            created = outcome.created,
-            recipients = children.len(),
-            "notice recorded"
-        );
+            .map_err(task_failure)?;
         Ok(outcome.communication_id.to_string())
     }
 
     /// One record per channel the recipient is reached on (one, unless the topic's
-    /// channel_mode is `all`).
+    /// channel_mode is `all`), each admitted, rendered once and held back as the topic says.
     #[allow(clippy::too_many_arguments)]
     async fn children(
         &self,
@@ -375,127 +356,52 @@ impl TaskNotice {
         payload: serde_json::Value,
         origin: &ProcessOrigin,
         user_task_id: &str,
-    ) -> Result<Vec<NewCommunication>, TechnicalFailure> {
-        let admitted = admit_on_channels(
-            &self.deps,
-            &self.topic.purpose(),
-            tenant_id,
-            &resolution,
-            None,
-            &self.topic.channels,
-            self.topic.channel_mode,
-        )
-        .await?;
-        let per_channel_keys =
-            self.topic.channel_mode == ChannelMode::All && self.topic.channels.len() > 1;
+    ) -> Result<Vec<NewCommunication>, IntakeError> {
+        let admitted = self
+            .intake
+            .admit(&self.purpose, tenant_id, &resolution, None)
+            .await?;
         let mut children = Vec::with_capacity(admitted.len());
-        for admitted in admitted {
+        for mut admitted in admitted {
             let channel = admitted.recipient.channel;
-            let template = self.deps.template_for(&self.topic, channel, locale)?;
+            let template = self.intake.template(&self.purpose, channel, locale)?;
             if matches!(admitted.admission, Admission::Queue) {
-                self.deps.check_render(&self.topic, template, &payload)?;
+                self.intake
+                    .check_render(&self.purpose, template, &payload)?;
             }
-            let key = if per_channel_keys {
-                format!("{idempotency_key}:{channel}")
-            } else {
-                idempotency_key.clone()
-            };
-            children.push(
-                self.child(
-                    template,
-                    tenant_id,
-                    business_key,
-                    admitted,
-                    key,
-                    payload.clone(),
-                    origin,
-                    user_task_id,
-                )
-                .await?,
-            );
-        }
-        Ok(children)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn child(
-        &self,
-        template: &Template,
-        tenant_id: &str,
-        business_key: &str,
-        mut admitted: Admitted,
-        idempotency_key: String,
-        payload: serde_json::Value,
-        origin: &ProcessOrigin,
-        user_task_id: &str,
-    ) -> Result<NewCommunication, TechnicalFailure> {
-        let topic = &self.topic.topic;
-        admitted.within_business_hours(self.topic.business_hours.as_ref(), Utc::now());
-        admitted
-            .rate_limit(
-                &self.deps.ledger,
-                tenant_id,
-                self.topic.communication_type,
-                &idempotency_key,
-                self.topic.rate_limit.as_ref(),
+            let key = self.purpose.key_on(&idempotency_key, channel);
+            self.intake
+                .hold_back(&self.purpose, &mut admitted, tenant_id, user_task_id, &key)
+                .await?;
+            let provenance = Provenance::new(
+                format!("camunda:{}", self.intake.requested_by),
+                Provenance::fresh_correlation_id(),
+                &self.purpose.rule_ref,
             )
-            .await
-            .map_err(|e| ledger_down(topic, e))?;
-        if let Some(window) = self.topic.dedupe() {
-            let recent = self
-                .deps
-                .ledger
-                .recent_duplicate(
-                    tenant_id,
-                    &admitted.recipient.recipient_ref,
-                    self.topic.communication_type,
-                    user_task_id,
-                    &idempotency_key,
-                    window,
-                )
-                .await
-                .map_err(|e| ledger_down(topic, e))?;
-            if recent {
-                admitted.dedupe(format!(
-                    "a {} about this task went to this recipient within {}",
-                    self.topic.communication_type,
-                    self.topic.dedupe_window.as_deref().unwrap_or("")
-                ));
-            }
-        }
-        Ok(NewCommunication {
-            tenant_id: tenant_id.to_string(),
-            communication_type: self.topic.communication_type,
-            category: self.topic.category,
-            subject_type: "USER_TASK".into(),
-            subject_id: user_task_id.to_string(),
-            quote_id: None,
-            order_id: None,
-            recipient: admitted.recipient,
-            address_hash: admitted.address_hash,
-            address_masked: admitted.address_masked,
-            template_family: template.meta.family.clone(),
-            template_version: template.meta.version.clone(),
-            idempotency_key,
-            requested_by: format!("camunda:{}", self.deps.requested_by),
-            correlation_id: uuid::Uuid::now_v7().to_string(),
-            origin: Some(ProcessOrigin {
+            .from_process(ProcessOrigin {
                 waits_for_outcome: false,
                 business_key: Some(business_key.to_string()),
                 ..origin.clone()
-            }),
-            artifacts: Vec::new(),
-            render_payload: payload,
-            admission: admitted.admission,
-            about_task_id: Some(user_task_id.to_string()),
-            not_before: admitted.not_before,
-            decisions: admitted.decisions,
-            attachments: Vec::new(),
-            rule_ref: self.topic.rule_ref(),
-            priority: self.topic.priority,
-            resend_of: None,
-            group_key: None,
-        })
+            })
+            .about_task(user_task_id);
+            children.push(
+                NewCommunication::new(
+                    tenant_id,
+                    key,
+                    self.purpose.class,
+                    Subject::new("USER_TASK", user_task_id),
+                    admitted,
+                    Rendering {
+                        template_family: template.meta.family.clone(),
+                        template_version: template.meta.version.clone(),
+                        payload: payload.clone(),
+                    },
+                    provenance,
+                )
+                .priority(self.purpose.priority),
+            );
+        }
+        Ok(children)
     }
 }
 

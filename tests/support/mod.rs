@@ -537,9 +537,9 @@ pub async fn lock_as_doomed_worker(
     .await
 }
 
-/// What herald's handlers need, for running one in the test process.
-pub fn handler_deps(db: &TestDb, camunda: &CamundaClient) -> herald::workers::HandlerDeps {
-    herald::workers::HandlerDeps {
+/// The intake as herald's handlers use it, for running one in the test process.
+pub fn intake(db: &TestDb, camunda: &CamundaClient) -> herald::intake::Intake {
+    herald::intake::Intake {
         artifacts: test_artifact_settings(),
         ledger: herald::ledger::Ledger::new(db.pool.clone(), Duration::from_secs(60)),
         camunda: camunda.clone(),
@@ -629,15 +629,15 @@ pub fn topics_with(file: &str, edit: impl Fn(String) -> String) -> tempfile::Tem
 /// An order confirmation to `<key>@customer.example`, ready to queue (Ledger::request).
 pub fn order_confirmation(key: &str) -> herald::ledger::NewCommunication {
     use herald::ledger::*;
-    NewCommunication {
-        tenant_id: "acme".into(),
-        communication_type: CommunicationType::OrderConfirmation,
-        category: MessageCategory::Transactional,
-        subject_type: "ORDER".into(),
-        subject_id: key.into(),
-        quote_id: None,
-        order_id: Some(key.into()),
-        recipient: ResolvedRecipient {
+    NewCommunication::new(
+        "acme",
+        format!("test:{key}"),
+        Classification {
+            communication_type: CommunicationType::OrderConfirmation,
+            category: MessageCategory::Transactional,
+        },
+        Subject::new("ORDER", key).of(None, Some(key.into())),
+        Admitted::unreachable(ResolvedRecipient {
             recipient_type: RecipientType::Contact,
             recipient_ref: format!("contact-{key}"),
             channel: Channel::Email,
@@ -645,27 +645,14 @@ pub fn order_confirmation(key: &str) -> herald::ledger::NewCommunication {
             locale: None,
             timezone: None,
             quiet_hours: None,
+        }),
+        Rendering {
+            template_family: "order-confirmation-email".into(),
+            template_version: "2026.11.0".into(),
+            payload: serde_json::json!({"orderNumber": key, "recipientName": "R"}),
         },
-        address_hash: None,
-        address_masked: None,
-        template_family: "order-confirmation-email".into(),
-        template_version: "2026.11.0".into(),
-        idempotency_key: format!("test:{key}"),
-        requested_by: "test".into(),
-        correlation_id: key.into(),
-        origin: None,
-        artifacts: Vec::new(),
-        render_payload: serde_json::json!({"orderNumber": key, "recipientName": "R"}),
-        admission: Admission::Queue,
-        about_task_id: None,
-        not_before: None,
-        decisions: Vec::new(),
-        attachments: Vec::new(),
-        rule_ref: "test:v1".into(),
-        priority: 50,
-        resend_of: None,
-        group_key: None,
-    }
+        Provenance::new("test", key, "test:v1"),
+    )
 }
 
 /// Queues `n` communications made by `make` (keys `<prefix>-<i>`), `writers` at a time, as the

@@ -1,21 +1,25 @@
-//! Business events in (`POST /events`): each event is applied once (by eventId), its matching
-//! rules become communications, and a DocumentArtifactAvailable registers its document.
+//! Business events in (`POST /events`, and the fallout relay's `CommunicationFallout`): each
+//! event is applied once (by eventId), its matching rules become communications through the
+//! intake's admission, and a DocumentArtifactAvailable registers its document.
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::artifacts::{register, Artifact};
-use crate::ledger::{Admission, Channel};
-use crate::ledger::{CommunicationId, NewCommunication};
-use crate::ledger::{Decision, DecisionOutcome};
-use crate::policy::channels::{family_for, ChannelMode};
+use crate::iso8601::parse_duration;
+use crate::ledger::{
+    Admission, Admitted, Channel, Classification, CommunicationId, Decision, DecisionOutcome,
+    NewCommunication, Provenance, Rendering, Subject,
+};
 use crate::policy::identity::engine_user;
 use crate::policy::noise::{digest_window, DigestConfig};
 use crate::policy::recipients::{contact_email, explicit_email};
 use crate::policy::rules::{lookup, EventRule, RecipientSpec, RuleSet};
 use crate::policy::subscriptions::subscribers;
 use crate::policy::Resolution;
-use crate::workers::{admit_on_channels, HandlerDeps, Purpose};
+
+use super::admission::mark_digested;
+use super::{Dedupe, Intake, IntakeError, Purpose};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
@@ -54,7 +58,7 @@ fn field_text(event: &Value, path: &str) -> Option<String> {
 /// Applies an event. Every rule is prepared (recipients, template, payload) before anything
 /// is written, so a broken rule writes nothing and the producer can send the event again.
 pub async fn ingest(
-    deps: &HandlerDeps,
+    intake: &Intake,
     rules: &RuleSet,
     event: &Value,
 ) -> Result<IngestOutcome, EventError> {
@@ -70,7 +74,7 @@ pub async fn ingest(
         .ok_or_else(|| EventError::Invalid("the event needs 'occurredAt' (RFC 3339)".into()))?
         .parse()
         .map_err(|e| EventError::Invalid(format!("occurredAt: {e}")))?;
-    let pool = deps.ledger.pool();
+    let pool = intake.ledger.pool();
     let unavailable =
         |e: sqlx::Error| EventError::Unavailable(format!("ledger database unavailable: {e}"));
 
@@ -98,7 +102,7 @@ pub async fn ingest(
 
     let mut requests = Vec::new();
     for rule in rules.matching(&event_type, Utc::now()) {
-        requests.extend(prepare(deps, rule, event, &event_id, &tenant_id).await?);
+        requests.extend(prepare(intake, rule, event, &event_id, &tenant_id).await?);
     }
     let mut ids = Vec::with_capacity(requests.len());
     for Prepared {
@@ -107,20 +111,13 @@ pub async fn ingest(
     } in requests
     {
         if let Some(plan) = digest {
-            let digest_id = plan.add(&deps.ledger, &request).await?;
-            let message = format!("goes out in digest {digest_id}");
-            request.decisions.push(Decision {
-                check: "digest",
-                outcome: DecisionOutcome::Digest,
-                reason_code: "DIGESTED".into(),
-                detail: message.clone(),
-            });
-            request.admission = Admission::Suppress {
-                code: "DIGESTED".into(),
-                message,
-            };
+            let digest_id = plan.add(&intake.ledger, &request).await?;
+            mark_digested(
+                &mut request.admitted,
+                format!("goes out in digest {digest_id}"),
+            );
         }
-        let outcome = deps
+        let outcome = intake
             .ledger
             .request(&request)
             .await
@@ -171,7 +168,7 @@ fn artifact_of(event: &Value, tenant_id: &str) -> Result<Artifact, EventError> {
 
 /// The communications one rule asks for, one per recipient, ready for the ledger.
 async fn prepare(
-    deps: &HandlerDeps,
+    intake: &Intake,
     rule: &EventRule,
     event: &Value,
     event_id: &str,
@@ -188,7 +185,7 @@ async fn prepare(
     let resolutions: Vec<Resolution> = match &spec {
         RecipientSpec::Contact(path) => {
             let id = text(event, path).ok_or_else(|| missing(path))?;
-            vec![contact_email(deps.ledger.pool(), tenant_id, id, None)
+            vec![contact_email(intake.ledger.pool(), tenant_id, id, None)
                 .await
                 .map_err(db)?]
         }
@@ -198,10 +195,10 @@ async fn prepare(
         )],
         RecipientSpec::CamundaUser(path) => {
             let user = text(event, path).ok_or_else(|| missing(path))?;
-            let profile = deps.camunda.user_profile(user).await.map_err(engine)?;
+            let profile = intake.camunda.user_profile(user).await.map_err(engine)?;
             vec![engine_user(user, profile.as_ref(), None)]
         }
-        RecipientSpec::CamundaGroup(group) => deps
+        RecipientSpec::CamundaGroup(group) => intake
             .camunda
             .group_members(group)
             .await
@@ -211,7 +208,7 @@ async fn prepare(
             .collect(),
         RecipientSpec::WebhookSubscriptions(event_type) => {
             // No subscriber is no one to tell, not an error.
-            subscribers(deps.ledger.pool(), tenant_id, event_type)
+            subscribers(intake.ledger.pool(), tenant_id, event_type)
                 .await
                 .map_err(db)?
         }
@@ -234,21 +231,19 @@ async fn prepare(
             lookup(event, path).cloned().unwrap_or(Value::Null),
         );
     }
-    let purpose = Purpose {
-        label: &rule.id,
-        kind: rule.communication_type,
-        category: rule.category,
+    let purpose = rule_purpose(rule)?;
+    let rule_error = |e: IntakeError| match e {
+        IntakeError::Unavailable { message, .. } => EventError::Unavailable(message),
+        other => EventError::Rule(other.to_string()),
     };
     let mut requests = Vec::with_capacity(resolutions.len());
-    let per_channel_keys = rule.channel_mode == ChannelMode::All && rule.channels.len() > 1;
     for resolution in resolutions {
-        let locale = match &resolution {
-            Resolution::Resolved { recipient, .. } => recipient.locale.clone(),
-            _ => None,
-        };
-        let display_name = match &resolution {
-            Resolution::Resolved { display_name, .. } => display_name.clone(),
-            _ => None,
+        let (locale, display_name) = match &resolution {
+            Resolution::Resolved {
+                recipient,
+                display_name,
+            } => (recipient.locale.clone(), display_name.clone()),
+            _ => (None, None),
         };
         let base_key = format!(
             "{}:v{}:{}:{}",
@@ -257,70 +252,35 @@ async fn prepare(
             event_id,
             resolution.recipient_ref()
         );
-        let admitted_on_channels = admit_on_channels(
-            deps,
-            &purpose,
-            tenant_id,
-            &resolution,
-            locale.clone(),
-            &rule.channels,
-            rule.channel_mode,
-        )
-        .await
-        .map_err(|f| EventError::Unavailable(f.message))?;
+        let admitted_on_channels = intake
+            .admit(&purpose, tenant_id, &resolution, locale.clone())
+            .await
+            .map_err(rule_error)?;
         for mut admitted in admitted_on_channels {
             let channel = admitted.recipient.channel;
-            let family = family_for(channel, &rule.template_family, &rule.channel_templates);
-            let template = deps
-                .templates
-                .resolve(family, locale.as_deref(), None, Utc::now())
-                .map_err(|e| EventError::Rule(format!("rule '{}': {e}", rule.id)))?;
+            let template = intake
+                .template(&purpose, channel, locale.as_deref())
+                .map_err(rule_error)?;
             let mut data = Value::Object(payload.clone());
             if let (Some(name), Some(fields)) = (&display_name, data.as_object_mut()) {
                 if template.meta.payload.contains_key("recipientName") {
                     fields.insert("recipientName".into(), json!(name));
                 }
             }
-            deps.templates
-                .render(template, &data)
-                .map_err(|e| EventError::Rule(format!("rule '{}': {e}", rule.id)))?;
-            let idempotency_key = if per_channel_keys {
-                format!("{base_key}:{channel}")
-            } else {
-                base_key.clone()
-            };
-            if let Some(window) = rule.dedupe().map_err(EventError::Rule)? {
-                let recent = deps
-                    .ledger
-                    .recent_duplicate(
-                        tenant_id,
-                        &admitted.recipient.recipient_ref,
-                        rule.communication_type,
-                        &subject_id,
-                        &idempotency_key,
-                        window,
-                    )
-                    .await
-                    .map_err(|e| EventError::Unavailable(e.to_string()))?;
-                if recent {
-                    admitted.dedupe(format!(
-                        "a {} for {subject_id} went to this recipient within {}",
-                        rule.communication_type,
-                        rule.dedupe_window.as_deref().unwrap_or("")
-                    ));
-                }
-            }
-            admitted
-                .rate_limit(
-                    &deps.ledger,
+            intake
+                .check_render(&purpose, template, &data)
+                .map_err(rule_error)?;
+            let idempotency_key = purpose.key_on(&base_key, channel);
+            intake
+                .hold_back(
+                    &purpose,
+                    &mut admitted,
                     tenant_id,
-                    rule.communication_type,
+                    &subject_id,
                     &idempotency_key,
-                    rule.rate_limit.as_ref(),
                 )
                 .await
-                .map_err(|e| EventError::Unavailable(e.to_string()))?;
-            let rule_ref = format!("rule:{}:v{}", rule.id, rule.version);
+                .map_err(rule_error)?;
             // Aggregated alerts: the group is the root cause; the first of a window goes out
             // at once, the others into the window's summary.
             let group_key = rule
@@ -333,12 +293,12 @@ async fn prepare(
                     let config = aggregate.as_digest();
                     let period = config.period().map_err(EventError::Rule)?;
                     let (start, _) = digest_window(period, Utc::now());
-                    let seen = deps
+                    let seen = intake
                         .ledger
                         .group_seen_since(
                             tenant_id,
                             &admitted.recipient.recipient_ref,
-                            &rule_ref,
+                            &purpose.rule_ref,
                             group,
                             start,
                             &idempotency_key,
@@ -351,54 +311,74 @@ async fn prepare(
             };
             let digest = match (collect, &admitted.admission) {
                 (Some((config, group)), Admission::Queue) => Some(DigestPlan::new(
-                    deps,
+                    intake,
                     rule,
+                    &purpose,
                     &config,
                     group.as_deref(),
                     &admitted,
                     locale.as_deref(),
                     display_name.as_deref(),
-                    deps.templates
+                    intake
+                        .templates
                         .render(template, &data)
                         .map_err(|e| EventError::Rule(format!("rule '{}': {e}", rule.id)))?
                         .subject,
                 )?),
                 _ => None,
             };
-            let request = NewCommunication {
-                tenant_id: tenant_id.to_string(),
-                communication_type: rule.communication_type,
-                category: rule.category,
-                subject_type: subject_type.to_string(),
-                subject_id: subject_id.clone(),
-                quote_id: field_text(event, "quoteId"),
-                order_id: field_text(event, "orderId"),
-                recipient: admitted.recipient,
-                address_hash: admitted.address_hash,
-                address_masked: admitted.address_masked,
-                template_family: template.meta.family.clone(),
-                template_version: template.meta.version.clone(),
+            let provenance = Provenance::new(
+                format!("event:{}", rule.trigger),
+                field_text(event, "correlationId").unwrap_or_else(|| event_id.to_string()),
+                &purpose.rule_ref,
+            )
+            .in_group(group_key);
+            let request = NewCommunication::new(
+                tenant_id,
                 idempotency_key,
-                requested_by: format!("event:{}", rule.trigger),
-                correlation_id: field_text(event, "correlationId")
-                    .unwrap_or_else(|| event_id.to_string()),
-                origin: None,
-                artifacts: Vec::new(),
-                render_payload: data,
-                admission: admitted.admission,
-                about_task_id: None,
-                not_before: admitted.not_before,
-                decisions: admitted.decisions,
-                attachments: Vec::new(),
-                rule_ref: format!("rule:{}:v{}", rule.id, rule.version),
-                priority: rule.priority,
-                resend_of: None,
-                group_key,
-            };
+                purpose.class,
+                Subject::new(subject_type, subject_id.clone())
+                    .of(field_text(event, "quoteId"), field_text(event, "orderId")),
+                admitted,
+                Rendering {
+                    template_family: template.meta.family.clone(),
+                    template_version: template.meta.version.clone(),
+                    payload: data,
+                },
+                provenance,
+            )
+            .priority(purpose.priority);
             requests.push(Prepared { request, digest });
         }
     }
     Ok(requests)
+}
+
+/// What a rule asks for, as the intake admits it.
+fn rule_purpose(rule: &EventRule) -> Result<Purpose, EventError> {
+    let dedupe = match &rule.dedupe_window {
+        Some(written) => Some(Dedupe {
+            window: parse_duration(written).map_err(EventError::Rule)?,
+            written: written.clone(),
+        }),
+        None => None,
+    };
+    Ok(Purpose {
+        label: format!("rule '{}'", rule.id),
+        rule_ref: format!("rule:{}:v{}", rule.id, rule.version),
+        class: Classification {
+            communication_type: rule.communication_type,
+            category: rule.category,
+        },
+        template_family: rule.template_family.clone(),
+        channel_templates: rule.channel_templates.clone(),
+        channels: rule.channels.clone(),
+        channel_mode: rule.channel_mode,
+        priority: rule.priority,
+        dedupe,
+        rate_limit: rule.rate_limit.clone(),
+        business_hours: None,
+    })
 }
 
 /// A communication ready for the ledger, and the digest it goes out in, if its rule collects.
@@ -418,18 +398,19 @@ struct DigestPlan {
 impl DigestPlan {
     #[allow(clippy::too_many_arguments)]
     fn new(
-        deps: &HandlerDeps,
+        intake: &Intake,
         rule: &EventRule,
+        purpose: &Purpose,
         config: &DigestConfig,
         group: Option<&str>,
-        admitted: &crate::workers::Admitted,
+        admitted: &Admitted,
         locale: Option<&str>,
         display_name: Option<&str>,
         line: String,
     ) -> Result<DigestPlan, EventError> {
         let invalid = |e: String| EventError::Rule(format!("rule '{}': {e}", rule.id));
         let period = config.period().map_err(invalid)?;
-        let template = deps
+        let template = intake
             .templates
             .resolve(&config.template_family, locale, None, Utc::now())
             .map_err(|e| invalid(e.to_string()))?;
@@ -445,10 +426,20 @@ impl DigestPlan {
         let mut sample = Value::Object(payload.clone());
         sample["count"] = json!(1);
         sample["items"] = json!([line]);
-        deps.templates
+        intake
+            .templates
             .render(template, &sample)
             .map_err(|e| invalid(e.to_string()))?;
         let recipient_ref = admitted.recipient.recipient_ref.clone();
+        let mut digest_recipient = admitted.clone();
+        digest_recipient.admission = Admission::Queue;
+        digest_recipient.not_before = None;
+        digest_recipient.decisions = vec![Decision {
+            check: "digest",
+            outcome: DecisionOutcome::Allow,
+            reason_code: "DIGEST".into(),
+            detail: format!("collects '{}' every {}", rule.id, config.every),
+        }];
         Ok(DigestPlan {
             key_prefix: match group {
                 Some(group) => format!(
@@ -457,40 +448,25 @@ impl DigestPlan {
                 ),
                 None => format!("digest:{}:v{}:{recipient_ref}", rule.id, rule.version),
             },
-            digest: NewCommunication {
-                tenant_id: String::new(),
-                communication_type: rule.communication_type,
-                category: rule.category,
-                subject_type: "DIGEST".into(),
-                subject_id: String::new(),
-                quote_id: None,
-                order_id: None,
-                recipient: admitted.recipient.clone(),
-                address_hash: admitted.address_hash.clone(),
-                address_masked: admitted.address_masked.clone(),
-                template_family: template.meta.family.clone(),
-                template_version: template.meta.version.clone(),
-                idempotency_key: String::new(),
-                requested_by: format!("digest:{}", rule.id),
-                correlation_id: String::new(),
-                origin: None,
-                artifacts: Vec::new(),
-                render_payload: Value::Object(payload),
-                admission: Admission::Queue,
-                about_task_id: None,
-                not_before: None,
-                decisions: vec![Decision {
-                    check: "digest",
-                    outcome: DecisionOutcome::Allow,
-                    reason_code: "DIGEST".into(),
-                    detail: format!("collects '{}' every {}", rule.id, config.every),
-                }],
-                attachments: Vec::new(),
-                rule_ref: format!("rule:{}:v{}", rule.id, rule.version),
-                priority: rule.priority,
-                resend_of: None,
-                group_key: None,
-            },
+            // Tenant, key, subject, correlation id and due time are the window's (see add).
+            digest: NewCommunication::new(
+                String::new(),
+                String::new(),
+                purpose.class,
+                Subject::new("DIGEST", String::new()),
+                digest_recipient,
+                Rendering {
+                    template_family: template.meta.family.clone(),
+                    template_version: template.meta.version.clone(),
+                    payload: Value::Object(payload),
+                },
+                Provenance::new(
+                    format!("digest:{}", rule.id),
+                    String::new(),
+                    &purpose.rule_ref,
+                ),
+            )
+            .priority(purpose.priority),
             period,
             line,
         })
@@ -508,9 +484,9 @@ impl DigestPlan {
             let (start, end) = digest_window(self.period, at);
             self.digest.tenant_id = item.tenant_id.clone();
             self.digest.idempotency_key = format!("{}:{}", self.key_prefix, start.timestamp());
-            self.digest.subject_id = format!("{}:{}", self.key_prefix, start.to_rfc3339());
-            self.digest.correlation_id = self.digest.idempotency_key.clone();
-            self.digest.not_before = Some(end);
+            self.digest.subject.subject_id = format!("{}:{}", self.key_prefix, start.to_rfc3339());
+            self.digest.provenance.correlation_id = self.digest.idempotency_key.clone();
+            self.digest.admitted.not_before = Some(end);
             match ledger
                 .add_to_digest(&self.digest, &item.idempotency_key, &self.line)
                 .await

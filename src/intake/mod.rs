@@ -1,0 +1,251 @@
+//! The intake: the one way a communication enters herald, whatever asked for it: a Camunda
+//! topic's handler (`workers/`), a business event (`POST /events`), an API command, a fallout
+//! signal or a digest. For each recipient it applies the policy (preferences, consent,
+//! suppression), business hours and the noise controls (dedupe, rate limits), resolves the
+//! template version and renders it once, and hands the ledger one typed request
+//! ([`NewCommunication`]). It writes nothing itself: the ledger does, in one transaction.
+//!
+//! The flow and the rooms around it: `docs/architecture.md`.
+
+pub mod admission;
+pub mod events;
+pub mod proposal;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::camunda::CamundaClient;
+use crate::config::ArtifactSettings;
+use crate::ledger::{
+    Channel, Classification, Ledger, LedgerError, NewCommunication, RequestOutcome,
+};
+use crate::policy::business_hours::BusinessHours;
+use crate::policy::channels::{family_for, ChannelMode};
+use crate::policy::noise::RateLimit;
+use crate::templates::{Template, TemplateRegistry};
+
+/// What the intake works with: the ledger it hands requests to, the engine (its identity
+/// service resolves users and groups), the templates, the artifact settings (portal links,
+/// attachments) and the name recorded as the requester of what processes ask for.
+#[derive(Clone)]
+pub struct Intake {
+    pub ledger: Ledger,
+    pub camunda: CamundaClient,
+    pub templates: Arc<TemplateRegistry>,
+    pub artifacts: ArtifactSettings,
+    /// The worker id: a process's communications are requested by `camunda:<worker id>`.
+    pub requested_by: String,
+}
+
+/// What a topic file or an event rule says about the communications it asks for; both go
+/// through the same admission.
+#[derive(Debug, Clone)]
+pub struct Purpose {
+    /// The topic or the rule as messages name it: `send-proposal`, `rule 'order-confirmation'`.
+    pub label: String,
+    /// The rule with its version, recorded with every communication:
+    /// `topic:send-proposal:v1`, `rule:order-confirmation:v1`.
+    pub rule_ref: String,
+    pub class: Classification,
+    pub template_family: String,
+    /// The template family of a channel other than `template_family`'s.
+    pub channel_templates: HashMap<Channel, String>,
+    /// Channels in order of preference.
+    pub channels: Vec<Channel>,
+    pub channel_mode: ChannelMode,
+    pub priority: i32,
+    pub dedupe: Option<Dedupe>,
+    pub rate_limit: Option<RateLimit>,
+    pub business_hours: Option<BusinessHours>,
+}
+
+/// Near-duplicates for the same recipient, type and subject within `window` are DEDUPED.
+#[derive(Debug, Clone)]
+pub struct Dedupe {
+    pub window: Duration,
+    /// The window as the file writes it (`PT15M`), for the decision's detail.
+    pub written: String,
+}
+
+impl Purpose {
+    /// The idempotency key of a recipient's communication on `channel`: the recipient's key,
+    /// with the channel appended when the purpose sends on every one of several channels.
+    pub fn key_on(&self, recipient_key: &str, channel: Channel) -> String {
+        if self.channel_mode == ChannelMode::All && self.channels.len() > 1 {
+            format!("{recipient_key}:{channel}")
+        } else {
+            recipient_key.to_string()
+        }
+    }
+}
+
+/// Why the intake could not take a request. A refused recipient is not an error: it is the
+/// communication's business status.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IntakeError {
+    /// The ledger's database or the engine is down: the same request may succeed later.
+    #[error("{message}")]
+    Unavailable { message: String, detail: String },
+    /// The request cannot succeed as things are configured or asked (no approved template, a
+    /// template that cannot render, a key pattern, a malformed input): someone must fix it.
+    #[error("{message}")]
+    Permanent { message: String, detail: String },
+    /// Something the communication needs is not there yet (its document): ask again later.
+    #[error("{message}")]
+    NotYet {
+        message: String,
+        detail: String,
+        retry_after: Duration,
+    },
+}
+
+/// What an operator is told to do about a template that cannot be resolved.
+pub const HINT_TEMPLATE_MISSING: &str =
+    "Add or approve a template version, then increment the retries.";
+/// What an operator is told to do about a template that cannot render its payload.
+pub const HINT_TEMPLATE_RENDER: &str =
+    "Fix the template or its payload fields, then increment the retries.";
+
+impl IntakeError {
+    pub fn permanent(message: impl Into<String>, detail: impl Into<String>) -> IntakeError {
+        IntakeError::Permanent {
+            message: message.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn unavailable(message: impl Into<String>, detail: impl Into<String>) -> IntakeError {
+        IntakeError::Unavailable {
+            message: message.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The ledger's database failed while `label` was taken in.
+    pub fn ledger_down(label: &str, err: impl std::fmt::Display) -> IntakeError {
+        IntakeError::unavailable(
+            format!("{label}: ledger database unavailable"),
+            err.to_string(),
+        )
+    }
+
+    /// A ledger error: an outage may pass; anything else (a corrupt value, a move the
+    /// lifecycle refuses) will not.
+    pub fn ledger(label: &str, err: LedgerError) -> IntakeError {
+        match err {
+            LedgerError::Database(_) => IntakeError::ledger_down(label, err),
+            other => IntakeError::permanent(format!("{label}: {other}"), other.to_string()),
+        }
+    }
+
+    /// The engine (identity, task queries) failed while `label` was taken in.
+    pub fn engine_down(label: &str, err: impl std::fmt::Display) -> IntakeError {
+        IntakeError::unavailable(
+            format!("{label}: engine identity or task query failed"),
+            err.to_string(),
+        )
+    }
+
+    /// What an operator reads beside the message (Cockpit's incident details).
+    pub fn detail(&self) -> &str {
+        match self {
+            IntakeError::Unavailable { detail, .. }
+            | IntakeError::Permanent { detail, .. }
+            | IntakeError::NotYet { detail, .. } => detail,
+        }
+    }
+}
+
+impl Intake {
+    /// The template version `purpose`'s communication on `channel` uses now, for `locale`.
+    pub fn template(
+        &self,
+        purpose: &Purpose,
+        channel: Channel,
+        locale: Option<&str>,
+    ) -> Result<&Template, IntakeError> {
+        let family = family_for(
+            channel,
+            &purpose.template_family,
+            &purpose.channel_templates,
+        );
+        self.family_template(purpose, family, locale)
+    }
+
+    /// The version of template family `family` that `purpose` uses now, for `locale`.
+    pub fn family_template(
+        &self,
+        purpose: &Purpose,
+        family: &str,
+        locale: Option<&str>,
+    ) -> Result<&Template, IntakeError> {
+        self.templates
+            .resolve(family, locale, None, Utc::now())
+            .map_err(|e| {
+                IntakeError::permanent(format!("{}: {e}", purpose.label), HINT_TEMPLATE_MISSING)
+            })
+    }
+
+    /// Renders once when the communication is requested: a template that cannot render is a
+    /// configuration error now, not a delivery failure discovered later.
+    pub fn check_render(
+        &self,
+        purpose: &Purpose,
+        template: &Template,
+        payload: &serde_json::Value,
+    ) -> Result<(), IntakeError> {
+        self.templates
+            .render(template, payload)
+            .map(|_| ())
+            .map_err(|e| {
+                IntakeError::permanent(format!("{}: {e}", purpose.label), HINT_TEMPLATE_RENDER)
+            })
+    }
+
+    /// Hands one communication to the ledger (or finds the one its key names).
+    pub async fn record(
+        &self,
+        label: &str,
+        new: &NewCommunication,
+    ) -> Result<RequestOutcome, IntakeError> {
+        let outcome = self
+            .ledger
+            .request(new)
+            .await
+            .map_err(|e| IntakeError::ledger(label, e))?;
+        tracing::info!(
+            communicationId = %outcome.communication_id,
+            correlationId = %new.provenance.correlation_id,
+            status = %outcome.status,
+            created = outcome.created,
+            "communication recorded"
+        );
+        Ok(outcome)
+    }
+
+    /// Hands a parent communication and one child per recipient to the ledger.
+    pub async fn record_fanout(
+        &self,
+        label: &str,
+        parent: &NewCommunication,
+        children: &[NewCommunication],
+    ) -> Result<RequestOutcome, IntakeError> {
+        let outcome = self
+            .ledger
+            .request_fanout(parent, children)
+            .await
+            .map_err(|e| IntakeError::ledger(label, e))?;
+        tracing::info!(
+            communicationId = %outcome.communication_id,
+            correlationId = %parent.provenance.correlation_id,
+            status = %outcome.status,
+            created = outcome.created,
+            recipients = children.len(),
+            "notice recorded"
+        );
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,309 @@
+//! A quote proposal to the customer's contact, as the `send-proposal` topic and the API's
+//! `POST /quotes/{quoteId}/revisions/{revisionNo}/proposal-deliveries` ask for it: the
+//! recipient resolved and admitted, the proposal document checked (a portal link signed, or
+//! an attachment prepared), the template rendered once, and one request to the ledger.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::artifacts::{
+    check_for_delivery, signed_link, ArtifactCheck, AttachmentRef, DeliveryMode,
+};
+use crate::ledger::{
+    Channel, NewCommunication, ProcessOrigin, Provenance, Rendering, RequestOutcome, Subject,
+};
+use crate::policy::{self, derive_key, Resolution};
+
+use super::admission::mark_failed;
+use super::{Intake, IntakeError, Purpose};
+
+/// A proposal delivery as asked for, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProposalInput {
+    pub quote_id: String,
+    pub revision_no: i64,
+    pub artifact_id: String,
+    pub tenant_id: String,
+    pub recipient: RecipientInput,
+    pub locale: Option<String>,
+    /// PORTAL_LINK (default) or ATTACHMENT.
+    pub delivery_mode: DeliveryMode,
+    /// The sales rep's note, sanitized (no markup, no control characters).
+    pub message_note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecipientInput {
+    Email(String),
+    Contact(String),
+}
+
+impl RecipientInput {
+    /// The recipient reference a record for this recipient carries (before resolution).
+    pub fn recipient_ref(&self) -> String {
+        match self {
+            RecipientInput::Email(address) => policy::address_ref(address.trim()),
+            RecipientInput::Contact(contact) => contact.clone(),
+        }
+    }
+}
+
+/// Where a proposal's idempotency key comes from.
+#[derive(Debug, Clone)]
+pub enum ProposalKey {
+    /// The topic's pattern, filled with the process business key and the inputs.
+    FromBusinessKey(String),
+    /// An API caller's `Idempotency-Key`, already scoped.
+    Given(String),
+}
+
+/// Proposal deliveries of one topic: its purpose, its key pattern and the document type a
+/// proposal must carry.
+pub struct Proposals {
+    intake: Intake,
+    purpose: Purpose,
+    key_pattern: String,
+    artifact_type: String,
+}
+
+/// The proposal document as the message carries it.
+struct Document {
+    link: Option<String>,
+    link_valid_until: Option<String>,
+    attachment: Option<AttachmentRef>,
+    /// Why the document may not go out (a business refusal).
+    refusal: Option<(&'static str, String)>,
+}
+
+impl Document {
+    fn refused(code: &'static str, message: String) -> Document {
+        Document {
+            link: None,
+            link_valid_until: None,
+            attachment: None,
+            refusal: Some((code, message)),
+        }
+    }
+}
+
+impl Proposals {
+    pub fn new(
+        intake: Intake,
+        purpose: Purpose,
+        key_pattern: String,
+        artifact_type: Option<String>,
+    ) -> Proposals {
+        Proposals {
+            intake,
+            purpose,
+            key_pattern,
+            artifact_type: artifact_type.unwrap_or_else(|| "PROPOSAL_DOCUMENT".into()),
+        }
+    }
+
+    /// Records a proposal delivery (or finds the one its key names), from a process or from
+    /// the API. Business refusals are statuses; errors are the intake's.
+    pub async fn request(
+        &self,
+        input: &ProposalInput,
+        key: ProposalKey,
+        origin: Option<ProcessOrigin>,
+    ) -> Result<RequestOutcome, IntakeError> {
+        let label = &self.purpose.label;
+        let resolution = match &input.recipient {
+            RecipientInput::Email(address) => {
+                policy::recipients::explicit_email(address, input.locale.as_deref())
+            }
+            RecipientInput::Contact(contact_id) => policy::recipients::contact_email(
+                self.intake.ledger.pool(),
+                &input.tenant_id,
+                contact_id,
+                input.locale.as_deref(),
+            )
+            .await
+            .map_err(|e| IntakeError::ledger_down(label, e))?,
+        };
+        let idempotency_key = self.key(input, &resolution, key)?;
+        let (locale, display_name) = match &resolution {
+            Resolution::Resolved {
+                recipient,
+                display_name,
+            } => (recipient.locale.clone(), display_name.clone()),
+            _ => (input.locale.clone(), None),
+        };
+        let template = self
+            .intake
+            .template(&self.purpose, Channel::Email, locale.as_deref())?;
+        let document = self.document(input).await?;
+        let payload = json!({
+            "quoteNumber": input.quote_id,
+            "revisionNo": input.revision_no,
+            "documentReference": input.artifact_id,
+            "customerDisplayName": display_name.unwrap_or_else(|| "Customer".into()),
+            "proposalLink": document.link,
+            "linkValidUntil": document.link_valid_until,
+            "attachmentName": document.attachment.as_ref().map(|a| a.file_name.clone()),
+            "messageNote": input.message_note,
+        });
+        self.intake
+            .check_render(&self.purpose, template, &payload)?;
+
+        let mut admitted = self
+            .intake
+            .admit_on(
+                &self.purpose,
+                &input.tenant_id,
+                resolution,
+                locale,
+                Channel::Email,
+            )
+            .await?;
+        // A document that may not go out fails the communication for good, like a recipient
+        // that cannot be reached: a business outcome, never an incident.
+        if let Some((code, message)) = document.refusal {
+            mark_failed(&mut admitted, "artifact", code, message);
+        }
+        let requested_by = match &origin {
+            Some(_) => format!("camunda:{}", self.intake.requested_by),
+            None => "api".to_string(),
+        };
+        let mut provenance = Provenance::new(
+            requested_by,
+            Provenance::fresh_correlation_id(),
+            &self.purpose.rule_ref,
+        );
+        provenance.origin = origin;
+        let new = NewCommunication::new(
+            &input.tenant_id,
+            idempotency_key,
+            self.purpose.class,
+            Subject::new(
+                "QUOTE_REVISION",
+                format!("{}/{}", input.quote_id, input.revision_no),
+            )
+            .of(Some(input.quote_id.clone()), None),
+            admitted,
+            Rendering {
+                template_family: template.meta.family.clone(),
+                template_version: template.meta.version.clone(),
+                payload,
+            },
+            provenance,
+        )
+        .priority(self.purpose.priority)
+        .carrying(
+            vec![(input.artifact_id.clone(), "PROPOSAL_DOCUMENT".into())],
+            document.attachment.into_iter().collect(),
+        );
+        self.intake.record(label, &new).await
+    }
+
+    /// The idempotency key: the topic's pattern filled with the business key and the inputs,
+    /// or the API caller's.
+    fn key(
+        &self,
+        input: &ProposalInput,
+        resolution: &Resolution,
+        key: ProposalKey,
+    ) -> Result<String, IntakeError> {
+        let business_key = match key {
+            ProposalKey::Given(key) => return Ok(key),
+            ProposalKey::FromBusinessKey(business_key) => business_key,
+        };
+        let mut values: BTreeMap<&str, String> = BTreeMap::new();
+        values.insert("quoteId", input.quote_id.clone());
+        values.insert("revisionNo", input.revision_no.to_string());
+        values.insert("artifactId", input.artifact_id.clone());
+        values.insert("tenantId", input.tenant_id.clone());
+        values.insert("recipientRef", resolution.recipient_ref().to_string());
+        values.insert("businessKey", business_key);
+        derive_key(&self.key_pattern, &values).map_err(|e| {
+            IntakeError::permanent(
+                format!("{}: {e}", self.purpose.label),
+                "Fix the idempotency_key pattern in the topic file.",
+            )
+        })
+    }
+
+    /// Checks the proposal document and prepares its link or attachment. A document that is
+    /// not there yet is asked for again later.
+    async fn document(&self, input: &ProposalInput) -> Result<Document, IntakeError> {
+        let label = &self.purpose.label;
+        let settings = &self.intake.artifacts;
+        let expected = self.artifact_type.as_str();
+        let subject_id = format!("{}/{}", input.quote_id, input.revision_no);
+        let check = check_for_delivery(
+            self.intake.ledger.pool(),
+            &input.tenant_id,
+            &input.artifact_id,
+            "QUOTE_REVISION",
+            &subject_id,
+            expected,
+        )
+        .await
+        .map_err(|e| IntakeError::ledger_down(label, e))?;
+        let artifact = match check {
+            ArtifactCheck::Usable(artifact) => artifact,
+            ArtifactCheck::Refused { code, message } => return Ok(Document::refused(code, message)),
+            ArtifactCheck::NotYetAvailable => {
+                return Err(IntakeError::NotYet {
+                    message: format!("{label}: document '{}' is not available yet", input.artifact_id),
+                    detail: format!(
+                        "The {expected} '{}' of quote revision {subject_id} is not in herald's artifact registry (or not AVAILABLE) yet. herald asks again; when the retries run out, check the document service, then increment the retries.",
+                        input.artifact_id
+                    ),
+                    retry_after: std::time::Duration::from_millis(settings.wait_retry_ms),
+                })
+            }
+        };
+        match input.delivery_mode {
+            DeliveryMode::PortalLink => {
+                let secret = settings.link_secret.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
+                    IntakeError::permanent(
+                        format!("{label}: no secret to sign portal links"),
+                        "Set HERALD_ARTIFACTS__LINK_SECRET in herald's environment, then increment the retries.",
+                    )
+                })?;
+                let expires = Utc::now() + chrono::Duration::seconds(settings.link_ttl_s as i64);
+                Ok(Document {
+                    link: Some(signed_link(
+                        &settings.portal_base_url,
+                        secret.as_bytes(),
+                        &input.tenant_id,
+                        &artifact.artifact_id,
+                        expires,
+                    )),
+                    link_valid_until: Some(expires.format("%Y-%m-%d").to_string()),
+                    attachment: None,
+                    refusal: None,
+                })
+            }
+            DeliveryMode::Attachment => {
+                let size = artifact.size_bytes.unwrap_or(0).max(0) as u64;
+                if size > settings.max_attachment_bytes {
+                    return Ok(Document::refused(
+                        "ARTIFACT_TOO_LARGE",
+                        format!(
+                            "document '{}' has {size} bytes; attachments may have {} (send a portal link instead)",
+                            artifact.artifact_id, settings.max_attachment_bytes
+                        ),
+                    ));
+                }
+                Ok(Document {
+                    link: None,
+                    link_valid_until: None,
+                    attachment: Some(AttachmentRef {
+                        artifact_id: artifact.artifact_id.clone(),
+                        storage_location: artifact.storage_location.clone(),
+                        file_name: artifact.file_name.clone(),
+                        media_type: artifact.media_type.clone(),
+                        max_bytes: settings.max_attachment_bytes,
+                    }),
+                    refusal: None,
+                })
+            }
+        }
+    }
+}

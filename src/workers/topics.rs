@@ -1,0 +1,266 @@
+//! The topic files (`topics/<topic>.toml`): which handler serves a topic, what it asks for
+//! (type, category, template family, channels, noise controls, business hours), its
+//! idempotency key pattern, and how Cockpit sees its failures. Read and checked once at start.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::intake::{Dedupe, Purpose};
+use crate::iso8601::parse_duration;
+use crate::ledger::{Channel, Classification, CommunicationType, MessageCategory};
+use crate::policy::channels::{check_channels, ChannelMode};
+use crate::policy::keys::placeholders;
+use crate::policy::noise::RateLimit;
+
+/// One `topics/<topic>.toml` file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    pub topic: String,
+    /// Which handler serves the topic (a file in `src/workers/`).
+    pub handler: HandlerKind,
+    pub communication_type: CommunicationType,
+    pub category: MessageCategory,
+    pub template_family: String,
+    pub idempotency_key: String,
+    /// Topics that reach several recipients: the key of the parent communication (the id the
+    /// process gets); `idempotency_key` is then each recipient's key.
+    #[serde(default)]
+    pub parent_key: Option<String>,
+    /// The artifact type the topic's document must have (send-proposal).
+    #[serde(default)]
+    pub artifact_type: Option<String>,
+    /// Fetch the service task's extension properties (e.g. taskDefinitionKey).
+    #[serde(default)]
+    pub include_extension_properties: bool,
+    /// Whether the process waits for CommunicationSent / CommunicationFailed.
+    pub waits_for_outcome: bool,
+    pub lock_duration_ms: u64,
+    pub variables: Vec<String>,
+    pub incident: IncidentConfig,
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// The rule's version, recorded with every communication (`topic:<topic>:v<version>`).
+    #[serde(default = "default_version")]
+    pub version: u32,
+    /// Channels in order of preference (EMAIL, IN_APP).
+    #[serde(default = "default_channels")]
+    pub channels: Vec<Channel>,
+    /// `first` (default): the first channel that reaches the recipient; `all`: every one.
+    #[serde(default)]
+    pub channel_mode: ChannelMode,
+    /// The template family of a channel other than `template_family`'s, e.g.
+    /// `{ IN_APP = "approval-reminder-inapp" }`.
+    #[serde(default)]
+    pub channel_templates: HashMap<Channel, String>,
+    /// Delivery priority: higher goes first when the queue is long.
+    #[serde(default = "default_priority")]
+    pub priority: i32,
+    /// Near-duplicates for the same recipient, type and subject within this ISO 8601 duration
+    /// are SUPPRESSED as DEDUPED (e.g. `PT3H`).
+    #[serde(default)]
+    pub dedupe_window: Option<String>,
+    /// Outside these dates the topic is not subscribed.
+    #[serde(default, deserialize_with = "crate::iso8601::toml_datetime::optional")]
+    pub effective_from: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "crate::iso8601::toml_datetime::optional")]
+    pub effective_until: Option<DateTime<Utc>>,
+    /// Deliver only within these hours (reminders, escalations); outside them a notice waits
+    /// for the next opening.
+    #[serde(default)]
+    pub business_hours: Option<crate::policy::business_hours::BusinessHours>,
+    /// At most so many to a recipient per window, e.g. `{ max = 1, per = "PT4H" }`.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+}
+
+fn default_version() -> u32 {
+    1
+}
+
+fn default_channels() -> Vec<Channel> {
+    vec![Channel::Email]
+}
+
+fn default_priority() -> i32 {
+    50
+}
+
+impl TopicConfig {
+    pub fn rule_ref(&self) -> String {
+        format!("topic:{}:v{}", self.topic, self.version)
+    }
+
+    pub fn effective_at(&self, at: DateTime<Utc>) -> bool {
+        self.effective_from.is_none_or(|from| from <= at)
+            && self.effective_until.is_none_or(|until| at < until)
+    }
+
+    /// What the topic asks for, as the intake admits it.
+    pub fn purpose(&self) -> Purpose {
+        Purpose {
+            label: self.topic.clone(),
+            rule_ref: self.rule_ref(),
+            class: Classification {
+                communication_type: self.communication_type,
+                category: self.category,
+            },
+            template_family: self.template_family.clone(),
+            channel_templates: self.channel_templates.clone(),
+            channels: self.channels.clone(),
+            channel_mode: self.channel_mode,
+            priority: self.priority,
+            // Checked when the topic file was read.
+            dedupe: self.dedupe_window.as_ref().and_then(|written| {
+                parse_duration(written).ok().map(|window| Dedupe {
+                    window,
+                    written: written.clone(),
+                })
+            }),
+            rate_limit: self.rate_limit.clone(),
+            business_hours: self.business_hours.clone(),
+        }
+    }
+}
+
+/// The handlers herald has, by the name topic files use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandlerKind {
+    SendProposal,
+    ApprovalReminder,
+    Escalation,
+}
+
+impl HandlerKind {
+    /// Handlers that reach several recipients under a parent communication.
+    pub fn fans_out(self) -> bool {
+        matches!(
+            self,
+            HandlerKind::ApprovalReminder | HandlerKind::Escalation
+        )
+    }
+}
+
+fn default_enabled() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentConfig {
+    /// Retries after the first technical failure before Cockpit shows an incident.
+    pub retries: i32,
+    pub retry_timeouts_ms: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// Reads and checks every topic file of `dir`.
+pub fn load_topics(dir: &Path) -> Result<Vec<TopicConfig>, TopicError> {
+    let invalid = |path: &Path, message: String| TopicError::Invalid {
+        path: path.display().to_string(),
+        message,
+    };
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| invalid(dir, e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("toml"))
+        .collect();
+    paths.sort();
+    let mut topics: Vec<TopicConfig> = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(|e| invalid(&path, e.to_string()))?;
+        let topic: TopicConfig =
+            toml::from_str(&text).map_err(|e| invalid(&path, e.to_string()))?;
+        if topics.iter().any(|t| t.topic == topic.topic) {
+            return Err(invalid(
+                &path,
+                format!("topic '{}' is defined twice", topic.topic),
+            ));
+        }
+        let mut names = placeholders(&topic.idempotency_key)
+            .map_err(|e| invalid(&path, format!("idempotency_key: {e}")))?;
+        if let Some(parent_key) = &topic.parent_key {
+            names.extend(
+                placeholders(parent_key).map_err(|e| invalid(&path, format!("parent_key: {e}")))?,
+            );
+        }
+        if !names
+            .iter()
+            .any(|n| n == "businessKey" || n == "taskId" || n == "externalTaskId")
+        {
+            return Err(invalid(
+                &path,
+                "idempotency_key (or parent_key) must include {businessKey}, {taskId} or {externalTaskId}".into(),
+            ));
+        }
+        if topic.handler.fans_out() && topic.parent_key.is_none() {
+            return Err(invalid(
+                &path,
+                format!(
+                    "handler {:?} reaches several recipients: set parent_key",
+                    topic.handler
+                ),
+            ));
+        }
+        if topic.incident.retries < 0 || topic.incident.retry_timeouts_ms.is_empty() {
+            return Err(invalid(
+                &path,
+                "incident: retries >= 0 and at least one retry timeout".into(),
+            ));
+        }
+        if let Some(window) = &topic.dedupe_window {
+            if let Err(e) = parse_duration(window) {
+                return Err(invalid(&path, format!("dedupe_window: {e}")));
+            }
+        }
+        let problems = check_channels(
+            &topic.channels,
+            &topic.template_family,
+            &topic.channel_templates,
+            None,
+        );
+        if let Some(problem) = problems.into_iter().next() {
+            return Err(invalid(&path, problem));
+        }
+        if topic.channels.contains(&Channel::Webhook) {
+            return Err(invalid(
+                &path,
+                "channels: WEBHOOK goes to subscriptions, which business event rules reach".into(),
+            ));
+        }
+        if topic.handler == HandlerKind::SendProposal && topic.channels != [Channel::Email] {
+            return Err(invalid(
+                &path,
+                "channels: a proposal goes to the customer by EMAIL".into(),
+            ));
+        }
+        if let (Some(from), Some(until)) = (topic.effective_from, topic.effective_until) {
+            if until <= from {
+                return Err(invalid(
+                    &path,
+                    "effective_until must be after effective_from".into(),
+                ));
+            }
+        }
+        if topic.lock_duration_ms < 1000 {
+            return Err(invalid(
+                &path,
+                "lock_duration_ms must be at least 1000".into(),
+            ));
+        }
+        topics.push(topic);
+    }
+    if topics.is_empty() {
+        return Err(invalid(dir, "no topic file (*.toml)".into()));
+    }
+    Ok(topics)
+}
