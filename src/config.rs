@@ -3,13 +3,9 @@
 //! underscore, e.g. `HERALD_DELIVERY__BATCH_SIZE`). Secrets come only from the environment.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
-
-use crate::delivery::failure::ScheduleKey;
-use crate::delivery::{RetryPolicy, RetrySchedule};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -334,51 +330,6 @@ impl Settings {
             .clone()
             .unwrap_or_else(default_worker_id)
     }
-
-    pub fn retry_schedule(&self) -> RetrySchedule {
-        self.schedule(&self.delivery.retry_schedule_s)
-    }
-
-    fn schedule(&self, seconds: &[f64]) -> RetrySchedule {
-        RetrySchedule {
-            delays: seconds
-                .iter()
-                .map(|s| Duration::from_secs_f64(*s))
-                .collect(),
-            jitter: self.delivery.jitter,
-            max_retry_after: Duration::from_secs(self.delivery.max_retry_after_s),
-        }
-    }
-
-    /// The default schedule and those of `delivery.schedules`.
-    pub fn retry_policy(&self) -> Result<RetryPolicy, ConfigError> {
-        let mut policy = RetryPolicy {
-            default: self.retry_schedule(),
-            ..RetryPolicy::default()
-        };
-        for (key, seconds) in &self.delivery.schedules {
-            if seconds.is_empty() || seconds.iter().any(|s| !s.is_finite() || *s < 0.0) {
-                return Err(ConfigError::Invalid(format!(
-                    "delivery.schedules.{key}: at least one delay, none negative"
-                )));
-            }
-            let schedule = self.schedule(seconds);
-            // Keys from the environment arrive in lower case.
-            match key
-                .to_ascii_uppercase()
-                .parse::<ScheduleKey>()
-                .map_err(|e| ConfigError::Invalid(format!("delivery.schedules.{key}: {e}")))?
-            {
-                ScheduleKey::Type(kind) => {
-                    policy.by_type.insert(kind, schedule);
-                }
-                ScheduleKey::Criticality(level) => {
-                    policy.by_criticality.insert(level, schedule);
-                }
-            }
-        }
-        Ok(policy)
-    }
 }
 
 /// `herald-<host>-<pid>`: unique per process, readable in Cockpit.
@@ -390,41 +341,4 @@ pub fn default_worker_id() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".into());
     format!("herald-{host}-{}", std::process::id())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ledger::CommunicationType;
-
-    #[test]
-    fn retry_schedules_per_type_and_criticality_come_from_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("herald.toml");
-        std::fs::write(
-            &file,
-            "[delivery.schedules]\nEXTERNAL_WEBHOOK = [0, 1, 2, 3, 4, 5, 6]\nlow = [0, 600]\n",
-        )
-        .unwrap();
-        let settings = Settings::load(Some(&file)).unwrap();
-        let policy = settings.retry_policy().unwrap();
-        let webhook = policy.for_type(Some(CommunicationType::ExternalWebhook));
-        assert_eq!(webhook.max_attempts(), 7);
-        let digest = policy.for_type(Some(CommunicationType::InternalDigest));
-        assert_eq!(digest.delays, [Duration::ZERO, Duration::from_secs(600)]);
-        assert_eq!(
-            policy.for_type(Some(CommunicationType::OrderConfirmation)),
-            &policy.default
-        );
-
-        std::fs::write(&file, "[delivery.schedules]\nURGENT = [0, 1]\n").unwrap();
-        let err = Settings::load(Some(&file))
-            .unwrap()
-            .retry_policy()
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("delivery.schedules.URGENT"),
-            "{err}"
-        );
-    }
 }

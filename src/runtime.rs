@@ -13,7 +13,7 @@ use crate::config::{ConfigError, Settings};
 use crate::delivery::email::{EmailAdapter, EmailConfigError, EmailSettings};
 use crate::delivery::inapp::InAppAdapter;
 use crate::delivery::webhook::WebhookAdapter;
-use crate::delivery::{DeliveryEngine, DeliveryOptions};
+use crate::delivery::{DeliveryEngine, DeliveryOptions, RetryPolicy};
 use crate::ledger::{self, Ledger, LedgerError};
 use crate::policy::rules::RuleSet;
 use crate::relay::{self, RelayOptions};
@@ -184,7 +184,7 @@ pub async fn run(
                 max_in_flight: settings.delivery.max_in_flight,
                 lease: Duration::from_millis(settings.delivery.lease_ms),
                 poll_interval: Duration::from_millis(settings.delivery.poll_interval_ms),
-                retry: settings.retry_policy()?,
+                retry: RetryPolicy::from_settings(&settings.delivery)?,
                 content_key: match settings.content.key.as_deref().filter(|k| !k.is_empty()) {
                     Some(key) => Some(crate::content::ContentKey::from_hex(key).map_err(|e| {
                         RuntimeError::Config(ConfigError::Invalid(format!(
