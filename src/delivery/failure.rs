@@ -173,23 +173,20 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The default schedule (`delivery.retry_schedule_s`) and those of `delivery.schedules`,
-    /// with the settings' jitter and Retry-After cap.
+    /// The default schedule (`delivery.retry_schedule`) and those of `delivery.schedules`, with
+    /// the settings' jitter and Retry-After cap.
     pub fn from_settings(settings: &DeliverySettings) -> Result<RetryPolicy, ConfigError> {
-        let schedule = |seconds: &[f64]| RetrySchedule {
-            delays: seconds
-                .iter()
-                .map(|s| Duration::from_secs_f64(*s))
-                .collect(),
+        let schedule = |delays: &[Duration]| RetrySchedule {
+            delays: delays.to_vec(),
             jitter: settings.jitter,
-            max_retry_after: Duration::from_secs(settings.max_retry_after_s),
+            max_retry_after: settings.max_retry_after,
         };
         let mut policy = RetryPolicy {
-            default: schedule(&settings.retry_schedule_s),
+            default: schedule(&settings.retry_schedule),
             ..RetryPolicy::default()
         };
-        for (key, seconds) in &settings.schedules {
-            if seconds.is_empty() || seconds.iter().any(|s| !s.is_finite() || *s < 0.0) {
+        for (key, delays) in &settings.schedules {
+            if delays.is_empty() {
                 return Err(ConfigError::Invalid(format!(
                     "delivery.schedules.{key}: at least one delay, none negative"
                 )));
@@ -201,10 +198,10 @@ impl RetryPolicy {
                 .map_err(|e| ConfigError::Invalid(format!("delivery.schedules.{key}: {e}")))?
             {
                 ScheduleKey::Type(kind) => {
-                    policy.by_type.insert(kind, schedule(seconds));
+                    policy.by_type.insert(kind, schedule(delays));
                 }
                 ScheduleKey::Criticality(level) => {
-                    policy.by_criticality.insert(level, schedule(seconds));
+                    policy.by_criticality.insert(level, schedule(delays));
                 }
             }
         }
@@ -375,10 +372,10 @@ mod tests {
         let file = dir.path().join("herald.toml");
         std::fs::write(
             &file,
-            "[delivery.schedules]\nEXTERNAL_WEBHOOK = [0, 1, 2, 3, 4, 5, 6]\nlow = [0, 600]\n",
+            "[delivery.schedules]\nEXTERNAL_WEBHOOK = [0, 1, 2, 3, 4, 5, 6]\nlow = [\"0s\", \"10m\"]\n",
         )
         .unwrap();
-        let settings = Settings::load(Some(&file)).unwrap();
+        let settings = Settings::load_from(Some(&file), []).unwrap();
         let policy = RetryPolicy::from_settings(&settings.delivery).unwrap();
         let webhook = policy.for_type(Some(CommunicationType::ExternalWebhook));
         assert_eq!(webhook.max_attempts(), 7);
@@ -388,14 +385,18 @@ mod tests {
             policy.for_type(Some(CommunicationType::OrderConfirmation)),
             &policy.default
         );
+        assert_eq!(policy.default, RetrySchedule::default());
 
         std::fs::write(&file, "[delivery.schedules]\nURGENT = [0, 1]\n").unwrap();
-        let settings = Settings::load(Some(&file)).unwrap();
+        let settings = Settings::load_from(Some(&file), []).unwrap();
         let err = RetryPolicy::from_settings(&settings.delivery).unwrap_err();
         assert!(
             err.to_string().contains("delivery.schedules.URGENT"),
             "{err}"
         );
+
+        std::fs::write(&file, "[delivery.schedules]\nLOW = [0, -1]\n").unwrap();
+        assert!(Settings::load_from(Some(&file), []).is_err());
     }
 
     #[test]

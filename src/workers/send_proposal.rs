@@ -144,7 +144,7 @@ impl SendProposal {
                         input.artifact_id
                     ),
                     permanent: false,
-                    retry_after: Some(std::time::Duration::from_millis(settings.wait_retry_ms)),
+                    retry_after: Some(settings.wait_retry),
                 })
             }
         };
@@ -156,7 +156,8 @@ impl SendProposal {
                         "Set HERALD_ARTIFACTS__LINK_SECRET in herald's environment, then increment the retries.",
                     )
                 })?;
-                let expires = Utc::now() + chrono::Duration::seconds(settings.link_ttl_s as i64);
+                let expires =
+                    Utc::now() + chrono::Duration::seconds(settings.link_ttl.as_secs() as i64);
                 Ok(Document {
                     link: Some(signed_link(
                         &settings.portal_base_url,
