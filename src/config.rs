@@ -5,7 +5,7 @@
 //!
 //! Durations are `Duration`s, written with their unit (`"20s"`); the older integer names
 //! (`HERALD_DELIVERY__LEASE_MS`, …) are still read from the environment in their unit. Secrets
-//! are read only from the environment.
+//! are `SecretString`s, read only from the environment, and never printed (`Debug`).
 //!
 //! The ground floor: this module uses nothing else of the crate.
 
@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 /// The defaults, and the documentation of every key.
@@ -69,7 +70,7 @@ pub struct Settings {
 pub struct FeedbackSettings {
     /// Secret: `user:password` of the HTTP basic authentication Postmark's webhooks are
     /// configured with. Unset: Postmark's format is refused.
-    pub postmark_credentials: Option<String>,
+    pub postmark_credentials: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,7 +108,7 @@ pub struct WebhookSettings {
 pub struct ContentSettings {
     /// Secret: 64 hex characters; encrypts the bodies of templates with retention
     /// ENCRYPTED_BODY.
-    pub key: Option<String>,
+    pub key: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,7 +117,7 @@ pub struct ApiSettings {
     /// Where the HTTP API listens, e.g. `127.0.0.1:8090`.
     pub listen: String,
     /// Secret: when set, requests need it as a bearer token.
-    pub token: Option<String>,
+    pub token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,7 +134,7 @@ pub struct ArtifactSettings {
     #[serde(with = "humantime_serde")]
     pub wait_retry: Duration,
     /// Secret: the key that signs portal links.
-    pub link_secret: Option<String>,
+    pub link_secret: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,7 +173,7 @@ pub struct SmtpSettings {
     pub pool_get_timeout: Duration,
     pub username: Option<String>,
     /// Secret.
-    pub password: Option<String>,
+    pub password: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -636,6 +637,8 @@ mod delay_lists {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -933,7 +936,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.camunda.lane.as_deref(), Some("007"));
-        assert_eq!(s.smtp.password.as_deref(), Some("0012"));
+        assert_eq!(s.smtp.password.unwrap().expose_secret(), "0012");
         assert!(!s.database.migrate_on_start);
+    }
+
+    fn with_secrets() -> Settings {
+        Settings::load_from(
+            None,
+            env(&[
+                ("HERALD_SMTP__PASSWORD", "smtp-pass-1"),
+                ("HERALD_ARTIFACTS__LINK_SECRET", "link-secret-2"),
+                ("HERALD_API__TOKEN", "api-token-3"),
+                ("HERALD_CONTENT__KEY", "content-key-4"),
+                ("HERALD_FEEDBACK__POSTMARK_CREDENTIALS", "user:postmark-5"),
+                ("HERALD_DELIVERY__LEASE_MS", "2000"),
+                ("HERALD_CAMUNDA__LANE", "lane-x"),
+            ]),
+        )
+        .unwrap()
+    }
+
+    const SECRET_VALUES: &[&str] = &[
+        "smtp-pass-1",
+        "link-secret-2",
+        "api-token-3",
+        "content-key-4",
+        "postmark-5",
+    ];
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let s = with_secrets();
+        let debug = format!("{s:?} {s:#?}");
+        for secret in SECRET_VALUES {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(debug.contains("lane-x"));
+        assert_eq!(s.api.token.unwrap().expose_secret(), "api-token-3");
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::camunda::worker::{self, WorkerOptions};
@@ -129,7 +130,11 @@ pub async fn run(
         let app = crate::api::router(crate::api::ApiState {
             deps: deps.clone(),
             rules: Arc::new(rules),
-            token: settings.api.token.clone().filter(|t| !t.is_empty()),
+            token: settings
+                .api
+                .token
+                .clone()
+                .filter(|t| !t.expose_secret().is_empty()),
             proposals,
             webhooks: settings.webhooks.clone(),
             feedback: settings.feedback.clone(),
@@ -182,7 +187,13 @@ pub async fn run(
                 lease: settings.delivery.lease,
                 poll_interval: settings.delivery.poll_interval,
                 retry: RetryPolicy::from_settings(&settings.delivery)?,
-                content_key: match settings.content.key.as_deref().filter(|k| !k.is_empty()) {
+                content_key: match settings
+                    .content
+                    .key
+                    .as_ref()
+                    .map(|k| k.expose_secret())
+                    .filter(|k| !k.is_empty())
+                {
                     Some(key) => Some(crate::content::ContentKey::from_hex(key).map_err(|e| {
                         RuntimeError::Config(ConfigError::Invalid(format!(
                             "HERALD_CONTENT__KEY: {e}"

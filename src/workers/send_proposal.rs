@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
+use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::camunda::worker::{BoxFuture, HandlerOutcome, TaskHandler, TechnicalFailure};
@@ -150,7 +151,7 @@ impl SendProposal {
         };
         match input.delivery_mode {
             DeliveryMode::PortalLink => {
-                let secret = settings.link_secret.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
+                let secret = settings.link_secret.as_ref().map(|s| s.expose_secret()).filter(|s| !s.is_empty()).ok_or_else(|| {
                     permanent(
                         format!("{topic}: no secret to sign portal links"),
                         "Set HERALD_ARTIFACTS__LINK_SECRET in herald's environment, then increment the retries.",
