@@ -5,7 +5,8 @@
 //!
 //! Durations are `Duration`s, written with their unit (`"20s"`); the older integer names
 //! (`HERALD_DELIVERY__LEASE_MS`, …) are still read from the environment in their unit. Secrets
-//! are `SecretString`s, read only from the environment, and never printed (`Debug`).
+//! are `SecretString`s, read only from the environment, and never printed (`Debug`,
+//! `herald config show`).
 //!
 //! The ground floor: this module uses nothing else of the crate.
 
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The defaults, and the documentation of every key.
 pub const DEFAULTS: &str = include_str!("../config.default.toml");
@@ -43,7 +44,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub database_url: String,
@@ -65,15 +66,16 @@ pub struct Settings {
     pub feedback: FeedbackSettings,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedbackSettings {
     /// Secret: `user:password` of the HTTP basic authentication Postmark's webhooks are
     /// configured with. Unset: Postmark's format is refused.
+    #[serde(serialize_with = "redacted", skip_serializing_if = "Option::is_none")]
     pub postmark_credentials: Option<SecretString>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
     /// Plain `http://` endpoints are refused unless this is set (test rigs, in-cluster).
@@ -103,24 +105,26 @@ pub struct WebhookSettings {
     pub rate_limit_max_wait: Duration,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContentSettings {
     /// Secret: 64 hex characters; encrypts the bodies of templates with retention
     /// ENCRYPTED_BODY.
+    #[serde(serialize_with = "redacted", skip_serializing_if = "Option::is_none")]
     pub key: Option<SecretString>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
     /// Where the HTTP API listens, e.g. `127.0.0.1:8090`.
     pub listen: String,
     /// Secret: when set, requests need it as a bearer token.
+    #[serde(serialize_with = "redacted", skip_serializing_if = "Option::is_none")]
     pub token: Option<SecretString>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactSettings {
     /// Where customers open documents: links are `<base>/<tenant>/<artifact>?expires=…&signature=…`.
@@ -134,10 +138,11 @@ pub struct ArtifactSettings {
     #[serde(with = "humantime_serde")]
     pub wait_retry: Duration,
     /// Secret: the key that signs portal links.
+    #[serde(serialize_with = "redacted", skip_serializing_if = "Option::is_none")]
     pub link_secret: Option<SecretString>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub max_connections: u32,
@@ -145,10 +150,11 @@ pub struct DatabaseSettings {
     pub migrate_on_start: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CamundaSettings {
     /// Defaults to `herald-<host>-<pid>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
     pub max_tasks: u32,
     pub max_in_flight: usize,
@@ -156,12 +162,13 @@ pub struct CamundaSettings {
     pub long_poll: Duration,
     /// When set, workers fetch only tasks whose process has the variable `heraldLane` with this
     /// value: a fleet can be split into lanes (e.g. per tenant, or per test run).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub lane: Option<String>,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpSettings {
     pub from: String,
@@ -171,12 +178,14 @@ pub struct SmtpSettings {
     /// How long a send waits for a free SMTP connection.
     #[serde(with = "humantime_serde")]
     pub pool_get_timeout: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Secret.
+    #[serde(serialize_with = "redacted", skip_serializing_if = "Option::is_none")]
     pub password: Option<SecretString>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverySettings {
     pub batch_size: i64,
@@ -200,7 +209,7 @@ pub struct DeliverySettings {
     pub schedules: BTreeMap<String, Vec<Duration>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelaySettings {
     pub batch_size: i64,
@@ -219,7 +228,7 @@ pub struct RelaySettings {
     pub max_backoff: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PathSettings {
     pub topics: PathBuf,
@@ -228,7 +237,7 @@ pub struct PathSettings {
     pub rules: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// `text` or `json`.
@@ -550,6 +559,12 @@ impl Settings {
             .clone()
             .unwrap_or_else(default_worker_id)
     }
+
+    /// The effective settings as TOML (`herald config show`): durations in humantime form,
+    /// each secret that is set as `"[redacted]"`, unset ones left out.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("settings serialize as TOML")
+    }
 }
 
 /// `herald-<host>-<pid>`: unique per process, readable in Cockpit.
@@ -561,6 +576,14 @@ pub fn default_worker_id() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".into());
     format!("herald-{host}-{}", std::process::id())
+}
+
+/// A secret, when set, is shown only as set.
+fn redacted<S: serde::Serializer>(
+    _secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str("[redacted]")
 }
 
 /// One delay of a list: a duration with its unit (`"90s"`), or a number of seconds (the older
@@ -604,7 +627,7 @@ impl<'de> Deserialize<'de> for Delay {
 mod delay_list {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
 
     use super::Delay;
 
@@ -614,6 +637,14 @@ mod delay_list {
             .map(|d| d.0)
             .collect())
     }
+
+    pub fn serialize<S: Serializer>(delays: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            delays
+                .iter()
+                .map(|d| humantime::format_duration(*d).to_string()),
+        )
+    }
 }
 
 /// Named lists of delays (`delivery.schedules`).
@@ -621,7 +652,7 @@ mod delay_lists {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
 
     use super::Delay;
 
@@ -632,6 +663,16 @@ mod delay_lists {
             .into_iter()
             .map(|(k, v)| (k, v.into_iter().map(|d| d.0).collect()))
             .collect())
+    }
+
+    pub fn serialize<S: Serializer>(lists: &Lists, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(lists.iter().map(|(k, v)| {
+            let texts: Vec<String> = v
+                .iter()
+                .map(|d| humantime::format_duration(*d).to_string())
+                .collect();
+            (k, texts)
+        }))
     }
 }
 
@@ -973,5 +1014,30 @@ mod tests {
         }
         assert!(debug.contains("lane-x"));
         assert_eq!(s.api.token.unwrap().expose_secret(), "api-token-3");
+    }
+
+    #[test]
+    fn config_show_redacts_secrets_and_shows_overrides() {
+        let shown = with_secrets().to_toml();
+        for secret in SECRET_VALUES {
+            assert!(!shown.contains(secret), "{secret} in\n{shown}");
+        }
+        let table: toml::Table = shown.parse().unwrap();
+        assert_eq!(table["api"]["token"].as_str(), Some("[redacted]"));
+        assert_eq!(table["smtp"]["password"].as_str(), Some("[redacted]"));
+        assert_eq!(table["delivery"]["lease"].as_str(), Some("2s"));
+        assert_eq!(table["camunda"]["lane"].as_str(), Some("lane-x"));
+        assert_eq!(table["artifacts"]["link_ttl"].as_str(), Some("14days"));
+
+        // Unset secrets are left out, and what is shown loads again as a file, to the same.
+        let plain = Settings::load_from(None, env(&[("HERALD_DELIVERY__LEASE_MS", "2000")]))
+            .unwrap()
+            .to_toml();
+        assert!(!plain.contains("redacted"), "{plain}");
+        let (_dir, path) = file(&plain);
+        assert_eq!(
+            Settings::load_from(Some(&path), []).unwrap().to_toml(),
+            plain
+        );
     }
 }
