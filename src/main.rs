@@ -29,6 +29,16 @@ enum Command {
     Run(RunArgs),
     /// Validate topics, templates and BPMN files offline; exit 1 naming each problem.
     Check(CheckArgs),
+    /// Inspect the settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective settings (defaults, file, environment) as TOML; secrets show only
+    /// as "[redacted]" when set.
+    Show,
 }
 
 #[derive(Args)]
@@ -134,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Config(ConfigCommand::Show) => print!("{}", settings.to_toml()),
         Command::Run(args) => {
             let components = if args.only.is_empty() {
                 Components::all()

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::camunda::worker::{self, WorkerOptions};
@@ -13,7 +14,7 @@ use crate::config::{ConfigError, Settings};
 use crate::delivery::email::{EmailAdapter, EmailConfigError, EmailSettings};
 use crate::delivery::inapp::InAppAdapter;
 use crate::delivery::webhook::WebhookAdapter;
-use crate::delivery::{DeliveryEngine, DeliveryOptions};
+use crate::delivery::{DeliveryEngine, DeliveryOptions, RetryPolicy};
 use crate::intake::Intake;
 use crate::ledger::{self, Ledger, LedgerError};
 use crate::policy::rules::RuleSet;
@@ -65,10 +66,7 @@ impl Components {
 
 pub fn ledger(settings: &Settings) -> Result<Ledger, LedgerError> {
     let pool = ledger::connect_lazy(&settings.database_url, settings.database.max_connections)?;
-    Ok(Ledger::new(
-        pool,
-        Duration::from_secs(settings.relay.correlation_deadline_s),
-    ))
+    Ok(Ledger::new(pool, settings.relay.correlation_deadline))
 }
 
 /// Runs the chosen components until `shutdown` is cancelled, then stops them in order:
@@ -128,7 +126,11 @@ pub async fn run(
         let app = crate::api::router(crate::api::ApiState {
             intake: intake.clone(),
             rules: Arc::new(rules),
-            token: settings.api.token.clone().filter(|t| !t.is_empty()),
+            token: settings
+                .api
+                .token
+                .clone()
+                .filter(|t| !t.expose_secret().is_empty()),
             proposals,
             webhooks: settings.webhooks.clone(),
             feedback: settings.feedback.clone(),
@@ -159,9 +161,9 @@ pub async fn run(
             worker_id: worker_id.clone(),
             max_tasks: settings.camunda.max_tasks,
             max_in_flight: settings.camunda.max_in_flight,
-            long_poll: Duration::from_millis(settings.camunda.long_poll_ms),
+            long_poll: settings.camunda.long_poll,
             process_variables,
-            shutdown_grace: Duration::from_millis(settings.camunda.shutdown_grace_ms),
+            shutdown_grace: settings.camunda.shutdown_grace,
         };
         tasks.spawn(worker::run(
             camunda.clone(),
@@ -178,10 +180,16 @@ pub async fn run(
                 worker_id: worker_id.clone(),
                 batch_size: settings.delivery.batch_size,
                 max_in_flight: settings.delivery.max_in_flight,
-                lease: Duration::from_millis(settings.delivery.lease_ms),
-                poll_interval: Duration::from_millis(settings.delivery.poll_interval_ms),
-                retry: settings.retry_policy()?,
-                content_key: match settings.content.key.as_deref().filter(|k| !k.is_empty()) {
+                lease: settings.delivery.lease,
+                poll_interval: settings.delivery.poll_interval,
+                retry: RetryPolicy::from_settings(&settings.delivery)?,
+                content_key: match settings
+                    .content
+                    .key
+                    .as_ref()
+                    .map(|k| k.expose_secret())
+                    .filter(|k| !k.is_empty())
+                {
                     Some(key) => Some(crate::content::ContentKey::from_hex(key).map_err(|e| {
                         RuntimeError::Config(ConfigError::Invalid(format!(
                             "HERALD_CONTENT__KEY: {e}"
@@ -196,9 +204,9 @@ pub async fn run(
             from: settings.smtp.from.clone(),
             username: settings.smtp.username.clone(),
             password: settings.smtp.password.clone(),
-            timeout: Duration::from_millis(settings.smtp.timeout_ms),
+            timeout: settings.smtp.timeout,
             pool_max: settings.smtp.pool_max,
-            pool_get_timeout: Duration::from_millis(settings.smtp.pool_get_timeout_ms),
+            pool_get_timeout: settings.smtp.pool_get_timeout,
         })?));
         engine.register(Arc::new(
             WebhookAdapter::new(ledger.pool().clone(), &settings.webhooks).map_err(|e| {
@@ -211,10 +219,10 @@ pub async fn run(
     if components.relay {
         let options = RelayOptions {
             batch_size: settings.relay.batch_size,
-            poll_interval: Duration::from_millis(settings.relay.poll_interval_ms),
-            gather: Duration::from_millis(settings.relay.gather_ms),
-            min_backoff: Duration::from_millis(settings.relay.min_backoff_ms),
-            max_backoff: Duration::from_millis(settings.relay.max_backoff_ms),
+            poll_interval: settings.relay.poll_interval,
+            gather: settings.relay.gather,
+            min_backoff: settings.relay.min_backoff,
+            max_backoff: settings.relay.max_backoff,
         };
         tasks.spawn(relay::run_outbox(
             ledger.clone(),

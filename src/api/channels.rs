@@ -126,7 +126,7 @@ pub async fn rotate_subscription(
     scope: TenantScope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let grace = std::time::Duration::from_secs(state.webhooks.rotation_grace_s);
+    let grace = state.webhooks.rotation_grace;
     let secret =
         subscriptions::rotate(state.intake.ledger.pool(), &scope.tenant, &id, grace).await?;
     tracing::info!(subscriptionId = %id, "webhook secret rotated");

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 use crate::feedback::{apply, parse_documented, parse_postmark};
@@ -17,7 +18,8 @@ fn postmark_authorized(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiE
     let Some(expected) = state
         .feedback
         .postmark_credentials
-        .as_deref()
+        .as_ref()
+        .map(|c| c.expose_secret())
         .filter(|c| !c.is_empty())
     else {
         return Err(ApiError::new(

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -29,7 +30,7 @@ pub struct ApiState {
     pub intake: Intake,
     pub rules: Arc<RuleSet>,
     /// When set, every request but /health needs `Authorization: Bearer <token>`.
-    pub token: Option<String>,
+    pub token: Option<secrecy::SecretString>,
     /// The send-proposal handler, when the topic is configured.
     pub proposals: Option<Arc<Proposals>>,
     pub webhooks: crate::config::WebhookSettings,
@@ -124,7 +125,9 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(given) if constant_time_eq(given.as_bytes(), token.expose_secret().as_bytes()) => {
+            Ok(())
+        }
         _ => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token",

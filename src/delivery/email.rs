@@ -11,6 +11,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::Message;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::camunda::worker::BoxFuture;
 use crate::ledger::Channel;
@@ -35,7 +36,7 @@ pub struct EmailSettings {
     pub url: String,
     pub from: String,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<SecretString>,
     pub timeout: Duration,
     /// SMTP connections at most: sends beyond this wait for a connection to come free.
     pub pool_max: u32,
@@ -155,7 +156,10 @@ impl EmailAdapter {
             }
         };
         let credentials = match (&settings.username, &settings.password) {
-            (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password.clone())),
+            (Some(user), Some(password)) => Some(Credentials::new(
+                user.clone(),
+                password.expose_secret().to_string(),
+            )),
             _ => None,
         };
         // Credentials never cross the network in clear: plain smtp:// with a password only to
@@ -435,7 +439,7 @@ mod tests {
             url: url.into(),
             from: "herald <noreply@herald.local>".into(),
             username: password.map(|_| "herald".to_string()),
-            password: password.map(str::to_string),
+            password: password.map(SecretString::from),
             timeout: Duration::from_secs(5),
             pool_max: 2,
             pool_get_timeout: Duration::from_secs(5),

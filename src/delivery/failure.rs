@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use rand::Rng;
 
+use crate::config::{ConfigError, DeliverySettings};
 use crate::ledger::{CommunicationType, Criticality};
 use serde::{Deserialize, Serialize};
 
@@ -172,6 +173,41 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The default schedule (`delivery.retry_schedule`) and those of `delivery.schedules`, with
+    /// the settings' jitter and Retry-After cap.
+    pub fn from_settings(settings: &DeliverySettings) -> Result<RetryPolicy, ConfigError> {
+        let schedule = |delays: &[Duration]| RetrySchedule {
+            delays: delays.to_vec(),
+            jitter: settings.jitter,
+            max_retry_after: settings.max_retry_after,
+        };
+        let mut policy = RetryPolicy {
+            default: schedule(&settings.retry_schedule),
+            ..RetryPolicy::default()
+        };
+        for (key, delays) in &settings.schedules {
+            if delays.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "delivery.schedules.{key}: at least one delay, none negative"
+                )));
+            }
+            // Keys from the environment arrive in lower case.
+            match key
+                .to_ascii_uppercase()
+                .parse::<ScheduleKey>()
+                .map_err(|e| ConfigError::Invalid(format!("delivery.schedules.{key}: {e}")))?
+            {
+                ScheduleKey::Type(kind) => {
+                    policy.by_type.insert(kind, schedule(delays));
+                }
+                ScheduleKey::Criticality(level) => {
+                    policy.by_criticality.insert(level, schedule(delays));
+                }
+            }
+        }
+        Ok(policy)
+    }
+
     pub fn for_type(&self, kind: Option<CommunicationType>) -> &RetrySchedule {
         kind.and_then(|k| {
             self.by_type
@@ -327,6 +363,40 @@ mod tests {
         assert!("HIGH".parse::<ScheduleKey>().is_ok());
         assert!("SLA_ESCALATION".parse::<ScheduleKey>().is_ok());
         assert!("URGENT".parse::<ScheduleKey>().is_err());
+    }
+
+    #[test]
+    fn retry_schedules_per_type_and_criticality_come_from_the_file() {
+        use crate::config::Settings;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("herald.toml");
+        std::fs::write(
+            &file,
+            "[delivery.schedules]\nEXTERNAL_WEBHOOK = [0, 1, 2, 3, 4, 5, 6]\nlow = [\"0s\", \"10m\"]\n",
+        )
+        .unwrap();
+        let settings = Settings::load_from(Some(&file), []).unwrap();
+        let policy = RetryPolicy::from_settings(&settings.delivery).unwrap();
+        let webhook = policy.for_type(Some(CommunicationType::ExternalWebhook));
+        assert_eq!(webhook.max_attempts(), 7);
+        let digest = policy.for_type(Some(CommunicationType::InternalDigest));
+        assert_eq!(digest.delays, [Duration::ZERO, Duration::from_secs(600)]);
+        assert_eq!(
+            policy.for_type(Some(CommunicationType::OrderConfirmation)),
+            &policy.default
+        );
+        assert_eq!(policy.default, RetrySchedule::default());
+
+        std::fs::write(&file, "[delivery.schedules]\nURGENT = [0, 1]\n").unwrap();
+        let settings = Settings::load_from(Some(&file), []).unwrap();
+        let err = RetryPolicy::from_settings(&settings.delivery).unwrap_err();
+        assert!(
+            err.to_string().contains("delivery.schedules.URGENT"),
+            "{err}"
+        );
+
+        std::fs::write(&file, "[delivery.schedules]\nLOW = [0, -1]\n").unwrap();
+        assert!(Settings::load_from(Some(&file), []).is_err());
     }
 
     #[test]

@@ -299,8 +299,8 @@ impl WebhookAdapter {
             // Through a proxy the proxy would resolve the host, and the guard would never see
             // the address: no proxy from the environment.
             .no_proxy()
-            .timeout(Duration::from_millis(settings.timeout_ms))
-            .connect_timeout(Duration::from_millis(settings.timeout_ms.min(5_000)))
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(32)
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -310,7 +310,7 @@ impl WebhookAdapter {
             guard,
             settings: settings.clone(),
             endpoints: Arc::new(EndpointCache {
-                ttl: Duration::from_millis(settings.endpoint_cache_ms),
+                ttl: settings.endpoint_cache,
                 entries: std::sync::Mutex::new(HashMap::new()),
                 listening: std::sync::atomic::AtomicBool::new(false),
                 started: std::sync::Once::new(),
@@ -344,7 +344,7 @@ impl WebhookAdapter {
             subscription_id,
             healthy,
             self.settings.breaker_threshold,
-            Duration::from_secs(self.settings.breaker_cooldown_s),
+            self.settings.breaker_cooldown,
             self.settings.disable_after,
         )
         .await
@@ -422,7 +422,7 @@ impl WebhookAdapter {
             }
         };
         if let Some(per_s) = endpoint.rate_limit_per_s {
-            let max_wait = Duration::from_millis(self.settings.rate_limit_max_wait_ms);
+            let max_wait = self.settings.rate_limit_max_wait;
             match subscriptions::reserve_slot(&self.pool, subscription_id, per_s, max_wait).await {
                 Ok(Slot::Reserved(wait)) => tokio::time::sleep(wait).await,
                 Ok(Slot::TooFar(wait)) => {

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
+use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::artifacts::{
@@ -254,19 +255,20 @@ impl Proposals {
                         "The {expected} '{}' of quote revision {subject_id} is not in herald's artifact registry (or not AVAILABLE) yet. herald asks again; when the retries run out, check the document service, then increment the retries.",
                         input.artifact_id
                     ),
-                    retry_after: std::time::Duration::from_millis(settings.wait_retry_ms),
+                    retry_after: settings.wait_retry,
                 })
             }
         };
         match input.delivery_mode {
             DeliveryMode::PortalLink => {
-                let secret = settings.link_secret.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
+                let secret = settings.link_secret.as_ref().map(|s| s.expose_secret()).filter(|s| !s.is_empty()).ok_or_else(|| {
                     IntakeError::permanent(
                         format!("{label}: no secret to sign portal links"),
                         "Set HERALD_ARTIFACTS__LINK_SECRET in herald's environment, then increment the retries.",
                     )
                 })?;
-                let expires = Utc::now() + chrono::Duration::seconds(settings.link_ttl_s as i64);
+                let expires =
+                    Utc::now() + chrono::Duration::seconds(settings.link_ttl.as_secs() as i64);
                 Ok(Document {
                     link: Some(signed_link(
                         &settings.portal_base_url,

@@ -38,9 +38,9 @@ pub const TEST_LINK_SECRET: &str = "test-link-secret";
 pub fn test_artifact_settings() -> herald::config::ArtifactSettings {
     herald::config::ArtifactSettings {
         portal_base_url: "https://portal.herald.local/documents".into(),
-        link_ttl_s: 3600,
+        link_ttl: std::time::Duration::from_secs(3600),
         max_attachment_bytes: 1024 * 1024,
-        wait_retry_ms: 500,
+        wait_retry: std::time::Duration::from_millis(500),
         link_secret: Some(TEST_LINK_SECRET.into()),
     }
 }
