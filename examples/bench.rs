@@ -14,7 +14,7 @@
 //!   pg_insert_tps: pgbench, one-row INSERTs into a table like communication_record, as many
 //!   clients as herald's pool.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 #[allow(unused_imports)]
 mod support;
 

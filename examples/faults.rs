@@ -10,7 +10,7 @@
 //! unknown to herald) may be delivered again: it then carries the same Message-ID, which
 //! receivers de-duplicate on; such redeliveries are reported, not counted as duplicates.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 #[allow(unused_imports)]
 mod support;
 

@@ -2,7 +2,7 @@
 //! Accepts every message and writes it as `<queue-id>.eml` into the maildir folder.
 //! The same server code serves the integration tests (tests/support/smtp_sink.rs).
 
-#[path = "../tests/support/smtp_sink.rs"]
+#[path = "../tests/it/support/smtp_sink.rs"]
 mod smtp_sink;
 
 use std::path::PathBuf;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use chrono::Utc;
 
-use crate::policy::channels::{check_channels, family_for};
+use crate::policy::channel_choice::{check_channels, family_for};
 use crate::policy::rules::RuleSet;
 use crate::templates::{TemplateError, TemplateRegistry};
 use crate::workers::{load_topics, TopicConfig};

@@ -12,6 +12,7 @@ pub mod feedback;
 pub mod intake;
 pub mod iso8601;
 pub mod ledger;
+pub mod pause;
 pub mod policy;
 pub mod relay;
 pub mod runtime;

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::camunda::{CamundaClient, CamundaError, MessageCorrelation, TypedValue, Variables};
 use crate::ledger::wakeup::{Wakeup, Woke};
 use crate::ledger::{CorrelationJob, Ledger};
+use crate::pause::{sleep_or_shutdown, Backoff};
 
 #[derive(Debug, Clone)]
 pub struct RelayOptions {
@@ -20,31 +21,35 @@ pub struct RelayOptions {
     pub max_backoff: Duration,
 }
 
+/// The relays' wait after a failed round: 250 ms, doubling up to 10 s.
+fn loop_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(250), Duration::from_secs(10))
+}
+
 /// Moves outbox events to their subscribers until `shutdown`.
 pub async fn run_outbox(ledger: Ledger, options: RelayOptions, shutdown: CancellationToken) {
     let mut wakeup = Wakeup::new(ledger.pool().clone(), "herald_outbox");
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = loop_backoff();
     tracing::info!("outbox relay started");
     while !shutdown.is_cancelled() {
         match ledger.relay_outbox(options.batch_size).await {
-            Ok(n) if n > 0 => backoff = Duration::from_millis(250),
+            Ok(n) if n > 0 => backoff.reset(),
             Ok(_) => match wakeup.wait(options.poll_interval, &shutdown).await {
                 Woke::Shutdown => break,
-                Woke::Notified if !options.gather.is_zero() => {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(options.gather) => {}
-                    }
+                // Let more events gather after a wake-up: one round for many commits.
+                Woke::Notified
+                    if !options.gather.is_zero()
+                        && !sleep_or_shutdown(options.gather, &shutdown).await =>
+                {
+                    break
                 }
                 _ => {}
             },
             Err(err) => {
                 tracing::warn!(error = %err, "outbox relay failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                if !backoff.wait(&shutdown).await {
+                    break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
     }
@@ -59,7 +64,7 @@ pub async fn run_correlations(
     shutdown: CancellationToken,
 ) {
     let mut wakeup = Wakeup::new(ledger.pool().clone(), "herald_correlation");
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = loop_backoff();
     tracing::info!("correlation relay started");
     while !shutdown.is_cancelled() {
         match ledger
@@ -67,7 +72,7 @@ pub async fn run_correlations(
             .await
         {
             Ok(jobs) if !jobs.is_empty() => {
-                backoff = Duration::from_millis(250);
+                backoff.reset();
                 for job in jobs {
                     if shutdown.is_cancelled() {
                         // The rest of the batch is claimed: its lease runs out and another
@@ -88,11 +93,9 @@ pub async fn run_correlations(
             }
             Err(err) => {
                 tracing::warn!(error = %err, "claiming correlations failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                if !backoff.wait(&shutdown).await {
+                    break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
     }
@@ -180,22 +183,20 @@ pub async fn run_fallout(
     use crate::intake::events::{ingest, EventError};
     let ledger = intake.ledger.clone();
     let mut wakeup = Wakeup::new(ledger.pool().clone(), "herald_fallout");
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = loop_backoff();
     tracing::info!("fallout loop started");
     while !shutdown.is_cancelled() {
         let signals = match ledger.claim_fallout(options.batch_size.min(20)).await {
             Ok(signals) => signals,
             Err(err) => {
                 tracing::warn!(error = %err, "claiming fallout signals failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                if !backoff.wait(&shutdown).await {
+                    break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
                 continue;
             }
         };
-        backoff = Duration::from_millis(250);
+        backoff.reset();
         if signals.is_empty() {
             if wakeup.wait(options.poll_interval, &shutdown).await == Woke::Shutdown {
                 break;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::instrument::WithSubscriber;
 
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
@@ -76,6 +77,42 @@ pub async fn run(
     components: Components,
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
+    if let Some(running) = start(settings, components, shutdown.clone()).await? {
+        running.wait().await;
+    }
+    Ok(())
+}
+
+/// herald's components, started: where the API listens, and the tasks to wait for.
+pub struct Running {
+    /// The API's address (its port, when the settings asked for port 0).
+    pub api_address: Option<std::net::SocketAddr>,
+    tasks: tokio::task::JoinSet<()>,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    /// Waits until every component stopped (after `shutdown`, or a component's panic, which
+    /// stops the others).
+    pub async fn wait(mut self) {
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(err) = joined {
+                if err.is_panic() {
+                    tracing::error!(error = %err, "a component panicked; stopping");
+                    self.shutdown.cancel();
+                }
+            }
+        }
+    }
+}
+
+/// Starts the chosen components (after the migrations, when the settings say so); None when
+/// `shutdown` came while the database was still out of reach.
+pub async fn start(
+    settings: Settings,
+    components: Components,
+    shutdown: CancellationToken,
+) -> Result<Option<Running>, RuntimeError> {
     if !(components.workers || components.delivery || components.relay || components.api) {
         return Err(RuntimeError::NothingToRun);
     }
@@ -88,9 +125,8 @@ pub async fn run(
                 Ok(()) => break,
                 Err(LedgerError::Database(err)) if !shutdown.is_cancelled() => {
                     tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "database not reachable for migrations");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(wait) => {}
+                    if !crate::pause::sleep_or_shutdown(wait, &shutdown).await {
+                        return Ok(None);
                     }
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
@@ -102,6 +138,7 @@ pub async fn run(
     let camunda = CamundaClient::new(&settings.camunda_url)?;
     let worker_id = settings.worker_id();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut api_address = None;
 
     let intake = Intake {
         artifacts: settings.artifacts.clone(),
@@ -115,10 +152,8 @@ pub async fn run(
         let listener = tokio::net::TcpListener::bind(&settings.api.listen)
             .await
             .map_err(|e| RuntimeError::Listen(settings.api.listen.clone(), e))?;
-        let address = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        api_address = listener.local_addr().ok();
+        let address = api_address.map(|a| a.to_string()).unwrap_or_default();
         let proposals = workers::load_topics(&settings.paths.topics)?
             .into_iter()
             .find(|t| t.handler == workers::HandlerKind::SendProposal && t.enabled)
@@ -136,16 +171,19 @@ pub async fn run(
             feedback: settings.feedback.clone(),
         });
         let stop = shutdown.clone();
-        tasks.spawn(async move {
-            tracing::info!(listen = %address, "api listening");
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(err) = served {
-                tracing::error!(error = %err, "api stopped");
+        tasks.spawn(
+            async move {
+                tracing::info!(listen = %address, "api listening");
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(error = %err, "api stopped");
+                }
+                tracing::info!("api stopped");
             }
-            tracing::info!("api stopped");
-        });
+            .with_current_subscriber(),
+        );
     }
     if components.workers {
         let topics = workers::load_topics(&settings.paths.topics)?;
@@ -165,12 +203,10 @@ pub async fn run(
             process_variables,
             shutdown_grace: settings.camunda.shutdown_grace,
         };
-        tasks.spawn(worker::run(
-            camunda.clone(),
-            options,
-            subscriptions,
-            shutdown.clone(),
-        ));
+        tasks.spawn(
+            worker::run(camunda.clone(), options, subscriptions, shutdown.clone())
+                .with_current_subscriber(),
+        );
     }
     if components.delivery {
         let mut engine = DeliveryEngine::new(
@@ -214,7 +250,11 @@ pub async fn run(
             })?,
         ));
         engine.register(Arc::new(InAppAdapter::new(ledger.pool().clone())));
-        tasks.spawn(Arc::new(engine).run(shutdown.clone()));
+        tasks.spawn(
+            Arc::new(engine)
+                .run(shutdown.clone())
+                .with_current_subscriber(),
+        );
     }
     if components.relay {
         let options = RelayOptions {
@@ -224,24 +264,24 @@ pub async fn run(
             min_backoff: settings.relay.min_backoff,
             max_backoff: settings.relay.max_backoff,
         };
-        tasks.spawn(relay::run_outbox(
-            ledger.clone(),
-            options.clone(),
-            shutdown.clone(),
-        ));
-        tasks.spawn(relay::run_correlations(
-            ledger.clone(),
-            camunda.clone(),
-            options.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(
+            relay::run_outbox(ledger.clone(), options.clone(), shutdown.clone())
+                .with_current_subscriber(),
+        );
+        tasks.spawn(
+            relay::run_correlations(
+                ledger.clone(),
+                camunda.clone(),
+                options.clone(),
+                shutdown.clone(),
+            )
+            .with_current_subscriber(),
+        );
         let rules = RuleSet::load(&settings.paths.rules).map_err(RuntimeError::Rules)?;
-        tasks.spawn(relay::run_fallout(
-            intake.clone(),
-            Arc::new(rules),
-            options,
-            shutdown.clone(),
-        ));
+        tasks.spawn(
+            relay::run_fallout(intake.clone(), Arc::new(rules), options, shutdown.clone())
+                .with_current_subscriber(),
+        );
     }
     tracing::info!(
         worker_id,
@@ -251,13 +291,9 @@ pub async fn run(
         api = components.api,
         "herald running"
     );
-    while let Some(joined) = tasks.join_next().await {
-        if let Err(err) = joined {
-            if err.is_panic() {
-                tracing::error!(error = %err, "a component panicked; stopping");
-                shutdown.cancel();
-            }
-        }
-    }
-    Ok(())
+    Ok(Some(Running {
+        api_address,
+        tasks,
+        shutdown,
+    }))
 }

@@ -10,9 +10,9 @@ use base64::Engine as _;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use crate::feedback::{apply, parse_documented, parse_postmark};
+use crate::feedback::{parse_documented, parse_postmark};
 
-use super::{authorize, constant_time_eq, ApiError, ApiState};
+use super::{accepted_unless, authorize, constant_time_eq, ApiError, ApiState};
 
 fn postmark_authorized(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = state
@@ -60,14 +60,13 @@ pub async fn post_email_feedback(
     let Some(feedback) = parsed.map_err(ApiError::bad)? else {
         return Ok((StatusCode::OK, Json(json!({"ignored": true}))).into_response());
     };
-    let applied = apply(&state.intake.ledger, &feedback)
+    let applied = state
+        .intake
+        .ledger
+        .apply_feedback(&feedback)
         .await
         .map_err(ApiError::unavailable)?;
-    let status = if applied.duplicate {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
+    let status = accepted_unless(applied.duplicate);
     Ok((
         status,
         Json(json!({

@@ -3,8 +3,8 @@
 //! `{"error": "…", "problems": [...]}` with 400 (bad input, nothing written), 401, 404, 422
 //! (a rule cannot be applied) or 503 (try again).
 
-mod channels;
 mod feedback;
+mod subscriptions;
 
 use std::sync::Arc;
 
@@ -46,23 +46,26 @@ pub fn router(state: ApiState) -> Router {
         .route("/preferences/{tenant}", put(put_preference))
         .route("/artifacts", post(post_artifact))
         .route("/communications/{id}", get(get_communication))
-        .route("/communications/{id}/replay", post(channels::replay))
-        .route("/webhooks/subscriptions", post(channels::post_subscription))
+        .route("/communications/{id}/replay", post(subscriptions::replay))
+        .route(
+            "/webhooks/subscriptions",
+            post(subscriptions::post_subscription),
+        )
         .route(
             "/webhooks/subscriptions/{id}",
-            get(channels::get_subscription),
+            get(subscriptions::get_subscription),
         )
         .route(
             "/webhooks/subscriptions/{id}/rotate",
-            post(channels::rotate_subscription),
+            post(subscriptions::rotate_subscription),
         )
         .route(
             "/webhooks/subscriptions/{id}/enable",
-            post(channels::enable_subscription),
+            post(subscriptions::enable_subscription),
         )
         .route("/feedback/email", post(feedback::post_email_feedback))
-        .route("/inbox/{recipient}", get(channels::get_inbox))
-        .route("/inbox/{id}/read", post(channels::read_notification))
+        .route("/inbox/{recipient}", get(subscriptions::get_inbox))
+        .route("/inbox/{id}/read", post(subscriptions::read_notification))
         .route(
             "/quotes/{quote}/revisions/{revision}/communications/proposal",
             post(post_proposal),
@@ -116,6 +119,21 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A caller that showed the API's bearer token (when one is configured): an extractor, so that
+/// a route that takes it cannot forget the check.
+pub struct Authorized;
+
+impl axum::extract::FromRequestParts<ApiState> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        authorize(state, &parts.headers).map(|()| Authorized)
+    }
+}
+
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &state.token else {
         return Ok(());
@@ -135,23 +153,27 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// 202 for what was taken in now, 200 for a repetition of what was taken in before.
+fn accepted_unless(duplicate: bool) -> StatusCode {
+    if duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn post_event(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    _caller: Authorized,
     Json(event): Json<Value>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     match ingest(&state.intake, &state.rules, &event).await {
         Ok(outcome) => {
-            let status = if outcome.duplicate {
-                StatusCode::OK
-            } else {
-                StatusCode::ACCEPTED
-            };
+            let status = accepted_unless(outcome.duplicate);
             Ok((
                 status,
                 Json(json!({
@@ -264,11 +286,10 @@ async fn upsert_contact(
 
 async fn put_contact(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    _caller: Authorized,
     Path((tenant, contact_id)): Path<(String, String)>,
     Json(contact): Json<ContactInput>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let quiet = check_contact(&contact, "contact").map_err(ApiError::bad)?;
     let mut conn = state
         .intake
@@ -289,11 +310,10 @@ async fn put_contact(
 /// Upserts a whole list in one transaction: any invalid entry and nothing is written.
 async fn import_contacts(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    _caller: Authorized,
     Path(tenant): Path<String>,
     Json(contacts): Json<Vec<ContactInput>>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let mut problems = Vec::new();
     let mut checked = Vec::with_capacity(contacts.len());
     for (n, contact) in contacts.iter().enumerate() {
@@ -338,11 +358,10 @@ struct PreferenceInput {
 
 async fn put_preference(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    _caller: Authorized,
     Path(tenant): Path<String>,
     Json(pref): Json<PreferenceInput>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     if pref.recipient_ref.trim().is_empty() {
         return Err(ApiError::bad(
             vec!["recipientRef: must not be empty".into()],
@@ -371,10 +390,9 @@ async fn put_preference(
 
 async fn post_artifact(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    _caller: Authorized,
     Json(artifact): Json<Artifact>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let mut problems = Vec::new();
     for (name, value) in [
         ("tenantId", &artifact.tenant_id),
@@ -410,10 +428,9 @@ async fn post_artifact(
 /// A communication with its attempts, its policy decisions and (for a parent) its children.
 async fn get_communication(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    _caller: Authorized,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let id: CommunicationId = id
         .parse()
         .map_err(|_| ApiError::bad(vec![format!("'{id}' is not a communication id")]))?;
@@ -465,11 +482,11 @@ struct ProposalCommand {
 /// request is a conflict.
 async fn post_proposal(
     State(state): State<ApiState>,
+    _caller: Authorized,
     headers: HeaderMap,
     Path((quote_id, revision)): Path<(String, i64)>,
     Json(command): Json<ProposalCommand>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let proposals = state.proposals.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

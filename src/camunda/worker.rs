@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::instrument::WithSubscriber;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -16,6 +17,7 @@ use tracing::Instrument;
 use super::client::{CamundaClient, FailureReport, FetchAndLock, LockedTask, TopicRequest};
 use super::error::CamundaError;
 use super::variables::Variables;
+use crate::pause::{sleep_or_shutdown, Backoff};
 
 /// The shortest time between two fetches that both came back empty.
 const MIN_EMPTY_FETCH: Duration = Duration::from_millis(500);
@@ -138,7 +140,7 @@ pub async fn run(
     let fetch_at = (options.max_in_flight.max(1) / 2).clamp(1, options.max_tasks.max(1) as usize);
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut tasks = JoinSet::new();
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     tracing::info!(worker_id = %options.worker_id, topics = ?handlers.keys().collect::<Vec<_>>(), "worker started");
 
     loop {
@@ -174,23 +176,20 @@ pub async fn run(
             Ok(locked) if locked.is_empty() && asked_at.elapsed() < MIN_EMPTY_FETCH => {
                 // An empty answer that came back at once (no long polling, or a newer request
                 // of the same workerId cancelled this one): do not hammer the engine.
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(MIN_EMPTY_FETCH) => {}
+                if !sleep_or_shutdown(MIN_EMPTY_FETCH, &shutdown).await {
+                    break;
                 }
                 continue;
             }
             Ok(locked) => {
-                backoff = Duration::from_millis(500);
+                backoff.reset();
                 locked
             }
             Err(err) => {
-                tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "fetchAndLock failed");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                tracing::warn!(error = %err, retry_in_ms = backoff.next_delay().as_millis() as u64, "fetchAndLock failed");
+                if !backoff.wait(&shutdown).await {
+                    break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
         };
@@ -223,7 +222,8 @@ pub async fn run(
                     in_flight.lock().unwrap().remove(&task.id);
                     drop(permit);
                 }
-                .instrument(span),
+                .instrument(span)
+                .with_current_subscriber(),
             );
         }
         drop(held);
@@ -258,25 +258,32 @@ async fn execute(client: &CamundaClient, worker_id: &str, sub: &Subscription, ta
         let task_id = task.id.clone();
         let lock = sub.lock_duration;
         let stop = keep_alive.clone();
-        tokio::spawn(async move {
-            let every = (lock * 2 / 3).max(Duration::from_millis(200));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                if let Err(err) = client.extend_lock(&task_id, &worker_id, lock).await {
-                    tracing::warn!(error = %err, "could not extend the lock");
-                    return;
+        tokio::spawn(
+            async move {
+                let every = (lock * 2 / 3).max(Duration::from_millis(200));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    if let Err(err) = client.extend_lock(&task_id, &worker_id, lock).await {
+                        tracing::warn!(error = %err, "could not extend the lock");
+                        return;
+                    }
                 }
             }
-        })
+            .with_current_subscriber(),
+        )
     };
     // The handler runs in a task of its own so that a panic (a bug) is reported to the engine
     // as an incident instead of leaving the task locked and extended for ever.
     let handler = sub.handler.clone();
     let owned = task.clone();
-    let outcome = match tokio::spawn(async move { handler.handle(&owned).await }).await {
+    let outcome = match tokio::spawn(
+        async move { handler.handle(&owned).await }.with_current_subscriber(),
+    )
+    .await
+    {
         Ok(outcome) => outcome,
         Err(err) => HandlerOutcome::Failure(TechnicalFailure {
             message: format!("{}: herald's handler failed unexpectedly (a bug)", task.topic_name),

@@ -14,7 +14,7 @@ use super::failure::FailureClass;
 pub struct OutboundMessage {
     pub communication_id: CommunicationId,
     pub tenant_id: String,
-    pub communication_type: String,
+    pub communication_type: crate::ledger::CommunicationType,
     /// The id receivers de-duplicate on: the communication's, or the original's for a replay.
     pub origin_id: CommunicationId,
     pub requested_at: chrono::DateTime<chrono::Utc>,

@@ -340,7 +340,9 @@ impl EmailAdapter {
                 message.communication_id, self.message_id_domain
             )))
             .header(CorrelationIdHeader(message.correlation_id.clone()))
-            .header(CommunicationTypeHeader(message.communication_type.clone()))
+            .header(CommunicationTypeHeader(
+                message.communication_type.to_string(),
+            ))
             .header(PostmarkMetadataHeader(message.communication_id.to_string()))
             .multipart(body)
             .map_err(|e| DeliveryOutcome::Failed {

@@ -8,55 +8,8 @@ use rand::Rng;
 
 use crate::config::{ConfigError, DeliverySettings};
 use crate::ledger::{CommunicationType, Criticality};
-use serde::{Deserialize, Serialize};
 
-/// Why an attempt failed, channel-neutral (design notes, section 14).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum FailureClass {
-    /// The provider could not be reached: connection refused, DNS, network, HTTP 5xx.
-    ProviderUnavailable,
-    /// No answer in time.
-    Timeout,
-    /// The provider asks us to slow down: SMTP 421, HTTP 429.
-    RateLimited,
-    /// A temporary refusal: SMTP 45x.
-    TemporaryRejection,
-    /// The address does not exist or is malformed: SMTP 550/551/553, 501 on RCPT.
-    InvalidRecipient,
-    /// Any other permanent refusal: SMTP 5xx, webhook 4xx.
-    PermanentRejection,
-    /// Our own configuration is wrong (template, credentials, TLS): no retry fixes it by itself.
-    Configuration,
-    /// The endpoint was disabled after a run of failures (or said it is gone): the message is
-    /// dead-lettered until an operator enables the endpoint and replays it.
-    EndpointDisabled,
-}
-
-impl FailureClass {
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            FailureClass::ProviderUnavailable
-                | FailureClass::Timeout
-                | FailureClass::RateLimited
-                | FailureClass::TemporaryRejection
-        )
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureClass::ProviderUnavailable => "PROVIDER_UNAVAILABLE",
-            FailureClass::Timeout => "TIMEOUT",
-            FailureClass::RateLimited => "RATE_LIMITED",
-            FailureClass::TemporaryRejection => "TEMPORARY_REJECTION",
-            FailureClass::InvalidRecipient => "INVALID_RECIPIENT",
-            FailureClass::PermanentRejection => "PERMANENT_REJECTION",
-            FailureClass::Configuration => "CONFIGURATION",
-            FailureClass::EndpointDisabled => "ENDPOINT_DISABLED",
-        }
-    }
-}
+pub use crate::ledger::FailureClass;
 
 /// What went wrong on an SMTP exchange, as far as classification cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,7 +35,7 @@ impl ChannelAdapter for InAppAdapter {
             .bind(message.communication_id.0)
             .bind(&message.tenant_id)
             .bind(&message.address)
-            .bind(&message.communication_type)
+            .bind(message.communication_type)
             .bind(&message.subject)
             .bind(&message.text)
             .bind(&message.html)

@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod email;
+pub mod endpoints;
 pub mod failure;
 pub mod inapp;
 pub mod webhook;
@@ -10,8 +11,11 @@ pub mod webhook;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::instrument::WithSubscriber;
 
 use backon::{ExponentialBuilder, Retryable};
+
+use crate::pause::Backoff;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -71,12 +75,12 @@ impl DeliveryEngine {
     /// one statement claims many jobs; ended attempts are recorded together by one recorder.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut wakeup = Wakeup::new(self.ledger.pool().clone(), "herald_delivery");
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
         let max = self.options.max_in_flight.max(1);
         let slots = Arc::new(tokio::sync::Semaphore::new(max));
         let claim_at = (max / 4).clamp(1, self.options.batch_size.max(1) as usize);
         let (ended, ended_rx) = tokio::sync::mpsc::unbounded_channel();
-        let recorder = tokio::spawn(self.clone().record(ended_rx));
+        let recorder = tokio::spawn(self.clone().record(ended_rx).with_current_subscriber());
         let mut running = JoinSet::new();
         tracing::info!(worker_id = %self.options.worker_id, "delivery loop started");
         while !shutdown.is_cancelled() {
@@ -99,7 +103,7 @@ impl DeliveryEngine {
                 .await
             {
                 Ok(jobs) if !jobs.is_empty() => {
-                    backoff = Duration::from_millis(250);
+                    backoff.reset();
                     for job in jobs {
                         let Ok(slot) = slots.clone().try_acquire_owned() else {
                             unreachable!("no more jobs are claimed than there are free slots")
@@ -119,7 +123,8 @@ impl DeliveryEngine {
                                 // The slot is freed once the attempt is recorded.
                                 let _ = ended.send(Ended { job, result, slot });
                             }
-                            .instrument(span),
+                            .instrument(span)
+                            .with_current_subscriber(),
                         );
                     }
                 }
@@ -133,12 +138,10 @@ impl DeliveryEngine {
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "claiming delivery jobs failed");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                    tracing::warn!(error = %err, retry_in_ms = backoff.next_delay().as_millis() as u64, "claiming delivery jobs failed");
+                    if !backoff.wait(&shutdown).await {
+                        break;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }
@@ -181,7 +184,9 @@ impl DeliveryEngine {
                     let mut singles = JoinSet::new();
                     for ended in batch.drain(..) {
                         let engine = self.clone();
-                        singles.spawn(async move { engine.record_one(ended).await });
+                        singles.spawn(
+                            async move { engine.record_one(ended).await }.with_current_subscriber(),
+                        );
                     }
                     while singles.join_next().await.is_some() {}
                 }
@@ -234,14 +239,14 @@ impl DeliveryEngine {
                 summary,
                 ..
             } => {
-                tracing::warn!(failure_class, retry_in_ms = after.as_millis() as u64, %summary, "attempt failed; retry scheduled")
+                tracing::warn!(%failure_class, retry_in_ms = after.as_millis() as u64, %summary, "attempt failed; retry scheduled")
             }
             AttemptResult::Final {
                 failure_class,
                 summary,
                 ..
             } => {
-                tracing::error!(failure_class, %summary, "attempt failed; communication failed for good")
+                tracing::error!(%failure_class, %summary, "attempt failed; communication failed for good")
             }
         }
         result
@@ -249,7 +254,7 @@ impl DeliveryEngine {
 
     async fn attempt(&self, job: &ClaimedJob) -> AttemptResult {
         let final_config = |code: &str, summary: String| AttemptResult::Final {
-            failure_class: FailureClass::Configuration.as_str().into(),
+            failure_class: FailureClass::Configuration,
             failure_code: code.into(),
             response_code: None,
             summary,
@@ -307,7 +312,7 @@ impl DeliveryEngine {
         let message = OutboundMessage {
             communication_id: job.communication_id,
             tenant_id: job.tenant_id.clone(),
-            communication_type: job.communication_type.clone(),
+            communication_type: job.communication_type,
             origin_id: job.origin_id,
             requested_at: job.requested_at,
             correlation_id: job.correlation_id.clone(),
@@ -364,17 +369,17 @@ impl DeliveryEngine {
         match self
             .options
             .retry
-            .for_type(job.communication_type.parse().ok())
+            .for_type(Some(job.communication_type))
             .next_delay(job.attempt_no, class, retry_after)
         {
             Some(after) => AttemptResult::Retry {
-                failure_class: class.as_str().into(),
+                failure_class: class,
                 response_code,
                 summary,
                 after,
             },
             None => AttemptResult::Final {
-                failure_class: class.as_str().into(),
+                failure_class: class,
                 failure_code: if class.is_retryable() {
                     "RETRIES_EXHAUSTED".into()
                 } else {

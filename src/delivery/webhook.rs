@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::instrument::WithSubscriber;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -16,9 +17,9 @@ use url::Url;
 
 use crate::camunda::worker::BoxFuture;
 use crate::config::WebhookSettings;
+use crate::delivery::endpoints::{self, Endpoint, Slot};
 use crate::ledger::wakeup::{Heard, Wakeup};
 use crate::ledger::Channel;
-use crate::policy::subscriptions::{self, Endpoint, Slot};
 
 use super::adapter::{ChannelAdapter, DeliveryOutcome, OutboundMessage};
 use super::failure::{classify_http, parse_retry_after, FailureClass};
@@ -261,30 +262,33 @@ impl EndpointCache {
         self.started.call_once(|| {
             let cache = Arc::downgrade(self);
             let mut wakeup = Wakeup::new(pool.clone(), "herald_subscription");
-            tokio::spawn(async move {
-                // At once the first time (to learn that the listener is up), then at leisure.
-                let mut timeout = Duration::ZERO;
-                loop {
-                    let heard = wakeup.hear(timeout).await;
-                    let Some(live) = cache.upgrade() else { return };
-                    match heard {
-                        Heard::Payload(id) => live.forget(&id),
-                        Heard::Quiet => {
-                            live.listening
-                                .store(true, std::sync::atomic::Ordering::Release);
-                            timeout = Duration::from_secs(30);
-                        }
-                        // Changes may have been missed: nothing cached is trusted until the
-                        // listener is back.
-                        Heard::Deaf => {
-                            live.forget_all();
-                            drop(live);
-                            timeout = Duration::ZERO;
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::spawn(
+                async move {
+                    // At once the first time (to learn that the listener is up), then at leisure.
+                    let mut timeout = Duration::ZERO;
+                    loop {
+                        let heard = wakeup.hear(timeout).await;
+                        let Some(live) = cache.upgrade() else { return };
+                        match heard {
+                            Heard::Payload(id) => live.forget(&id),
+                            Heard::Quiet => {
+                                live.listening
+                                    .store(true, std::sync::atomic::Ordering::Release);
+                                timeout = Duration::from_secs(30);
+                            }
+                            // Changes may have been missed: nothing cached is trusted until the
+                            // listener is back.
+                            Heard::Deaf => {
+                                live.forget_all();
+                                drop(live);
+                                timeout = Duration::ZERO;
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
                         }
                     }
                 }
-            });
+                .with_current_subscriber(),
+            );
         });
     }
 }
@@ -323,7 +327,7 @@ impl WebhookAdapter {
         if let Some(endpoint) = self.endpoints.get(id) {
             return Ok(Some(endpoint));
         }
-        let Some(endpoint) = subscriptions::endpoint(&self.pool, id).await? else {
+        let Some(endpoint) = endpoints::endpoint(&self.pool, id).await? else {
             return Ok(None);
         };
         let endpoint = Arc::new(endpoint);
@@ -339,7 +343,7 @@ impl WebhookAdapter {
         if !healthy {
             self.endpoints.forget(subscription_id);
         }
-        if let Err(e) = subscriptions::record_health(
+        if let Err(e) = endpoints::record_health(
             &self.pool,
             subscription_id,
             healthy,
@@ -423,7 +427,7 @@ impl WebhookAdapter {
         };
         if let Some(per_s) = endpoint.rate_limit_per_s {
             let max_wait = self.settings.rate_limit_max_wait;
-            match subscriptions::reserve_slot(&self.pool, subscription_id, per_s, max_wait).await {
+            match endpoints::reserve_slot(&self.pool, subscription_id, per_s, max_wait).await {
                 Ok(Slot::Reserved(wait)) => tokio::time::sleep(wait).await,
                 Ok(Slot::TooFar(wait)) => {
                     return failed(
@@ -509,7 +513,7 @@ impl WebhookAdapter {
             Some(class) => {
                 match class {
                     FailureClass::EndpointDisabled => {
-                        if let Err(e) = subscriptions::disable(
+                        if let Err(e) = endpoints::disable(
                             &self.pool,
                             subscription_id,
                             "the endpoint answered 410 Gone",

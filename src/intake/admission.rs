@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::ledger::{
     Admission, Admitted, Channel, Criticality, Decision, DecisionOutcome, ResolvedRecipient,
 };
-use crate::policy::channels::{on_channel, ChannelMode, CHANNEL_NOT_AVAILABLE};
+use crate::policy::channel_choice::{on_channel, ChannelMode, CHANNEL_NOT_AVAILABLE};
 use crate::policy::noise::RateScope;
 use crate::policy::preferences::{evaluate, load_facts};
 use crate::policy::{hash_address, mask_address, Resolution};
@@ -87,14 +87,31 @@ impl Intake {
             timezone: None,
             quiet_hours: None,
         };
-        let refused = |outcome, code: &'static str, message: &str| {
-            vec![Decision {
-                check: "recipient",
-                outcome,
-                reason_code: code.into(),
-                detail: message.into(),
-            }]
-        };
+        // A recipient that cannot be reached (Fail) or may not be (Suppress): its status.
+        let refused =
+            |recipient_type, recipient_ref, outcome, code: &'static str, message: String| {
+                let admission = if outcome == DecisionOutcome::Suppress {
+                    Admission::Suppress {
+                        code: code.into(),
+                        message: message.clone(),
+                    }
+                } else {
+                    Admission::Fail {
+                        code: code.into(),
+                        message: message.clone(),
+                    }
+                };
+                Admitted {
+                    decisions: vec![Decision {
+                        check: "recipient",
+                        outcome,
+                        reason_code: code.into(),
+                        detail: message,
+                    }],
+                    admission,
+                    ..Admitted::unreachable(unresolved(recipient_type, recipient_ref))
+                }
+            };
         match resolution {
             Resolution::Resolved { recipient, .. } => {
                 let address = recipient.address.clone().unwrap_or_default();
@@ -134,27 +151,25 @@ impl Intake {
                 recipient_ref,
                 code,
                 message,
-            } => Ok(Admitted {
-                decisions: refused(DecisionOutcome::Fail, code, &message),
-                admission: Admission::Fail {
-                    code: code.into(),
-                    message,
-                },
-                ..Admitted::unreachable(unresolved(recipient_type, recipient_ref))
-            }),
+            } => Ok(refused(
+                recipient_type,
+                recipient_ref,
+                DecisionOutcome::Fail,
+                code,
+                message,
+            )),
             Resolution::Suppressed {
                 recipient_type,
                 recipient_ref,
                 code,
                 message,
-            } => Ok(Admitted {
-                decisions: refused(DecisionOutcome::Suppress, code, &message),
-                admission: Admission::Suppress {
-                    code: code.into(),
-                    message,
-                },
-                ..Admitted::unreachable(unresolved(recipient_type, recipient_ref))
-            }),
+            } => Ok(refused(
+                recipient_type,
+                recipient_ref,
+                DecisionOutcome::Suppress,
+                code,
+                message,
+            )),
         }
     }
 

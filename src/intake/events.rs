@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::artifacts::{register, Artifact};
+use crate::delivery::endpoints::subscribers;
 use crate::iso8601::parse_duration;
 use crate::ledger::{
     Admission, Admitted, Channel, Classification, CommunicationId, Decision, DecisionOutcome,
@@ -15,7 +16,6 @@ use crate::policy::identity::engine_user;
 use crate::policy::noise::{digest_window, DigestConfig};
 use crate::policy::recipients::{contact_email, explicit_email};
 use crate::policy::rules::{lookup, EventRule, RecipientSpec, RuleSet};
-use crate::policy::subscriptions::subscribers;
 use crate::policy::Resolution;
 
 use super::admission::mark_digested;

@@ -23,7 +23,7 @@ use crate::ledger::{
     Channel, Classification, Ledger, LedgerError, NewCommunication, RequestOutcome,
 };
 use crate::policy::business_hours::BusinessHours;
-use crate::policy::channels::{family_for, ChannelMode};
+use crate::policy::channel_choice::{family_for, ChannelMode};
 use crate::policy::noise::RateLimit;
 use crate::templates::{Template, TemplateRegistry};
 
@@ -108,6 +108,12 @@ pub const HINT_TEMPLATE_MISSING: &str =
 /// What an operator is told to do about a template that cannot render its payload.
 pub const HINT_TEMPLATE_RENDER: &str =
     "Fix the template or its payload fields, then increment the retries.";
+/// What an operator is told to do about a key pattern that cannot be filled.
+pub const HINT_KEY_PATTERN: &str =
+    "Fix the key pattern (idempotency_key, parent_key) in the topic file, then increment the retries.";
+/// What an operator is told to do when portal links cannot be signed.
+pub const HINT_LINK_SECRET: &str =
+    "Set HERALD_ARTIFACTS__LINK_SECRET in herald's environment, then increment the retries.";
 
 impl IntakeError {
     pub fn permanent(message: impl Into<String>, detail: impl Into<String>) -> IntakeError {
@@ -211,19 +217,8 @@ impl Intake {
         label: &str,
         new: &NewCommunication,
     ) -> Result<RequestOutcome, IntakeError> {
-        let outcome = self
-            .ledger
-            .request(new)
-            .await
-            .map_err(|e| IntakeError::ledger(label, e))?;
-        tracing::info!(
-            communicationId = %outcome.communication_id,
-            correlationId = %new.provenance.correlation_id,
-            status = %outcome.status,
-            created = outcome.created,
-            "communication recorded"
-        );
-        Ok(outcome)
+        let outcome = self.ledger.request(new).await;
+        recorded(label, new, outcome, None)
     }
 
     /// Hands a parent communication and one child per recipient to the ledger.
@@ -233,19 +228,26 @@ impl Intake {
         parent: &NewCommunication,
         children: &[NewCommunication],
     ) -> Result<RequestOutcome, IntakeError> {
-        let outcome = self
-            .ledger
-            .request_fanout(parent, children)
-            .await
-            .map_err(|e| IntakeError::ledger(label, e))?;
-        tracing::info!(
-            communicationId = %outcome.communication_id,
-            correlationId = %parent.provenance.correlation_id,
-            status = %outcome.status,
-            created = outcome.created,
-            recipients = children.len(),
-            "notice recorded"
-        );
-        Ok(outcome)
+        let outcome = self.ledger.request_fanout(parent, children).await;
+        recorded(label, parent, outcome, Some(children.len()))
     }
+}
+
+/// The ledger's answer to a request, logged (with the recipients of a fan-out).
+fn recorded(
+    label: &str,
+    new: &NewCommunication,
+    outcome: Result<RequestOutcome, LedgerError>,
+    recipients: Option<usize>,
+) -> Result<RequestOutcome, IntakeError> {
+    let outcome = outcome.map_err(|e| IntakeError::ledger(label, e))?;
+    tracing::info!(
+        communicationId = %outcome.communication_id,
+        correlationId = %new.provenance.correlation_id,
+        status = %outcome.status,
+        created = outcome.created,
+        recipients,
+        "communication recorded"
+    );
+    Ok(outcome)
 }

@@ -18,7 +18,7 @@ use crate::ledger::{
 use crate::policy::{self, derive_key, Resolution};
 
 use super::admission::mark_failed;
-use super::{Intake, IntakeError, Purpose};
+use super::{Intake, IntakeError, Purpose, HINT_KEY_PATTERN, HINT_LINK_SECRET};
 
 /// A proposal delivery as asked for, checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -221,10 +221,7 @@ impl Proposals {
         values.insert("recipientRef", resolution.recipient_ref().to_string());
         values.insert("businessKey", business_key);
         derive_key(&self.key_pattern, &values).map_err(|e| {
-            IntakeError::permanent(
-                format!("{}: {e}", self.purpose.label),
-                "Fix the idempotency_key pattern in the topic file.",
-            )
+            IntakeError::permanent(format!("{}: {e}", self.purpose.label), HINT_KEY_PATTERN)
         })
     }
 
@@ -261,12 +258,17 @@ impl Proposals {
         };
         match input.delivery_mode {
             DeliveryMode::PortalLink => {
-                let secret = settings.link_secret.as_ref().map(|s| s.expose_secret()).filter(|s| !s.is_empty()).ok_or_else(|| {
-                    IntakeError::permanent(
-                        format!("{label}: no secret to sign portal links"),
-                        "Set HERALD_ARTIFACTS__LINK_SECRET in herald's environment, then increment the retries.",
-                    )
-                })?;
+                let secret = settings
+                    .link_secret
+                    .as_ref()
+                    .map(|s| s.expose_secret())
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| {
+                        IntakeError::permanent(
+                            format!("{label}: no secret to sign portal links"),
+                            HINT_LINK_SECRET,
+                        )
+                    })?;
                 let expires =
                     Utc::now() + chrono::Duration::seconds(settings.link_ttl.as_secs() as i64);
                 Ok(Document {

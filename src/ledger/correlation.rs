@@ -34,7 +34,7 @@ impl Ledger {
             .bind(id.0)
             .fetch_one(&mut *conn)
             .await?;
-        let status: CommunicationStatus = row.get::<String, _>("status").parse()?;
+        let status: CommunicationStatus = row.try_get("status")?;
         let tenant_id: String = row.get("tenant_id");
         sqlx::query(
             "INSERT INTO communication_waiter (communication_id, process_instance_id, business_key, task_id, tenant_id)

@@ -5,20 +5,23 @@ use serde::Serialize;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{CommunicationId, Ledger, LedgerError};
+use super::{
+    AttemptStatus, Channel, CommunicationId, CommunicationStatus, CommunicationType, FailureClass,
+    Ledger, LedgerError, RecipientType,
+};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CommunicationView {
     pub communication_id: CommunicationId,
     pub tenant_id: String,
-    pub communication_type: String,
-    pub status: String,
+    pub communication_type: CommunicationType,
+    pub status: CommunicationStatus,
     pub idempotency_key: String,
-    pub recipient_type: String,
+    pub recipient_type: RecipientType,
     pub recipient_ref: String,
     pub address_masked: Option<String>,
-    pub channel: String,
+    pub channel: Channel,
     pub template_family: String,
     pub template_version: String,
     pub rendered_content_hash: Option<String>,
@@ -36,8 +39,8 @@ pub struct CommunicationView {
 #[serde(rename_all = "camelCase")]
 pub struct AttemptView {
     pub attempt_no: i32,
-    pub status: String,
-    pub failure_class: Option<String>,
+    pub status: AttemptStatus,
+    pub failure_class: Option<FailureClass>,
     pub provider_message_id: Option<String>,
     pub response_code: Option<i32>,
     pub response_summary: Option<String>,
@@ -84,27 +87,29 @@ impl Ledger {
         .fetch_all(&self.pool)
         .await?
         .into_iter()
-        .map(|a| AttemptView {
-            attempt_no: a.get("attempt_no"),
-            status: a.get("status"),
-            failure_class: a.get("failure_class"),
-            provider_message_id: a.get("provider_message_id"),
-            response_code: a.get("response_code"),
-            response_summary: a.get("response_summary"),
-            attempted_at: a.get("attempted_at"),
-            completed_at: a.get("completed_at"),
+        .map(|a| {
+            Ok(AttemptView {
+                attempt_no: a.get("attempt_no"),
+                status: a.try_get("status")?,
+                failure_class: a.try_get("failure_class")?,
+                provider_message_id: a.get("provider_message_id"),
+                response_code: a.get("response_code"),
+                response_summary: a.get("response_summary"),
+                attempted_at: a.get("attempted_at"),
+                completed_at: a.get("completed_at"),
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, LedgerError>>()?;
         Ok(Some(CommunicationView {
             communication_id: id,
             tenant_id: row.get("tenant_id"),
-            communication_type: row.get("communication_type"),
-            status: row.get("status"),
+            communication_type: row.try_get("communication_type")?,
+            status: row.try_get("status")?,
             idempotency_key: row.get("idempotency_key"),
-            recipient_type: row.get("recipient_type"),
+            recipient_type: row.try_get("recipient_type")?,
             recipient_ref: row.get("recipient_ref"),
             address_masked: row.get("address_masked"),
-            channel: row.get("channel"),
+            channel: row.try_get("channel")?,
             template_family: row.get("template_family"),
             template_version: row.get("template_version"),
             rendered_content_hash: row.get("rendered_content_hash"),

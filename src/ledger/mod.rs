@@ -1,14 +1,16 @@
 //! The ledger: the only writer of communication records, delivery attempts, the outbox, the
 //! delivery queue and the correlations back into Camunda.
 
-pub mod channels;
 pub mod correlation;
 pub mod digest;
 pub mod fallout;
+pub mod feedback;
 pub mod history;
+pub mod inbox;
 pub mod model;
 pub mod outbox;
 pub mod queue;
+pub mod replay;
 pub mod request;
 pub mod transition;
 pub mod wakeup;
@@ -20,7 +22,6 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 pub use correlation::CorrelationJob;
 pub use history::{AttemptView, CommunicationView};
 pub use model::*;
-pub use outbox::relay_action;
 pub use queue::{provider_name, AttemptResult, ClaimedJob};
 pub use request::{
     Classification, NewCommunication, Provenance, Rendering, RequestOutcome, Subject,
@@ -33,7 +34,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("communication {0} not found")]
@@ -46,6 +47,19 @@ pub enum LedgerError {
     },
     #[error("corrupt ledger value: {0}")]
     Corrupt(#[from] UnknownValue),
+}
+
+impl From<sqlx::Error> for LedgerError {
+    /// A value the ledger's enums do not know, read from a column, is a corrupt record, not
+    /// an outage: it is never retried as one.
+    fn from(err: sqlx::Error) -> LedgerError {
+        if let sqlx::Error::ColumnDecode { source, .. } = &err {
+            if let Some(unknown) = source.downcast_ref::<UnknownValue>() {
+                return LedgerError::Corrupt(unknown.clone());
+            }
+        }
+        LedgerError::Database(err)
+    }
 }
 
 /// Connects a pool (lazily: the first query connects, so a database outage at start-up is a

@@ -1,4 +1,7 @@
-//! The ledger's vocabulary: ids, statuses, channels, categories.
+//! The ledger's vocabulary: ids, statuses, channels, categories, failure classes, event types,
+//! and what the intake hands the ledger about a recipient. Every closed set is an enum stored
+//! as text: sqlx encodes and decodes it directly, a value the enum does not know is an error
+//! (never a default), and the database's CHECK constraints are generated from the same lists.
 
 use std::fmt;
 use std::str::FromStr;
@@ -35,7 +38,68 @@ macro_rules! text_enum {
                 }
             }
         }
+
+        /// Compares with the value as stored (`status == "SENT"`).
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl TextEnum for $name {
+            const NAME: &'static str = stringify!($name);
+            fn texts() -> Vec<&'static str> {
+                vec![$($text),+]
+            }
+        }
+
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl sqlx::postgres::PgHasArrayType for $name {
+            fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::postgres::PgHasArrayType>::array_type_info()
+            }
+        }
+
+        impl<'q> sqlx::Encode<'q, sqlx::Postgres> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<'q, sqlx::Postgres>>::encode_by_ref(&self.as_str(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<'r, sqlx::Postgres>>::decode(value)?;
+                Ok(text.parse::<$name>()?)
+            }
+        }
     };
+}
+
+/// A closed set of values stored as text: its name and its values, for the database's CHECK
+/// constraints.
+pub trait TextEnum {
+    const NAME: &'static str;
+    fn texts() -> Vec<&'static str>;
+}
+
+/// The CHECK constraint that keeps `column` to the values of `E` (what the migrations say,
+/// generated from the enum: a test holds the two together).
+pub fn check_constraint<E: TextEnum>(column: &str) -> String {
+    let values: Vec<String> = E::texts().iter().map(|t| format!("'{t}'")).collect();
+    format!("CHECK ({column} IN ({}))", values.join(", "))
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -46,7 +110,7 @@ pub struct UnknownValue {
 }
 
 text_enum!(
-    /// The lifecycle of a communication (design notes, section 4).
+    /// The lifecycle of a communication (docs/architecture.md, "Design notes").
     CommunicationStatus {
         Requested = "REQUESTED",
         Suppressed = "SUPPRESSED",
@@ -101,18 +165,18 @@ impl CommunicationStatus {
     }
 
     /// The event published to the outbox when a communication enters this status.
-    pub fn event_type(self) -> Option<&'static str> {
+    pub fn event_type(self) -> Option<EventType> {
         use CommunicationStatus::*;
         match self {
-            Requested => Some("CommunicationRequested"),
-            Suppressed => Some("CommunicationSuppressed"),
-            Queued => Some("CommunicationQueued"),
-            Sent => Some("CommunicationSent"),
-            FailedFinal => Some("CommunicationFailed"),
-            Bounced => Some("CommunicationBounced"),
-            Delivered => Some("CommunicationDelivered"),
-            Opened => Some("CommunicationOpened"),
-            Clicked => Some("CommunicationClicked"),
+            Requested => Some(EventType::CommunicationRequested),
+            Suppressed => Some(EventType::CommunicationSuppressed),
+            Queued => Some(EventType::CommunicationQueued),
+            Sent => Some(EventType::CommunicationSent),
+            FailedFinal => Some(EventType::CommunicationFailed),
+            Bounced => Some(EventType::CommunicationBounced),
+            Delivered => Some(EventType::CommunicationDelivered),
+            Opened => Some(EventType::CommunicationOpened),
+            Clicked => Some(EventType::CommunicationClicked),
             Sending | FailedRetryable => None,
         }
     }
@@ -144,7 +208,7 @@ text_enum!(
 );
 
 text_enum!(
-    /// Communication types of the design notes, section 3.
+    /// Communication types (docs/architecture.md, "Design notes").
     CommunicationType {
         ApprovalTaskAssigned = "APPROVAL_TASK_ASSIGNED",
         ApprovalReminder = "APPROVAL_REMINDER",
@@ -160,7 +224,7 @@ text_enum!(
     }
 );
 
-/// How much a communication matters (design notes, section 3): drives quiet hours, retries and
+/// How much a communication matters (docs/architecture.md): drives quiet hours, retries and
 /// fallout on final failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Criticality {
@@ -216,6 +280,211 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// Why an attempt failed, channel-neutral (docs/architecture.md, "Design notes").
+    FailureClass {
+        /// The provider could not be reached: connection refused, DNS, network, HTTP 5xx.
+        ProviderUnavailable = "PROVIDER_UNAVAILABLE",
+        /// No answer in time.
+        Timeout = "TIMEOUT",
+        /// The provider asks us to slow down: SMTP 421, HTTP 429.
+        RateLimited = "RATE_LIMITED",
+        /// A temporary refusal: SMTP 45x.
+        TemporaryRejection = "TEMPORARY_REJECTION",
+        /// The address does not exist or is malformed: SMTP 550/551/553, 501 on RCPT.
+        InvalidRecipient = "INVALID_RECIPIENT",
+        /// Any other permanent refusal: SMTP 5xx, webhook 4xx.
+        PermanentRejection = "PERMANENT_REJECTION",
+        /// Our own configuration is wrong (template, credentials, TLS): no retry fixes it by
+        /// itself.
+        Configuration = "CONFIGURATION",
+        /// The endpoint was disabled after a run of failures (or said it is gone): the message
+        /// is dead-lettered until an operator enables the endpoint and replays it.
+        EndpointDisabled = "ENDPOINT_DISABLED",
+    }
+);
+
+impl FailureClass {
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            FailureClass::ProviderUnavailable
+                | FailureClass::Timeout
+                | FailureClass::RateLimited
+                | FailureClass::TemporaryRejection
+        )
+    }
+}
+
+text_enum!(
+    /// The events of the outbox: one for each status a communication enters that others hear of.
+    EventType {
+        CommunicationRequested = "CommunicationRequested",
+        CommunicationSuppressed = "CommunicationSuppressed",
+        CommunicationQueued = "CommunicationQueued",
+        CommunicationSent = "CommunicationSent",
+        CommunicationFailed = "CommunicationFailed",
+        CommunicationBounced = "CommunicationBounced",
+        CommunicationDelivered = "CommunicationDelivered",
+        CommunicationOpened = "CommunicationOpened",
+        CommunicationClicked = "CommunicationClicked",
+    }
+);
+
+/// What the outbox relay does with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayAction {
+    /// The outcome to correlate into the waiting processes, if any wait.
+    pub correlate: Option<Outcome>,
+    /// Whether it raises fallout (a critical communication that failed for good or bounced).
+    pub fallout: bool,
+}
+
+impl EventType {
+    /// What the relay does with this event: the one table of it.
+    pub fn relay_action(self) -> RelayAction {
+        use EventType::*;
+        let (correlate, fallout) = match self {
+            CommunicationSent => (Some(Outcome::Sent), false),
+            CommunicationFailed => (Some(Outcome::Failed), true),
+            CommunicationSuppressed => (Some(Outcome::Failed), false),
+            CommunicationBounced => (None, true),
+            CommunicationRequested
+            | CommunicationQueued
+            | CommunicationDelivered
+            | CommunicationOpened
+            | CommunicationClicked => (None, false),
+        };
+        RelayAction { correlate, fallout }
+    }
+
+    /// Whether the relay acts on this event; the others are written already published.
+    pub fn is_relayed(self) -> bool {
+        let action = self.relay_action();
+        action.correlate.is_some() || action.fallout
+    }
+
+    /// The events the relay acts on.
+    pub fn relayed() -> Vec<EventType> {
+        EventType::ALL
+            .iter()
+            .copied()
+            .filter(|e| e.is_relayed())
+            .collect()
+    }
+}
+
+text_enum!(
+    /// An outbox event's publication.
+    OutboxStatus {
+        Pending = "PENDING",
+        Published = "PUBLISHED",
+    }
+);
+
+text_enum!(
+    /// A correlation into Camunda: waiting to be tried, done, or given up after its deadline.
+    CorrelationStatus {
+        Pending = "PENDING",
+        Correlated = "CORRELATED",
+        Failed = "FAILED",
+    }
+);
+
+text_enum!(
+    /// A fallout signal: waiting for its alerts, raised, or given up (a broken rule).
+    FalloutStatus {
+        Pending = "PENDING",
+        Raised = "RAISED",
+        Failed = "FAILED",
+    }
+);
+
+text_enum!(
+    /// A webhook subscription: sent to, or disabled (its messages dead-lettered).
+    SubscriptionStatus {
+        Active = "ACTIVE",
+        Disabled = "DISABLED",
+    }
+);
+
+/// The columns the database keeps to an enum's values, with their CHECK constraints
+/// (migration `20261126000020_enum_checks.sql`, whose lines a test compares with these).
+pub fn checked_columns() -> Vec<(&'static str, &'static str, String)> {
+    vec![
+        (
+            "communication_record",
+            "status",
+            check_constraint::<CommunicationStatus>("status"),
+        ),
+        (
+            "communication_record",
+            "channel",
+            check_constraint::<Channel>("channel"),
+        ),
+        (
+            "communication_record",
+            "communication_type",
+            check_constraint::<CommunicationType>("communication_type"),
+        ),
+        (
+            "communication_record",
+            "message_category",
+            check_constraint::<MessageCategory>("message_category"),
+        ),
+        (
+            "communication_record",
+            "recipient_type",
+            check_constraint::<RecipientType>("recipient_type"),
+        ),
+        (
+            "communication_delivery_attempt",
+            "status",
+            check_constraint::<AttemptStatus>("status"),
+        ),
+        (
+            "communication_delivery_attempt",
+            "failure_class",
+            check_constraint::<FailureClass>("failure_class"),
+        ),
+        (
+            "communication_outbox",
+            "status",
+            check_constraint::<OutboxStatus>("status"),
+        ),
+        (
+            "communication_outbox",
+            "event_type",
+            check_constraint::<EventType>("event_type"),
+        ),
+        (
+            "camunda_correlation",
+            "status",
+            check_constraint::<CorrelationStatus>("status"),
+        ),
+        (
+            "fallout_signal",
+            "status",
+            check_constraint::<FalloutStatus>("status"),
+        ),
+        (
+            "communication_decision",
+            "outcome",
+            check_constraint::<DecisionOutcome>("outcome"),
+        ),
+        (
+            "webhook_subscription",
+            "status",
+            check_constraint::<SubscriptionStatus>("status"),
+        ),
+        (
+            "inbox_notification",
+            "communication_type",
+            check_constraint::<CommunicationType>("communication_type"),
+        ),
+    ]
+}
+
 /// A communication's id (what processes hold as `communicationId`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
 #[sqlx(transparent)]
@@ -243,16 +512,6 @@ impl FromStr for CommunicationId {
     type Err = uuid::Error;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Uuid::parse_str(s).map(CommunicationId)
-    }
-}
-
-/// A tenant of the CPQ/OMS landscape.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct TenantId(pub String);
-
-impl fmt::Display for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -344,6 +603,33 @@ impl Admitted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_migration_checks_exactly_the_values_of_the_enums() {
+        let migration = include_str!("../../migrations/20261126000020_enum_checks.sql");
+        let columns = checked_columns();
+        for (table, column, check) in &columns {
+            let add = format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {table}_{column}_check {check} NOT VALID;"
+            );
+            let validate =
+                format!("ALTER TABLE {table} VALIDATE CONSTRAINT {table}_{column}_check;");
+            assert!(migration.contains(&add), "the migration lacks: {add}");
+            assert!(
+                migration.contains(&validate),
+                "the migration lacks: {validate}"
+            );
+        }
+        let statements = migration
+            .lines()
+            .filter(|l| l.starts_with("ALTER TABLE"))
+            .count();
+        assert_eq!(
+            statements,
+            2 * columns.len(),
+            "no constraint beyond the enums'"
+        );
+    }
 
     #[test]
     fn statuses_round_trip_as_text() {

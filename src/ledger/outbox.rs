@@ -4,26 +4,12 @@
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{CommunicationId, Ledger, LedgerError, Outcome};
-
-/// What the outbox relay does with an event: the message to correlate into the waiting
-/// process (if one waits), and whether it raises fallout. An event type for which this does
-/// something must be in [`transition::RELAYED_EVENTS`]; the others are written already
-/// published, since no relay subscriber would act on them.
-pub fn relay_action(event_type: &str) -> (Option<&'static str>, bool) {
-    match event_type {
-        "CommunicationSent" => (Some(Outcome::Sent.message_name()), false),
-        "CommunicationFailed" => (Some(Outcome::Failed.message_name()), true),
-        "CommunicationSuppressed" => (Some(Outcome::Failed.message_name()), false),
-        "CommunicationBounced" => (None, true),
-        _ => (None, false),
-    }
-}
+use super::{CommunicationId, EventType, Ledger, LedgerError};
 
 impl Ledger {
     /// Publishes up to `limit` pending outbox events. Today's subscribers are Camunda (an
     /// outcome event schedules one correlation per waiting process instance) and fallout; the
-    /// events neither acts on are written already published (see [`relay_action`]).
+    /// events neither acts on are written already published (see [`EventType::relay_action`]).
     pub async fn relay_outbox(&self, limit: i64) -> Result<usize, LedgerError> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
@@ -38,16 +24,16 @@ impl Ledger {
         for row in &rows {
             let outbox_id: Uuid = row.get("outbox_id");
             let id = CommunicationId(row.get("aggregate_id"));
-            let event_type: String = row.get("event_type");
-            let (message_name, fallout) = relay_action(&event_type);
-            if let Some(message_name) = message_name {
+            let event_type: EventType = row.try_get("event_type")?;
+            let action = event_type.relay_action();
+            if let Some(outcome) = action.correlate {
                 outcomes.0.push(id.0);
-                outcomes.1.push(message_name);
+                outcomes.1.push(outcome.message_name());
             }
-            if fallout {
+            if action.fallout {
                 self.raise_fallout(&mut tx, id).await?;
             }
-            tracing::debug!(communicationId = %id, event_type, "outbox event published");
+            tracing::debug!(communicationId = %id, %event_type, "outbox event published");
             published.push(outbox_id);
         }
         // One correlation per waiting process instance, for all outcomes of the batch. No lock

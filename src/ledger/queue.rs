@@ -8,7 +8,10 @@ use serde_json::Value;
 use sqlx::Row;
 
 use super::transition::{self, AttemptEnd};
-use super::{AttemptStatus, Channel, CommunicationId, CommunicationStatus, Ledger, LedgerError};
+use super::{
+    AttemptStatus, Channel, CommunicationId, CommunicationStatus, CommunicationType, FailureClass,
+    Ledger, LedgerError,
+};
 
 /// A delivery job claimed by a sender, with what it needs to render and send.
 #[derive(Debug, Clone)]
@@ -17,7 +20,7 @@ pub struct ClaimedJob {
     pub tenant_id: String,
     pub attempt_no: i32,
     pub channel: Channel,
-    pub communication_type: String,
+    pub communication_type: CommunicationType,
     pub recipient_address: Option<String>,
     pub address_masked: Option<String>,
     pub render_payload: Value,
@@ -46,13 +49,13 @@ pub enum AttemptResult {
         retained: Option<crate::content::Sealed>,
     },
     Retry {
-        failure_class: String,
+        failure_class: FailureClass,
         response_code: Option<i32>,
         summary: String,
         after: Duration,
     },
     Final {
-        failure_class: String,
+        failure_class: FailureClass,
         failure_code: String,
         response_code: Option<i32>,
         summary: String,
@@ -85,35 +88,50 @@ impl Ledger {
                 stuck.push(id.0);
                 continue;
             }
-            let channel: String = row.get::<Option<String>, _>("channel").unwrap_or_default();
-            let Ok(channel) = channel.parse::<Channel>() else {
-                // The attempt has started: it ends, and the communication fails for good.
-                tracing::error!(communicationId = %id, channel, "delivery job has an unknown channel; the communication fails");
-                corrupt.push(AttemptEnd {
-                    communication_id: id,
-                    attempt_no: row.get("attempts"),
-                    to: CommunicationStatus::FailedFinal,
-                    attempt_status: AttemptStatus::FailedFinal,
-                    failure_class: Some("CONFIGURATION".into()),
-                    failure_code: Some("UNKNOWN_CHANNEL".into()),
-                    failure_message: Some(format!(
-                        "the record's channel {channel:?} is not one herald knows"
-                    )),
-                    provider_message_id: None,
-                    response_code: None,
-                    summary: format!("unknown channel {channel:?}"),
-                    content_hash: None,
-                    retry_after: None,
-                    keep_payload: false,
+            // A channel or type this herald does not know (written by a newer version, or by
+            // hand): the attempt has started, so it ends, and the communication fails for good.
+            let known = row
+                .try_get::<Channel, _>("channel")
+                .map_err(|e| ("UNKNOWN_CHANNEL", e))
+                .and_then(|channel| {
+                    row.try_get::<CommunicationType, _>("communication_type")
+                        .map(|kind| (channel, kind))
+                        .map_err(|e| ("UNKNOWN_COMMUNICATION_TYPE", e))
                 });
-                continue;
+            let (channel, communication_type) = match known {
+                Ok(known) => known,
+                Err((code, err)) => {
+                    let problem = match &err {
+                        sqlx::Error::ColumnDecode { source, .. } => source.to_string(),
+                        other => other.to_string(),
+                    };
+                    tracing::error!(communicationId = %id, code, %problem, "delivery job has a value herald does not know; the communication fails");
+                    corrupt.push(AttemptEnd {
+                        communication_id: id,
+                        attempt_no: row.get("attempts"),
+                        to: CommunicationStatus::FailedFinal,
+                        attempt_status: AttemptStatus::FailedFinal,
+                        failure_class: Some(FailureClass::Configuration),
+                        failure_code: Some(code.into()),
+                        failure_message: Some(format!(
+                            "the record holds a value herald does not know: {problem}"
+                        )),
+                        provider_message_id: None,
+                        response_code: None,
+                        summary: problem,
+                        content_hash: None,
+                        retry_after: None,
+                        keep_payload: false,
+                    });
+                    continue;
+                }
             };
             jobs.push(ClaimedJob {
                 communication_id: id,
                 tenant_id: row.get("tenant_id"),
                 attempt_no: row.get("attempts"),
                 channel,
-                communication_type: row.get("communication_type"),
+                communication_type,
                 recipient_address: row.get("recipient_address"),
                 address_masked: row.get("address_masked"),
                 render_payload: row
@@ -291,7 +309,7 @@ fn attempt_end(job: &ClaimedJob, result: &AttemptResult) -> AttemptEnd {
         } => AttemptEnd {
             to: CommunicationStatus::FailedRetryable,
             attempt_status: AttemptStatus::FailedRetryable,
-            failure_class: Some(failure_class.clone()),
+            failure_class: Some(*failure_class),
             response_code: *response_code,
             summary: summary.clone(),
             retry_after: Some(*after),
@@ -305,7 +323,7 @@ fn attempt_end(job: &ClaimedJob, result: &AttemptResult) -> AttemptEnd {
         } => AttemptEnd {
             to: CommunicationStatus::FailedFinal,
             attempt_status: AttemptStatus::FailedFinal,
-            failure_class: Some(failure_class.clone()),
+            failure_class: Some(*failure_class),
             failure_code: Some(failure_code.clone()),
             failure_message: Some(summary.clone()),
             response_code: *response_code,

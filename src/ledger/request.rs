@@ -208,11 +208,21 @@ impl Ledger {
         let outcome = match insert_record(&mut tx, new, None, false).await? {
             Some(id) => RequestOutcome {
                 communication_id: id,
-                status: admit(&mut tx, id, new).await?,
+                status: record_admission(&mut tx, id, new).await?,
                 created: true,
             },
             None => existing(&mut tx, new).await?,
         };
+        self.conclude(tx, new, outcome).await
+    }
+
+    /// Registers the waiting process (when one waits) and commits the request.
+    async fn conclude(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        new: &NewCommunication,
+        outcome: RequestOutcome,
+    ) -> Result<RequestOutcome, LedgerError> {
         if let Some(origin) = new.origin().filter(|o| o.waits_for_outcome) {
             self.register_waiter(&mut tx, outcome.communication_id, origin)
                 .await?;
@@ -240,8 +250,8 @@ impl Ledger {
                         insert_record(&mut tx, child, Some(parent_id), false).await?
                     {
                         created += 1;
-                        queued |=
-                            admit(&mut tx, child_id, child).await? == CommunicationStatus::Queued;
+                        queued |= record_admission(&mut tx, child_id, child).await?
+                            == CommunicationStatus::Queued;
                     }
                 }
                 let status = if queued {
@@ -254,24 +264,13 @@ impl Ledger {
                     .await?;
                     CommunicationStatus::Queued
                 } else if created == 0 {
-                    let (code, message) = match &parent.admitted.admission {
-                        Admission::Fail { code, message }
-                        | Admission::Suppress { code, message } => (code.clone(), message.clone()),
-                        Admission::Queue => (
-                            "NO_RECIPIENT".to_string(),
-                            "no recipient was found".to_string(),
-                        ),
-                    };
-                    let change = StatusChange {
-                        failure_code: Some(code),
-                        failure_message: Some(message),
-                        ..StatusChange::default()
-                    };
-                    let to = if matches!(parent.admitted.admission, Admission::Suppress { .. }) {
-                        CommunicationStatus::Suppressed
-                    } else {
-                        CommunicationStatus::FailedFinal
-                    };
+                    let (to, change) = refusal(&parent.admitted.admission).unwrap_or_else(|| {
+                        refusal(&Admission::Fail {
+                            code: "NO_RECIPIENT".into(),
+                            message: "no recipient was found".into(),
+                        })
+                        .expect("a failure is a refusal")
+                    });
                     transition(&mut tx, parent_id, to, change).await?;
                     to
                 } else {
@@ -286,12 +285,7 @@ impl Ledger {
             }
             None => existing(&mut tx, parent).await?,
         };
-        if let Some(origin) = parent.origin().filter(|o| o.waits_for_outcome) {
-            self.register_waiter(&mut tx, outcome.communication_id, origin)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(outcome)
+        self.conclude(tx, parent, outcome).await
     }
 
     /// Whether the recipient got a communication of this type about this subject within the
@@ -447,7 +441,7 @@ async fn insert_record(
 
 /// Links the artifacts, writes CommunicationRequested, and applies the admission: a delivery
 /// job (QUEUED), or a business status (SUPPRESSED, FAILED_FINAL) with its reason.
-async fn admit(
+async fn record_admission(
     conn: &mut PgConnection,
     id: CommunicationId,
     new: &NewCommunication,
@@ -485,40 +479,42 @@ async fn admit(
         .execute(&mut *conn)
         .await?;
     }
-    let (status, change) = match &new.admitted.admission {
-        Admission::Queue => {
-            transition::queue_new(
-                &mut *conn,
-                id,
-                transition::NewJob {
-                    due_at: new.admitted.not_before,
-                    recipient_address: new.admitted.recipient.address.as_deref(),
-                    render_payload: &new.rendering.payload,
-                    locale: new.admitted.recipient.locale.as_deref(),
-                    attachments: serde_json::to_value(&new.attachments)
-                        .expect("attachment references serialise"),
-                    priority: new.priority,
-                },
-            )
-            .await?;
-            return Ok(CommunicationStatus::Queued);
-        }
-        Admission::Suppress { code, message } | Admission::Fail { code, message } => (
-            if matches!(new.admitted.admission, Admission::Suppress { .. }) {
-                CommunicationStatus::Suppressed
-            } else {
-                CommunicationStatus::FailedFinal
+    let Some((status, change)) = refusal(&new.admitted.admission) else {
+        transition::queue_new(
+            &mut *conn,
+            id,
+            transition::NewJob {
+                due_at: new.admitted.not_before,
+                recipient_address: new.admitted.recipient.address.as_deref(),
+                render_payload: &new.rendering.payload,
+                locale: new.admitted.recipient.locale.as_deref(),
+                attachments: serde_json::to_value(&new.attachments)
+                    .expect("attachment references serialise"),
+                priority: new.priority,
             },
-            StatusChange {
-                failure_code: Some(code.clone()),
-                failure_message: Some(message.clone()),
-                ..StatusChange::default()
-            },
-        ),
+        )
+        .await?;
+        return Ok(CommunicationStatus::Queued);
     };
     transition::record_requested(&mut *conn, id).await?;
     transition(&mut *conn, id, status, change).await?;
     Ok(status)
+}
+
+/// The business status and reason of an admission that refuses (SUPPRESSED, FAILED_FINAL);
+/// None when it queues.
+fn refusal(admission: &Admission) -> Option<(CommunicationStatus, StatusChange)> {
+    let (to, code, message) = match admission {
+        Admission::Queue => return None,
+        Admission::Suppress { code, message } => (CommunicationStatus::Suppressed, code, message),
+        Admission::Fail { code, message } => (CommunicationStatus::FailedFinal, code, message),
+    };
+    let change = StatusChange {
+        failure_code: Some(code.clone()),
+        failure_message: Some(message.clone()),
+        ..StatusChange::default()
+    };
+    Some((to, change))
 }
 
 async fn existing(
@@ -532,7 +528,7 @@ async fn existing(
         .await?;
     Ok(RequestOutcome {
         communication_id: CommunicationId(row.get("communication_id")),
-        status: row.get::<String, _>("status").parse()?,
+        status: row.try_get("status")?,
         created: false,
     })
 }
@@ -541,10 +537,10 @@ async fn current_status(
     conn: &mut PgConnection,
     id: CommunicationId,
 ) -> Result<CommunicationStatus, LedgerError> {
-    let status: String =
+    Ok(
         sqlx::query_scalar("SELECT status FROM communication_record WHERE communication_id = $1")
             .bind(id.0)
             .fetch_one(&mut *conn)
-            .await?;
-    Ok(status.parse()?)
+            .await?,
+    )
 }

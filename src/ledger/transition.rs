@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::model::{AttemptStatus, Channel, CommunicationId, CommunicationStatus};
+use super::model::{
+    AttemptStatus, Channel, CommunicationId, CommunicationStatus, EventType, FailureClass,
+};
 use super::LedgerError;
 
 /// What else changes on the record with the status.
@@ -42,7 +44,7 @@ pub async fn transition(
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(LedgerError::NotFound(id))?;
-    let from: CommunicationStatus = row.get::<String, _>("status").parse()?;
+    let from: CommunicationStatus = row.try_get("status")?;
     let tenant_id: String = row.get("tenant_id");
     let parent_id: Option<Uuid> = row.get("parent_id");
     let is_parent: bool = row.get("is_parent");
@@ -93,15 +95,6 @@ pub async fn transition(
     })
 }
 
-/// The events the outbox relay acts on (correlation into a waiting process, fallout): written
-/// PENDING; all others are written PUBLISHED. See [`super::relay_action`].
-pub const RELAYED_EVENTS: [&str; 4] = [
-    "CommunicationSent",
-    "CommunicationFailed",
-    "CommunicationSuppressed",
-    "CommunicationBounced",
-];
-
 /// The outbox row of an event about a record `r` as it is now (never a raw address, never a
 /// body), from `e(event_id, event_type, at)`: one SQL text for the single and the batch forms.
 fn event_insert_sql(from: &str) -> String {
@@ -127,7 +120,13 @@ fn event_insert_sql(from: &str) -> String {
              CASE WHEN e.event_type IN ({relayed}) THEN 'PENDING' ELSE 'PUBLISHED' END,
              CASE WHEN e.event_type IN ({relayed}) THEN NULL ELSE e.at END
          {from}",
-        relayed = RELAYED_EVENTS.map(|t| format!("'{t}'")).join(", "),
+        // The events the relay acts on (correlation, fallout) are written PENDING; all others
+        // are written PUBLISHED: no relay subscriber would act on them.
+        relayed = EventType::relayed()
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", "),
     )
 }
 
@@ -144,7 +143,7 @@ static EVENT_INSERT: LazyLock<String> = LazyLock::new(|| {
 async fn append_event(
     conn: &mut PgConnection,
     id: CommunicationId,
-    event_type: &str,
+    event_type: EventType,
     now: DateTime<Utc>,
 ) -> Result<(), LedgerError> {
     sqlx::query(&EVENT_INSERT)
@@ -162,7 +161,7 @@ pub async fn record_requested(
     conn: &mut PgConnection,
     id: CommunicationId,
 ) -> Result<(), LedgerError> {
-    append_event(conn, id, "CommunicationRequested", Utc::now()).await
+    append_event(conn, id, EventType::CommunicationRequested, Utc::now()).await
 }
 
 /// The delivery job of a communication being queued.
@@ -405,7 +404,7 @@ pub struct AttemptEnd {
     /// SENT, FAILED_RETRYABLE or FAILED_FINAL: the moves a SENDING record makes.
     pub to: CommunicationStatus,
     pub attempt_status: AttemptStatus,
-    pub failure_class: Option<String>,
+    pub failure_class: Option<FailureClass>,
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub provider_message_id: Option<String>,
@@ -501,10 +500,10 @@ pub async fn end_attempts(
         )
         .bind(ends.iter().map(|e| e.attempt_no).collect::<Vec<_>>())
         .bind(col(&|e| Some(e.to.as_str().to_string())))
-        .bind(col(&|e| e.to.event_type().map(str::to_string)))
+        .bind(col(&|e| e.to.event_type().map(|t| t.as_str().to_string())))
         .bind(ends.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
         .bind(col(&|e| Some(e.attempt_status.as_str().to_string())))
-        .bind(col(&|e| e.failure_class.clone()))
+        .bind(col(&|e| e.failure_class.map(|c| c.as_str().to_string())))
         .bind(col(&|e| e.failure_code.clone()))
         .bind(col(&|e| e.failure_message.clone()))
         .bind(col(&|e| e.provider_message_id.clone()))
@@ -526,7 +525,7 @@ pub async fn end_attempts(
         let id: Uuid = row.get("communication_id");
         let moved: bool = row.get("moved");
         if moved {
-            let status: CommunicationStatus = row.get::<String, _>("status").parse()?;
+            let status: CommunicationStatus = row.try_get("status")?;
             if let (Some(parent), Some(_)) =
                 (row.get::<Option<Uuid>, _>("parent_id"), status.outcome())
             {
@@ -579,23 +578,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_events_written_pending_are_exactly_those_the_relay_acts_on() {
-        for status in CommunicationStatus::ALL {
-            let Some(event_type) = status.event_type() else {
-                continue;
-            };
-            let (message, fallout) = super::super::relay_action(event_type);
-            assert_eq!(
-                message.is_some() || fallout,
-                RELAYED_EVENTS.contains(&event_type),
-                "{event_type}: the relay acts on it iff it is written PENDING"
+    fn every_event_type_is_written_by_a_status_change_and_the_relay_acts_on_the_outcomes() {
+        for event_type in EventType::ALL {
+            assert!(
+                CommunicationStatus::ALL
+                    .iter()
+                    .any(|s| s.event_type() == Some(*event_type)),
+                "{event_type}: no status change writes it"
             );
         }
-        // Every relayed event is one a status change writes.
-        for event_type in RELAYED_EVENTS {
-            assert!(CommunicationStatus::ALL
-                .iter()
-                .any(|s| s.event_type() == Some(event_type)));
+        assert_eq!(
+            EventType::relayed(),
+            [
+                EventType::CommunicationSuppressed,
+                EventType::CommunicationSent,
+                EventType::CommunicationFailed,
+                EventType::CommunicationBounced,
+            ]
+        );
+        // The outbox's insert writes exactly the relayed events PENDING.
+        let sql = event_insert_sql("");
+        for event_type in EventType::ALL {
+            assert_eq!(
+                sql.contains(&format!("'{event_type}'")),
+                event_type.is_relayed(),
+                "{event_type}"
+            );
         }
     }
 }

@@ -2,14 +2,13 @@
 //! rules and idempotency keys.
 
 pub mod business_hours;
-pub mod channels;
+pub mod channel_choice;
 pub mod identity;
 pub mod keys;
 pub mod noise;
 pub mod preferences;
 pub mod recipients;
 pub mod rules;
-pub mod subscriptions;
 
 pub use keys::{derive_key, KeyError};
 pub use recipients::{address_ref, hash_address, mask_address, redact_addresses, Resolution};

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::iso8601::parse_duration;
 use crate::ledger::{Channel, CommunicationType, MessageCategory};
-use crate::policy::channels::{check_channels, ChannelMode};
+use crate::policy::channel_choice::{check_channels, ChannelMode};
 
 /// One rule.
 #[derive(Debug, Clone, Deserialize)]

@@ -68,6 +68,11 @@ pub fn subscriptions(topics: &[TopicConfig], intake: &Intake) -> Vec<Subscriptio
         .collect()
 }
 
+/// What an operator is told to do about a process without a business key.
+pub(crate) const HINT_BUSINESS_KEY: &str = "herald derives idempotency keys from the process business key: start the process with a businessKey (e.g. the quote revision).";
+/// What an operator is told to do about a task variable of the wrong type.
+pub(crate) const HINT_VARIABLE_TYPE: &str = "Fix the variable's type in the model.";
+
 /// A failure that no retry fixes (a model or configuration error): an incident at once.
 pub(crate) fn permanent(
     message: impl Into<String>,
@@ -128,8 +133,11 @@ pub(crate) fn business_key(task: &LockedTask) -> Result<String, TechnicalFailure
         .filter(|k| !k.trim().is_empty())
         .ok_or_else(|| {
             permanent(
-                format!("{}: the process instance has no business key", task.topic_name),
-                "herald derives idempotency keys from the process business key: start the process with a businessKey (e.g. the quote revision).",
+                format!(
+                    "{}: the process instance has no business key",
+                    task.topic_name
+                ),
+                HINT_BUSINESS_KEY,
             )
         })
 }

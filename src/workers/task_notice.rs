@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::camunda::client::UserTask;
 use crate::camunda::worker::{BoxFuture, HandlerOutcome, TaskHandler, TechnicalFailure};
 use crate::camunda::{CamundaError, LockedTask, VariablesExt};
-use crate::intake::{Intake, IntakeError, Purpose};
+use crate::intake::{Intake, IntakeError, Purpose, HINT_KEY_PATTERN};
 use crate::ledger::{
     Admission, Admitted, Channel, NewCommunication, ProcessOrigin, Provenance, RecipientType,
     Rendering, ResolvedRecipient, Subject,
@@ -25,7 +25,10 @@ use crate::ledger::{
 use crate::policy::identity::{engine_user, user_ref};
 use crate::policy::{derive_key, Resolution};
 
-use super::{business_key, completed_with_communication, permanent, task_failure, TopicConfig};
+use super::{
+    business_key, completed_with_communication, permanent, task_failure, TopicConfig,
+    HINT_VARIABLE_TYPE,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoticeKind {
@@ -43,12 +46,10 @@ pub struct TaskNotice {
 /// A setting of the service task: a process or input variable, else the task's extension
 /// property (the model's default).
 fn task_setting(task: &LockedTask, name: &str) -> Result<Option<String>, TechnicalFailure> {
-    let variable = task.variables.opt_str(name).map_err(|e| {
-        permanent(
-            format!("{}: {e}", task.topic_name),
-            "Fix the variable's type in the model.",
-        )
-    })?;
+    let variable = task
+        .variables
+        .opt_str(name)
+        .map_err(|e| permanent(format!("{}: {e}", task.topic_name), HINT_VARIABLE_TYPE))?;
     Ok(variable.map(|v| v.trim().to_string()).or_else(|| {
         task.extension_properties
             .get(name)
@@ -198,12 +199,8 @@ impl TaskNotice {
         values.insert("externalTaskId", task.id.clone());
         values.insert("taskDefinitionKey", key.clone());
         values.insert("tenantId", tenant_id.clone());
-        let key_error = |e: crate::policy::KeyError| {
-            permanent(
-                format!("{topic}: {e}"),
-                "Fix the key pattern in the topic file.",
-            )
-        };
+        let key_error =
+            |e: crate::policy::KeyError| permanent(format!("{topic}: {e}"), HINT_KEY_PATTERN);
 
         let origin = ProcessOrigin::from_task(task, &business_key, self.topic.waits_for_outcome);
         let (children, parent_admission, parent_ref, about_task) = match &user_task {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::intake::{Dedupe, Purpose};
 use crate::iso8601::parse_duration;
 use crate::ledger::{Channel, Classification, CommunicationType, MessageCategory};
-use crate::policy::channels::{check_channels, ChannelMode};
+use crate::policy::channel_choice::{check_channels, ChannelMode};
 use crate::policy::keys::placeholders;
 use crate::policy::noise::RateLimit;
 

@@ -1,19 +1,17 @@
 //! Outcome messages that arrive before the process waits for them are retried until it does,
 //! and recorded as failed correlations after their deadline: never lost, never fatal.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::*;
 use herald::camunda::CamundaClient;
-use support::*;
 
 async fn deploy_fixture(camunda: &CamundaClient) {
     camunda
         .deploy_dir(
             "herald-test-fixtures",
-            &Path::new(MANIFEST_DIR).join("tests/fixtures/bpmn"),
+            &Path::new(MANIFEST_DIR).join("tests/it/fixtures/bpmn"),
         )
         .await
         .expect("deploy fixtures");
@@ -32,7 +30,7 @@ async fn an_early_outcome_is_retried_until_the_process_waits_for_it() {
     db.add_proposal_document("acme", "Q-8008").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
-    let herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let herald = start_herald(&db, &sink.url(), &lane, &[]).await;
     let instance = camunda
         .start_process(
             "test-proposal-with-review",
@@ -93,12 +91,13 @@ async fn a_correlation_past_its_deadline_is_recorded_as_failed_and_the_relay_goe
     db.add_proposal_document("acme", "Q-9010").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
-    let _herald = Herald::start(
+    let _herald = start_herald(
         &db,
         &sink.url(),
         &lane,
         &[("HERALD_RELAY__CORRELATION_DEADLINE_S", "2")],
-    );
+    )
+    .await;
     let stuck = camunda
         .start_process(
             "test-proposal-with-review",

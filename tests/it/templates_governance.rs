@@ -2,15 +2,13 @@
 //! leak guard, BPMN wiring), version resolution by date and locale, and the leak guard and
 //! payload schema at render time.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::MANIFEST_DIR;
 use chrono::{DateTime, Utc};
 use herald::templates::{TemplateError, TemplateRegistry};
 use serde_json::json;
-use support::MANIFEST_DIR;
 
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

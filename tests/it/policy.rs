@@ -1,13 +1,11 @@
 //! Preferences, consent and suppression on the real engine and database: every refusal is a
 //! recorded business status with its reason, never an incident; delays hold, never drop.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use chrono::{Timelike, Utc};
 use herald::camunda::{TypedValue, Variables};
-use support::*;
 
 async fn decisions(db: &TestDb, recipient_ref: &str) -> Vec<(String, String)> {
     sqlx::query_as(
@@ -58,7 +56,7 @@ async fn an_opt_out_does_not_stop_a_transactional_proposal() {
     }
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
     let instance =
         start_proposal(&camunda, &lane, "Q-P1", ("recipientContactId", "contact-7")).await;
     wait_until_completed(&camunda, &instance.id, Duration::from_secs(60)).await;
@@ -95,7 +93,7 @@ async fn suppressed_addresses_blocked_domains_and_disabled_tenants_are_business_
     .unwrap();
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
 
     let cases = [
         ("acme", "bounced@customer.example", "ADDRESS_SUPPRESSED"),
@@ -189,7 +187,7 @@ async fn an_operational_opt_out_suppresses_a_reminder_and_quiet_hours_delay_one(
         .await
         .unwrap();
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
 
     let quiet = camunda
         .start_process(
@@ -280,7 +278,7 @@ async fn unknown_inactive_and_addressless_contacts_are_business_failures() {
     }
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
     for (quote, contact, status, code) in cases {
         let instance = camunda
             .start_process(

@@ -181,7 +181,153 @@ fn replace_db_name(url: &str, name: &str) -> String {
     parsed.to_string()
 }
 
-/// herald running as a child process (`herald run`), killed when dropped.
+/// The environment of a test's herald: the test database, SMTP server and lane, short polls and
+/// long polls, the portal link secret, the API on port 0, plain-http webhooks to loopback.
+pub fn test_env(db: &TestDb, smtp_url: &str, lane: &str) -> Vec<(String, String)> {
+    [
+        ("HERALD_DATABASE_URL", db.url.as_str()),
+        ("HERALD_SMTP_URL", smtp_url),
+        ("HERALD_CAMUNDA_URL", &camunda_url()),
+        ("HERALD_CAMUNDA__LANE", lane),
+        ("HERALD_CAMUNDA__LONG_POLL_MS", "5000"),
+        ("HERALD_DATABASE__MAX_CONNECTIONS", "5"),
+        ("HERALD_RELAY__POLL_INTERVAL_MS", "1000"),
+        ("HERALD_DELIVERY__POLL_INTERVAL_MS", "1000"),
+        ("HERALD_ARTIFACTS__LINK_SECRET", TEST_LINK_SECRET),
+        ("HERALD_ARTIFACTS__WAIT_RETRY_MS", "500"),
+        ("HERALD_API__LISTEN", "127.0.0.1:0"),
+        ("HERALD_LOG__FILTER", "info,herald=debug"),
+        // Webhook receivers of the tests listen on loopback over plain http.
+        ("HERALD_WEBHOOKS__ALLOW_HTTP", "true"),
+        ("HERALD_WEBHOOKS__ALLOWED_HOSTS", "127.0.0.1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The typed settings of a test's herald: [`test_env`] with `extra` on top, read the way
+/// `herald run` reads its environment, with the repository's topics, templates, rules and
+/// models.
+pub fn test_settings(
+    db: &TestDb,
+    smtp_url: &str,
+    lane: &str,
+    extra: &[(&str, &str)],
+) -> herald::config::Settings {
+    let mut env = test_env(db, smtp_url, lane);
+    let root = Path::new(MANIFEST_DIR);
+    for (key, dir) in [
+        ("HERALD_PATHS__TOPICS", "topics"),
+        ("HERALD_PATHS__TEMPLATES", "templates"),
+        ("HERALD_PATHS__BPMN", "bpmn"),
+        ("HERALD_PATHS__RULES", "rules/events.toml"),
+    ] {
+        env.push((key.into(), root.join(dir).display().to_string()));
+    }
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    herald::config::Settings::load_from(None, env).expect("the test's settings")
+}
+
+/// herald's runtime inside the test process, stopped when dropped (or by [`InProcess::stop`]).
+pub struct InProcess {
+    shutdown: tokio_util::sync::CancellationToken,
+    running: Option<tokio::task::JoinHandle<()>>,
+    /// Where its API listens (a port of its own, when the settings asked for port 0).
+    pub api_address: Option<std::net::SocketAddr>,
+    log: LogBuffer,
+}
+
+/// What one in-process herald logged: its components carry their own subscriber, so that
+/// tests running side by side keep their logs apart.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> LogBuffer {
+        self.clone()
+    }
+}
+
+/// Starts herald's runtime (`herald run`'s wiring: migrations, workers, delivery, relays, API)
+/// in the test process, with typed settings.
+pub async fn spawn_herald(
+    settings: herald::config::Settings,
+    components: herald::runtime::Components,
+) -> InProcess {
+    use tracing::instrument::WithSubscriber;
+    let log = LogBuffer::default();
+    let logger = tracing::Dispatch::new(
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(&settings.log.filter))
+            .with_ansi(false)
+            .with_writer(log.clone())
+            .finish(),
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = herald::runtime::start(settings, components, shutdown.clone())
+        .with_subscriber(logger.clone())
+        .await
+        .expect("herald starts")
+        .expect("herald starts before it is stopped");
+    let api_address = running.api_address;
+    InProcess {
+        shutdown,
+        running: Some(tokio::spawn(running.wait().with_subscriber(logger))),
+        api_address,
+        log,
+    }
+}
+
+impl InProcess {
+    /// What it logged so far.
+    pub fn log_text(&self) -> String {
+        String::from_utf8_lossy(&self.log.0.lock().unwrap()).into_owned()
+    }
+
+    /// Stops it as SIGTERM would, and waits until every component stopped.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.await.expect("herald's components stop");
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// herald in the test process, every component, on `db`, `smtp_url` and `lane`, with `extra`
+/// settings (environment names) on top.
+pub async fn start_herald(
+    db: &TestDb,
+    smtp_url: &str,
+    lane: &str,
+    extra: &[(&str, &str)],
+) -> InProcess {
+    spawn_herald(
+        test_settings(db, smtp_url, lane, extra),
+        herald::runtime::Components::all(),
+    )
+    .await
+}
+
+/// herald running as a child process (`herald run`), killed when dropped: for what only a
+/// process shows (SIGKILL, SIGTERM, its log).
 pub struct Herald {
     child: Option<Child>,
     pub log: PathBuf,
@@ -214,21 +360,7 @@ impl Herald {
         command
             .args(args)
             .current_dir(MANIFEST_DIR)
-            .env("HERALD_DATABASE_URL", &db.url)
-            .env("HERALD_SMTP_URL", smtp_url)
-            .env("HERALD_CAMUNDA_URL", camunda_url())
-            .env("HERALD_CAMUNDA__LANE", lane)
-            .env("HERALD_CAMUNDA__LONG_POLL_MS", "5000")
-            .env("HERALD_DATABASE__MAX_CONNECTIONS", "5")
-            .env("HERALD_RELAY__POLL_INTERVAL_MS", "1000")
-            .env("HERALD_DELIVERY__POLL_INTERVAL_MS", "1000")
-            .env("HERALD_ARTIFACTS__LINK_SECRET", TEST_LINK_SECRET)
-            .env("HERALD_ARTIFACTS__WAIT_RETRY_MS", "500")
-            .env("HERALD_API__LISTEN", "127.0.0.1:0")
-            .env("HERALD_LOG__FILTER", "info,herald=debug")
-            // Webhook receivers of the tests listen on loopback over plain http.
-            .env("HERALD_WEBHOOKS__ALLOW_HTTP", "true")
-            .env("HERALD_WEBHOOKS__ALLOWED_HOSTS", "127.0.0.1")
+            .envs(test_env(db, smtp_url, lane))
             .stdout(Stdio::null())
             .stderr(file);
         for (key, value) in extra {
@@ -575,14 +707,13 @@ pub struct Api {
 }
 
 impl Api {
-    pub async fn start(db: &TestDb, smtp_url: &str, extra: &[(&str, &str)]) -> (Herald, Api) {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut env: Vec<(&str, &str)> = vec![("HERALD_API__LISTEN", listen.as_str())];
-        env.extend_from_slice(extra);
-        let herald = Herald::start(db, smtp_url, &new_lane(), &env);
+    /// herald in the test process with its API on a port of its own, once it answers.
+    pub async fn start(db: &TestDb, smtp_url: &str, extra: &[(&str, &str)]) -> (InProcess, Api) {
+        let settings = test_settings(db, smtp_url, &new_lane(), extra);
+        let herald = spawn_herald(settings, herald::runtime::Components::all()).await;
+        let address = herald.api_address.expect("the API listens");
         let api = Api {
-            base: format!("http://{listen}"),
+            base: format!("http://{address}"),
             http: reqwest::Client::new(),
         };
         wait_for("the API to answer", Duration::from_secs(30), || {

@@ -1,12 +1,10 @@
 //! One business communication per idempotency key, whatever the duplicates and crashes.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use herald::camunda::worker::{HandlerOutcome, TaskHandler};
 use herald::workers::send_proposal::SendProposal;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_business_key_started_twice_sends_one_email() {
@@ -16,7 +14,7 @@ async fn same_business_key_started_twice_sends_one_email() {
     db.add_proposal_document("acme", "Q-2002").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
 
     let business_key = format!("Q-2002-r1-{}", &lane[5..13]);
     let vars = proposal_vars(
@@ -101,7 +99,7 @@ async fn worker_crashing_between_insert_and_complete_sends_once() {
     assert!(sink.received().is_empty());
 
     // herald starts; once the dead worker's lock expires it fetches the task again.
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
     wait_until_completed(&camunda, &instance.id, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(sink.received().len(), 1, "exactly one email");

@@ -1,12 +1,10 @@
 //! Retries by failure class against a real SMTP server: 4xx is retried as a new attempt on the
 //! same record, 5xx fails for good and drives the BPMN failure path.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use herald::ledger::{CommunicationId, Ledger};
-use support::*;
 
 const FAST_RETRIES: (&str, &str) = ("HERALD_DELIVERY__RETRY_SCHEDULE_S", "0,0.5,0.5");
 
@@ -19,7 +17,7 @@ async fn smtp_451_then_250_gives_two_attempts_on_one_record() {
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     sink.script_recipient("busy@customer.example", &[451]);
     let lane = new_lane();
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[FAST_RETRIES]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[FAST_RETRIES]).await;
 
     let instance = start_proposal(
         &camunda,
@@ -51,8 +49,8 @@ async fn smtp_451_then_250_gives_two_attempts_on_one_record() {
     assert_eq!(record.attempts[0].status, "FAILED_RETRYABLE");
     assert_eq!(record.attempts[0].response_code, Some(451));
     assert_eq!(
-        record.attempts[0].failure_class.as_deref(),
-        Some("TEMPORARY_REJECTION")
+        record.attempts[0].failure_class,
+        Some(herald::ledger::FailureClass::TemporaryRejection)
     );
     assert_eq!(record.attempts[1].status, "ACCEPTED");
     assert_eq!(record.attempts[1].response_code, Some(250));
@@ -77,7 +75,7 @@ async fn smtp_550_fails_final_and_the_process_takes_the_failure_path() {
     )
     .await;
     ensure_group("operations", &[&operator]).await;
-    let herald = Herald::start(&db, &sink.url(), &lane, &[FAST_RETRIES]);
+    let herald = start_herald(&db, &sink.url(), &lane, &[FAST_RETRIES]).await;
 
     let instance = start_proposal(
         &camunda,
@@ -187,7 +185,7 @@ async fn an_invalid_explicit_address_is_a_business_failure_not_an_incident() {
     db.add_proposal_document("acme", "Q-6006").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
     let instance = start_proposal(
         &camunda,
         &lane,

@@ -1,11 +1,9 @@
 //! Technical failures inside a handler reach Cockpit as failures with decreasing retries, then
 //! an incident; after the fix, bumping the retries finishes the work without duplicates.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_unreachable_while_a_task_is_locked_raises_an_incident_then_recovers() {
@@ -35,12 +33,13 @@ async fn database_unreachable_while_a_task_is_locked_raises_an_incident_then_rec
     )
     .unwrap();
 
-    let herald = Herald::start(
+    let herald = start_herald(
         &db,
         &sink.url(),
         &lane,
         &[("HERALD_PATHS__TOPICS", topics.path().to_str().unwrap())],
-    );
+    )
+    .await;
     wait_for(
         "herald to start its worker",
         Duration::from_secs(30),

@@ -1,11 +1,9 @@
 //! send-proposal end to end: the real engine, PostgreSQL, an SMTP server and herald's binary.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use herald::ledger::{CommunicationId, Ledger};
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proposal_process_ends_after_the_email_arrives() {

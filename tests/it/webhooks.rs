@@ -3,13 +3,11 @@
 //! timeouts are retried, the SSRF guard, secret rotation, the circuit breaker, disabled
 //! endpoints (dead letter) and manual replay.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::webhook_receiver::WebhookReceiver;
+use crate::support::*;
 use serde_json::{json, Value};
-use support::webhook_receiver::WebhookReceiver;
-use support::*;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -25,7 +23,7 @@ fn quote_accepted(event_id: &str, quote: &str) -> Value {
     })
 }
 
-async fn start(db: &TestDb, extra: &[(&str, &str)]) -> (Herald, Api) {
+async fn start(db: &TestDb, extra: &[(&str, &str)]) -> (InProcess, Api) {
     let mut env = vec![("HERALD_DELIVERY__RETRY_SCHEDULE_S", "0,0.4,0.4,0.4,0.4,0.4")];
     env.extend_from_slice(extra);
     Api::start(db, "smtp://127.0.0.1:9", &env).await
@@ -85,7 +83,7 @@ async fn wait_status(api: &Api, id: &str, wanted: &str) -> Value {
 async fn wait_requests(
     receiver: &WebhookReceiver,
     n: usize,
-) -> Vec<support::webhook_receiver::Received> {
+) -> Vec<crate::support::webhook_receiver::Received> {
     wait_for(
         &format!("{n} webhook requests"),
         Duration::from_secs(30),
@@ -375,7 +373,7 @@ async fn an_open_circuit_holds_requests_back_until_its_cooldown_ends() {
         .as_str()
         .unwrap()
         .contains("circuit open"));
-    let ts = |r: &support::webhook_receiver::Received| {
+    let ts = |r: &crate::support::webhook_receiver::Received| {
         r.timestamp.as_deref().unwrap().parse::<i64>().unwrap()
     };
     assert!(

@@ -66,7 +66,7 @@ impl WebhookReceiver {
         command
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/tests/support/webhook_receiver.py"
+                "/tests/it/support/webhook_receiver.py"
             ))
             .arg("--log")
             .arg(&log)

@@ -1,12 +1,10 @@
 //! The delivery queue on a real PostgreSQL: leases that expire, fencing of a sender that lost
 //! its lease, and a job that cannot start not blocking the others.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use herald::ledger::{AttemptResult, Ledger};
-use support::*;
 
 fn sent() -> AttemptResult {
     AttemptResult::Sent {
@@ -29,6 +27,15 @@ async fn spoiled_and_sound(db: &TestDb, set: &str) -> (Ledger, herald::ledger::C
         .unwrap()
         .communication_id;
     ledger.request(&order_confirmation("sound")).await.unwrap();
+    // A database written by something else than this herald: its CHECK constraints gone.
+    for column in ["status", "channel"] {
+        sqlx::query(&format!(
+            "ALTER TABLE communication_record DROP CONSTRAINT communication_record_{column}_check"
+        ))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
     sqlx::query(&format!(
         "UPDATE communication_record SET {set} WHERE communication_id = $1"
     ))
@@ -176,13 +183,13 @@ async fn ended_attempts_recorded_together_each_get_their_own_outcome_and_event()
         .await
         .unwrap();
     let retry = AttemptResult::Retry {
-        failure_class: "PROVIDER_UNAVAILABLE".into(),
+        failure_class: herald::ledger::FailureClass::ProviderUnavailable,
         response_code: Some(421),
         summary: "try later".into(),
         after: Duration::from_secs(60),
     };
     let final_ = AttemptResult::Final {
-        failure_class: "RECIPIENT_INVALID".into(),
+        failure_class: herald::ledger::FailureClass::InvalidRecipient,
         failure_code: "RECIPIENT_INVALID".into(),
         response_code: Some(550),
         summary: "no such user".into(),
@@ -270,11 +277,31 @@ async fn a_job_whose_channel_is_unknown_fails_for_good_instead_of_staying_sendin
     let db = TestDb::create().await;
     // A channel this herald does not know (written by a newer version, or by hand).
     let (ledger, bad) = spoiled_and_sound(&db, "channel = 'PIGEON'").await;
-    let view = ledger.get(bad).await.unwrap().unwrap();
-    assert_eq!(view.status, "FAILED_FINAL");
-    assert_eq!(view.failure_code.as_deref(), Some("UNKNOWN_CHANNEL"));
-    assert_eq!(view.attempts.len(), 1);
-    assert_eq!(view.attempts[0].status, "FAILED_FINAL");
+    // Reading it back is an error too, never a default.
+    let read = ledger.get(bad).await.unwrap_err();
+    assert!(
+        matches!(read, herald::ledger::LedgerError::Corrupt(ref v) if v.value == "PIGEON"),
+        "{read}"
+    );
+    let (status, code): (String, Option<String>) = sqlx::query_as(
+        "SELECT status, failure_code FROM communication_record WHERE communication_id = $1",
+    )
+    .bind(bad.0)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), code.as_deref()),
+        ("FAILED_FINAL", Some("UNKNOWN_CHANNEL"))
+    );
+    let attempts: Vec<String> = sqlx::query_scalar(
+        "SELECT status FROM communication_delivery_attempt WHERE communication_id = $1",
+    )
+    .bind(bad.0)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, ["FAILED_FINAL"]);
     let failed_events = db
         .scalar_i64(&format!(
             "SELECT count(*) FROM communication_outbox WHERE aggregate_id = '{}' AND event_type = 'CommunicationFailed'",
@@ -282,6 +309,45 @@ async fn a_job_whose_channel_is_unknown_fails_for_good_instead_of_staying_sendin
         ))
         .await;
     assert_eq!(failed_events, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_refuses_a_value_the_enums_do_not_know() {
+    let db = TestDb::create().await;
+    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    let id = ledger
+        .request(&order_confirmation("checked"))
+        .await
+        .unwrap()
+        .communication_id;
+    for set in [
+        "channel = 'PIGEON'",
+        "status = 'LOST'",
+        "communication_type = 'GOSSIP'",
+    ] {
+        let refused = sqlx::query(&format!(
+            "UPDATE communication_record SET {set} WHERE communication_id = $1"
+        ))
+        .bind(id.0)
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+        assert!(
+            refused.to_string().contains("check constraint"),
+            "{set}: {refused}"
+        );
+    }
+    let refused = sqlx::query(
+        "UPDATE communication_outbox SET event_type = 'CommunicationVanished' WHERE aggregate_id = $1",
+    )
+    .bind(id.0)
+    .execute(&db.pool)
+    .await
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("check constraint"),
+        "{refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,13 +2,11 @@
 //! a topic not yet effective is not subscribed; a topic with business hours holds a notice due
 //! outside them until the next opening.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use chrono::{Datelike, Utc};
 use herald::camunda::{TypedValue, Variables};
-use support::*;
 
 /// A quote-approval process in `lane` whose one reminder fires after a second.
 async fn start_reminded_approval(
@@ -45,12 +43,13 @@ async fn a_topic_before_its_effective_date_is_not_subscribed() {
         format!("effective_from = 2099-01-01T00:00:00Z\n{text}")
     });
     let topics = future.path().to_string_lossy().to_string();
-    let early = Herald::start(
+    let early = start_herald(
         &db,
         &sink.url(),
         &lane,
         &[("HERALD_PATHS__TOPICS", &topics)],
-    );
+    )
+    .await;
     let instance = start_proposal(
         &camunda,
         &lane,
@@ -75,7 +74,7 @@ async fn a_topic_before_its_effective_date_is_not_subscribed() {
     );
 
     // With the topic in effect, the same task is served.
-    let _now = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _now = start_herald(&db, &sink.url(), &lane, &[]).await;
     wait_until_completed(&camunda, &instance.id, Duration::from_secs(60)).await;
     assert_eq!(sink.received().len(), 1);
 }
@@ -108,12 +107,13 @@ async fn a_reminder_outside_business_hours_waits_for_the_opening() {
     );
     let closed = topics_with("approval-reminder.toml", |text| format!("{hours}{text}"));
     let topics = closed.path().to_string_lossy().to_string();
-    let _herald = Herald::start(
+    let _herald = start_herald(
         &db,
         &sink.url(),
         &lane,
         &[("HERALD_PATHS__TOPICS", &topics)],
-    );
+    )
+    .await;
     start_reminded_approval(&camunda, &lane, "Q-BH", &approver).await;
 
     let due: chrono::DateTime<Utc> = wait_for("the held reminder", Duration::from_secs(30), || {
@@ -154,7 +154,7 @@ async fn a_reminder_falls_back_to_the_inbox_for_an_approver_without_an_email_add
     let lane = new_lane();
     let approver = format!("noah{}", &lane[5..13]);
     create_user(&approver, "Noah", "Nomail", None).await;
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
     start_reminded_approval(&camunda, &lane, "Q-IN", &approver).await;
     let (channel, status): (String, String) = wait_for("the reminder", Duration::from_secs(30), || {
         let query = sqlx::query_as(

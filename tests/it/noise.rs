@@ -1,12 +1,10 @@
 //! Noise control on a running herald: a rate limit delays the excess of a critical type (never
 //! drops it) and suppresses the excess of another type as RATE_LIMITED.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 
 const RULES: &str = r#"
 [[rule]]
@@ -45,7 +43,7 @@ async fn with_rules(
     db: &TestDb,
     sink: &smtp_sink::SmtpSink,
     rules: &str,
-) -> (Herald, Api, tempfile::NamedTempFile) {
+) -> (InProcess, Api, tempfile::NamedTempFile) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), rules).unwrap();
     let (herald, api) = Api::start(

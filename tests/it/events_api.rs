@@ -1,12 +1,10 @@
 //! The HTTP API on a running herald: business events applied once per eventId through the
 //! rules, the dedupe window, the contact directory, document announcements, and the token.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 
 fn order_created(event_id: &str, order: &str, contact: &str) -> Value {
     json!({

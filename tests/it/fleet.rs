@@ -3,12 +3,10 @@
 //! (SIGKILL, in the middle of SMTP sessions) loses nothing, and the one that takes over sends
 //! what it left.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// Recipients received, with the Message-IDs each got.
 fn by_recipient(sink: &smtp_sink::SmtpSink) -> BTreeMap<String, Vec<String>> {

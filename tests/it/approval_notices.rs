@@ -2,16 +2,14 @@
 //! service, one record per recipient under a parent, reminders never resent for a re-fetched
 //! task but sent again for the next timer firing.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::*;
 use herald::camunda::worker::{HandlerOutcome, TaskHandler};
 use herald::camunda::{TypedValue, Variables};
 use herald::ledger::{CommunicationId, Ledger};
 use herald::workers::task_notice::{NoticeKind, TaskNotice};
-use support::*;
 
 fn approval_vars(lane: &str, extra: &[(&str, TypedValue)]) -> Variables {
     let mut v = Variables::new();
@@ -59,7 +57,7 @@ async fn reminders_go_to_the_assignee_once_per_timer_firing() {
         Some(&format!("{approver}@corp.example")),
     )
     .await;
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
 
     let instance = start_approval(
         &camunda,
@@ -169,7 +167,7 @@ async fn a_refetched_reminder_task_is_not_sent_twice() {
     let first_id = vars["communicationId"].value.as_str().unwrap().to_string();
 
     // herald sends the queued reminder and, after the lock expired, fetches the task again.
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
     wait_for_first(
         &camunda,
         "the reminder task to be completed",
@@ -227,7 +225,7 @@ async fn unassigned_reminders_reach_candidates_and_escalation_reaches_the_group(
     let managers = format!("managers{s}");
     create_group(&approvers, &[&c1, &c2]).await;
     create_group(&managers, &[&m1, &m2, &nomail]).await;
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
 
     let instance = camunda
         .start_process(
@@ -363,12 +361,13 @@ async fn a_dedupe_window_on_the_topic_holds_back_the_next_reminder() {
         }
         std::fs::write(topics.path().join(path.file_name().unwrap()), text).unwrap();
     }
-    let _herald = Herald::start(
+    let _herald = start_herald(
         &db,
         &sink.url(),
         &lane,
         &[("HERALD_PATHS__TOPICS", topics.path().to_str().unwrap())],
-    );
+    )
+    .await;
     start_approval(
         &camunda,
         &lane,

@@ -3,13 +3,11 @@
 //! fallout for a critical type; Postmark's webhook format (basic authentication) records a
 //! delivery and an unsubscribe; the same feedback twice is applied once.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use support::*;
 
 const POSTMARK: &str = "postmark:s3cret-hook";
 

@@ -9,7 +9,7 @@ use sqlx::{PgPool, Row};
 
 use crate::ledger::{Channel, RecipientType, ResolvedRecipient};
 
-use super::Resolution;
+use crate::policy::Resolution;
 
 const SECRET_PREFIX: &str = "whsec_";
 
@@ -136,15 +136,31 @@ pub async fn get(
     tenant_id: &str,
     id: &str,
 ) -> Result<Subscription, SubscriptionError> {
-    sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM webhook_subscription WHERE subscription_id = $1 AND tenant_id = $2"
-    ))
-    .bind(id)
-    .bind(tenant_id)
-    .fetch_optional(pool)
-    .await?
-    .map(|row| subscription(&row))
-    .ok_or_else(|| SubscriptionError::NotFound(id.into()))
+    one(
+        pool,
+        &format!(
+            "SELECT {COLUMNS} FROM webhook_subscription WHERE subscription_id = $1 AND tenant_id = $2"
+        ),
+        tenant_id,
+        id,
+    )
+    .await
+}
+
+/// The subscription `sql` returns for `$1` = its id and `$2` = its tenant, or NotFound.
+async fn one(
+    pool: &PgPool,
+    sql: &str,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Subscription, SubscriptionError> {
+    sqlx::query(sql)
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(pool)
+        .await?
+        .map(|row| subscription(&row))
+        .ok_or_else(|| SubscriptionError::NotFound(id.into()))
 }
 
 /// A new secret; the old one stays valid for `grace` (messages are signed with both).
@@ -179,17 +195,17 @@ pub async fn enable(
     tenant_id: &str,
     id: &str,
 ) -> Result<Subscription, SubscriptionError> {
-    sqlx::query(&format!(
-        "UPDATE webhook_subscription SET status = 'ACTIVE', disabled_reason = NULL,
-             consecutive_failures = 0, circuit_open_until = NULL, updated_at = now()
-         WHERE subscription_id = $1 AND tenant_id = $2 RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(tenant_id)
-    .fetch_optional(pool)
-    .await?
-    .map(|row| subscription(&row))
-    .ok_or_else(|| SubscriptionError::NotFound(id.into()))
+    one(
+        pool,
+        &format!(
+            "UPDATE webhook_subscription SET status = 'ACTIVE', disabled_reason = NULL,
+                 consecutive_failures = 0, circuit_open_until = NULL, updated_at = now()
+             WHERE subscription_id = $1 AND tenant_id = $2 RETURNING {COLUMNS}"
+        ),
+        tenant_id,
+        id,
+    )
+    .await
 }
 
 /// The recipient reference of a subscription.

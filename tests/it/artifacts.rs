@@ -2,14 +2,12 @@
 //! the hash of the bytes sent, superseded and foreign documents as business failures, and a
 //! document that is not there yet making the task wait instead of failing.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use herald::artifacts::{register, verify_link, Artifact};
 use herald::camunda::TypedValue;
 use sha2::Digest;
-use support::*;
 
 /// The proposal delivery's status and failure code (not those of the fallout alerts a failed
 /// proposal raises, which may name the same quote).
@@ -32,7 +30,7 @@ async fn the_portal_link_is_signed_expires_and_is_never_published() {
     db.add_proposal_document("acme", "Q-L1").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
-    let herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let herald = start_herald(&db, &sink.url(), &lane, &[]).await;
     let instance = start_proposal(
         &camunda,
         &lane,
@@ -102,7 +100,7 @@ async fn an_attachment_goes_out_with_the_hash_of_its_bytes_recorded() {
     let file = db.add_proposal_document("acme", "Q-A1").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
     let mut vars = proposal_vars(&lane, "Q-A1", ("recipientEmail", "buyer@customer.example"));
     vars.insert("deliveryMode".into(), TypedValue::string("ATTACHMENT"));
     let instance = camunda
@@ -163,7 +161,7 @@ async fn superseded_and_foreign_documents_fail_the_proposal_for_good() {
     db.add_proposal_document("globex", "Q-F1").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
     for (quote, code) in [
         ("Q-S1", "ARTIFACT_SUPERSEDED"),
         ("Q-F1", "ARTIFACT_NOT_AUTHORIZED"),
@@ -192,7 +190,7 @@ async fn a_document_not_yet_available_makes_the_task_wait_then_it_goes_out() {
     let db = TestDb::create().await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
     let instance = start_proposal(
         &camunda,
         &lane,

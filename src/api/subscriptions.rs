@@ -8,10 +8,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::delivery::endpoints::{self, SubscriptionError};
 use crate::delivery::webhook::EndpointGuard;
-use crate::ledger::channels::ReplayError;
+use crate::ledger::replay::ReplayError;
 use crate::ledger::CommunicationId;
-use crate::policy::subscriptions::{self, SubscriptionError};
 
 use super::{authorize, ApiError, ApiState};
 
@@ -96,7 +96,7 @@ pub async fn post_subscription(
     if !problems.is_empty() {
         return Err(ApiError::bad(problems));
     }
-    let (subscription, secret) = subscriptions::create(
+    let (subscription, secret) = endpoints::create(
         state.intake.ledger.pool(),
         &input.tenant_id,
         &input.url,
@@ -117,7 +117,7 @@ pub async fn get_subscription(
     scope: TenantScope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let subscription = subscriptions::get(state.intake.ledger.pool(), &scope.tenant, &id).await?;
+    let subscription = endpoints::get(state.intake.ledger.pool(), &scope.tenant, &id).await?;
     Ok(Json(subscription).into_response())
 }
 
@@ -127,8 +127,7 @@ pub async fn rotate_subscription(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let grace = state.webhooks.rotation_grace;
-    let secret =
-        subscriptions::rotate(state.intake.ledger.pool(), &scope.tenant, &id, grace).await?;
+    let secret = endpoints::rotate(state.intake.ledger.pool(), &scope.tenant, &id, grace).await?;
     tracing::info!(subscriptionId = %id, "webhook secret rotated");
     Ok(Json(json!({
         "subscriptionId": id,
@@ -143,8 +142,7 @@ pub async fn enable_subscription(
     scope: TenantScope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let subscription =
-        subscriptions::enable(state.intake.ledger.pool(), &scope.tenant, &id).await?;
+    let subscription = endpoints::enable(state.intake.ledger.pool(), &scope.tenant, &id).await?;
     tracing::info!(subscriptionId = %id, "webhook endpoint enabled");
     Ok(Json(subscription).into_response())
 }

@@ -1,0 +1,23 @@
+//! herald's integration tests, in one binary: one module per capability, against the real
+//! engine, PostgreSQL, SMTP servers and webhook receivers (`support` starts and reaches them).
+//! The fault scenarios (`examples/faults.rs`) and the benchmark (`examples/bench.rs`) share
+//! `support`.
+
+mod support;
+
+mod approval_notices;
+mod artifacts;
+mod correlation;
+mod events_api;
+mod feedback;
+mod fleet;
+mod idempotency;
+mod incidents;
+mod ledger_queue;
+mod noise;
+mod policy;
+mod proposal_e2e;
+mod retries;
+mod templates_governance;
+mod topic_rules;
+mod webhooks;
