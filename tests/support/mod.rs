@@ -187,6 +187,9 @@ pub struct Herald {
     pub log: PathBuf,
 }
 
+/// The long polling (`camunda.long_poll_ms`) of every herald the tests and the bench start.
+pub const LONG_POLL_MS: &str = "5000";
+
 /// A unique lane: herald fetches only the tasks of processes started with this `heraldLane`.
 pub fn new_lane() -> String {
     format!("lane-{}", uuid::Uuid::new_v4().simple())
@@ -218,7 +221,7 @@ impl Herald {
             .env("HERALD_SMTP_URL", smtp_url)
             .env("HERALD_CAMUNDA_URL", camunda_url())
             .env("HERALD_CAMUNDA__LANE", lane)
-            .env("HERALD_CAMUNDA__LONG_POLL_MS", "5000")
+            .env("HERALD_CAMUNDA__LONG_POLL_MS", LONG_POLL_MS)
             .env("HERALD_DATABASE__MAX_CONNECTIONS", "5")
             .env("HERALD_RELAY__POLL_INTERVAL_MS", "1000")
             .env("HERALD_DELIVERY__POLL_INTERVAL_MS", "1000")
