@@ -2,17 +2,33 @@
 //! against, on the same machine and servers; prints a table, and with `--json` one JSON object
 //! as the last line.
 //!
-//! - emails_per_s, webhooks_per_s: communications queued in the ledger, sent by one
-//!   `herald run --only delivery` to a loopback SMTP sink / HTTP receiver (N, default 20,000,
-//!   HERALD_BENCH_N): N / (last sent_at - first attempt).
+//! - emails_per_s, webhooks_per_s: the *drain* of a queue filled beforehand: communications
+//!   queued in the ledger (N, default 20,000, HERALD_BENCH_N), then sent by one
+//!   `herald run --only delivery,relay` to a loopback SMTP sink / HTTP receiver:
+//!   N / (last sent_at - first attempt). Their creation is not in the figure.
 //! - p50_ms, p99_ms: creation to SENT, under an offered load of half the measured rate for 10 s.
+//! - sustained_emails_per_s, sustained_webhooks_per_s: end to end. Producers paced by the clock
+//!   send business events through the intake (`events::ingest`, what `POST /events` runs: rules,
+//!   recipients, policy, noise checks, templates, the ledger request, the inbound-event record)
+//!   on a pool of their own while one sender delivers them; the offered rate goes up in steps
+//!   held HERALD_BENCH_STEP_S (default 30) seconds, from HERALD_BENCH_SUSTAINED_START (default
+//!   200) a second, ×1.5 until a step fails, then one step at the geometric middle of the last
+//!   held and the first failed rate. A step holds when the producers offered ≥ 95 % of its rate,
+//!   at its end no more than one second's worth of its rate was offered and not yet SENT, and
+//!   the p99 of its communications' creation to SENT is ≤ 1 s. The figure is the offered rate of
+//!   the highest step that held, with that step's p50/p99 (sustained_*_p50_ms, _p99_ms).
 //! - db_roundtrips_per_comm: statements PostgreSQL executed for 500 communications, from
 //!   creation to SENT (statement log; needs root to switch it on for the bench database).
-//! - peak_rss_mib: the herald processes' peak resident set (VmHWM).
+//! - peak_rss_mib: the herald processes' peak resident set (VmHWM) of the drain runs.
 //! - smtp_limit_per_s: postfix's smtp-source to the same sink, same concurrency;
 //!   http_limit_per_s: wrk POSTing the same body to the same receiver;
 //!   pg_insert_tps: pgbench, one-row INSERTs into a table like communication_record, as many
-//!   clients as herald's pool.
+//!   clients as herald's pool. The ratios divide herald's figures by the lower of its channel's
+//!   limit and pg_insert_tps.
+//! - camunda_tasks_per_s, java_client_tasks_per_s, engine_ceiling_tasks_per_s: send-proposal
+//!   tasks a second through herald's workers (recording each communication), the official Java
+//!   client (doing nothing) and herald's worker loop run in this process with a handler that
+//!   completes at once without ledger work (the engine's ceiling for herald's loop).
 
 #[path = "../tests/it/support/mod.rs"]
 #[allow(unused_imports)]
@@ -204,6 +220,409 @@ async fn receiver() -> (String, Arc<AtomicU64>) {
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, hits)
+}
+
+/// Events a second the sustained runs start with (`HERALD_BENCH_SUSTAINED_START`).
+fn sustained_start() -> f64 {
+    std::env::var("HERALD_BENCH_SUSTAINED_START")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v: &f64| *v > 0.0)
+        .unwrap_or(200.0)
+}
+
+/// How long each step of a sustained run holds its rate (`HERALD_BENCH_STEP_S`).
+fn step_seconds() -> f64 {
+    std::env::var("HERALD_BENCH_STEP_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v: &f64| *v > 0.0)
+        .unwrap_or(30.0)
+}
+
+/// Events handed to the intake at once: enough to keep the producers' pool of 10 busy; a
+/// producer that has no free slot when an event is due falls behind the clock (offered <
+/// planned).
+const INTAKE_CONCURRENCY: usize = 32;
+/// The coarse search's factor between steps; the refinement is one step at the geometric
+/// middle of the last rate held and the first one failed.
+const STEP_FACTOR: f64 = 1.5;
+/// A sustained run starts no step beyond 12 step lengths of wall time (6 minutes at 30 s).
+const STEP_BUDGET: f64 = 12.0;
+/// The email contacts the order confirmations go to, in turn.
+const CONTACTS: usize = 100;
+
+/// A sustained run's channel, and the business event that makes one communication on it.
+#[derive(Clone, Copy, PartialEq)]
+enum Intake {
+    /// OrderCreated: rule `order-confirmation`, to a contact of the directory.
+    Email,
+    /// QuoteAccepted: rule `quote-accepted-webhook`, to the subscription to quote.accepted.
+    Webhook,
+}
+
+impl Intake {
+    fn name(self) -> &'static str {
+        match self {
+            Intake::Email => "email",
+            Intake::Webhook => "webhook",
+        }
+    }
+
+    /// Event `i` of the step `marker` (its correlationId, which its communication keeps): a new
+    /// order / quote each, so that no dedupe window applies.
+    fn event(self, marker: &str, i: usize) -> Value {
+        let id = format!("{marker}-{i}");
+        let occurred_at = chrono::Utc::now().to_rfc3339();
+        match self {
+            Intake::Email => json!({
+                "eventId": id,
+                "eventType": "OrderCreated",
+                "eventVersion": 1,
+                "occurredAt": occurred_at,
+                "tenantId": "acme",
+                "orderId": id,
+                "correlationId": marker,
+                "subject": {"type": "ORDER", "id": id},
+                "data": {"orderNumber": id, "customerContactId": format!("bench-contact-{}", i % CONTACTS)}
+            }),
+            Intake::Webhook => json!({
+                "eventId": id,
+                "eventType": "QuoteAccepted",
+                "eventVersion": 1,
+                "occurredAt": occurred_at,
+                "tenantId": "acme",
+                "quoteId": id,
+                "correlationId": marker,
+                "data": {"quoteId": id, "revisionNo": 3, "customerId": "CUST-BENCH"}
+            }),
+        }
+    }
+}
+
+/// The producers' side: herald's intake on a pool of its own (10 connections, as herald's API
+/// process has), the shipped rules, and the database the step figures are read from.
+struct Producers {
+    intake: Intake,
+    deps: Arc<herald::intake::Intake>,
+    rules: Arc<herald::policy::rules::RuleSet>,
+    db: TestDb,
+}
+
+/// One step of a sustained run.
+struct Step {
+    planned_per_s: f64,
+    offered_per_s: f64,
+    /// Events offered and not yet SENT at the middle and at the end of the step.
+    backlog_mid: i64,
+    backlog_end: i64,
+    /// Creation (`requested_at`) to `sent_at` of the step's communications.
+    p50_ms: f64,
+    p99_ms: f64,
+    /// How long `events::ingest` took per event, and how late the latest event was offered.
+    ingest_p50_ms: f64,
+    ingest_p99_ms: f64,
+    late_ms: f64,
+    /// Every communication of the step was SENT afterwards (else the search stops: the next
+    /// step would inherit a queue).
+    drained: bool,
+    /// Why the step did not hold (empty: it held).
+    failed: Vec<String>,
+}
+
+impl Step {
+    fn held(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// What a sustained run found.
+struct Sustained {
+    /// The offered rate of the highest step that held, with its latencies.
+    per_s: Option<f64>,
+    p50: Option<f64>,
+    p99: Option<f64>,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Communications of the step `marker` SENT so far, and the ones that will not be
+/// (suppressed or failed).
+async fn step_counts(pool: &sqlx::PgPool, marker: &str) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE sent_at IS NOT NULL),
+                count(*) FILTER (WHERE sent_at IS NULL AND status IN ('SUPPRESSED', 'FAILED_FINAL', 'FAILED_RETRYABLE')),
+                count(*)
+         FROM communication_record WHERE correlation_id = $1",
+    )
+    .bind(marker)
+    .fetch_one(pool)
+    .await
+    .expect("count a step's communications")
+}
+
+impl Producers {
+    async fn new(intake: Intake, hook_url: Option<&str>) -> Producers {
+        let db = TestDb::create().await;
+        match intake {
+            Intake::Email => {
+                for c in 0..CONTACTS {
+                    db.add_contact(
+                        "acme",
+                        &format!("bench-contact-{c}"),
+                        &format!("Buyer {c}"),
+                        &format!("buyer-{c}@customer.example"),
+                    )
+                    .await;
+                }
+            }
+            Intake::Webhook => {
+                add_bench_subscription(&db, hook_url.expect("a receiver for the webhooks")).await
+            }
+        }
+        let pool = herald::ledger::connect_lazy(&db.url, POOL.parse().unwrap()).unwrap();
+        let deps = herald::intake::Intake {
+            artifacts: test_artifact_settings(),
+            ledger: Ledger::new(pool, Duration::from_secs(3600)),
+            camunda: camunda(),
+            templates: Arc::new(
+                herald::templates::TemplateRegistry::load(
+                    &std::path::Path::new(MANIFEST_DIR).join("templates"),
+                )
+                .expect("templates/"),
+            ),
+            requested_by: "herald-bench-api".into(),
+        };
+        let rules = herald::policy::rules::RuleSet::load(
+            &std::path::Path::new(MANIFEST_DIR).join("rules/events.toml"),
+        )
+        .expect("rules/events.toml");
+        Producers {
+            intake,
+            deps: Arc::new(deps),
+            rules: Arc::new(rules),
+            db,
+        }
+    }
+
+    /// Offers `rate` events a second for `seconds`, paced by the clock, then waits until every
+    /// communication of the step is SENT.
+    async fn step(&self, marker: &str, rate: f64, seconds: f64) -> Step {
+        let count = ((rate * seconds).round() as usize).max(1);
+        let offered = Arc::new(AtomicU64::new(0));
+        let slots = Arc::new(tokio::sync::Semaphore::new(INTAKE_CONCURRENCY));
+        let started = Instant::now();
+        let backlog_at = |at: f64| {
+            let pool = self.db.pool.clone();
+            let offered = offered.clone();
+            let marker = marker.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep_until((started + Duration::from_secs_f64(at)).into()).await;
+                let until_now = offered.load(Ordering::Relaxed) as i64;
+                until_now - step_counts(&pool, &marker).await.0
+            })
+        };
+        let mid = backlog_at(seconds / 2.0);
+        let end = backlog_at(seconds);
+        let mut producers = tokio::task::JoinSet::new();
+        let mut late = Duration::ZERO;
+        for i in 0..count {
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+            let slot = slots.clone().acquire_owned().await.unwrap();
+            late = late.max(due.elapsed());
+            let event = self.intake.event(marker, i);
+            let (deps, rules) = (self.deps.clone(), self.rules.clone());
+            offered.fetch_add(1, Ordering::Relaxed);
+            producers.spawn(async move {
+                let began = Instant::now();
+                let outcome = herald::intake::events::ingest(&deps, &rules, &event).await;
+                drop(slot);
+                let took = began.elapsed().as_secs_f64() * 1000.0;
+                outcome.map(|o| (took, o.communication_ids.len()))
+            });
+        }
+        // The last event was due at (count - 1) / rate: a producer that fell behind offered
+        // the step's events over a longer time.
+        let offered_per_s = count as f64 / started.elapsed().as_secs_f64().max(seconds);
+        let backlog_end = end.await.unwrap();
+        let backlog_mid = mid.await.unwrap();
+        let mut ingest_ms = Vec::with_capacity(count);
+        let mut refused = Vec::new();
+        while let Some(done) = producers.join_next().await {
+            match done.unwrap() {
+                Ok((took, 1)) => ingest_ms.push(took),
+                Ok((_, made)) => panic!(
+                    "an {} event made {made} communications, not one: the bench's rules, contacts or subscription are wrong",
+                    self.intake.name()
+                ),
+                Err(e) => refused.push(e.to_string()),
+            }
+        }
+        ingest_ms.sort_by(f64::total_cmp);
+        let drained = self.drain(marker, ingest_ms.len() as i64, seconds).await;
+        let (p50_ms, p99_ms): (Option<f64>, Option<f64>) = sqlx::query_as(
+            "SELECT (percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (sent_at - requested_at)) * 1000))::float8,
+                    (percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (sent_at - requested_at)) * 1000))::float8
+             FROM communication_record WHERE correlation_id = $1 AND sent_at IS NOT NULL",
+        )
+        .bind(marker)
+        .fetch_one(&self.db.pool)
+        .await
+        .expect("a step's latencies");
+        let (p50_ms, p99_ms) = (p50_ms.unwrap_or(0.0), p99_ms.unwrap_or(0.0));
+        let mut failed = Vec::new();
+        if let Some(first) = refused.first() {
+            failed.push(format!(
+                "{} events refused by the intake (first: {first})",
+                refused.len()
+            ));
+        }
+        if offered_per_s < 0.95 * rate {
+            failed.push(format!(
+                "offered {offered_per_s:.0}/s < 95 % of {rate:.0}/s"
+            ));
+        }
+        if backlog_end as f64 > rate {
+            failed.push(format!(
+                "{backlog_end} not SENT at the end > {rate:.0} (one second's worth)"
+            ));
+        }
+        if p99_ms > 1000.0 {
+            failed.push(format!("p99 {p99_ms:.0} ms > 1 s"));
+        }
+        if !drained {
+            failed.push("did not drain".into());
+        }
+        Step {
+            planned_per_s: rate,
+            offered_per_s,
+            backlog_mid,
+            backlog_end,
+            p50_ms,
+            p99_ms,
+            ingest_p50_ms: percentile(&ingest_ms, 0.5),
+            ingest_p99_ms: percentile(&ingest_ms, 0.99),
+            late_ms: late.as_secs_f64() * 1000.0,
+            drained,
+            failed,
+        }
+    }
+
+    /// Waits until the `expected` communications of the step are SENT (false: some were
+    /// suppressed or failed, or they were not all sent within 60 s plus 4 step lengths).
+    async fn drain(&self, marker: &str, expected: i64, seconds: f64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs_f64(60.0 + 4.0 * seconds);
+        loop {
+            let (sent, lost, recorded) = step_counts(&self.db.pool, marker).await;
+            if lost > 0 {
+                eprintln!("bench: {lost} communications of {marker} were suppressed or failed");
+                return false;
+            }
+            if sent >= expected && recorded == sent {
+                return true;
+            }
+            if Instant::now() > deadline {
+                eprintln!("bench: {marker}: only {sent} of {expected} SENT");
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The highest rate of business events the intake and one sender (`herald run --only
+/// delivery,relay`) carry end to end, held for a step (see the top of this file for the rule).
+async fn sustained(intake: Intake, smtp_url: &str, hook_url: Option<&str>) -> Sustained {
+    let producers = Producers::new(intake, hook_url).await;
+    let herald = bench_sender(&producers.db, smtp_url);
+    let seconds = step_seconds();
+    let start = sustained_start();
+    let name = intake.name();
+    // Not measured: the sender's start-up, the first connections, the first templates.
+    let warm = producers
+        .step(&format!("sus-{name}-warmup"), start, seconds.min(3.0))
+        .await;
+    assert!(
+        warm.drained,
+        "the {name} sender did not send the warm-up's communications"
+    );
+    let began = Instant::now();
+    let (mut held, mut failed): (Option<Step>, Option<f64>) = (None, None);
+    let mut rate = start;
+    let mut refined = false;
+    let mut steps = 0;
+    loop {
+        if began.elapsed().as_secs_f64() + seconds > STEP_BUDGET * seconds {
+            eprintln!(
+                "bench: sustained {name}: out of time after {steps} steps; the figure is a lower bound"
+            );
+            break;
+        }
+        steps += 1;
+        let step = producers
+            .step(&format!("sus-{name}-{steps}"), rate, seconds)
+            .await;
+        eprintln!(
+            "bench: sustained {name} step {steps}: {:.0}/s planned, {:.0}/s offered (latest {:.0} ms late), backlog {} mid / {} end, p50 {:.0} ms, p99 {:.0} ms, ingest p50 {:.1} ms p99 {:.1} ms: {}",
+            step.planned_per_s,
+            step.offered_per_s,
+            step.late_ms,
+            step.backlog_mid,
+            step.backlog_end,
+            step.p50_ms,
+            step.p99_ms,
+            step.ingest_p50_ms,
+            step.ingest_p99_ms,
+            if step.held() {
+                "held".to_string()
+            } else {
+                format!("not held ({})", step.failed.join("; "))
+            }
+        );
+        let drained = step.drained;
+        if step.held() {
+            if held
+                .as_ref()
+                .is_none_or(|h| step.offered_per_s > h.offered_per_s)
+            {
+                held = Some(step);
+            }
+        } else {
+            failed = Some(failed.map_or(rate, |f: f64| f.min(rate)));
+        }
+        if !drained || refined {
+            break;
+        }
+        let last_held = held.as_ref().map(|h| h.planned_per_s);
+        rate = match (last_held, failed) {
+            (Some(low), None) => low * STEP_FACTOR,
+            (None, Some(high)) if high / STEP_FACTOR >= 1.0 => high / STEP_FACTOR,
+            (None, _) => {
+                eprintln!("bench: sustained {name}: not even 1 event a second held");
+                break;
+            }
+            (Some(low), Some(high)) => {
+                refined = true;
+                (low * high).sqrt()
+            }
+        };
+    }
+    eprintln!(
+        "bench: sustained {name}: the sender's peak RSS {:.1} MiB",
+        peak_rss_mib(&herald)
+    );
+    drop(herald);
+    Sustained {
+        per_s: held.as_ref().map(|h| h.offered_per_s),
+        p50: held.as_ref().map(|h| h.p50_ms),
+        p99: held.as_ref().map(|h| h.p99_ms),
+    }
 }
 
 /// A new database whose statements PostgreSQL logs (None: not root, the log cannot be
@@ -450,27 +869,59 @@ async fn start_instances(camunda: &herald::camunda::CamundaClient, lane: &str, m
 }
 
 /// send-proposal tasks fetched, recorded and completed per second: by herald's workers (the
-/// first figure), and by the official Java client doing nothing (the second), on `m` instances
-/// per run, started beforehand. After a warm-up of the engine (1,000 instances for herald,
-/// 500 for Java: the JIT compiles its hot paths), the two run in the order herald, Java, Java,
-/// herald, and each figure is the mean of its two runs: the engine's drift (JIT, caches, a
-/// busier machine) weighs on both alike. Each run's instances are deleted after it.
-async fn camunda_throughput(m: usize) -> (Option<f64>, Option<f64>) {
+/// first figure), by the official Java client doing nothing (the second), and by herald's
+/// worker loop completing at once without ledger work (the third: the engine's ceiling for
+/// herald's loop), on `m` instances per run, started beforehand. After a warm-up of the engine
+/// (1,000 instances for herald, 500 for Java: the JIT compiles its hot paths), they run in the
+/// order herald, Java, ceiling, ceiling, Java, herald, and each figure is the mean of its two
+/// runs: the order is the same read from either end, so a drift of the engine (JIT, caches, a
+/// busier machine) that grows steadily over the runs weighs on the three alike. Each run's
+/// instances are deleted after it.
+async fn camunda_throughput(m: usize) -> (Option<f64>, Option<f64>, Option<f64>) {
     let camunda = camunda();
     deploy(&camunda).await;
     let _ = herald_workers(&camunda, 1_000).await;
     let _ = java_client(&camunda, 500).await;
     let h1 = herald_workers(&camunda, m).await;
     let j1 = java_client(&camunda, m).await;
+    let c1 = engine_ceiling(&camunda, m).await;
+    let c2 = engine_ceiling(&camunda, m).await;
     let j2 = java_client(&camunda, m).await;
     let h2 = herald_workers(&camunda, m).await;
     eprintln!(
-        "bench: camunda runs: herald {h1:.1}, Java {}, Java {}, herald {h2:.1} tasks/s",
+        "bench: camunda runs: herald {h1:.1}, Java {}, ceiling {c1:.1}, ceiling {c2:.1}, Java {}, herald {h2:.1} tasks/s",
         fmt(j1),
         fmt(j2)
     );
     let java = j1.zip(j2).map(|(a, b)| (a + b) / 2.0);
-    (Some((h1 + h2) / 2.0), java)
+    (Some((h1 + h2) / 2.0), java, Some((c1 + c2) / 2.0))
+}
+
+/// Waits until the `m` tasks of `lane` were completed (no instance of the lane left at
+/// send_proposal; the process then waits for the outcome message) and returns when that was
+/// seen: the end of herald's runs and of the ceiling's alike.
+async fn lane_completed(
+    camunda: &herald::camunda::CamundaClient,
+    lane: &str,
+    m: usize,
+    deadline: Instant,
+) -> chrono::DateTime<chrono::Utc> {
+    let waiting = format!(
+        "/process-instance/count?variables=heraldLane_eq_{lane}&activityIdIn=send_proposal"
+    );
+    loop {
+        let left = camunda.get_json(&waiting).await.expect("count instances")["count"]
+            .as_i64()
+            .unwrap_or(-1);
+        if left == 0 {
+            return chrono::Utc::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the {m} tasks of {lane} were not completed ({left} left)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// One run of herald's workers on `m` new instances: tasks per second from the first record
@@ -500,8 +951,8 @@ async fn herald_workers(camunda: &herald::camunda::CamundaClient, m: usize) -> f
             // Fetches of 100 (the Java client's maxTasks), each when half of the 200 slots
             // are free: with a lane filter the engine's fetch query costs tens of
             // milliseconds, so fewer, fuller fetches leave it more time for completions.
-            ("HERALD_CAMUNDA__MAX_TASKS", "100"),
-            ("HERALD_CAMUNDA__MAX_IN_FLIGHT", "200"),
+            ("HERALD_CAMUNDA__MAX_TASKS", CAMUNDA_MAX_TASKS),
+            ("HERALD_CAMUNDA__MAX_IN_FLIGHT", CAMUNDA_MAX_IN_FLIGHT),
             ("HERALD_DATABASE__MAX_CONNECTIONS", POOL),
             ("HERALD_LOG__FILTER", "warn"),
         ],
@@ -518,24 +969,8 @@ async fn herald_workers(camunda: &herald::camunda::CamundaClient, m: usize) -> f
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Until the last task is completed: no instance of the lane left at send_proposal.
-    let waiting = format!(
-        "/process-instance/count?variables=heraldLane_eq_{lane}&activityIdIn=send_proposal"
-    );
-    loop {
-        let left = camunda.get_json(&waiting).await.expect("count instances")["count"]
-            .as_i64()
-            .unwrap_or(-1);
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "herald did not complete the {m} tasks ({left} left)"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let done_at = chrono::Utc::now();
+    // Until the last task is completed.
+    let done_at = lane_completed(camunda, &lane, m, deadline).await;
     // From the first record (herald's own start-up not counted) to the last completion.
     let first: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT min(created_at) FROM communication_record")
@@ -544,6 +979,96 @@ async fn herald_workers(camunda: &herald::camunda::CamundaClient, m: usize) -> f
             .unwrap();
     drop(herald);
     let _ = std::fs::remove_dir_all(&topics);
+    delete_lane(camunda, &lane).await;
+    let span = (done_at - first).num_milliseconds() as f64 / 1000.0;
+    m as f64 / span.max(0.001)
+}
+
+/// herald's worker settings in the Camunda runs: `camunda.max_tasks`, `camunda.max_in_flight`.
+const CAMUNDA_MAX_TASKS: &str = "100";
+const CAMUNDA_MAX_IN_FLIGHT: &str = "200";
+
+/// A send-proposal handler that does no ledger work: it completes the task at once with a
+/// fixed `communicationId` (herald completes with `communicationId` only), so that the only
+/// difference to herald's handler is the work herald does for a task.
+#[derive(Default)]
+struct CompleteAtOnce {
+    first_call: std::sync::OnceLock<chrono::DateTime<chrono::Utc>>,
+    calls: AtomicU64,
+}
+
+impl herald::camunda::worker::TaskHandler for CompleteAtOnce {
+    fn handle<'a>(
+        &'a self,
+        _task: &'a herald::camunda::LockedTask,
+    ) -> herald::camunda::worker::BoxFuture<'a, herald::camunda::worker::HandlerOutcome> {
+        self.first_call.get_or_init(chrono::Utc::now);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async {
+            let mut variables = herald::camunda::Variables::new();
+            variables.insert(
+                "communicationId".into(),
+                herald::camunda::TypedValue::string("bench-ceiling"),
+            );
+            herald::camunda::worker::HandlerOutcome::Complete(variables)
+        })
+    }
+}
+
+/// One run of herald's worker loop (`camunda::worker::run`, in this process) with a handler
+/// that completes at once, on `m` new instances: the fetch of herald's workers (the shipped
+/// send-proposal topic's lock and variables, the lane filter, 100 a fetch, 200 in flight),
+/// tasks per second from the first handler call to the last completion.
+async fn engine_ceiling(camunda: &herald::camunda::CamundaClient, m: usize) -> f64 {
+    use herald::camunda::worker::{IncidentPolicy, Subscription, WorkerOptions};
+    let lane = new_lane();
+    start_instances(camunda, &lane, m).await;
+    let topic = shipped_topic("send-proposal");
+    let handler = Arc::new(CompleteAtOnce::default());
+    let subscription = Subscription {
+        topic: topic.topic.clone(),
+        lock_duration: Duration::from_millis(topic.lock_duration_ms),
+        variables: topic.variables.clone(),
+        include_extension_properties: topic.include_extension_properties,
+        incident: IncidentPolicy {
+            retries: topic.incident.retries,
+            retry_timeouts: topic
+                .incident
+                .retry_timeouts_ms
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect(),
+        },
+        handler: handler.clone(),
+    };
+    let options = WorkerOptions {
+        worker_id: format!("herald-bench-ceiling-{}", std::process::id()),
+        max_tasks: CAMUNDA_MAX_TASKS.parse().unwrap(),
+        max_in_flight: CAMUNDA_MAX_IN_FLIGHT.parse().unwrap(),
+        // As every herald the bench starts (tests/support sets it), herald_workers' too.
+        long_poll: Duration::from_millis(LONG_POLL_MS.parse().unwrap()),
+        process_variables: [("heraldLane".to_string(), Value::String(lane.clone()))].into(),
+        shutdown_grace: Duration::from_secs(10),
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(herald::camunda::worker::run(
+        camunda.clone(),
+        options,
+        vec![subscription],
+        shutdown.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while (handler.calls.load(Ordering::Relaxed) as usize) < m {
+        assert!(
+            Instant::now() < deadline,
+            "the ceiling's worker did not take the {m} tasks"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done_at = lane_completed(camunda, &lane, m, deadline).await;
+    let first = *handler.first_call.get().expect("a first call");
+    shutdown.cancel();
+    worker.await.expect("the ceiling's worker loop");
     delete_lane(camunda, &lane).await;
     let span = (done_at - first).num_milliseconds() as f64 / 1000.0;
     m as f64 / span.max(0.001)
@@ -634,6 +1159,22 @@ fn fmt(v: Option<f64>) -> String {
         .unwrap_or_else(|| "not measured".into())
 }
 
+fn fmt0(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.0}"))
+        .unwrap_or_else(|| "not measured".into())
+}
+
+fn fmt2(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.2}"))
+        .unwrap_or_else(|| "not measured".into())
+}
+
+/// `ours` / the lowest of the references (None when one was not measured).
+fn ratio(ours: f64, refs: &[Option<f64>]) -> Option<f64> {
+    let known: Vec<f64> = refs.iter().flatten().copied().collect();
+    (known.len() == refs.len()).then(|| ours / known.iter().cloned().fold(f64::INFINITY, f64::min))
+}
+
 #[tokio::main]
 async fn main() {
     let json_out = std::env::args().any(|a| a == "--json");
@@ -641,25 +1182,55 @@ async fn main() {
     eprintln!("bench: {count} communications per channel");
 
     // HERALD_BENCH_ONLY=email|webhook|camunda: those figures only (for working on them);
-    // camunda-herald|camunda-java: one run of one side, on an engine already warm.
+    // sustained-email|sustained-webhook: the end-to-end figure of a channel, then its ratio's
+    // references; camunda-herald|camunda-java|camunda-ceiling: one run of one side, on an
+    // engine already warm.
     let only = std::env::var("HERALD_BENCH_ONLY").ok();
-    if let Some(side @ ("camunda-herald" | "camunda-java")) = only.as_deref() {
+    if let Some(side @ ("camunda-herald" | "camunda-java" | "camunda-ceiling")) = only.as_deref() {
         let camunda = camunda();
         deploy(&camunda).await;
-        let rate = if side == "camunda-herald" {
-            Some(herald_workers(&camunda, instances()).await)
-        } else {
-            java_client(&camunda, instances()).await
+        let rate = match side {
+            "camunda-herald" => Some(herald_workers(&camunda, instances()).await),
+            "camunda-ceiling" => Some(engine_ceiling(&camunda, instances()).await),
+            _ => java_client(&camunda, instances()).await,
         };
         println!("{side}: {} tasks/s", fmt(rate));
         return;
     }
     if only.as_deref() == Some("camunda") {
-        let (ours, java) = camunda_throughput(instances()).await;
+        let (ours, java, ceiling) = camunda_throughput(instances()).await;
         println!(
-            "camunda: herald {} tasks/s, Java client {} tasks/s",
+            "camunda: herald {} tasks/s, Java client {} tasks/s, engine ceiling {} tasks/s (herald at {} of the ceiling)",
             fmt(ours),
-            fmt(java)
+            fmt(java),
+            fmt(ceiling),
+            fmt2(ours.zip(ceiling).map(|(a, b)| a / b)),
+        );
+        return;
+    }
+    if let Some(mode @ ("sustained-email" | "sustained-webhook")) = only.as_deref() {
+        // The channel's reference and pgbench right after (the machine's speed drifts).
+        let (run, limit, limit_name) = if mode == "sustained-email" {
+            let sink = smtp_sink::SmtpSink::start().await.unwrap();
+            let run = sustained(Intake::Email, &sink.url(), None).await;
+            drop(sink);
+            (run, smtp_limit(count).await, "smtp-source")
+        } else {
+            let (url, _) = receiver().await;
+            let run = sustained(Intake::Webhook, "smtp://127.0.0.1:9", Some(&url)).await;
+            (run, http_limit(&url, IN_FLIGHT), "wrk")
+        };
+        let tps = pgbench().await;
+        let ratio = run.per_s.and_then(|per_s| ratio(per_s, &[limit, tps]));
+        println!(
+            "{mode}: {}/s held for {} s, p50 {} ms, p99 {} ms; {limit_name} {}/s, pgbench {} tps (ratio {})",
+            fmt0(run.per_s),
+            step_seconds(),
+            fmt0(run.p50),
+            fmt0(run.p99),
+            fmt0(limit),
+            fmt(tps),
+            fmt2(ratio),
         );
         return;
     }
@@ -668,7 +1239,9 @@ async fn main() {
         let (make, url): (fn(&str) -> NewCommunication, String) = match channel {
             "email" => (order_confirmation, String::new()),
             "webhook" => (webhook, receiver().await.0),
-            other => panic!("HERALD_BENCH_ONLY={other}: email or webhook"),
+            other => panic!(
+                "HERALD_BENCH_ONLY={other}: email, webhook, sustained-email, sustained-webhook, camunda, camunda-herald, camunda-java or camunda-ceiling"
+            ),
         };
         let sink = smtp_sink::SmtpSink::start().await.unwrap();
         if !url.is_empty() {
@@ -706,6 +1279,18 @@ async fn main() {
         hits.load(Ordering::Relaxed)
     );
 
+    // End to end: through the intake, paced, stepped up (the drain figures above leave the
+    // creation of the records out).
+    let sustained_sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let sustained_email = sustained(Intake::Email, &sustained_sink.url(), None).await;
+    drop(sustained_sink);
+    let sustained_hook = sustained(Intake::Webhook, "smtp://127.0.0.1:9", Some(&url)).await;
+    eprintln!(
+        "bench: sustained emails {}/s, webhooks {}/s",
+        fmt0(sustained_email.per_s),
+        fmt0(sustained_hook.per_s)
+    );
+
     let db_roundtrips_per_comm = roundtrips().await;
     let idle_queries_per_s = idle_queries_per_s().await;
     let pg_insert_tps = pgbench().await;
@@ -713,17 +1298,22 @@ async fn main() {
     let http_limit_per_s = http_limit(&url, IN_FLIGHT);
 
     let instances = instances();
-    let (camunda_tasks_per_s, java_client_tasks_per_s) = camunda_throughput(instances).await;
+    let (camunda_tasks_per_s, java_client_tasks_per_s, engine_ceiling_tasks_per_s) =
+        camunda_throughput(instances).await;
     let camunda_ratio = camunda_tasks_per_s
         .zip(java_client_tasks_per_s)
         .map(|(a, b)| a / b);
-    let ratio = |ours: f64, refs: &[Option<f64>]| {
-        let known: Vec<f64> = refs.iter().flatten().copied().collect();
-        (known.len() == refs.len())
-            .then(|| ours / known.iter().cloned().fold(f64::INFINITY, f64::min))
-    };
+    let camunda_ceiling_ratio = camunda_tasks_per_s
+        .zip(engine_ceiling_tasks_per_s)
+        .map(|(a, b)| a / b);
     let email_ratio = ratio(emails_per_s, &[smtp_limit_per_s, pg_insert_tps]);
     let webhook_ratio = ratio(webhooks_per_s, &[http_limit_per_s, pg_insert_tps]);
+    let sustained_email_ratio = sustained_email
+        .per_s
+        .and_then(|per_s| ratio(per_s, &[smtp_limit_per_s, pg_insert_tps]));
+    let sustained_webhook_ratio = sustained_hook
+        .per_s
+        .and_then(|per_s| ratio(per_s, &[http_limit_per_s, pg_insert_tps]));
     let peak_rss_mib = email.rss.max(hook.rss);
 
     let rows = [
@@ -735,6 +1325,12 @@ async fn main() {
         ("p99_ms (webhook)", Some(hook_p99)),
         ("latency offered_per_s (email)", Some(email.offered_per_s)),
         ("latency offered_per_s (webhook)", Some(hook.offered_per_s)),
+        ("sustained_emails_per_s", sustained_email.per_s),
+        ("sustained_email_p50_ms", sustained_email.p50),
+        ("sustained_email_p99_ms", sustained_email.p99),
+        ("sustained_webhooks_per_s", sustained_hook.per_s),
+        ("sustained_webhook_p50_ms", sustained_hook.p50),
+        ("sustained_webhook_p99_ms", sustained_hook.p99),
         ("db_roundtrips_per_comm", db_roundtrips_per_comm),
         ("idle_queries_per_s (one process)", idle_queries_per_s),
         ("peak_rss_mib", Some(peak_rss_mib)),
@@ -743,9 +1339,13 @@ async fn main() {
         ("pg_insert_tps (pgbench)", pg_insert_tps),
         ("email_ratio", email_ratio),
         ("webhook_ratio", webhook_ratio),
+        ("sustained_email_ratio", sustained_email_ratio),
+        ("sustained_webhook_ratio", sustained_webhook_ratio),
         ("camunda_tasks_per_s", camunda_tasks_per_s),
         ("java_client_tasks_per_s", java_client_tasks_per_s),
+        ("engine_ceiling_tasks_per_s", engine_ceiling_tasks_per_s),
         ("camunda_ratio", camunda_ratio),
+        ("camunda_ceiling_ratio", camunda_ceiling_ratio),
     ];
     println!("{:<34} {:>14}", "figure", "value");
     for (name, value) in rows {
@@ -774,6 +1374,16 @@ async fn main() {
             "camunda_tasks_per_s": camunda_tasks_per_s,
             "java_client_tasks_per_s": java_client_tasks_per_s,
             "camunda_ratio": camunda_ratio,
+            "sustained_emails_per_s": sustained_email.per_s,
+            "sustained_email_p50_ms": sustained_email.p50,
+            "sustained_email_p99_ms": sustained_email.p99,
+            "sustained_webhooks_per_s": sustained_hook.per_s,
+            "sustained_webhook_p50_ms": sustained_hook.p50,
+            "sustained_webhook_p99_ms": sustained_hook.p99,
+            "sustained_email_ratio": sustained_email_ratio,
+            "sustained_webhook_ratio": sustained_webhook_ratio,
+            "engine_ceiling_tasks_per_s": engine_ceiling_tasks_per_s,
+            "camunda_ceiling_ratio": camunda_ceiling_ratio,
         });
         println!("{figures}");
     }

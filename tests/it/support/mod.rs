@@ -189,7 +189,7 @@ pub fn test_env(db: &TestDb, smtp_url: &str, lane: &str) -> Vec<(String, String)
         ("HERALD_SMTP_URL", smtp_url),
         ("HERALD_CAMUNDA_URL", &camunda_url()),
         ("HERALD_CAMUNDA__LANE", lane),
-        ("HERALD_CAMUNDA__LONG_POLL_MS", "5000"),
+        ("HERALD_CAMUNDA__LONG_POLL_MS", LONG_POLL_MS),
         ("HERALD_DATABASE__MAX_CONNECTIONS", "5"),
         ("HERALD_RELAY__POLL_INTERVAL_MS", "1000"),
         ("HERALD_DELIVERY__POLL_INTERVAL_MS", "1000"),
@@ -332,6 +332,9 @@ pub struct Herald {
     child: Option<Child>,
     pub log: PathBuf,
 }
+
+/// The long polling (`camunda.long_poll_ms`) of every herald the tests and the bench start.
+pub const LONG_POLL_MS: &str = "5000";
 
 /// A unique lane: herald fetches only the tasks of processes started with this `heraldLane`.
 pub fn new_lane() -> String {
