@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::camunda::{CamundaClient, CamundaError, MessageCorrelation, TypedValue, Variables};
-use crate::ledger::wakeup::{Wakeup, Woke};
+use crate::ledger::wakeup::Woke;
 use crate::ledger::{CorrelationJob, Ledger};
 use crate::pause::{sleep_or_shutdown, Backoff};
 
@@ -28,7 +28,7 @@ fn loop_backoff() -> Backoff {
 
 /// Moves outbox events to their subscribers until `shutdown`.
 pub async fn run_outbox(ledger: Ledger, options: RelayOptions, shutdown: CancellationToken) {
-    let mut wakeup = Wakeup::new(ledger.pool().clone(), "herald_outbox");
+    let mut wakeup = ledger.wakeup("herald_outbox");
     let mut backoff = loop_backoff();
     tracing::info!("outbox relay started");
     while !shutdown.is_cancelled() {
@@ -63,7 +63,7 @@ pub async fn run_correlations(
     options: RelayOptions,
     shutdown: CancellationToken,
 ) {
-    let mut wakeup = Wakeup::new(ledger.pool().clone(), "herald_correlation");
+    let mut wakeup = ledger.wakeup("herald_correlation");
     let mut backoff = loop_backoff();
     tracing::info!("correlation relay started");
     while !shutdown.is_cancelled() {
@@ -182,7 +182,7 @@ pub async fn run_fallout(
 ) {
     use crate::intake::events::{ingest, EventError};
     let ledger = intake.ledger.clone();
-    let mut wakeup = Wakeup::new(ledger.pool().clone(), "herald_fallout");
+    let mut wakeup = ledger.wakeup("herald_fallout");
     let mut backoff = loop_backoff();
     tracing::info!("fallout loop started");
     while !shutdown.is_cancelled() {

@@ -441,18 +441,9 @@ async fn get_communication(
         .map_err(ApiError::unavailable)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no communication {id}")))?;
     let children = ledger.children(id).await.map_err(ApiError::unavailable)?;
-    let decisions: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT check_name, outcome, reason_code, detail FROM communication_decision WHERE communication_id = $1 ORDER BY decided_at, decision_id",
-    )
-    .bind(id.0)
-    .fetch_all(ledger.pool())
-    .await
-    .map_err(ApiError::unavailable)?;
+    let decisions = ledger.decisions(id).await.map_err(ApiError::unavailable)?;
     let mut body = serde_json::to_value(&view).map_err(ApiError::unavailable)?;
-    body["decisions"] = decisions
-        .into_iter()
-        .map(|(check, outcome, code, detail)| json!({"check": check, "outcome": outcome, "reasonCode": code, "detail": detail}))
-        .collect();
+    body["decisions"] = serde_json::to_value(decisions).map_err(ApiError::unavailable)?;
     body["children"] = serde_json::to_value(children).map_err(ApiError::unavailable)?;
     Ok(Json(body).into_response())
 }
@@ -559,13 +550,12 @@ async fn post_proposal(
             .await
             .map_err(ApiError::unavailable)?
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "communication vanished"))?;
-        let artifacts: Vec<String> = sqlx::query_scalar(
-            "SELECT artifact_id FROM communication_artifact_link WHERE communication_id = $1",
-        )
-        .bind(outcome.communication_id.0)
-        .fetch_all(state.intake.ledger.pool())
-        .await
-        .map_err(ApiError::unavailable)?;
+        let artifacts = state
+            .intake
+            .ledger
+            .artifact_ids(outcome.communication_id)
+            .await
+            .map_err(ApiError::unavailable)?;
         if existing.recipient_ref != expected_ref || artifacts != vec![input.artifact_id.clone()] {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

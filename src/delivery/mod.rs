@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::ledger::wakeup::{Wakeup, Woke};
+use crate::ledger::wakeup::Woke;
 use crate::ledger::{AttemptResult, Channel, ClaimedJob, Ledger};
 use crate::templates::TemplateRegistry;
 
@@ -74,7 +74,7 @@ impl DeliveryEngine {
     /// While busy, a claim waits for a quarter of the slots (or the batch) to be free, so that
     /// one statement claims many jobs; ended attempts are recorded together by one recorder.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut wakeup = Wakeup::new(self.ledger.pool().clone(), "herald_delivery");
+        let mut wakeup = self.ledger.wakeup("herald_delivery");
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
         let max = self.options.max_in_flight.max(1);
         let slots = Arc::new(tokio::sync::Semaphore::new(max));
@@ -155,6 +155,28 @@ impl DeliveryEngine {
         drop(ended);
         let _ = recorder.await;
         tracing::info!("delivery loop stopped");
+    }
+
+    /// One delivery round, for tests and tools that want it step by step: claims up to a
+    /// batch of due jobs, attempts each, and records them in one transaction. Returns how many
+    /// were attempted (0: nothing was due).
+    pub async fn deliver_due_once(&self) -> Result<usize, crate::ledger::LedgerError> {
+        let jobs = self
+            .ledger
+            .claim_jobs(
+                &self.options.worker_id,
+                self.options.batch_size,
+                self.options.lease,
+            )
+            .await?;
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            results.push((job, self.deliver(job).await));
+        }
+        self.ledger
+            .finish_attempts(&self.options.worker_id, &results)
+            .await?;
+        Ok(jobs.len())
     }
 
     /// Records ended attempts, all those waiting in one transaction, until every sender of

@@ -112,6 +112,11 @@ impl Intake {
                     ..Admitted::unreachable(unresolved(recipient_type, recipient_ref))
                 }
             };
+        let outcome = if matches!(resolution, Resolution::Suppressed { .. }) {
+            DecisionOutcome::Suppress
+        } else {
+            DecisionOutcome::Fail
+        };
         match resolution {
             Resolution::Resolved { recipient, .. } => {
                 let address = recipient.address.clone().unwrap_or_default();
@@ -151,14 +156,8 @@ impl Intake {
                 recipient_ref,
                 code,
                 message,
-            } => Ok(refused(
-                recipient_type,
-                recipient_ref,
-                DecisionOutcome::Fail,
-                code,
-                message,
-            )),
-            Resolution::Suppressed {
+            }
+            | Resolution::Suppressed {
                 recipient_type,
                 recipient_ref,
                 code,
@@ -166,7 +165,7 @@ impl Intake {
             } => Ok(refused(
                 recipient_type,
                 recipient_ref,
-                DecisionOutcome::Suppress,
+                outcome,
                 code,
                 message,
             )),

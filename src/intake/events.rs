@@ -74,30 +74,26 @@ pub async fn ingest(
         .ok_or_else(|| EventError::Invalid("the event needs 'occurredAt' (RFC 3339)".into()))?
         .parse()
         .map_err(|e| EventError::Invalid(format!("occurredAt: {e}")))?;
-    let pool = intake.ledger.pool();
-    let unavailable =
-        |e: sqlx::Error| EventError::Unavailable(format!("ledger database unavailable: {e}"));
-
-    let seen: Option<Vec<uuid::Uuid>> = sqlx::query_scalar(
-        "SELECT communication_ids FROM inbound_event WHERE tenant_id = $1 AND event_id = $2",
-    )
-    .bind(&tenant_id)
-    .bind(&event_id)
-    .fetch_optional(pool)
-    .await
-    .map_err(unavailable)?;
-    if let Some(ids) = seen {
+    let unavailable = |e: &dyn std::fmt::Display| {
+        EventError::Unavailable(format!("ledger database unavailable: {e}"))
+    };
+    let seen = intake
+        .ledger
+        .applied_event(&tenant_id, &event_id)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    if let Some(communication_ids) = seen {
         return Ok(IngestOutcome {
             event_id,
             duplicate: true,
-            communication_ids: ids.into_iter().map(CommunicationId).collect(),
+            communication_ids,
         });
     }
 
     if event_type == "DocumentArtifactAvailable" {
-        register(pool, &artifact_of(event, &tenant_id)?)
+        register(intake.ledger.pool(), &artifact_of(event, &tenant_id)?)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| unavailable(&e))?;
     }
 
     let mut requests = Vec::new();
@@ -124,18 +120,11 @@ pub async fn ingest(
             .map_err(|e| EventError::Unavailable(e.to_string()))?;
         ids.push(outcome.communication_id);
     }
-    sqlx::query(
-        "INSERT INTO inbound_event (tenant_id, event_id, event_type, occurred_at, communication_ids)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(&tenant_id)
-    .bind(&event_id)
-    .bind(&event_type)
-    .bind(occurred_at)
-    .bind(ids.iter().map(|i| i.0).collect::<Vec<_>>())
-    .execute(pool)
-    .await
-    .map_err(unavailable)?;
+    intake
+        .ledger
+        .record_event(&tenant_id, &event_id, &event_type, occurred_at, &ids)
+        .await
+        .map_err(|e| unavailable(&e))?;
     tracing::info!(eventId = %event_id, eventType = %event_type, communications = ids.len(), "event applied");
     Ok(IngestOutcome {
         event_id,

@@ -6,8 +6,8 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{
-    AttemptStatus, Channel, CommunicationId, CommunicationStatus, CommunicationType, FailureClass,
-    Ledger, LedgerError, RecipientType,
+    AttemptStatus, Channel, CommunicationId, CommunicationStatus, CommunicationType,
+    DecisionOutcome, FailureClass, Ledger, LedgerError, RecipientType,
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +33,16 @@ pub struct CommunicationView {
     pub requested_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
     pub attempts: Vec<AttemptView>,
+}
+
+/// One decision of the intake, as history shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionView {
+    pub check: String,
+    pub outcome: DecisionOutcome,
+    pub reason_code: String,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +77,37 @@ impl Ledger {
             }
         }
         Ok(views)
+    }
+
+    /// The intake's decisions about a communication, in the order they were taken.
+    pub async fn decisions(&self, id: CommunicationId) -> Result<Vec<DecisionView>, LedgerError> {
+        sqlx::query(
+            "SELECT check_name, outcome, reason_code, detail FROM communication_decision
+             WHERE communication_id = $1 ORDER BY decided_at, decision_id",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(DecisionView {
+                check: row.get("check_name"),
+                outcome: row.try_get("outcome")?,
+                reason_code: row.get("reason_code"),
+                detail: row.get("detail"),
+            })
+        })
+        .collect()
+    }
+
+    /// The artifacts a communication carries.
+    pub async fn artifact_ids(&self, id: CommunicationId) -> Result<Vec<String>, LedgerError> {
+        Ok(sqlx::query_scalar(
+            "SELECT artifact_id FROM communication_artifact_link WHERE communication_id = $1 ORDER BY artifact_id",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// A communication with its attempts (for history, the API and tests).

@@ -6,6 +6,7 @@ pub mod digest;
 pub mod fallout;
 pub mod feedback;
 pub mod history;
+pub mod inbound;
 pub mod inbox;
 pub mod model;
 pub mod outbox;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 pub use correlation::CorrelationJob;
-pub use history::{AttemptView, CommunicationView};
+pub use history::{AttemptView, CommunicationView, DecisionView};
 pub use model::*;
 pub use queue::{provider_name, AttemptResult, ClaimedJob};
 pub use request::{
@@ -87,6 +88,11 @@ impl Ledger {
             pool,
             correlation_deadline,
         }
+    }
+
+    /// A listener for the notifications of `channel` (on a connection of its own).
+    pub fn wakeup(&self, channel: &'static str) -> wakeup::Wakeup {
+        wakeup::Wakeup::new(self.pool.clone(), channel)
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -275,13 +275,9 @@ async fn unassigned_reminders_reach_candidates_and_escalation_reaches_the_group(
     );
 
     // The group member without an address is a recorded business failure, not an incident.
-    let (status, code): (String, Option<String>) = sqlx::query_as(
-        "SELECT status, failure_code FROM communication_record WHERE recipient_ref = $1",
-    )
-    .bind(format!("user:{nomail}"))
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let (status, code) = db
+        .outcome_where(&format!("recipient_ref = 'user:{nomail}'"))
+        .await;
     assert_eq!(
         (status.as_str(), code.as_deref()),
         ("FAILED_FINAL", Some("NO_VALID_ADDRESS"))

@@ -283,13 +283,9 @@ async fn a_job_whose_channel_is_unknown_fails_for_good_instead_of_staying_sendin
         matches!(read, herald::ledger::LedgerError::Corrupt(ref v) if v.value == "PIGEON"),
         "{read}"
     );
-    let (status, code): (String, Option<String>) = sqlx::query_as(
-        "SELECT status, failure_code FROM communication_record WHERE communication_id = $1",
-    )
-    .bind(bad.0)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let (status, code) = db
+        .outcome_where(&format!("communication_id = '{}'", bad.0))
+        .await;
     assert_eq!(
         (status.as_str(), code.as_deref()),
         ("FAILED_FINAL", Some("UNKNOWN_CHANNEL"))
@@ -314,12 +310,11 @@ async fn a_job_whose_channel_is_unknown_fails_for_good_instead_of_staying_sendin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_refuses_a_value_the_enums_do_not_know() {
     let db = TestDb::create().await;
-    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
-    let id = ledger
-        .request(&order_confirmation("checked"))
+    queue_many(&db, "checked", 1, 1, order_confirmation).await;
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT communication_id FROM communication_record")
+        .fetch_one(&db.pool)
         .await
-        .unwrap()
-        .communication_id;
+        .unwrap();
     for set in [
         "channel = 'PIGEON'",
         "status = 'LOST'",
@@ -328,7 +323,7 @@ async fn the_database_refuses_a_value_the_enums_do_not_know() {
         let refused = sqlx::query(&format!(
             "UPDATE communication_record SET {set} WHERE communication_id = $1"
         ))
-        .bind(id.0)
+        .bind(id)
         .execute(&db.pool)
         .await
         .unwrap_err();
@@ -340,7 +335,7 @@ async fn the_database_refuses_a_value_the_enums_do_not_know() {
     let refused = sqlx::query(
         "UPDATE communication_outbox SET event_type = 'CommunicationVanished' WHERE aggregate_id = $1",
     )
-    .bind(id.0)
+    .bind(id)
     .execute(&db.pool)
     .await
     .unwrap_err();
@@ -405,4 +400,62 @@ async fn assert_next_due_in(ledger: &Ledger, seconds: u64) {
         due > Duration::from_secs(seconds - 1) && due < Duration::from_millis(seconds * 1000 + 100),
         "expected about {seconds} s: {due:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_delivery_round_and_one_relay_round_step_by_step() {
+    use herald::delivery::email::{EmailAdapter, EmailSettings};
+    use herald::delivery::{DeliveryEngine, DeliveryOptions, RetryPolicy};
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    let templates = std::sync::Arc::new(
+        herald::templates::TemplateRegistry::load(
+            &std::path::Path::new(MANIFEST_DIR).join("templates"),
+        )
+        .unwrap(),
+    );
+    let mut engine = DeliveryEngine::new(
+        ledger.clone(),
+        templates,
+        DeliveryOptions {
+            worker_id: "stepper".into(),
+            batch_size: 10,
+            max_in_flight: 10,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+            content_key: None,
+        },
+    );
+    engine.register(std::sync::Arc::new(
+        EmailAdapter::new(&EmailSettings {
+            url: sink.url(),
+            from: "herald <noreply@herald.local>".into(),
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(5),
+            pool_max: 1,
+            pool_get_timeout: Duration::from_secs(5),
+        })
+        .unwrap(),
+    ));
+    assert_eq!(
+        engine.deliver_due_once().await.unwrap(),
+        0,
+        "nothing due yet"
+    );
+    for key in ["step-1", "step-2"] {
+        ledger.request(&order_confirmation(key)).await.unwrap();
+    }
+    assert_eq!(engine.deliver_due_once().await.unwrap(), 2);
+    assert_eq!(engine.deliver_due_once().await.unwrap(), 0, "both sent");
+    assert_eq!(sink.received().len(), 2);
+    let sent = db
+        .scalar_i64("SELECT count(*) FROM communication_record WHERE status = 'SENT'")
+        .await;
+    assert_eq!(sent, 2);
+    // The relay's round publishes the two CommunicationSent events (nobody waits for them).
+    assert_eq!(ledger.relay_outbox(100).await.unwrap(), 2);
+    assert_eq!(ledger.relay_outbox(100).await.unwrap(), 0);
 }

@@ -199,11 +199,9 @@ async fn an_invalid_explicit_address_is_a_business_failure_not_an_incident() {
         .await
         .unwrap();
     assert_eq!(incidents.as_array().unwrap().len(), 0);
-    let (status, code): (String, Option<String>) =
-        sqlx::query_as("SELECT status, failure_code FROM communication_record WHERE communication_type = 'QUOTE_PROPOSAL_DELIVERY'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let (status, code) = db
+        .outcome_where("communication_type = 'QUOTE_PROPOSAL_DELIVERY'")
+        .await;
     assert_eq!(
         (status.as_str(), code.as_deref()),
         ("FAILED_FINAL", Some("INVALID_ADDRESS"))

@@ -167,6 +167,16 @@ impl TestDb {
             .expect("reconnect");
     }
 
+    /// The status and failure code of the one record `condition` (an SQL condition) selects.
+    pub async fn outcome_where(&self, condition: &str) -> (String, Option<String>) {
+        sqlx::query_as(&format!(
+            "SELECT status, failure_code FROM communication_record WHERE {condition}"
+        ))
+        .fetch_one(&self.pool)
+        .await
+        .unwrap_or_else(|e| panic!("the record where {condition}: {e}"))
+    }
+
     pub async fn scalar_i64(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql)
             .fetch_one(&self.pool)
