@@ -7,7 +7,7 @@ use rand::RngCore;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
-use crate::ledger::{Channel, RecipientType, ResolvedRecipient};
+use crate::ledger::{Channel, RecipientType, ResolvedRecipient, SubscriptionStatus};
 
 use crate::policy::Resolution;
 
@@ -31,7 +31,7 @@ pub struct Subscription {
     pub tenant_id: String,
     pub endpoint_url: String,
     pub event_types: Vec<String>,
-    pub status: String,
+    pub status: SubscriptionStatus,
     pub disabled_reason: Option<String>,
     pub consecutive_failures: i32,
     pub circuit_open_until: Option<DateTime<Utc>>,
@@ -74,19 +74,19 @@ pub fn secret_key(secret: &str) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-fn subscription(row: &sqlx::postgres::PgRow) -> Subscription {
-    Subscription {
+fn subscription(row: &sqlx::postgres::PgRow) -> Result<Subscription, sqlx::Error> {
+    Ok(Subscription {
         subscription_id: row.get("subscription_id"),
         tenant_id: row.get("tenant_id"),
         endpoint_url: row.get("endpoint_url"),
         event_types: row.get("event_types"),
-        status: row.get("status"),
+        status: row.try_get("status")?,
         disabled_reason: row.get("disabled_reason"),
         consecutive_failures: row.get("consecutive_failures"),
         circuit_open_until: row.get("circuit_open_until"),
         rate_limit_per_s: row.get("rate_limit_per_s"),
         created_at: row.get("created_at"),
-    }
+    })
 }
 
 const COLUMNS: &str =
@@ -128,7 +128,7 @@ pub async fn create(
     .bind(rate_limit_per_s)
     .fetch_one(pool)
     .await?;
-    Ok((subscription(&row), secret))
+    Ok((subscription(&row)?, secret))
 }
 
 pub async fn get(
@@ -160,6 +160,7 @@ async fn one(
         .fetch_optional(pool)
         .await?
         .map(|row| subscription(&row))
+        .transpose()?
         .ok_or_else(|| SubscriptionError::NotFound(id.into()))
 }
 
@@ -251,7 +252,7 @@ pub async fn subscribers(
 pub struct Endpoint {
     pub tenant_id: String,
     pub url: String,
-    pub status: String,
+    pub status: SubscriptionStatus,
     pub keys: SigningKeys,
     pub circuit_open_until: Option<DateTime<Utc>>,
     pub consecutive_failures: i32,
@@ -267,7 +268,7 @@ pub async fn endpoint(pool: &PgPool, id: &str) -> Result<Option<Endpoint>, sqlx:
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|row| {
+    row.map(|row| {
         let now = Utc::now();
         let mut keys = Vec::new();
         if let Ok(key) = secret_key(&row.get::<String, _>("secret")) {
@@ -282,16 +283,17 @@ pub async fn endpoint(pool: &PgPool, id: &str) -> Result<Option<Endpoint>, sqlx:
                 }
             }
         }
-        Endpoint {
+        Ok(Endpoint {
             tenant_id: row.get("tenant_id"),
             url: row.get("endpoint_url"),
-            status: row.get("status"),
+            status: row.try_get("status")?,
             keys: SigningKeys { keys },
             circuit_open_until: row.get("circuit_open_until"),
             consecutive_failures: row.get("consecutive_failures"),
             rate_limit_per_s: row.get("rate_limit_per_s"),
-        }
-    }))
+        })
+    })
+    .transpose()
 }
 
 /// Records how the endpoint answered: a success closes the circuit; a failure of the endpoint

@@ -19,7 +19,7 @@ use crate::camunda::worker::BoxFuture;
 use crate::config::WebhookSettings;
 use crate::delivery::endpoints::{self, Endpoint, Slot};
 use crate::ledger::wakeup::{Heard, Wakeup};
-use crate::ledger::Channel;
+use crate::ledger::{Channel, SubscriptionStatus};
 
 use super::adapter::{ChannelAdapter, DeliveryOutcome, OutboundMessage};
 use super::failure::{classify_http, parse_retry_after, FailureClass};
@@ -392,7 +392,7 @@ impl WebhookAdapter {
                 None,
             );
         }
-        if endpoint.status != "ACTIVE" {
+        if endpoint.status != SubscriptionStatus::Active {
             return failed(
                 FailureClass::EndpointDisabled,
                 None,

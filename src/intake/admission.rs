@@ -250,27 +250,24 @@ impl Intake {
         let slot = admitted.not_before.map_or(slot, |t| t.max(slot));
         if kind.criticality() >= Criticality::High {
             admitted.not_before = Some(slot);
-            admitted.decisions.push(Decision {
-                check: "rate-limit",
-                outcome: DecisionOutcome::Delay,
-                reason_code: "RATE_LIMITED".into(),
-                detail: format!(
+            decide(
+                admitted,
+                "rate-limit",
+                DecisionOutcome::Delay,
+                "RATE_LIMITED",
+                format!(
                     "over {} to this recipient: held until {slot}",
                     limit.written
                 ),
-            });
+            );
         } else {
-            let message = format!("over {} to this recipient", limit.written);
-            admitted.decisions.push(Decision {
-                check: "rate-limit",
-                outcome: DecisionOutcome::Suppress,
-                reason_code: "RATE_LIMITED".into(),
-                detail: message.clone(),
-            });
-            admitted.admission = Admission::Suppress {
-                code: "RATE_LIMITED".into(),
-                message,
-            };
+            refuse(
+                admitted,
+                "rate-limit",
+                DecisionOutcome::Suppress,
+                "RATE_LIMITED",
+                format!("over {} to this recipient", limit.written),
+            );
         }
         Ok(())
     }
@@ -291,57 +288,81 @@ fn within_business_hours(admitted: &mut Admitted, purpose: &Purpose, now: DateTi
     if admitted.not_before.is_none_or(|t| t < opening) {
         admitted.not_before = Some(opening);
     }
+    decide(
+        admitted,
+        "business-hours",
+        DecisionOutcome::Delay,
+        "OUTSIDE_BUSINESS_HOURS",
+        format!("held until business hours open at {opening}"),
+    );
+}
+
+/// Notes a decision of the intake's about the recipient.
+fn decide(
+    admitted: &mut Admitted,
+    check: &'static str,
+    outcome: DecisionOutcome,
+    code: &str,
+    detail: String,
+) {
     admitted.decisions.push(Decision {
-        check: "business-hours",
-        outcome: DecisionOutcome::Delay,
-        reason_code: "OUTSIDE_BUSINESS_HOURS".into(),
-        detail: format!("held until business hours open at {opening}"),
+        check,
+        outcome,
+        reason_code: code.into(),
+        detail,
     });
+}
+
+/// Refuses a queued recipient with a business status, its reason noted as a decision: SUPPRESSED
+/// (`Suppress`, `Digest`) or FAILED_FINAL (`Fail`). A recipient refused already keeps its first
+/// refusal; the decision is noted all the same.
+fn refuse(
+    admitted: &mut Admitted,
+    check: &'static str,
+    outcome: DecisionOutcome,
+    code: &str,
+    message: String,
+) {
+    decide(admitted, check, outcome, code, message.clone());
+    if !matches!(admitted.admission, Admission::Queue) {
+        return;
+    }
+    admitted.admission = match outcome {
+        DecisionOutcome::Fail => Admission::Fail {
+            code: code.into(),
+            message,
+        },
+        _ => Admission::Suppress {
+            code: code.into(),
+            message,
+        },
+    };
 }
 
 /// Marks the recipient DEDUPED: a near-duplicate went out within the window.
 fn mark_deduped(admitted: &mut Admitted, message: String) {
-    admitted.decisions.push(Decision {
-        check: "dedupe",
-        outcome: DecisionOutcome::Suppress,
-        reason_code: "DEDUPED".into(),
-        detail: message.clone(),
-    });
-    if matches!(admitted.admission, Admission::Queue) {
-        admitted.admission = Admission::Suppress {
-            code: "DEDUPED".into(),
-            message,
-        };
-    }
+    refuse(
+        admitted,
+        "dedupe",
+        DecisionOutcome::Suppress,
+        "DEDUPED",
+        message,
+    );
 }
 
-/// Marks the recipient as one that goes out in a digest (`digest_id`), not on its own.
+/// Marks the recipient as one that goes out in a digest, not on its own.
 pub fn mark_digested(admitted: &mut Admitted, message: String) {
-    admitted.decisions.push(Decision {
-        check: "digest",
-        outcome: DecisionOutcome::Digest,
-        reason_code: "DIGESTED".into(),
-        detail: message.clone(),
-    });
-    admitted.admission = Admission::Suppress {
-        code: "DIGESTED".into(),
+    refuse(
+        admitted,
+        "digest",
+        DecisionOutcome::Digest,
+        "DIGESTED",
         message,
-    };
+    );
 }
 
 /// Fails a recipient for good for a reason found on the way (a document that may not go
 /// out): a business outcome, like a recipient that cannot be reached.
 pub fn mark_failed(admitted: &mut Admitted, check: &'static str, code: &str, message: String) {
-    admitted.decisions.push(Decision {
-        check,
-        outcome: DecisionOutcome::Fail,
-        reason_code: code.into(),
-        detail: message.clone(),
-    });
-    if matches!(admitted.admission, Admission::Queue) {
-        admitted.admission = Admission::Fail {
-            code: code.into(),
-            message,
-        };
-    }
+    refuse(admitted, check, DecisionOutcome::Fail, code, message);
 }

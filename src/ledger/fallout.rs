@@ -42,7 +42,7 @@ impl Ledger {
         .bind(id.0)
         .fetch_one(&mut *conn)
         .await?;
-        let kind: CommunicationType = row.get::<String, _>("communication_type").parse()?;
+        let kind: CommunicationType = row.try_get("communication_type")?;
         // A parent's outcome follows its children, which raise their own fallout.
         if !raises_fallout(kind) || row.get::<bool, _>("is_parent") {
             return Ok(());

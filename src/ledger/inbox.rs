@@ -6,14 +6,17 @@ use serde::Serialize;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{transition, CommunicationId, CommunicationStatus, Ledger, LedgerError, StatusChange};
+use super::{
+    transition, CommunicationId, CommunicationStatus, CommunicationType, Ledger, LedgerError,
+    StatusChange,
+};
 
 /// A notification of an inbox.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InboxNotification {
     pub notification_id: Uuid,
-    pub communication_type: String,
+    pub communication_type: CommunicationType,
     pub title: String,
     pub body_text: String,
     pub body_html: String,
@@ -24,16 +27,16 @@ pub struct InboxNotification {
 const NOTIFICATION_COLUMNS: &str =
     "notification_id, communication_type, title, body_text, body_html, created_at, read_at";
 
-fn notification(row: &sqlx::postgres::PgRow) -> InboxNotification {
-    InboxNotification {
+fn notification(row: &sqlx::postgres::PgRow) -> Result<InboxNotification, LedgerError> {
+    Ok(InboxNotification {
         notification_id: row.get("notification_id"),
-        communication_type: row.get("communication_type"),
+        communication_type: row.try_get("communication_type")?,
         title: row.get("title"),
         body_text: row.get("body_text"),
         body_html: row.get("body_html"),
         created_at: row.get("created_at"),
         read_at: row.get("read_at"),
-    }
+    })
 }
 
 impl Ledger {
@@ -56,7 +59,7 @@ impl Ledger {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.iter().map(notification).collect())
+        rows.iter().map(notification).collect()
     }
 
     /// Marks a notification read (once; reading again changes nothing) and its communication
@@ -78,16 +81,13 @@ impl Ledger {
         .rows_affected()
             == 1;
         if first_read {
-            let status: String = sqlx::query_scalar(
+            let status: CommunicationStatus = sqlx::query_scalar(
                 "SELECT status FROM communication_record WHERE communication_id = $1",
             )
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
-            if status
-                .parse::<CommunicationStatus>()?
-                .can_become(CommunicationStatus::Opened)
-            {
+            if status.can_become(CommunicationStatus::Opened) {
                 transition(
                     &mut tx,
                     CommunicationId(id),
@@ -106,6 +106,6 @@ impl Ledger {
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(row.as_ref().map(notification))
+        row.as_ref().map(notification).transpose()
     }
 }

@@ -5,9 +5,9 @@ use serde_json::Value;
 use sqlx::Row;
 
 use super::{
-    Admitted, Channel, Classification, CommunicationId, CommunicationStatus, CommunicationType,
-    Ledger, LedgerError, MessageCategory, NewCommunication, Provenance, RecipientType, Rendering,
-    RequestOutcome, ResolvedRecipient, Subject,
+    Admitted, Channel, Classification, CommunicationId, CommunicationStatus, Ledger, LedgerError,
+    NewCommunication, Provenance, RecipientType, Rendering, RequestOutcome, ResolvedRecipient,
+    Subject,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -52,14 +52,8 @@ impl Ledger {
         if row.get::<String, _>("tenant_id") != tenant_id {
             return Err(ReplayError::NotFound(id));
         }
-        let channel: Channel = row
-            .get::<String, _>("channel")
-            .parse()
-            .map_err(LedgerError::from)?;
-        let status: CommunicationStatus = row
-            .get::<String, _>("status")
-            .parse()
-            .map_err(LedgerError::from)?;
+        let channel: Channel = row.try_get("channel").map_err(LedgerError::from)?;
+        let status: CommunicationStatus = row.try_get("status").map_err(LedgerError::from)?;
         if channel != Channel::Webhook {
             return Err(ReplayError::Refused(format!(
                 "only webhooks are replayed; this is {channel} (resend it instead)"
@@ -104,13 +98,9 @@ impl Ledger {
         let replays: i64 = row.get("replays");
         let class = Classification {
             communication_type: row
-                .get::<String, _>("communication_type")
-                .parse::<CommunicationType>()
+                .try_get("communication_type")
                 .map_err(LedgerError::from)?,
-            category: row
-                .get::<String, _>("message_category")
-                .parse::<MessageCategory>()
-                .map_err(LedgerError::from)?,
+            category: row.try_get("message_category").map_err(LedgerError::from)?,
         };
         let subject = Subject::new(
             row.get::<String, _>("subject_type"),

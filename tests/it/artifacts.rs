@@ -24,13 +24,13 @@ async fn failure_code(db: &TestDb, quote_id: &str) -> (String, Option<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_portal_link_is_signed_expires_and_is_never_published() {
-    let camunda = camunda();
-    deploy(&camunda).await;
-    let db = TestDb::create().await;
-    db.add_proposal_document("acme", "Q-L1").await;
-    let sink = smtp_sink::SmtpSink::start().await.unwrap();
-    let lane = new_lane();
-    let herald = start_herald(&db, &sink.url(), &lane, &[]).await;
+    let ProposalScene {
+        camunda,
+        db,
+        sink,
+        lane,
+        herald,
+    } = ProposalScene::start("Q-L1", &[]).await;
     let instance = start_proposal(
         &camunda,
         &lane,

@@ -25,20 +25,14 @@ async fn an_event_is_applied_once_and_a_near_duplicate_is_deduped() {
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let (_herald, api) = Api::start(&db, &sink.url(), &[]).await;
     let (status, _) = api
-        .send(
-            reqwest::Method::PUT,
-            "/contacts/acme/contact-9",
+        .put("/contacts/acme/contact-9",
             json!({"displayName": "Dana Buyer", "email": "dana@customer.example", "locale": "en", "timezone": "Europe/Vienna"}),
         )
         .await;
     assert_eq!(status, 200);
 
     let (status, first) = api
-        .send(
-            reqwest::Method::POST,
-            "/events",
-            order_created("evt-1", "O-100", "contact-9"),
-        )
+        .post("/events", order_created("evt-1", "O-100", "contact-9"))
         .await;
     assert_eq!(status, 202, "{first}");
     assert_eq!(first["communicationIds"].as_array().unwrap().len(), 1);
@@ -51,11 +45,7 @@ async fn an_event_is_applied_once_and_a_near_duplicate_is_deduped() {
 
     // The same event again: nothing new, the same communication.
     let (status, again) = api
-        .send(
-            reqwest::Method::POST,
-            "/events",
-            order_created("evt-1", "O-100", "contact-9"),
-        )
+        .post("/events", order_created("evt-1", "O-100", "contact-9"))
         .await;
     assert_eq!(status, 200);
     assert_eq!(again["duplicate"], true);
@@ -63,21 +53,11 @@ async fn an_event_is_applied_once_and_a_near_duplicate_is_deduped() {
 
     // Another event about the same order for the same contact inside the window: DEDUPED.
     let (status, near) = api
-        .send(
-            reqwest::Method::POST,
-            "/events",
-            order_created("evt-2", "O-100", "contact-9"),
-        )
+        .post("/events", order_created("evt-2", "O-100", "contact-9"))
         .await;
     assert_eq!(status, 202);
     let id = near["communicationIds"][0].as_str().unwrap().to_string();
-    let (_, view) = api
-        .send(
-            reqwest::Method::GET,
-            &format!("/communications/{id}"),
-            Value::Null,
-        )
-        .await;
+    let (_, view) = api.get(&format!("/communications/{id}")).await;
     assert_eq!(view["status"], "SUPPRESSED");
     assert_eq!(view["failureCode"], "DEDUPED");
     assert!(view["decisions"]
@@ -114,7 +94,7 @@ async fn fallout_reaches_the_operations_group_in_the_engine() {
         "orderId": "O-7",
         "data": {"falloutCaseId": format!("FC-{s}"), "orderNumber": "O-7", "reason": "provisioning rejected the order"}
     });
-    let (status, body) = api.send(reqwest::Method::POST, "/events", event).await;
+    let (status, body) = api.post("/events", event).await;
     assert_eq!(status, 202, "{body}");
     let ours = [format!("{u1}@corp.example"), format!("{u2}@corp.example")];
     let mails = wait_for("both operators' alerts", Duration::from_secs(30), || {
@@ -182,11 +162,7 @@ async fn fallout_reaches_the_operations_group_in_the_engine() {
 
     let id = note["notificationId"].as_str().unwrap();
     let (status, read) = api
-        .send(
-            reqwest::Method::POST,
-            &format!("/inbox/{id}/read?tenantId=acme"),
-            Value::Null,
-        )
+        .post(&format!("/inbox/{id}/read?tenantId=acme"), Value::Null)
         .await;
     assert_eq!(status, 200, "{read}");
     assert!(read["readAt"].is_string(), "{read}");
@@ -194,24 +170,14 @@ async fn fallout_reaches_the_operations_group_in_the_engine() {
         inbox("tenantId=acme&unread=true".into()).await["notifications"],
         json!([])
     );
-    let (_, record) = api
-        .send(
-            reqwest::Method::GET,
-            &format!("/communications/{id}"),
-            Value::Null,
-        )
-        .await;
+    let (_, record) = api.get(&format!("/communications/{id}")).await;
     assert_eq!(
         record["status"], "OPENED",
         "a read notification is an opened communication"
     );
     assert_eq!(record["channel"], "IN_APP");
     let (status, _) = api
-        .send(
-            reqwest::Method::POST,
-            &format!("/inbox/{id}/read?tenantId=globex"),
-            Value::Null,
-        )
+        .post(&format!("/inbox/{id}/read?tenantId=globex"), Value::Null)
         .await;
     assert_eq!(status, 404, "another tenant cannot touch it");
 }
@@ -222,9 +188,7 @@ async fn bad_input_is_refused_with_its_problems_and_writes_nothing() {
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let (_herald, api) = Api::start(&db, &sink.url(), &[]).await;
     let (status, body) = api
-        .send(
-            reqwest::Method::POST,
-            "/contacts/acme/import",
+        .post("/contacts/acme/import",
             json!([
                 {"contactId": "c-1", "displayName": "Good One", "email": "good@customer.example"},
                 {"contactId": "c-2", "displayName": "Bad One", "email": "not an address", "timezone": "Mars/Olympus"},
@@ -244,9 +208,7 @@ async fn bad_input_is_refused_with_its_problems_and_writes_nothing() {
     );
 
     let (status, body) = api
-        .send(
-            reqwest::Method::POST,
-            "/contacts/acme/import",
+        .post("/contacts/acme/import",
             json!([
                 {"contactId": "c-1", "displayName": "Good One", "email": "good@customer.example"},
                 {"contactId": "c-2", "displayName": "Fixed One", "email": "fixed@customer.example", "quietStart": "20:00", "quietEnd": "07:00"},
@@ -256,11 +218,7 @@ async fn bad_input_is_refused_with_its_problems_and_writes_nothing() {
     assert_eq!((status, body["upserted"].as_i64()), (200, Some(2)));
 
     let (status, body) = api
-        .send(
-            reqwest::Method::POST,
-            "/events",
-            json!({"eventType": "OrderCreated"}),
-        )
+        .post("/events", json!({"eventType": "OrderCreated"}))
         .await;
     assert_eq!(status, 400);
     assert!(body["problems"].to_string().contains("eventId"), "{body}");
@@ -270,7 +228,7 @@ async fn bad_input_is_refused_with_its_problems_and_writes_nothing() {
         .as_object_mut()
         .unwrap()
         .remove("customerContactId");
-    let (status, body) = api.send(reqwest::Method::POST, "/events", event).await;
+    let (status, body) = api.post("/events", event).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(db.scalar_i64("SELECT count(*) FROM inbound_event").await, 0);
 }
@@ -290,9 +248,7 @@ async fn documents_announced_by_events_supersede_older_ones_and_the_token_is_req
                      "storageLocation": "file:///srv/docs/x.pdf", "fileName": "x.pdf", "sizeBytes": 1000}
         })
     };
-    let (status, _) = api
-        .send(reqwest::Method::POST, "/events", announce("doc-a"))
-        .await;
+    let (status, _) = api.post("/events", announce("doc-a")).await;
     assert_eq!(status, 401, "without the bearer token");
     for id in ["doc-a", "doc-b"] {
         let response = api
@@ -358,7 +314,7 @@ async fn the_proposal_command_is_idempotent_and_its_note_cannot_inject_anything(
     other["recipientEmail"] = json!("someone-else@customer.example");
     let (status, conflict) = post("key-1", other).await;
     assert_eq!(status, 409, "{conflict}");
-    let (status, missing) = api.send(reqwest::Method::POST, path, command).await;
+    let (status, missing) = api.post(path, command).await;
     assert_eq!(status, 400, "no Idempotency-Key: {missing}");
 
     let mails = sink.wait_for(1, Duration::from_secs(30)).await;
@@ -413,18 +369,13 @@ async fn a_template_that_retains_bodies_keeps_them_encrypted() {
         ],
     )
     .await;
-    api.send(
-        reqwest::Method::PUT,
+    api.put(
         "/contacts/acme/contact-k",
         json!({"displayName": "Kim Keep", "email": "kim@customer.example"}),
     )
     .await;
     let (status, body) = api
-        .send(
-            reqwest::Method::POST,
-            "/events",
-            order_created("evt-k", "O-KEEP", "contact-k"),
-        )
+        .post("/events", order_created("evt-k", "O-KEEP", "contact-k"))
         .await;
     assert_eq!(status, 202, "{body}");
     sink.wait_for(1, Duration::from_secs(30)).await;

@@ -31,11 +31,7 @@ async fn confirm_order(
     contact: &str,
 ) -> (String, String) {
     let (status, body) = api
-        .send(
-            reqwest::Method::POST,
-            "/events",
-            order_created(event_id, order, contact),
-        )
+        .post("/events", order_created(event_id, order, contact))
         .await;
     assert_eq!(status, 202, "{body}");
     let id = body["communicationIds"][0].as_str().unwrap().to_string();
@@ -53,13 +49,7 @@ async fn confirm_order(
 }
 
 async fn record(api: &Api, id: &str) -> Value {
-    api.send(
-        reqwest::Method::GET,
-        &format!("/communications/{id}"),
-        Value::Null,
-    )
-    .await
-    .1
+    api.get(&format!("/communications/{id}")).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,15 +76,11 @@ async fn a_hard_bounce_suppresses_the_address_and_raises_fallout() {
         "feedbackId": "bnc-1", "type": "HARD_BOUNCE", "messageId": message_id,
         "occurredAt": "2026-11-26T10:05:00Z", "detail": "550 5.1.1 <bo@customer.example> unknown"
     });
-    let (status, applied) = api
-        .send(reqwest::Method::POST, "/feedback/email", bounce.clone())
-        .await;
+    let (status, applied) = api.post("/feedback/email", bounce.clone()).await;
     assert_eq!(status, 202, "{applied}");
     assert_eq!(applied["status"], "BOUNCED");
     assert_eq!(applied["effects"], json!(["BOUNCED", "SUPPRESSION_LIST"]));
-    let (status, again) = api
-        .send(reqwest::Method::POST, "/feedback/email", bounce)
-        .await;
+    let (status, again) = api.post("/feedback/email", bounce).await;
     assert_eq!((status, &again["duplicate"]), (200, &json!(true)));
 
     let bounced = record(&api, &id).await;
@@ -128,11 +114,7 @@ async fn a_hard_bounce_suppresses_the_address_and_raises_fallout() {
 
     // The next message to the address is suppressed, not sent.
     let (status, next) = api
-        .send(
-            reqwest::Method::POST,
-            "/events",
-            order_created("oc-2", "O-2", "c-bounce"),
-        )
+        .post("/events", order_created("oc-2", "O-2", "c-bounce"))
         .await;
     assert_eq!(status, 202, "{next}");
     let next = record(&api, next["communicationIds"][0].as_str().unwrap()).await;
@@ -141,19 +123,14 @@ async fn a_hard_bounce_suppresses_the_address_and_raises_fallout() {
 
     // Feedback that names nothing herald sent is kept, unmatched; bad feedback is refused.
     let (status, unmatched) = api
-        .send(
-            reqwest::Method::POST,
+        .post(
             "/feedback/email",
             json!({"feedbackId": "bnc-x", "type": "SOFT_BOUNCE", "providerMessageId": "nope"}),
         )
         .await;
     assert_eq!((status, &unmatched["matched"]), (202, &json!(false)));
     let (status, refused) = api
-        .send(
-            reqwest::Method::POST,
-            "/feedback/email",
-            json!({"type": "EXPLODED"}),
-        )
+        .post("/feedback/email", json!({"type": "EXPLODED"}))
         .await;
     assert_eq!(status, 400, "{refused}");
     assert_eq!(

@@ -8,13 +8,13 @@ use herald::workers::send_proposal::SendProposal;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_business_key_started_twice_sends_one_email() {
-    let camunda = camunda();
-    deploy(&camunda).await;
-    let db = TestDb::create().await;
-    db.add_proposal_document("acme", "Q-2002").await;
-    let sink = smtp_sink::SmtpSink::start().await.unwrap();
-    let lane = new_lane();
-    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
+    let ProposalScene {
+        camunda,
+        db,
+        sink,
+        lane,
+        herald: _herald,
+    } = ProposalScene::start("Q-2002", &[]).await;
 
     let business_key = format!("Q-2002-r1-{}", &lane[5..13]);
     let vars = proposal_vars(

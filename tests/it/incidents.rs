@@ -56,18 +56,12 @@ async fn database_unreachable_while_a_task_is_locked_raises_an_incident_then_rec
     )
     .await;
 
-    let incident = wait_for("an incident", Duration::from_secs(90), || {
-        let camunda = camunda.clone();
-        let path = format!("/incident?processInstanceId={}", instance.id);
-        async move {
-            camunda
-                .get_json(&path)
-                .await
-                .unwrap()
-                .as_array()
-                .and_then(|a| a.first().cloned())
-        }
-    })
+    let incident = wait_for_first_within(
+        &camunda,
+        "an incident",
+        &format!("/incident?processInstanceId={}", instance.id),
+        Duration::from_secs(90),
+    )
     .await;
     assert_eq!(incident["incidentType"], "failedExternalTask");
     let message = incident["incidentMessage"].as_str().unwrap_or("");

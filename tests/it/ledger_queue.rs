@@ -315,34 +315,38 @@ async fn the_database_refuses_a_value_the_enums_do_not_know() {
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    for set in [
-        "channel = 'PIGEON'",
-        "status = 'LOST'",
-        "communication_type = 'GOSSIP'",
+    for (table, set, key) in [
+        (
+            "communication_record",
+            "channel = 'PIGEON'",
+            "communication_id",
+        ),
+        (
+            "communication_record",
+            "status = 'LOST'",
+            "communication_id",
+        ),
+        (
+            "communication_record",
+            "communication_type = 'GOSSIP'",
+            "communication_id",
+        ),
+        (
+            "communication_outbox",
+            "event_type = 'CommunicationVanished'",
+            "aggregate_id",
+        ),
     ] {
-        let refused = sqlx::query(&format!(
-            "UPDATE communication_record SET {set} WHERE communication_id = $1"
-        ))
-        .bind(id)
-        .execute(&db.pool)
-        .await
-        .unwrap_err();
+        let refused = sqlx::query(&format!("UPDATE {table} SET {set} WHERE {key} = $1"))
+            .bind(id)
+            .execute(&db.pool)
+            .await
+            .unwrap_err();
         assert!(
             refused.to_string().contains("check constraint"),
-            "{set}: {refused}"
+            "{table} {set}: {refused}"
         );
     }
-    let refused = sqlx::query(
-        "UPDATE communication_outbox SET event_type = 'CommunicationVanished' WHERE aggregate_id = $1",
-    )
-    .bind(id)
-    .execute(&db.pool)
-    .await
-    .unwrap_err();
-    assert!(
-        refused.to_string().contains("check constraint"),
-        "{refused}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,7 +64,7 @@ fn event(kind: &str, id: &str, order: &str) -> Value {
 }
 
 async fn post(api: &Api, body: Value) -> String {
-    let (status, answer) = api.send(reqwest::Method::POST, "/events", body).await;
+    let (status, answer) = api.post("/events", body).await;
     assert_eq!(status, 202, "{answer}");
     answer["communicationIds"][0].as_str().unwrap().to_string()
 }
@@ -113,13 +113,7 @@ async fn a_rate_limit_delays_critical_excess_and_suppresses_the_rest() {
     // A fulfillment update is not critical, and its limit counts everything the recipient got
     // this hour: suppressed.
     let update = post(&api, event("FulfillmentUpdated", "e4", "O-1")).await;
-    let (_, record) = api
-        .send(
-            reqwest::Method::GET,
-            &format!("/communications/{update}"),
-            Value::Null,
-        )
-        .await;
+    let (_, record) = api.get(&format!("/communications/{update}")).await;
     assert_eq!(record["status"], "SUPPRESSED", "{record}");
     assert_eq!(record["failureCode"], "RATE_LIMITED");
     assert_eq!(sink.received().len(), 2);
@@ -168,21 +162,11 @@ async fn low_priority_updates_go_out_as_one_digest_per_recipient_and_window() {
     ];
     // The same event again adds nothing.
     let (status, _) = api
-        .send(
-            reqwest::Method::POST,
-            "/events",
-            update("u2", "c-many", "O-2", "shipped"),
-        )
+        .post("/events", update("u2", "c-many", "O-2", "shipped"))
         .await;
     assert_eq!(status, 200);
     for id in &items {
-        let (_, record) = api
-            .send(
-                reqwest::Method::GET,
-                &format!("/communications/{id}"),
-                Value::Null,
-            )
-            .await;
+        let (_, record) = api.get(&format!("/communications/{id}")).await;
         assert_eq!(
             (record["status"].as_str(), record["failureCode"].as_str()),
             (Some("SUPPRESSED"), Some("DIGESTED")),

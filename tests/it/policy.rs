@@ -189,22 +189,18 @@ async fn an_operational_opt_out_suppresses_a_reminder_and_quiet_hours_delay_one(
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
 
-    let quiet = camunda
-        .start_process(
-            "quote-approval",
-            &format!("Q-P3-{s}"),
-            &reminder_vars(&lane, &quiet_user),
-        )
-        .await
-        .unwrap();
-    let opted = camunda
-        .start_process(
-            "quote-approval",
-            &format!("Q-P4-{s}"),
-            &reminder_vars(&lane, &opted_out_user),
-        )
-        .await
-        .unwrap();
+    let approval = |quote: String, user: &str| {
+        let vars = reminder_vars(&lane, user);
+        let camunda = camunda.clone();
+        async move {
+            camunda
+                .start_process("quote-approval", &quote, &vars)
+                .await
+                .unwrap()
+        }
+    };
+    let quiet = approval(format!("Q-P3-{s}"), &quiet_user).await;
+    let opted = approval(format!("Q-P4-{s}"), &opted_out_user).await;
     let quiet_ref = format!("user:{quiet_user}");
     let opted_ref = format!("user:{opted_out_user}");
     wait_for("both reminders to be recorded", Duration::from_secs(60), || async {

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use crate::support::*;
-use herald::ledger::{CommunicationId, Ledger};
 
 const FAST_RETRIES: (&str, &str) = ("HERALD_DELIVERY__RETRY_SCHEDULE_S", "0,0.5,0.5");
 
@@ -29,16 +28,7 @@ async fn smtp_451_then_250_gives_two_attempts_on_one_record() {
     wait_until_completed(&camunda, &instance.id, Duration::from_secs(60)).await;
 
     assert_eq!(sink.received().len(), 1);
-    let id: CommunicationId = history_variables(&camunda, &instance.id).await["communicationId"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let record = Ledger::new(db.pool.clone(), Duration::from_secs(60))
-        .get(id)
-        .await
-        .unwrap()
-        .unwrap();
+    let record = completed_communication(&camunda, &db, &instance.id).await;
     assert_eq!(record.status, "SENT");
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM communication_record")
@@ -88,16 +78,8 @@ async fn smtp_550_fails_final_and_the_process_takes_the_failure_path() {
     assert_eq!(task["name"], "Handle failed proposal delivery");
 
     assert!(sink.received_except_alerts().is_empty());
-    let id: CommunicationId = history_variables(&camunda, &instance.id).await["communicationId"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let record = Ledger::new(db.pool.clone(), Duration::from_secs(60))
-        .get(id)
-        .await
-        .unwrap()
-        .unwrap();
+    let record = completed_communication(&camunda, &db, &instance.id).await;
+    let id = record.communication_id;
     assert_eq!(record.status, "FAILED_FINAL");
     assert_eq!(record.failure_code.as_deref(), Some("INVALID_RECIPIENT"));
     assert_eq!(
@@ -179,13 +161,13 @@ async fn smtp_550_fails_final_and_the_process_takes_the_failure_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_explicit_address_is_a_business_failure_not_an_incident() {
-    let camunda = camunda();
-    deploy(&camunda).await;
-    let db = TestDb::create().await;
-    db.add_proposal_document("acme", "Q-6006").await;
-    let sink = smtp_sink::SmtpSink::start().await.unwrap();
-    let lane = new_lane();
-    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
+    let ProposalScene {
+        camunda,
+        db,
+        sink: _sink,
+        lane,
+        herald: _herald,
+    } = ProposalScene::start("Q-6006", &[]).await;
     let instance = start_proposal(
         &camunda,
         &lane,

@@ -31,9 +31,7 @@ async fn start(db: &TestDb, extra: &[(&str, &str)]) -> (InProcess, Api) {
 
 async fn subscribe(api: &Api, url: &str) -> Value {
     let (status, body) = api
-        .send(
-            reqwest::Method::POST,
-            "/webhooks/subscriptions",
+        .post("/webhooks/subscriptions",
             json!({"tenantId": "acme", "url": url, "eventTypes": ["quote.accepted"], "secret": SECRET}),
         )
         .await;
@@ -43,13 +41,7 @@ async fn subscribe(api: &Api, url: &str) -> Value {
 
 /// Sends the event and returns the one communication it made.
 async fn accept_quote(api: &Api, event_id: &str, quote: &str) -> String {
-    let (status, body) = api
-        .send(
-            reqwest::Method::POST,
-            "/events",
-            quote_accepted(event_id, quote),
-        )
-        .await;
+    let (status, body) = api.post("/events", quote_accepted(event_id, quote)).await;
     assert_eq!(status, 202, "{body}");
     let ids = body["communicationIds"].as_array().unwrap();
     assert_eq!(ids.len(), 1, "{body}");
@@ -57,13 +49,7 @@ async fn accept_quote(api: &Api, event_id: &str, quote: &str) -> String {
 }
 
 async fn communication(api: &Api, id: &str) -> Value {
-    let (status, body) = api
-        .send(
-            reqwest::Method::GET,
-            &format!("/communications/{id}"),
-            Value::Null,
-        )
-        .await;
+    let (status, body) = api.get(&format!("/communications/{id}")).await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -144,13 +130,7 @@ async fn a_5xx_is_retried_with_the_same_webhook_id_until_it_succeeds() {
         "a success closes the circuit"
     );
     // The same event again changes nothing.
-    let (status, again) = api
-        .send(
-            reqwest::Method::POST,
-            "/events",
-            quote_accepted("qa-1", "Q-100"),
-        )
-        .await;
+    let (status, again) = api.post("/events", quote_accepted("qa-1", "Q-100")).await;
     assert_eq!(status, 200, "{again}");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(receiver.received().len(), 3);
@@ -171,8 +151,7 @@ async fn a_4xx_is_final_without_a_retry_and_an_operator_can_replay_it() {
 
     // Another tenant cannot replay it.
     let (status, _) = api
-        .send(
-            reqwest::Method::POST,
+        .post(
             &format!("/communications/{id}/replay?tenantId=globex"),
             Value::Null,
         )
@@ -221,8 +200,7 @@ async fn a_4xx_is_final_without_a_retry_and_an_operator_can_replay_it() {
         "the original stays as it was"
     );
     let (status, body) = api
-        .send(
-            reqwest::Method::POST,
+        .post(
             &format!("/communications/{replay_id}/replay?tenantId=acme"),
             Value::Null,
         )
@@ -256,8 +234,7 @@ async fn the_ssrf_guard_refuses_internal_endpoints_at_registration_and_at_send_t
         "ftp://example.com/hook",
     ] {
         let (status, body) = api
-            .send(
-                reqwest::Method::POST,
+            .post(
                 "/webhooks/subscriptions",
                 json!({"tenantId": "acme", "url": url, "eventTypes": ["quote.accepted"]}),
             )
@@ -304,17 +281,12 @@ async fn after_a_rotation_messages_verify_with_the_old_and_the_new_secret() {
         "the secret is shown once, at creation"
     );
     let (_, shown) = api
-        .send(
-            reqwest::Method::GET,
-            &format!("/webhooks/subscriptions/{sid}?tenantId=acme"),
-            Value::Null,
-        )
+        .get(&format!("/webhooks/subscriptions/{sid}?tenantId=acme"))
         .await;
     assert!(shown.get("secret").is_none(), "and never again: {shown}");
 
     let (status, rotated) = api
-        .send(
-            reqwest::Method::POST,
+        .post(
             &format!("/webhooks/subscriptions/{sid}/rotate?tenantId=acme"),
             Value::Null,
         )
@@ -403,17 +375,12 @@ async fn a_failing_endpoint_is_disabled_its_messages_dead_lettered_and_replayed_
     assert_eq!(failed["failureCode"], "ENDPOINT_DISABLED");
     assert_eq!(receiver.received().len(), 2);
     let (_, subscription) = api
-        .send(
-            reqwest::Method::GET,
-            &format!("/webhooks/subscriptions/{sid}?tenantId=acme"),
-            Value::Null,
-        )
+        .get(&format!("/webhooks/subscriptions/{sid}?tenantId=acme"))
         .await;
     assert_eq!(subscription["status"], "DISABLED", "{subscription}");
 
     let (status, refused) = api
-        .send(
-            reqwest::Method::POST,
+        .post(
             &format!("/communications/{id}/replay?tenantId=acme"),
             Value::Null,
         )
@@ -421,16 +388,14 @@ async fn a_failing_endpoint_is_disabled_its_messages_dead_lettered_and_replayed_
     assert_eq!(status, 409, "a disabled endpoint gets no replay: {refused}");
     receiver.set_script("503,503,200");
     let (status, enabled) = api
-        .send(
-            reqwest::Method::POST,
+        .post(
             &format!("/webhooks/subscriptions/{sid}/enable?tenantId=acme"),
             Value::Null,
         )
         .await;
     assert_eq!((status, &enabled["status"]), (200, &json!("ACTIVE")));
     let (status, replay) = api
-        .send(
-            reqwest::Method::POST,
+        .post(
             &format!("/communications/{id}/replay?tenantId=acme"),
             Value::Null,
         )
@@ -452,9 +417,7 @@ async fn an_endpoint_rate_limit_shared_by_two_senders_spaces_the_requests_withou
     // A second sender on the same queue: the limit holds across the fleet.
     let _second = sender(&db, "smtp://127.0.0.1:9", "second", &[]);
     let (status, body) = api
-        .send(
-            reqwest::Method::POST,
-            "/webhooks/subscriptions",
+        .post("/webhooks/subscriptions",
             json!({"tenantId": "acme", "url": receiver.url("/limited"), "eventTypes": ["quote.accepted"],
                    "secret": SECRET, "rateLimitPerSecond": 5}),
         )
@@ -462,8 +425,7 @@ async fn an_endpoint_rate_limit_shared_by_two_senders_spaces_the_requests_withou
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["rateLimitPerSecond"], 5);
     let (status, body) = api
-        .send(
-            reqwest::Method::POST,
+        .post(
             "/webhooks/subscriptions",
             json!({"tenantId": "acme", "url": receiver.url("/x"), "eventTypes": ["quote.accepted"],
                    "rateLimitPerSecond": 0}),

@@ -434,6 +434,56 @@ impl Drop for Herald {
     }
 }
 
+/// What a proposal test works with: the engine (models deployed), a fresh database holding the
+/// proposal document of the quote, an SMTP sink, and herald in the test process on a lane of
+/// its own.
+pub struct ProposalScene {
+    pub camunda: CamundaClient,
+    pub db: TestDb,
+    pub sink: smtp_sink::SmtpSink,
+    pub lane: String,
+    pub herald: InProcess,
+}
+
+impl ProposalScene {
+    pub async fn start(quote_id: &str, extra: &[(&str, &str)]) -> ProposalScene {
+        let camunda = camunda();
+        deploy(&camunda).await;
+        let db = TestDb::create().await;
+        db.add_proposal_document("acme", quote_id).await;
+        let sink = smtp_sink::SmtpSink::start().await.expect("an SMTP sink");
+        let lane = new_lane();
+        let herald = start_herald(&db, &sink.url(), &lane, extra).await;
+        ProposalScene {
+            camunda,
+            db,
+            sink,
+            lane,
+            herald,
+        }
+    }
+}
+
+/// The communication a process's task was completed with (its `communicationId`), as the
+/// ledger records it.
+pub async fn completed_communication(
+    camunda: &CamundaClient,
+    db: &TestDb,
+    process_instance_id: &str,
+) -> herald::ledger::CommunicationView {
+    let id: herald::ledger::CommunicationId = history_variables(camunda, process_instance_id).await
+        ["communicationId"]
+        .as_str()
+        .expect("the task was completed with communicationId")
+        .parse()
+        .expect("a communication id");
+    herald::ledger::Ledger::new(db.pool.clone(), Duration::from_secs(60))
+        .get(id)
+        .await
+        .expect("the ledger answers")
+        .expect("the communication is recorded")
+}
+
 /// Deploys bpmn/ (unchanged files are skipped by the engine).
 pub async fn deploy(camunda: &CamundaClient) {
     camunda
@@ -597,7 +647,17 @@ pub async fn wait_for_user_task(
 
 /// The first element of the list a GET on the engine answers, once there is one.
 pub async fn wait_for_first(camunda: &CamundaClient, what: &str, path: &str) -> Value {
-    wait_for(what, Duration::from_secs(60), || {
+    wait_for_first_within(camunda, what, path, Duration::from_secs(60)).await
+}
+
+/// [`wait_for_first`], for at most `timeout`.
+pub async fn wait_for_first_within(
+    camunda: &CamundaClient,
+    what: &str,
+    path: &str,
+    timeout: Duration,
+) -> Value {
+    wait_for(what, timeout, || {
         let camunda = camunda.clone();
         let path = path.to_string();
         async move {
@@ -741,6 +801,18 @@ impl Api {
         })
         .await;
         (herald, api)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, body).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, path, body).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, Value::Null).await
     }
 
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
