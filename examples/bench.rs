@@ -386,18 +386,19 @@ impl Producers {
             }
         }
         let pool = herald::ledger::connect_lazy(&db.url, POOL.parse().unwrap()).unwrap();
-        let deps = herald::intake::Intake {
-            artifacts: test_artifact_settings(),
-            ledger: Ledger::new(pool, Duration::from_secs(3600)),
-            camunda: camunda(),
-            templates: Arc::new(
+        let deps = herald::intake::Intake::on(
+            pool,
+            Duration::from_secs(3600),
+            camunda(),
+            Arc::new(
                 herald::templates::TemplateRegistry::load(
                     &std::path::Path::new(MANIFEST_DIR).join("templates"),
                 )
                 .expect("templates/"),
             ),
-            requested_by: "herald-bench-api".into(),
-        };
+            test_artifact_settings(),
+            "herald-bench-api".into(),
+        );
         let rules = herald::policy::rules::RuleSet::load(
             &std::path::Path::new(MANIFEST_DIR).join("rules/events.toml"),
         )

@@ -70,6 +70,43 @@ pub struct AttachmentRef {
     pub max_bytes: u64,
 }
 
+/// The registry's table, on the ledger's database.
+#[derive(Clone)]
+pub struct Registry {
+    pool: PgPool,
+}
+
+impl Registry {
+    pub fn new(pool: PgPool) -> Registry {
+        Registry { pool }
+    }
+
+    /// See [`check_for_delivery`].
+    pub async fn check_for_delivery(
+        &self,
+        tenant_id: &str,
+        artifact_id: &str,
+        subject_type: &str,
+        subject_id: &str,
+        expected_type: &str,
+    ) -> Result<ArtifactCheck, sqlx::Error> {
+        check_for_delivery(
+            &self.pool,
+            tenant_id,
+            artifact_id,
+            subject_type,
+            subject_id,
+            expected_type,
+        )
+        .await
+    }
+
+    /// See [`register`].
+    pub async fn register(&self, artifact: &Artifact) -> Result<(), sqlx::Error> {
+        register(&self.pool, artifact).await
+    }
+}
+
 /// Checks an artifact for a communication about `subject_type`/`subject_id`.
 pub async fn check_for_delivery(
     pool: &PgPool,

@@ -116,7 +116,10 @@ pub async fn start(
     if !(components.workers || components.delivery || components.relay || components.api) {
         return Err(RuntimeError::NothingToRun);
     }
-    let ledger = ledger(&settings)?;
+    // One pool for the ledger and the other rooms' tables on its database (directory, artifact
+    // registry, webhook endpoints, inboxes), each reached through its own handle.
+    let pool = ledger::connect_lazy(&settings.database_url, settings.database.max_connections)?;
+    let ledger = Ledger::new(pool.clone(), settings.relay.correlation_deadline);
     if settings.database.migrate_on_start {
         // Waits for the database at start-up rather than failing on the first refusal.
         let mut wait = Duration::from_millis(250);
@@ -140,13 +143,14 @@ pub async fn start(
     let mut tasks = tokio::task::JoinSet::new();
     let mut api_address = None;
 
-    let intake = Intake {
-        artifacts: settings.artifacts.clone(),
-        ledger: ledger.clone(),
-        camunda: camunda.clone(),
-        templates: templates.clone(),
-        requested_by: worker_id.clone(),
-    };
+    let intake = Intake::on(
+        pool.clone(),
+        settings.relay.correlation_deadline,
+        camunda.clone(),
+        templates.clone(),
+        settings.artifacts.clone(),
+        worker_id.clone(),
+    );
     if components.api {
         let rules = RuleSet::load(&settings.paths.rules).map_err(RuntimeError::Rules)?;
         let listener = tokio::net::TcpListener::bind(&settings.api.listen)
@@ -245,11 +249,11 @@ pub async fn start(
             pool_get_timeout: settings.smtp.pool_get_timeout,
         })?));
         engine.register(Arc::new(
-            WebhookAdapter::new(ledger.pool().clone(), &settings.webhooks).map_err(|e| {
+            WebhookAdapter::new(pool.clone(), &settings.webhooks).map_err(|e| {
                 RuntimeError::Config(ConfigError::Invalid(format!("webhooks: {e}")))
             })?,
         ));
-        engine.register(Arc::new(InAppAdapter::new(ledger.pool().clone())));
+        engine.register(Arc::new(InAppAdapter::new(pool.clone())));
         tasks.spawn(
             Arc::new(engine)
                 .run(shutdown.clone())

@@ -17,12 +17,13 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::artifacts::Artifact;
 use crate::artifacts::DeliveryMode;
-use crate::artifacts::{register, Artifact};
 use crate::intake::events::{ingest, EventError};
 use crate::intake::proposal::{ProposalInput, ProposalKey, Proposals, RecipientInput};
 use crate::intake::{Intake, IntakeError};
 use crate::ledger::{Channel, CommunicationId, MessageCategory};
+use crate::policy::directory::Contact;
 use crate::policy::rules::RuleSet;
 
 #[derive(Clone)]
@@ -256,32 +257,17 @@ fn check_contact(contact: &ContactInput, at: &str) -> Result<QuietTimes, Vec<Str
     }
 }
 
-async fn upsert_contact(
-    conn: &mut sqlx::PgConnection,
-    tenant: &str,
-    contact_id: &str,
-    contact: &ContactInput,
-    quiet: QuietTimes,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO contact (tenant_id, contact_id, display_name, email, locale, timezone, active, quiet_start, quiet_end, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
-         ON CONFLICT (tenant_id, contact_id) DO UPDATE SET display_name = EXCLUDED.display_name, email = EXCLUDED.email,
-             locale = EXCLUDED.locale, timezone = EXCLUDED.timezone, active = EXCLUDED.active,
-             quiet_start = EXCLUDED.quiet_start, quiet_end = EXCLUDED.quiet_end, updated_at = now()",
-    )
-    .bind(tenant)
-    .bind(contact_id)
-    .bind(contact.display_name.trim())
-    .bind(contact.email.as_deref().map(str::trim))
-    .bind(&contact.locale)
-    .bind(&contact.timezone)
-    .bind(contact.active)
-    .bind(quiet.0)
-    .bind(quiet.1)
-    .execute(conn)
-    .await
-    .map(|_| ())
+/// A checked contact of the API, as the directory keeps it.
+fn contact_record<'a>(id: &'a str, contact: &'a ContactInput, quiet: QuietTimes) -> Contact<'a> {
+    Contact {
+        contact_id: id,
+        display_name: &contact.display_name,
+        email: contact.email.as_deref(),
+        locale: contact.locale.as_deref(),
+        timezone: contact.timezone.as_deref(),
+        active: contact.active,
+        quiet,
+    }
 }
 
 async fn put_contact(
@@ -291,14 +277,10 @@ async fn put_contact(
     Json(contact): Json<ContactInput>,
 ) -> Result<Response, ApiError> {
     let quiet = check_contact(&contact, "contact").map_err(ApiError::bad)?;
-    let mut conn = state
+    state
         .intake
-        .ledger
-        .pool()
-        .acquire()
-        .await
-        .map_err(ApiError::unavailable)?;
-    upsert_contact(&mut conn, &tenant, &contact_id, &contact, quiet)
+        .directory
+        .upsert_contacts(&tenant, &[contact_record(&contact_id, &contact, quiet)])
         .await
         .map_err(ApiError::unavailable)?;
     Ok(
@@ -329,19 +311,16 @@ async fn import_contacts(
     if !problems.is_empty() {
         return Err(ApiError::bad(problems));
     }
-    let mut tx = state
+    let records: Vec<Contact> = checked
+        .iter()
+        .map(|(id, contact, quiet)| contact_record(id, contact, *quiet))
+        .collect();
+    state
         .intake
-        .ledger
-        .pool()
-        .begin()
+        .directory
+        .upsert_contacts(&tenant, &records)
         .await
         .map_err(ApiError::unavailable)?;
-    for (id, contact, quiet) in &checked {
-        upsert_contact(&mut tx, &tenant, id, contact, *quiet)
-            .await
-            .map_err(ApiError::unavailable)?;
-    }
-    tx.commit().await.map_err(ApiError::unavailable)?;
     Ok(Json(json!({"tenantId": tenant, "upserted": checked.len()})).into_response())
 }
 
@@ -367,21 +346,19 @@ async fn put_preference(
             vec!["recipientRef: must not be empty".into()],
         ));
     }
-    sqlx::query(
-        "INSERT INTO recipient_preference (tenant_id, recipient_ref, category, channel, opted_in, source, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, now())
-         ON CONFLICT (tenant_id, recipient_ref, category, channel) DO UPDATE SET opted_in = EXCLUDED.opted_in,
-             source = EXCLUDED.source, updated_at = now()",
-    )
-    .bind(&tenant)
-    .bind(pref.recipient_ref.trim())
-    .bind(pref.category.as_str())
-    .bind(pref.channel.as_str())
-    .bind(pref.opted_in)
-    .bind(pref.source.as_deref().unwrap_or("api"))
-    .execute(state.intake.ledger.pool())
-    .await
-    .map_err(ApiError::unavailable)?;
+    state
+        .intake
+        .directory
+        .set_preference(
+            &tenant,
+            pref.recipient_ref.trim(),
+            pref.category,
+            pref.channel,
+            pref.opted_in,
+            pref.source.as_deref().unwrap_or("api"),
+        )
+        .await
+        .map_err(ApiError::unavailable)?;
     Ok(Json(
         json!({"tenantId": tenant, "recipientRef": pref.recipient_ref, "optedIn": pref.opted_in}),
     )
@@ -415,7 +392,10 @@ async fn post_artifact(
     if !problems.is_empty() {
         return Err(ApiError::bad(problems));
     }
-    register(state.intake.ledger.pool(), &artifact)
+    state
+        .intake
+        .registry
+        .register(&artifact)
         .await
         .map_err(ApiError::unavailable)?;
     Ok((
@@ -448,7 +428,7 @@ async fn get_communication(
     Ok(Json(body).into_response())
 }
 
-/// The proposal command of the design notes (section 18).
+/// The proposal command: a quote revision's proposal to a contact or an address, by API.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ProposalCommand {

@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::delivery::endpoints::{self, SubscriptionError};
+use crate::delivery::endpoints::SubscriptionError;
 use crate::delivery::webhook::EndpointGuard;
 use crate::ledger::replay::ReplayError;
 use crate::ledger::CommunicationId;
@@ -96,15 +96,17 @@ pub async fn post_subscription(
     if !problems.is_empty() {
         return Err(ApiError::bad(problems));
     }
-    let (subscription, secret) = endpoints::create(
-        state.intake.ledger.pool(),
-        &input.tenant_id,
-        &input.url,
-        &input.event_types,
-        input.secret,
-        input.rate_limit_per_second,
-    )
-    .await?;
+    let (subscription, secret) = state
+        .intake
+        .endpoints
+        .create(
+            &input.tenant_id,
+            &input.url,
+            &input.event_types,
+            input.secret,
+            input.rate_limit_per_second,
+        )
+        .await?;
     tracing::info!(subscriptionId = %subscription.subscription_id, tenantId = %subscription.tenant_id, "webhook subscription created");
     let mut body = serde_json::to_value(&subscription).map_err(ApiError::unavailable)?;
     // Shown this once: herald never returns it again.
@@ -117,7 +119,7 @@ pub async fn get_subscription(
     scope: TenantScope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let subscription = endpoints::get(state.intake.ledger.pool(), &scope.tenant, &id).await?;
+    let subscription = state.intake.endpoints.get(&scope.tenant, &id).await?;
     Ok(Json(subscription).into_response())
 }
 
@@ -127,7 +129,11 @@ pub async fn rotate_subscription(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let grace = state.webhooks.rotation_grace;
-    let secret = endpoints::rotate(state.intake.ledger.pool(), &scope.tenant, &id, grace).await?;
+    let secret = state
+        .intake
+        .endpoints
+        .rotate(&scope.tenant, &id, grace)
+        .await?;
     tracing::info!(subscriptionId = %id, "webhook secret rotated");
     Ok(Json(json!({
         "subscriptionId": id,
@@ -142,7 +148,7 @@ pub async fn enable_subscription(
     scope: TenantScope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let subscription = endpoints::enable(state.intake.ledger.pool(), &scope.tenant, &id).await?;
+    let subscription = state.intake.endpoints.enable(&scope.tenant, &id).await?;
     tracing::info!(subscriptionId = %id, "webhook endpoint enabled");
     Ok(Json(subscription).into_response())
 }

@@ -93,6 +93,71 @@ const COLUMNS: &str =
     "subscription_id, tenant_id, endpoint_url, event_types, status, disabled_reason,
      consecutive_failures, circuit_open_until, rate_limit_per_s, created_at";
 
+/// The subscriptions' table, on the ledger's database, for the API and the intake (the
+/// webhook adapter reads endpoints with the functions below, on the pool it was given).
+#[derive(Clone)]
+pub struct Endpoints {
+    pool: PgPool,
+}
+
+impl Endpoints {
+    pub fn new(pool: PgPool) -> Endpoints {
+        Endpoints { pool }
+    }
+
+    /// See [`create`].
+    pub async fn create(
+        &self,
+        tenant_id: &str,
+        endpoint_url: &str,
+        event_types: &[String],
+        secret: Option<String>,
+        rate_limit_per_s: Option<i32>,
+    ) -> Result<(Subscription, String), SubscriptionError> {
+        create(
+            &self.pool,
+            tenant_id,
+            endpoint_url,
+            event_types,
+            secret,
+            rate_limit_per_s,
+        )
+        .await
+    }
+
+    pub async fn get(&self, tenant_id: &str, id: &str) -> Result<Subscription, SubscriptionError> {
+        get(&self.pool, tenant_id, id).await
+    }
+
+    /// See [`rotate`].
+    pub async fn rotate(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        grace: std::time::Duration,
+    ) -> Result<String, SubscriptionError> {
+        rotate(&self.pool, tenant_id, id, grace).await
+    }
+
+    /// See [`enable`].
+    pub async fn enable(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Subscription, SubscriptionError> {
+        enable(&self.pool, tenant_id, id).await
+    }
+
+    /// See [`subscribers`].
+    pub async fn subscribers(
+        &self,
+        tenant_id: &str,
+        event_type: &str,
+    ) -> Result<Vec<Resolution>, sqlx::Error> {
+        subscribers(&self.pool, tenant_id, event_type).await
+    }
+}
+
 /// Registers an endpoint (already checked by the SSRF guard); returns it with its secret,
 /// which is shown this once.
 pub async fn create(

@@ -10,7 +10,7 @@ use crate::ledger::{
 };
 use crate::policy::channel_choice::{on_channel, ChannelMode, CHANNEL_NOT_AVAILABLE};
 use crate::policy::noise::RateScope;
-use crate::policy::preferences::{evaluate, load_facts};
+use crate::policy::preferences::evaluate;
 use crate::policy::{hash_address, mask_address, Resolution};
 
 use super::{Intake, IntakeError, Purpose};
@@ -121,15 +121,11 @@ impl Intake {
             Resolution::Resolved { recipient, .. } => {
                 let address = recipient.address.clone().unwrap_or_default();
                 let now = Utc::now();
-                let facts = load_facts(
-                    self.ledger.pool(),
-                    tenant_id,
-                    &recipient,
-                    purpose.class.category,
-                    now,
-                )
-                .await
-                .map_err(|e| IntakeError::ledger_down(&purpose.label, e))?;
+                let facts = self
+                    .directory
+                    .facts(tenant_id, &recipient, purpose.class.category, now)
+                    .await
+                    .map_err(|e| IntakeError::ledger_down(&purpose.label, e))?;
                 let verdict = evaluate(
                     &facts,
                     purpose.class.communication_type,

@@ -5,8 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use crate::artifacts::{register, Artifact};
-use crate::delivery::endpoints::subscribers;
+use crate::artifacts::Artifact;
 use crate::iso8601::parse_duration;
 use crate::ledger::{
     Admission, Admitted, Channel, Classification, CommunicationId, Decision, DecisionOutcome,
@@ -14,7 +13,7 @@ use crate::ledger::{
 };
 use crate::policy::identity::engine_user;
 use crate::policy::noise::{digest_window, DigestConfig};
-use crate::policy::recipients::{contact_email, explicit_email};
+use crate::policy::recipients::explicit_email;
 use crate::policy::rules::{lookup, EventRule, RecipientSpec, RuleSet};
 use crate::policy::Resolution;
 
@@ -91,7 +90,9 @@ pub async fn ingest(
     }
 
     if event_type == "DocumentArtifactAvailable" {
-        register(intake.ledger.pool(), &artifact_of(event, &tenant_id)?)
+        intake
+            .registry
+            .register(&artifact_of(event, &tenant_id)?)
             .await
             .map_err(|e| unavailable(&e))?;
     }
@@ -174,7 +175,9 @@ async fn prepare(
     let resolutions: Vec<Resolution> = match &spec {
         RecipientSpec::Contact(path) => {
             let id = text(event, path).ok_or_else(|| missing(path))?;
-            vec![contact_email(intake.ledger.pool(), tenant_id, id, None)
+            vec![intake
+                .directory
+                .contact_email(tenant_id, id, None)
                 .await
                 .map_err(db)?]
         }
@@ -197,7 +200,9 @@ async fn prepare(
             .collect(),
         RecipientSpec::WebhookSubscriptions(event_type) => {
             // No subscriber is no one to tell, not an error.
-            subscribers(intake.ledger.pool(), tenant_id, event_type)
+            intake
+                .endpoints
+                .subscribers(tenant_id, event_type)
                 .await
                 .map_err(db)?
         }

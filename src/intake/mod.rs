@@ -17,22 +17,32 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::artifacts::Registry;
 use crate::camunda::CamundaClient;
 use crate::config::ArtifactSettings;
+use crate::delivery::endpoints::Endpoints;
 use crate::ledger::{
     Channel, Classification, Ledger, LedgerError, NewCommunication, RequestOutcome,
 };
 use crate::policy::business_hours::BusinessHours;
 use crate::policy::channel_choice::{family_for, ChannelMode};
+use crate::policy::directory::Directory;
 use crate::policy::noise::RateLimit;
 use crate::templates::{Template, TemplateRegistry};
 
-/// What the intake works with: the ledger it hands requests to, the engine (its identity
-/// service resolves users and groups), the templates, the artifact settings (portal links,
-/// attachments) and the name recorded as the requester of what processes ask for.
+/// What the intake works with: the ledger it hands requests to, the directory, artifact
+/// registry and webhook subscriptions it reads, the engine (its identity service resolves users
+/// and groups), the templates, the artifact settings (portal links, attachments) and the name
+/// recorded as the requester of what processes ask for.
 #[derive(Clone)]
 pub struct Intake {
     pub ledger: Ledger,
+    /// Contacts and preferences.
+    pub directory: Directory,
+    /// The documents communications carry.
+    pub registry: Registry,
+    /// Webhook subscriptions (the recipients of webhook rules).
+    pub endpoints: Endpoints,
     pub camunda: CamundaClient,
     pub templates: Arc<TemplateRegistry>,
     pub artifacts: ArtifactSettings,
@@ -167,6 +177,28 @@ impl IntakeError {
 
 impl Intake {
     /// The template version `purpose`'s communication on `channel` uses now, for `locale`.
+    /// The intake on `pool` (the ledger's database, which also holds the directory, the
+    /// registry and the subscriptions).
+    pub fn on(
+        pool: sqlx::PgPool,
+        correlation_deadline: std::time::Duration,
+        camunda: CamundaClient,
+        templates: Arc<TemplateRegistry>,
+        artifacts: ArtifactSettings,
+        requested_by: String,
+    ) -> Intake {
+        Intake {
+            ledger: Ledger::new(pool.clone(), correlation_deadline),
+            directory: Directory::new(pool.clone()),
+            registry: Registry::new(pool.clone()),
+            endpoints: Endpoints::new(pool),
+            camunda,
+            templates,
+            artifacts,
+            requested_by,
+        }
+    }
+
     pub fn template(
         &self,
         purpose: &Purpose,

@@ -9,9 +9,7 @@ use chrono::Utc;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::artifacts::{
-    check_for_delivery, signed_link, ArtifactCheck, AttachmentRef, DeliveryMode,
-};
+use crate::artifacts::{signed_link, ArtifactCheck, AttachmentRef, DeliveryMode};
 use crate::ledger::{
     Channel, NewCommunication, ProcessOrigin, Provenance, Rendering, RequestOutcome, Subject,
 };
@@ -117,14 +115,12 @@ impl Proposals {
             RecipientInput::Email(address) => {
                 policy::recipients::explicit_email(address, input.locale.as_deref())
             }
-            RecipientInput::Contact(contact_id) => policy::recipients::contact_email(
-                self.intake.ledger.pool(),
-                &input.tenant_id,
-                contact_id,
-                input.locale.as_deref(),
-            )
-            .await
-            .map_err(|e| IntakeError::ledger_down(label, e))?,
+            RecipientInput::Contact(contact_id) => self
+                .intake
+                .directory
+                .contact_email(&input.tenant_id, contact_id, input.locale.as_deref())
+                .await
+                .map_err(|e| IntakeError::ledger_down(label, e))?,
         };
         let idempotency_key = self.key(input, &resolution, key)?;
         let (locale, display_name) = match &resolution {
@@ -232,16 +228,18 @@ impl Proposals {
         let settings = &self.intake.artifacts;
         let expected = self.artifact_type.as_str();
         let subject_id = format!("{}/{}", input.quote_id, input.revision_no);
-        let check = check_for_delivery(
-            self.intake.ledger.pool(),
-            &input.tenant_id,
-            &input.artifact_id,
-            "QUOTE_REVISION",
-            &subject_id,
-            expected,
-        )
-        .await
-        .map_err(|e| IntakeError::ledger_down(label, e))?;
+        let check = self
+            .intake
+            .registry
+            .check_for_delivery(
+                &input.tenant_id,
+                &input.artifact_id,
+                "QUOTE_REVISION",
+                &subject_id,
+                expected,
+            )
+            .await
+            .map_err(|e| IntakeError::ledger_down(label, e))?;
         let artifact = match check {
             ArtifactCheck::Usable(artifact) => artifact,
             ArtifactCheck::Refused { code, message } => return Ok(Document::refused(code, message)),

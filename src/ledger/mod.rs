@@ -95,7 +95,9 @@ impl Ledger {
         wakeup::Wakeup::new(self.pool.clone(), channel)
     }
 
-    pub fn pool(&self) -> &PgPool {
+    /// The ledger's own connections: only its modules use them; other rooms get handles of
+    /// their own on the same database (see `runtime.rs`).
+    fn pool(&self) -> &PgPool {
         &self.pool
     }
 

@@ -3,6 +3,7 @@
 
 pub mod business_hours;
 pub mod channel_choice;
+pub mod directory;
 pub mod identity;
 pub mod keys;
 pub mod noise;

@@ -20,7 +20,7 @@ async fn proposal_process_ends_after_the_email_arrives() {
     .await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
-    let herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let herald = start_herald(&db, &sink.url(), &lane, &[]).await;
 
     let business_key = format!("Q-1001-r4-{}", &lane[5..13]);
     let started = Instant::now();
@@ -38,7 +38,7 @@ async fn proposal_process_ends_after_the_email_arrives() {
         mails.len(),
         1,
         "one email expected; herald log: {}",
-        herald.log.display()
+        herald.log_text()
     );
     wait_until_completed(&camunda, &instance.id, Duration::from_secs(60)).await;
     let to_end = started.elapsed();
@@ -194,7 +194,7 @@ async fn a_contact_speaking_austrian_german_gets_the_german_version() {
         .unwrap();
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
-    let _herald = Herald::start(&db, &sink.url(), &lane, &[]);
+    let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
     let instance = start_proposal(
         &camunda,
         &lane,

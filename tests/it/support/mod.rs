@@ -744,16 +744,17 @@ pub async fn lock_as_doomed_worker(
 
 /// The intake as herald's handlers use it, for running one in the test process.
 pub fn intake(db: &TestDb, camunda: &CamundaClient) -> herald::intake::Intake {
-    herald::intake::Intake {
-        artifacts: test_artifact_settings(),
-        ledger: herald::ledger::Ledger::new(db.pool.clone(), Duration::from_secs(60)),
-        camunda: camunda.clone(),
-        templates: std::sync::Arc::new(
+    herald::intake::Intake::on(
+        db.pool.clone(),
+        Duration::from_secs(60),
+        camunda.clone(),
+        std::sync::Arc::new(
             herald::templates::TemplateRegistry::load(&Path::new(MANIFEST_DIR).join("templates"))
                 .expect("templates/"),
         ),
-        requested_by: "doomed-worker".into(),
-    }
+        test_artifact_settings(),
+        "doomed-worker".into(),
+    )
 }
 
 /// Starts a quote-proposal process in `lane` with the business key `<quote>-<lane>`.
