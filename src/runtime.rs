@@ -83,6 +83,24 @@ pub async fn run(
     Ok(())
 }
 
+/// A middleware that runs each request under the tracing subscriber current when the API was
+/// started (axum's connection tasks do not carry it): the global one in production, a test's
+/// own when herald runs inside a test.
+fn with_current_logger() -> impl Fn(
+    axum::extract::Request,
+    axum::middleware::Next,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = axum::response::Response> + Send>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    let logger = tracing::dispatcher::get_default(|current| current.clone());
+    move |request, next| {
+        let logger = logger.clone();
+        Box::pin(next.run(request).with_subscriber(logger))
+    }
+}
+
 /// herald's components, started: where the API listens, and the tasks to wait for.
 pub struct Running {
     /// The API's address (its port, when the settings asked for port 0).
@@ -173,7 +191,8 @@ pub async fn start(
             proposals,
             webhooks: settings.webhooks.clone(),
             feedback: settings.feedback.clone(),
-        });
+        })
+        .layer(axum::middleware::from_fn(with_current_logger()));
         let stop = shutdown.clone();
         tasks.spawn(
             async move {

@@ -130,9 +130,11 @@ impl Proposals {
             } => (recipient.locale.clone(), display_name.clone()),
             _ => (input.locale.clone(), None),
         };
-        let template = self
-            .intake
-            .template(&self.purpose, Channel::Email, locale.as_deref())?;
+        let template = self.intake.family_template(
+            &self.purpose,
+            &self.purpose.template_family,
+            locale.as_deref(),
+        )?;
         let document = self.document(input).await?;
         let payload = json!({
             "quoteNumber": input.quote_id,

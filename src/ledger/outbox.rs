@@ -24,7 +24,16 @@ impl Ledger {
         for row in &rows {
             let outbox_id: Uuid = row.get("outbox_id");
             let id = CommunicationId(row.get("aggregate_id"));
-            let event_type: EventType = row.try_get("event_type")?;
+            let event_type: EventType = match row.try_get("event_type") {
+                Ok(event_type) => event_type,
+                // One row this herald cannot read must not stop the relay: no subscriber of
+                // this herald acts on an event it does not know.
+                Err(err) => {
+                    tracing::error!(communicationId = %id, error = %err, "outbox event of a type herald does not know; published without a subscriber");
+                    published.push(outbox_id);
+                    continue;
+                }
+            };
             let action = event_type.relay_action();
             if let Some(outcome) = action.correlate {
                 outcomes.0.push(id.0);

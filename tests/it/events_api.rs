@@ -23,7 +23,7 @@ fn order_created(event_id: &str, order: &str, contact: &str) -> Value {
 async fn an_event_is_applied_once_and_a_near_duplicate_is_deduped() {
     let db = TestDb::create().await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
-    let (_herald, api) = Api::start(&db, &sink.url(), &[]).await;
+    let (herald, api) = Api::start(&db, &sink.url(), &[]).await;
     let (status, _) = api
         .put("/contacts/acme/contact-9",
             json!({"displayName": "Dana Buyer", "email": "dana@customer.example", "locale": "en", "timezone": "Europe/Vienna"}),
@@ -42,6 +42,10 @@ async fn an_event_is_applied_once_and_a_near_duplicate_is_deduped() {
         Some("Your order O-100 is confirmed")
     );
     assert!(mails[0].body_text().contains("Dear Dana Buyer"));
+    // What the request logged is in this herald's own log, the address masked.
+    let log = herald.log_text();
+    assert!(log.contains("event applied"), "{log}");
+    assert!(!log.contains("dana@customer.example"), "{log}");
 
     // The same event again: nothing new, the same communication.
     let (status, again) = api

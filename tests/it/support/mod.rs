@@ -235,6 +235,11 @@ pub fn test_settings(
     ] {
         env.push((key.into(), root.join(dir).display().to_string()));
     }
+    // Heralds of one test process are told apart by their worker id (the pid is the same).
+    env.push((
+        "HERALD_CAMUNDA__WORKER_ID".into(),
+        format!("herald-test-{lane}"),
+    ));
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     herald::config::Settings::load_from(None, env).expect("the test's settings")
 }
