@@ -1021,27 +1021,12 @@ impl herald::camunda::worker::TaskHandler for CompleteAtOnce {
 /// send-proposal topic's lock and variables, the lane filter, 100 a fetch, 200 in flight),
 /// tasks per second from the first handler call to the last completion.
 async fn engine_ceiling(camunda: &herald::camunda::CamundaClient, m: usize) -> f64 {
-    use herald::camunda::worker::{IncidentPolicy, Subscription, WorkerOptions};
+    use herald::camunda::worker::WorkerOptions;
     let lane = new_lane();
     start_instances(camunda, &lane, m).await;
     let topic = shipped_topic("send-proposal");
     let handler = Arc::new(CompleteAtOnce::default());
-    let subscription = Subscription {
-        topic: topic.topic.clone(),
-        lock_duration: Duration::from_millis(topic.lock_duration_ms),
-        variables: topic.variables.clone(),
-        include_extension_properties: topic.include_extension_properties,
-        incident: IncidentPolicy {
-            retries: topic.incident.retries,
-            retry_timeouts: topic
-                .incident
-                .retry_timeouts_ms
-                .iter()
-                .map(|ms| Duration::from_millis(*ms))
-                .collect(),
-        },
-        handler: handler.clone(),
-    };
+    let subscription = herald::workers::subscription(&topic, handler.clone());
     let options = WorkerOptions {
         worker_id: format!("herald-bench-ceiling-{}", std::process::id()),
         max_tasks: CAMUNDA_MAX_TASKS.parse().unwrap(),

@@ -81,7 +81,7 @@ impl Registry {
         Registry { pool }
     }
 
-    /// See [`check_for_delivery`].
+    /// Checks an artifact for a communication about `subject_type`/`subject_id`.
     pub async fn check_for_delivery(
         &self,
         tenant_id: &str,
@@ -90,57 +90,32 @@ impl Registry {
         subject_id: &str,
         expected_type: &str,
     ) -> Result<ArtifactCheck, sqlx::Error> {
-        check_for_delivery(
-            &self.pool,
-            tenant_id,
-            artifact_id,
-            subject_type,
-            subject_id,
-            expected_type,
-        )
-        .await
-    }
-
-    /// See [`register`].
-    pub async fn register(&self, artifact: &Artifact) -> Result<(), sqlx::Error> {
-        register(&self.pool, artifact).await
-    }
-}
-
-/// Checks an artifact for a communication about `subject_type`/`subject_id`.
-pub async fn check_for_delivery(
-    pool: &PgPool,
-    tenant_id: &str,
-    artifact_id: &str,
-    subject_type: &str,
-    subject_id: &str,
-    expected_type: &str,
-) -> Result<ArtifactCheck, sqlx::Error> {
-    let artifact: Option<Artifact> = sqlx::query_as(
+        let artifact: Option<Artifact> = sqlx::query_as(
         "SELECT tenant_id, artifact_id, subject_type, subject_id, artifact_type, status, content_hash, storage_location,
                 size_bytes, media_type, file_name
          FROM artifact WHERE tenant_id = $1 AND artifact_id = $2",
     )
     .bind(tenant_id)
     .bind(artifact_id)
-    .fetch_optional(pool)
+    .fetch_optional(&self.pool)
     .await?;
-    let Some(artifact) = artifact else {
-        let elsewhere: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM artifact WHERE artifact_id = $1)")
-                .bind(artifact_id)
-                .fetch_one(pool)
-                .await?;
-        return Ok(if elsewhere {
-            ArtifactCheck::Refused {
-                code: "ARTIFACT_NOT_AUTHORIZED",
-                message: format!("artifact '{artifact_id}' belongs to another tenant"),
-            }
-        } else {
-            ArtifactCheck::NotYetAvailable
-        });
-    };
-    Ok(decide(artifact, subject_type, subject_id, expected_type))
+        let Some(artifact) = artifact else {
+            let elsewhere: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM artifact WHERE artifact_id = $1)")
+                    .bind(artifact_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+            return Ok(if elsewhere {
+                ArtifactCheck::Refused {
+                    code: "ARTIFACT_NOT_AUTHORIZED",
+                    message: format!("artifact '{artifact_id}' belongs to another tenant"),
+                }
+            } else {
+                ArtifactCheck::NotYetAvailable
+            });
+        };
+        Ok(decide(artifact, subject_type, subject_id, expected_type))
+    }
 }
 
 /// The rules, apart from the lookup.
@@ -179,25 +154,26 @@ pub fn decide(
     }
 }
 
-/// Registers (or updates) an artifact; a new AVAILABLE document supersedes the older ones of
-/// the same tenant, subject and type.
-pub async fn register(pool: &PgPool, artifact: &Artifact) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    if artifact.status == "AVAILABLE" {
-        sqlx::query(
-            "UPDATE artifact SET status = 'SUPERSEDED', updated_at = now()
+impl Registry {
+    /// Registers (or updates) an artifact; a new AVAILABLE document supersedes the older ones of
+    /// the same tenant, subject and type.
+    pub async fn register(&self, artifact: &Artifact) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if artifact.status == "AVAILABLE" {
+            sqlx::query(
+                "UPDATE artifact SET status = 'SUPERSEDED', updated_at = now()
              WHERE tenant_id = $1 AND subject_type = $2 AND subject_id = $3 AND artifact_type = $4
                AND artifact_id <> $5 AND status = 'AVAILABLE'",
-        )
-        .bind(&artifact.tenant_id)
-        .bind(&artifact.subject_type)
-        .bind(&artifact.subject_id)
-        .bind(&artifact.artifact_type)
-        .bind(&artifact.artifact_id)
-        .execute(&mut *tx)
-        .await?;
-    }
-    sqlx::query(
+            )
+            .bind(&artifact.tenant_id)
+            .bind(&artifact.subject_type)
+            .bind(&artifact.subject_id)
+            .bind(&artifact.artifact_type)
+            .bind(&artifact.artifact_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
         "INSERT INTO artifact (tenant_id, artifact_id, subject_type, subject_id, artifact_type, status, content_hash,
                                storage_location, size_bytes, media_type, file_name)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -218,7 +194,8 @@ pub async fn register(pool: &PgPool, artifact: &Artifact) -> Result<(), sqlx::Er
     .bind(&artifact.file_name)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await
+        tx.commit().await
+    }
 }
 
 fn signature(secret: &[u8], tenant_id: &str, artifact_id: &str, expires: i64) -> String {

@@ -105,7 +105,8 @@ impl Endpoints {
         Endpoints { pool }
     }
 
-    /// See [`create`].
+    /// Registers an endpoint (already checked by the SSRF guard); returns it with its secret,
+    /// which is shown this once.
     pub async fn create(
         &self,
         tenant_id: &str,
@@ -114,74 +115,20 @@ impl Endpoints {
         secret: Option<String>,
         rate_limit_per_s: Option<i32>,
     ) -> Result<(Subscription, String), SubscriptionError> {
-        create(
-            &self.pool,
-            tenant_id,
-            endpoint_url,
-            event_types,
-            secret,
-            rate_limit_per_s,
-        )
-        .await
-    }
-
-    pub async fn get(&self, tenant_id: &str, id: &str) -> Result<Subscription, SubscriptionError> {
-        get(&self.pool, tenant_id, id).await
-    }
-
-    /// See [`rotate`].
-    pub async fn rotate(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        grace: std::time::Duration,
-    ) -> Result<String, SubscriptionError> {
-        rotate(&self.pool, tenant_id, id, grace).await
-    }
-
-    /// See [`enable`].
-    pub async fn enable(
-        &self,
-        tenant_id: &str,
-        id: &str,
-    ) -> Result<Subscription, SubscriptionError> {
-        enable(&self.pool, tenant_id, id).await
-    }
-
-    /// See [`subscribers`].
-    pub async fn subscribers(
-        &self,
-        tenant_id: &str,
-        event_type: &str,
-    ) -> Result<Vec<Resolution>, sqlx::Error> {
-        subscribers(&self.pool, tenant_id, event_type).await
-    }
-}
-
-/// Registers an endpoint (already checked by the SSRF guard); returns it with its secret,
-/// which is shown this once.
-pub async fn create(
-    pool: &PgPool,
-    tenant_id: &str,
-    endpoint_url: &str,
-    event_types: &[String],
-    secret: Option<String>,
-    rate_limit_per_s: Option<i32>,
-) -> Result<(Subscription, String), SubscriptionError> {
-    if rate_limit_per_s.is_some_and(|r| r < 1) {
-        return Err(SubscriptionError::Invalid(
-            "rateLimitPerSecond: at least 1 (or absent: no limit)".into(),
-        ));
-    }
-    if event_types.is_empty() || event_types.iter().any(|t| t.trim().is_empty()) {
-        return Err(SubscriptionError::Invalid(
-            "eventTypes: at least one, none empty".into(),
-        ));
-    }
-    let secret = secret.unwrap_or_else(generate_secret);
-    secret_key(&secret).map_err(|e| SubscriptionError::Invalid(format!("secret: {e}")))?;
-    let id = format!("ws_{}", uuid::Uuid::now_v7().simple());
-    let row = sqlx::query(&format!(
+        if rate_limit_per_s.is_some_and(|r| r < 1) {
+            return Err(SubscriptionError::Invalid(
+                "rateLimitPerSecond: at least 1 (or absent: no limit)".into(),
+            ));
+        }
+        if event_types.is_empty() || event_types.iter().any(|t| t.trim().is_empty()) {
+            return Err(SubscriptionError::Invalid(
+                "eventTypes: at least one, none empty".into(),
+            ));
+        }
+        let secret = secret.unwrap_or_else(generate_secret);
+        secret_key(&secret).map_err(|e| SubscriptionError::Invalid(format!("secret: {e}")))?;
+        let id = format!("ws_{}", uuid::Uuid::now_v7().simple());
+        let row = sqlx::query(&format!(
         "INSERT INTO webhook_subscription (subscription_id, tenant_id, endpoint_url, event_types, secret, rate_limit_per_s)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
     ))
@@ -191,18 +138,14 @@ pub async fn create(
     .bind(event_types)
     .bind(&secret)
     .bind(rate_limit_per_s)
-    .fetch_one(pool)
+    .fetch_one(&self.pool)
     .await?;
-    Ok((subscription(&row)?, secret))
-}
+        Ok((subscription(&row)?, secret))
+    }
 
-pub async fn get(
-    pool: &PgPool,
-    tenant_id: &str,
-    id: &str,
-) -> Result<Subscription, SubscriptionError> {
-    one(
-        pool,
+    pub async fn get(&self, tenant_id: &str, id: &str) -> Result<Subscription, SubscriptionError> {
+        one(
+        &self.pool,
         &format!(
             "SELECT {COLUMNS} FROM webhook_subscription WHERE subscription_id = $1 AND tenant_id = $2"
         ),
@@ -210,6 +153,85 @@ pub async fn get(
         id,
     )
     .await
+    }
+
+    /// A new secret; the old one stays valid for `grace` (messages are signed with both).
+    pub async fn rotate(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        grace: std::time::Duration,
+    ) -> Result<String, SubscriptionError> {
+        let secret = generate_secret();
+        let until = Utc::now() + chrono::Duration::from_std(grace).unwrap_or_default();
+        let done = sqlx::query(
+            "UPDATE webhook_subscription SET previous_secret = secret, previous_secret_until = $3,
+             secret = $4, updated_at = now()
+         WHERE subscription_id = $1 AND tenant_id = $2",
+        )
+        .bind(id)
+        .bind(tenant_id)
+        .bind(until)
+        .bind(&secret)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(SubscriptionError::NotFound(id.into()));
+        }
+        Ok(secret)
+    }
+
+    /// Enables a disabled endpoint again and closes its circuit.
+    pub async fn enable(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Subscription, SubscriptionError> {
+        one(
+            &self.pool,
+            &format!(
+                "UPDATE webhook_subscription SET status = 'ACTIVE', disabled_reason = NULL,
+                 consecutive_failures = 0, circuit_open_until = NULL, updated_at = now()
+             WHERE subscription_id = $1 AND tenant_id = $2 RETURNING {COLUMNS}"
+            ),
+            tenant_id,
+            id,
+        )
+        .await
+    }
+
+    /// The tenant's active subscriptions to `event_type`, as recipients on the WEBHOOK channel
+    /// (the address is the subscription id: the adapter reads the endpoint when it sends).
+    pub async fn subscribers(
+        &self,
+        tenant_id: &str,
+        event_type: &str,
+    ) -> Result<Vec<Resolution>, sqlx::Error> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT subscription_id FROM webhook_subscription
+         WHERE tenant_id = $1 AND status = 'ACTIVE' AND $2 = ANY(event_types)
+         ORDER BY subscription_id",
+        )
+        .bind(tenant_id)
+        .bind(event_type)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids
+            .into_iter()
+            .map(|id| Resolution::Resolved {
+                recipient: ResolvedRecipient {
+                    recipient_type: RecipientType::WebhookSubscription,
+                    recipient_ref: subscription_ref(&id),
+                    channel: Channel::Webhook,
+                    address: Some(id),
+                    locale: None,
+                    timezone: None,
+                    quiet_hours: None,
+                },
+                display_name: None,
+            })
+            .collect())
+    }
 }
 
 /// The subscription `sql` returns for `$1` = its id and `$2` = its tenant, or NotFound.
@@ -229,87 +251,9 @@ async fn one(
         .ok_or_else(|| SubscriptionError::NotFound(id.into()))
 }
 
-/// A new secret; the old one stays valid for `grace` (messages are signed with both).
-pub async fn rotate(
-    pool: &PgPool,
-    tenant_id: &str,
-    id: &str,
-    grace: std::time::Duration,
-) -> Result<String, SubscriptionError> {
-    let secret = generate_secret();
-    let until = Utc::now() + chrono::Duration::from_std(grace).unwrap_or_default();
-    let done = sqlx::query(
-        "UPDATE webhook_subscription SET previous_secret = secret, previous_secret_until = $3,
-             secret = $4, updated_at = now()
-         WHERE subscription_id = $1 AND tenant_id = $2",
-    )
-    .bind(id)
-    .bind(tenant_id)
-    .bind(until)
-    .bind(&secret)
-    .execute(pool)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(SubscriptionError::NotFound(id.into()));
-    }
-    Ok(secret)
-}
-
-/// Enables a disabled endpoint again and closes its circuit.
-pub async fn enable(
-    pool: &PgPool,
-    tenant_id: &str,
-    id: &str,
-) -> Result<Subscription, SubscriptionError> {
-    one(
-        pool,
-        &format!(
-            "UPDATE webhook_subscription SET status = 'ACTIVE', disabled_reason = NULL,
-                 consecutive_failures = 0, circuit_open_until = NULL, updated_at = now()
-             WHERE subscription_id = $1 AND tenant_id = $2 RETURNING {COLUMNS}"
-        ),
-        tenant_id,
-        id,
-    )
-    .await
-}
-
 /// The recipient reference of a subscription.
 pub fn subscription_ref(id: &str) -> String {
     format!("webhook:{id}")
-}
-
-/// The tenant's active subscriptions to `event_type`, as recipients on the WEBHOOK channel
-/// (the address is the subscription id: the adapter reads the endpoint when it sends).
-pub async fn subscribers(
-    pool: &PgPool,
-    tenant_id: &str,
-    event_type: &str,
-) -> Result<Vec<Resolution>, sqlx::Error> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT subscription_id FROM webhook_subscription
-         WHERE tenant_id = $1 AND status = 'ACTIVE' AND $2 = ANY(event_types)
-         ORDER BY subscription_id",
-    )
-    .bind(tenant_id)
-    .bind(event_type)
-    .fetch_all(pool)
-    .await?;
-    Ok(ids
-        .into_iter()
-        .map(|id| Resolution::Resolved {
-            recipient: ResolvedRecipient {
-                recipient_type: RecipientType::WebhookSubscription,
-                recipient_ref: subscription_ref(&id),
-                channel: Channel::Webhook,
-                address: Some(id),
-                locale: None,
-                timezone: None,
-                quiet_hours: None,
-            },
-            display_name: None,
-        })
-        .collect())
 }
 
 /// What the adapter needs to send to a subscription.

@@ -164,19 +164,9 @@ impl IntakeError {
             err.to_string(),
         )
     }
-
-    /// What an operator reads beside the message (Cockpit's incident details).
-    pub fn detail(&self) -> &str {
-        match self {
-            IntakeError::Unavailable { detail, .. }
-            | IntakeError::Permanent { detail, .. }
-            | IntakeError::NotYet { detail, .. } => detail,
-        }
-    }
 }
 
 impl Intake {
-    /// The template version `purpose`'s communication on `channel` uses now, for `locale`.
     /// The intake on `pool` (the ledger's database, which also holds the directory, the
     /// registry and the subscriptions).
     pub fn on(
@@ -199,6 +189,7 @@ impl Intake {
         }
     }
 
+    /// The template version `purpose`'s communication on `channel` uses now, for `locale`.
     pub fn template(
         &self,
         purpose: &Purpose,

@@ -48,22 +48,7 @@ pub fn subscriptions(topics: &[TopicConfig], intake: &Intake) -> Vec<Subscriptio
                     task_notice::NoticeKind::Escalation,
                 )),
             };
-            Subscription {
-                topic: topic.topic.clone(),
-                lock_duration: Duration::from_millis(topic.lock_duration_ms),
-                variables: topic.variables.clone(),
-                include_extension_properties: topic.include_extension_properties,
-                incident: IncidentPolicy {
-                    retries: topic.incident.retries,
-                    retry_timeouts: topic
-                        .incident
-                        .retry_timeouts_ms
-                        .iter()
-                        .map(|ms| Duration::from_millis(*ms))
-                        .collect(),
-                },
-                handler,
-            }
+            subscription(topic, handler)
         })
         .collect()
 }
@@ -72,6 +57,26 @@ pub fn subscriptions(topics: &[TopicConfig], intake: &Intake) -> Vec<Subscriptio
 pub(crate) const HINT_BUSINESS_KEY: &str = "herald derives idempotency keys from the process business key: start the process with a businessKey (e.g. the quote revision).";
 /// What an operator is told to do about a task variable of the wrong type.
 pub(crate) const HINT_VARIABLE_TYPE: &str = "Fix the variable's type in the model.";
+
+/// What the worker loop fetches for a topic, and the handler that serves its tasks.
+pub fn subscription(topic: &TopicConfig, handler: Arc<dyn TaskHandler>) -> Subscription {
+    Subscription {
+        topic: topic.topic.clone(),
+        lock_duration: Duration::from_millis(topic.lock_duration_ms),
+        variables: topic.variables.clone(),
+        include_extension_properties: topic.include_extension_properties,
+        incident: IncidentPolicy {
+            retries: topic.incident.retries,
+            retry_timeouts: topic
+                .incident
+                .retry_timeouts_ms
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect(),
+        },
+        handler,
+    }
+}
 
 /// A failure that no retry fixes (a model or configuration error): an incident at once.
 pub(crate) fn permanent(

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::support::*;
-use herald::artifacts::{register, verify_link, Artifact};
+use herald::artifacts::{verify_link, Artifact, Registry};
 use herald::camunda::TypedValue;
 use sha2::Digest;
 
@@ -139,9 +139,8 @@ async fn superseded_and_foreign_documents_fail_the_proposal_for_good() {
     let db = TestDb::create().await;
     // Q-S1: its document was superseded by a newer one of the same revision.
     db.add_proposal_document("acme", "Q-S1").await;
-    register(
-        &db.pool,
-        &Artifact {
+    Registry::new(db.pool.clone())
+        .register(&Artifact {
             tenant_id: "acme".into(),
             artifact_id: "doc-Q-S1-v2".into(),
             subject_type: "QUOTE_REVISION".into(),
@@ -153,10 +152,9 @@ async fn superseded_and_foreign_documents_fail_the_proposal_for_good() {
             size_bytes: Some(1),
             media_type: "application/pdf".into(),
             file_name: "v2.pdf".into(),
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     // Q-F1: the document id belongs to another tenant.
     db.add_proposal_document("globex", "Q-F1").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();

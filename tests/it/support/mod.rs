@@ -113,9 +113,8 @@ impl TestDb {
         let path = dir.join(format!("{}-{quote_id}.pdf", self.name));
         let bytes = format!("%PDF-1.4\n% proposal {quote_id} revision 4\n%%EOF\n").into_bytes();
         std::fs::write(&path, &bytes).expect("write artifact");
-        herald::artifacts::register(
-            &self.pool,
-            &herald::artifacts::Artifact {
+        herald::artifacts::Registry::new(self.pool.clone())
+            .register(&herald::artifacts::Artifact {
                 tenant_id: tenant.into(),
                 artifact_id: format!("doc-{quote_id}"),
                 subject_type: "QUOTE_REVISION".into(),
@@ -127,10 +126,9 @@ impl TestDb {
                 size_bytes: Some(bytes.len() as i64),
                 media_type: "application/pdf".into(),
                 file_name: format!("proposal-{quote_id}-r4.pdf"),
-            },
-        )
-        .await
-        .expect("register artifact");
+            })
+            .await
+            .expect("register artifact");
         path
     }
 
@@ -675,14 +673,6 @@ pub async fn wait_for_first_within(
         }
     })
     .await
-}
-
-/// A TCP port that was free a moment ago (for herald's API in a test).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Creates a group if it does not exist yet, and adds members.
