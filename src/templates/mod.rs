@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::ledger::{Channel, MessageCategory};
 
 mod guard;
+mod releases;
 mod schema;
 
 pub use guard::{fields_used, is_internal_field, sanitize_note, INTERNAL_FIELDS};
@@ -139,12 +140,6 @@ pub struct TemplateRegistry {
     plain: Handlebars<'static>,
 }
 
-#[derive(Debug, Default, Deserialize, serde::Serialize)]
-struct LockFile {
-    #[serde(default)]
-    approved: BTreeMap<String, String>,
-}
-
 const PARTS: [&str; 3] = ["subject", "body.txt", "body.html"];
 
 impl TemplateRegistry {
@@ -164,32 +159,7 @@ impl TemplateRegistry {
     /// the ids it added. A changed approved version is refused, never re-recorded.
     pub fn record_approved(dir: &Path) -> Result<Vec<String>, TemplateError> {
         let (registry, problems) = Self::load_all(dir);
-        let blocking: Vec<TemplateError> = problems
-            .into_iter()
-            .filter(|p| !matches!(p, TemplateError::Invalid { message, .. } if message.contains("not recorded")))
-            .collect();
-        if !blocking.is_empty() {
-            return Err(TemplateError::Many(blocking));
-        }
-        let lock_path = dir.join(LOCK_FILE);
-        let mut lock = read_lock(&lock_path)?;
-        let mut added = Vec::new();
-        for template in registry.templates.iter().filter(|t| t.is_approved()) {
-            if let std::collections::btree_map::Entry::Vacant(entry) =
-                lock.approved.entry(template.id())
-            {
-                entry.insert(template.source_hash.clone());
-                added.push(template.id());
-            }
-        }
-        if !added.is_empty() {
-            let text = format!(
-                "# Content hashes of approved template versions (herald check --record-templates).\n# An approved version is immutable: change the wording in a new version.\n{}",
-                toml::to_string(&lock).map_err(|e| invalid(&lock_path, e.to_string()))?
-            );
-            std::fs::write(&lock_path, text).map_err(|e| invalid(&lock_path, e.to_string()))?;
-        }
-        Ok(added)
+        releases::record(dir, &registry.templates, problems)
     }
 
     fn load_all(dir: &Path) -> (TemplateRegistry, Vec<TemplateError>) {
@@ -208,38 +178,18 @@ impl TemplateRegistry {
             Ok(dirs) => dirs,
             Err(e) => return (registry, vec![e]),
         };
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = match read_lock(&lock_path) {
+        let lock = match releases::Lock::read(dir) {
             Ok(lock) => lock,
             Err(e) => {
                 problems.push(e);
-                LockFile::default()
+                releases::Lock::default()
             }
         };
         for vdir in version_dirs {
             match registry.load_version(&vdir) {
                 Ok(template) => {
-                    if template.is_approved() {
-                        match lock.approved.get(&template.id()) {
-                            Some(recorded) if *recorded != template.source_hash => problems.push(invalid(
-                                &vdir,
-                                format!(
-                                    "approved version {} changed (content hash {}, recorded {}): approved versions are immutable, add a new version instead",
-                                    template.id(),
-                                    &template.source_hash[..12],
-                                    &recorded[..recorded.len().min(12)]
-                                ),
-                            )),
-                            Some(_) => {}
-                            None => problems.push(invalid(
-                                &vdir,
-                                format!(
-                                    "approved version {} is not recorded in {}: run herald check --record-templates when it is released",
-                                    template.id(),
-                                    lock_path.display()
-                                ),
-                            )),
-                        }
+                    if let Some(problem) = lock.verify(&template) {
+                        problems.push(problem);
                     }
                     registry.templates.push(template);
                 }
@@ -501,18 +451,10 @@ impl TemplateRegistry {
     }
 }
 
-fn invalid(path: &Path, message: String) -> TemplateError {
+pub(crate) fn invalid(path: &Path, message: String) -> TemplateError {
     TemplateError::Invalid {
         path: path.display().to_string(),
         message,
-    }
-}
-
-fn read_lock(path: &Path) -> Result<LockFile, TemplateError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| invalid(path, e.to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockFile::default()),
-        Err(e) => Err(invalid(path, e.to_string())),
     }
 }
 

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use herald::templates::{TemplateError, TemplateRegistry};
 use serde_json::json;
 
-fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -23,8 +23,9 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// A copy of the shipped topics, templates and BPMN to break on purpose.
-fn workspace() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+/// A copy of the shipped topics, templates, BPMN and rules to break on purpose (the rules in
+/// `rules/` beside the others).
+pub(crate) fn workspace() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (topics, templates, bpmn) = (
         dir.path().join("topics"),
@@ -35,15 +36,20 @@ fn workspace() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
         ("topics", &topics),
         ("templates", &templates),
         ("bpmn", &bpmn),
+        ("rules", &dir.path().join("rules")),
     ] {
         copy_tree(&Path::new(MANIFEST_DIR).join(name), target);
     }
     (dir, topics, templates, bpmn)
 }
 
-fn herald_check(topics: &Path, templates: &Path, bpmn: &Path) -> (bool, String) {
+/// `herald check` on a workspace (its rules beside its topics); (passed, what it printed on
+/// standard error).
+pub(crate) fn herald_check(topics: &Path, templates: &Path, bpmn: &Path) -> (bool, String) {
+    let rules = topics.with_file_name("rules").join("events.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_herald"))
         .arg("check")
+        .env("HERALD_PATHS__RULES", rules)
         .env("HERALD_PATHS__TOPICS", topics)
         .env("HERALD_PATHS__TEMPLATES", templates)
         .env("HERALD_PATHS__BPMN", bpmn)
@@ -55,7 +61,7 @@ fn herald_check(topics: &Path, templates: &Path, bpmn: &Path) -> (bool, String) 
     )
 }
 
-fn add_version(
+pub(crate) fn add_version(
     templates: &Path,
     family: &str,
     version: &str,
