@@ -19,6 +19,40 @@ pub const INTERNAL_FIELDS: &[&str] = &[
     "internalnote",
 ];
 
+/// A name the guard would call internal, allowed after review (e.g. the shipping cost a
+/// customer pays): `[[allow]]` in `templates/fields.toml`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedName {
+    pub name: String,
+    /// Why it is not internal data.
+    pub reason: String,
+    /// Who reviewed it.
+    pub reviewed_by: String,
+}
+
+/// The second line of defence: internal data recognised by its name, with the reviewed
+/// exceptions.
+#[derive(Debug, Clone, Default)]
+pub struct NameGuard {
+    allowed: Vec<AllowedName>,
+}
+
+impl NameGuard {
+    pub fn new(allowed: Vec<AllowedName>) -> NameGuard {
+        NameGuard { allowed }
+    }
+
+    /// Whether `name` is internal data, unless allowed.
+    pub fn is_internal(&self, name: &str) -> bool {
+        is_internal_field(name) && !self.allowed.iter().any(|a| a.name == name)
+    }
+
+    pub fn allowed(&self) -> &[AllowedName] {
+        &self.allowed
+    }
+}
+
 /// Whether a field name is internal data (`cost_basis`, `CostBasis`, `approval-reason` …).
 pub fn is_internal_field(name: &str) -> bool {
     let normalised: String = name

@@ -17,11 +17,15 @@ use sha2::{Digest, Sha256};
 
 use crate::ledger::{Channel, MessageCategory};
 
+mod fields;
 mod guard;
 mod releases;
 mod schema;
 
-pub use guard::{fields_used, is_internal_field, sanitize_note, INTERNAL_FIELDS};
+pub use fields::{Fields, FIELDS_FILE};
+pub use guard::{
+    fields_used, is_internal_field, sanitize_note, AllowedName, NameGuard, INTERNAL_FIELDS,
+};
 pub use schema::{FieldKind, FieldType};
 
 /// The file that records the content hash of each approved version.
@@ -134,6 +138,8 @@ pub struct Rendered {
 
 pub struct TemplateRegistry {
     templates: Vec<Template>,
+    /// `fields.toml`: what may reach a customer template.
+    fields: Fields,
     /// HTML bodies: variables escaped.
     html: Handlebars<'static>,
     /// Subjects and text bodies: no HTML escaping.
@@ -168,15 +174,23 @@ impl TemplateRegistry {
         let mut plain = Handlebars::new();
         plain.set_strict_mode(true);
         plain.register_escape_fn(handlebars::no_escape);
+        let mut problems = Vec::new();
+        let fields = Fields::read(dir).unwrap_or_else(|e| {
+            problems.push(e);
+            Fields::default()
+        });
         let mut registry = TemplateRegistry {
             templates: Vec::new(),
+            fields,
             html,
             plain,
         };
-        let mut problems = Vec::new();
         let version_dirs = match version_dirs(dir) {
             Ok(dirs) => dirs,
-            Err(e) => return (registry, vec![e]),
+            Err(e) => {
+                problems.push(e);
+                return (registry, problems);
+            }
         };
         let lock = match releases::Lock::read(dir) {
             Ok(lock) => lock,
@@ -233,7 +247,11 @@ impl TemplateRegistry {
             ));
         }
         if meta.audience == Audience::Customer {
-            for field in meta.payload.keys().filter(|f| is_internal_field(f)) {
+            for field in meta
+                .payload
+                .keys()
+                .filter(|f| self.fields.guard.is_internal(f))
+            {
                 problems.push(invalid(
                     &meta_path,
                     format!("payload.{field}: a CUSTOMER template may not receive internal data"),
@@ -271,7 +289,7 @@ impl TemplateRegistry {
                 }
             };
             for field in fields_used(&source) {
-                if meta.audience == Audience::Customer && is_internal_field(&field) {
+                if meta.audience == Audience::Customer && self.fields.guard.is_internal(&field) {
                     problems.push(invalid(
                         &path,
                         format!("uses '{field}': a CUSTOMER template may not see internal data"),
@@ -308,6 +326,11 @@ impl TemplateRegistry {
 
     pub fn templates(&self) -> &[Template] {
         &self.templates
+    }
+
+    /// What `fields.toml` says may reach a customer template.
+    pub fn fields(&self) -> &Fields {
+        &self.fields
     }
 
     /// The approved version of `family` effective at `at`, for `locale` (falling back from the
@@ -373,7 +396,8 @@ impl TemplateRegistry {
             });
         };
         for (field, value) in fields {
-            if template.meta.audience == Audience::Customer && is_internal_field(field) {
+            if template.meta.audience == Audience::Customer && self.fields.guard.is_internal(field)
+            {
                 return Err(TemplateError::Leak {
                     name,
                     field: field.clone(),
