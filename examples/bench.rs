@@ -70,6 +70,7 @@ fn webhook(key: &str) -> NewCommunication {
         locale: None,
         timezone: None,
         quiet_hours: None,
+        market: None,
     };
     new.rendering.template_family = "quote-accepted-webhook".into();
     new.rendering.template_version = "2026.11.0".into();

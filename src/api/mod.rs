@@ -202,6 +202,9 @@ pub struct ContactInput {
     pub email: Option<String>,
     #[serde(default)]
     pub locale: Option<String>,
+    /// The contact's market (`DE`, `CH`): template versions made for it win.
+    #[serde(default)]
+    pub market: Option<String>,
     #[serde(default)]
     pub timezone: Option<String>,
     #[serde(default = "yes")]
@@ -264,6 +267,7 @@ fn contact_record<'a>(id: &'a str, contact: &'a ContactInput, quiet: QuietTimes)
         display_name: &contact.display_name,
         email: contact.email.as_deref(),
         locale: contact.locale.as_deref(),
+        market: contact.market.as_deref(),
         timezone: contact.timezone.as_deref(),
         active: contact.active,
         quiet,
@@ -446,6 +450,9 @@ struct ProposalCommand {
     message_note: Option<String>,
     #[serde(default)]
     locale: Option<String>,
+    /// The market whose template version wins (`DE`, `CH`); the contact's when not given.
+    #[serde(default)]
+    market: Option<String>,
 }
 
 /// `POST /quotes/{quoteId}/revisions/{revisionNo}/communications/proposal` with an
@@ -503,6 +510,7 @@ async fn post_proposal(
         tenant_id: command.tenant_id.trim().to_string(),
         recipient,
         locale: command.locale,
+        market: command.market,
         delivery_mode: command.delivery_mode.unwrap_or(DeliveryMode::PortalLink),
         message_note: command
             .message_note

@@ -227,6 +227,7 @@ impl Endpoints {
                     locale: None,
                     timezone: None,
                     quiet_hours: None,
+                    market: None,
                 },
                 display_name: None,
             })

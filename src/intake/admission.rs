@@ -86,6 +86,7 @@ impl Intake {
             locale: locale.clone(),
             timezone: None,
             quiet_hours: None,
+            market: None,
         };
         // A recipient that cannot be reached (Fail) or may not be (Suppress): its status.
         let refused =

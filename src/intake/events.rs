@@ -11,11 +11,13 @@ use crate::ledger::{
     Admission, Admitted, Channel, Classification, CommunicationId, Decision, DecisionOutcome,
     NewCommunication, Provenance, Rendering, Subject,
 };
+use crate::policy::channel_choice::family_for;
 use crate::policy::identity::engine_user;
 use crate::policy::noise::{digest_window, DigestConfig};
 use crate::policy::recipients::explicit_email;
 use crate::policy::rules::{lookup, EventRule, RecipientSpec, RuleSet};
 use crate::policy::Resolution;
+use crate::templates::Origin;
 
 use super::admission::mark_digested;
 use super::{Dedupe, Intake, IntakeError, Purpose};
@@ -226,18 +228,26 @@ async fn prepare(
         );
     }
     let purpose = rule_purpose(rule)?;
+    let origins = rule.origins();
     let rule_error = |e: IntakeError| match e {
         IntakeError::Unavailable { message, .. } => EventError::Unavailable(message),
         other => EventError::Rule(other.to_string()),
     };
     let mut requests = Vec::with_capacity(resolutions.len());
     for resolution in resolutions {
-        let (locale, display_name) = match &resolution {
+        let (locale, market, display_name) = match &resolution {
             Resolution::Resolved {
                 recipient,
                 display_name,
-            } => (recipient.locale.clone(), display_name.clone()),
-            _ => (None, None),
+            } => (
+                recipient.locale.clone(),
+                recipient
+                    .market
+                    .clone()
+                    .or_else(|| field_text(event, "market")),
+                display_name.clone(),
+            ),
+            _ => (None, field_text(event, "market"), None),
         };
         let base_key = format!(
             "{}:v{}:{}:{}",
@@ -253,7 +263,7 @@ async fn prepare(
         for mut admitted in admitted_on_channels {
             let channel = admitted.recipient.channel;
             let template = intake
-                .template(&purpose, channel, locale.as_deref())
+                .template(&purpose, channel, locale.as_deref(), market.as_deref())
                 .map_err(rule_error)?;
             let mut data = Value::Object(payload.clone());
             if let (Some(name), Some(fields)) = (&display_name, data.as_object_mut()) {
@@ -262,7 +272,13 @@ async fn prepare(
                 }
             }
             intake
-                .check_render(&purpose, template, &data)
+                .check_render(
+                    &purpose,
+                    template,
+                    &data,
+                    &origins,
+                    admitted.recipient.recipient_type,
+                )
                 .map_err(rule_error)?;
             let idempotency_key = purpose.key_on(&base_key, channel);
             intake
@@ -311,7 +327,7 @@ async fn prepare(
                     &config,
                     group.as_deref(),
                     &admitted,
-                    locale.as_deref(),
+                    (locale.as_deref(), market.as_deref()),
                     display_name.as_deref(),
                     intake
                         .templates
@@ -398,7 +414,7 @@ impl DigestPlan {
         config: &DigestConfig,
         group: Option<&str>,
         admitted: &Admitted,
-        locale: Option<&str>,
+        (locale, market): (Option<&str>, Option<&str>),
         display_name: Option<&str>,
         line: String,
     ) -> Result<DigestPlan, EventError> {
@@ -406,7 +422,31 @@ impl DigestPlan {
         let period = config.period().map_err(invalid)?;
         let template = intake
             .templates
-            .resolve(&config.template_family, locale, None, Utc::now())
+            .resolve(&config.template_family, locale, market, Utc::now())
+            .map_err(|e| invalid(e.to_string()))?;
+        // The digest shows the items' subjects: their family's audience must allow it, and the
+        // digest's the recipient.
+        let item_family = family_for(
+            admitted.recipient.channel,
+            &purpose.template_family,
+            &purpose.channel_templates,
+        );
+        let mut origins: Vec<(&str, Origin<'_>)> = rule
+            .origins()
+            .into_iter()
+            .filter(|(field, _)| *field == "recipientName")
+            .collect();
+        origins.push((
+            "items",
+            Origin::Rendered {
+                family: item_family,
+            },
+        ));
+        origins.push(("count", Origin::Herald("number of items")));
+        intake
+            .templates
+            .admit_recipient(template, admitted.recipient.recipient_type)
+            .and_then(|()| intake.templates.admit_origins(template, &origins))
             .map_err(|e| invalid(e.to_string()))?;
         let mut payload = serde_json::Map::new();
         if template.meta.payload.contains_key("recipientName") {

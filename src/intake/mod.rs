@@ -22,13 +22,13 @@ use crate::camunda::CamundaClient;
 use crate::config::ArtifactSettings;
 use crate::delivery::endpoints::Endpoints;
 use crate::ledger::{
-    Channel, Classification, Ledger, LedgerError, NewCommunication, RequestOutcome,
+    Channel, Classification, Ledger, LedgerError, NewCommunication, RecipientType, RequestOutcome,
 };
 use crate::policy::business_hours::BusinessHours;
 use crate::policy::channel_choice::{family_for, ChannelMode};
 use crate::policy::directory::Directory;
 use crate::policy::noise::RateLimit;
-use crate::templates::{Template, TemplateRegistry};
+use crate::templates::{Origin, Template, TemplateRegistry};
 
 /// What the intake works with: the ledger it hands requests to, the directory, artifact
 /// registry and webhook subscriptions it reads, the engine (its identity service resolves users
@@ -118,6 +118,10 @@ pub const HINT_TEMPLATE_MISSING: &str =
 /// What an operator is told to do about a template that cannot render its payload.
 pub const HINT_TEMPLATE_RENDER: &str =
     "Fix the template or its payload fields, then increment the retries.";
+/// What an operator is told to do about a template that may not see a value or go to a
+/// recipient.
+pub const HINT_TEMPLATE_LEAK: &str =
+    "Map only customer-visible fields (templates/fields.toml) into customer templates, and send internal templates to internal recipients only; then increment the retries.";
 /// What an operator is told to do about a key pattern that cannot be filled.
 pub const HINT_KEY_PATTERN: &str =
     "Fix the key pattern (idempotency_key, parent_key) in the topic file, then increment the retries.";
@@ -189,43 +193,59 @@ impl Intake {
         }
     }
 
-    /// The template version `purpose`'s communication on `channel` uses now, for `locale`.
+    /// The template version `purpose`'s communication on `channel` uses now, for `locale` and
+    /// `market`.
     pub fn template(
         &self,
         purpose: &Purpose,
         channel: Channel,
         locale: Option<&str>,
+        market: Option<&str>,
     ) -> Result<&Template, IntakeError> {
         let family = family_for(
             channel,
             &purpose.template_family,
             &purpose.channel_templates,
         );
-        self.family_template(purpose, family, locale)
+        self.family_template(purpose, family, locale, market)
     }
 
-    /// The version of template family `family` that `purpose` uses now, for `locale`.
+    /// The version of template family `family` that `purpose` uses now, for `locale` and
+    /// `market`.
     pub fn family_template(
         &self,
         purpose: &Purpose,
         family: &str,
         locale: Option<&str>,
+        market: Option<&str>,
     ) -> Result<&Template, IntakeError> {
         self.templates
-            .resolve(family, locale, None, Utc::now())
+            .resolve(family, locale, market, Utc::now())
             .map_err(|e| {
                 IntakeError::permanent(format!("{}: {e}", purpose.label), HINT_TEMPLATE_MISSING)
             })
     }
 
-    /// Renders once when the communication is requested: a template that cannot render is a
-    /// configuration error now, not a delivery failure discovered later.
+    /// The guards, then one render when the communication is requested: the template's
+    /// audience against the recipient's (an INTERNAL template never goes to a customer), every
+    /// payload field's origin against `fields.toml` (a CUSTOMER template receives only values
+    /// that entered customer-visible), and the render itself (a template that cannot render is
+    /// a configuration error now, not a delivery failure discovered later). Nothing is recorded
+    /// when one refuses.
     pub fn check_render(
         &self,
         purpose: &Purpose,
         template: &Template,
         payload: &serde_json::Value,
+        origins: &[(&str, Origin<'_>)],
+        recipient: RecipientType,
     ) -> Result<(), IntakeError> {
+        self.templates
+            .admit_recipient(template, recipient)
+            .and_then(|()| self.templates.admit_origins(template, origins))
+            .map_err(|e| {
+                IntakeError::permanent(format!("{}: {e}", purpose.label), HINT_TEMPLATE_LEAK)
+            })?;
         self.templates
             .render(template, payload)
             .map(|_| ())

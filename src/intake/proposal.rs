@@ -14,6 +14,7 @@ use crate::ledger::{
     Channel, NewCommunication, ProcessOrigin, Provenance, Rendering, RequestOutcome, Subject,
 };
 use crate::policy::{self, derive_key, Resolution};
+use crate::templates::{origins_of, FieldKind, PassedField, Source};
 
 use super::admission::mark_failed;
 use super::{Intake, IntakeError, Purpose, HINT_KEY_PATTERN, HINT_LINK_SECRET};
@@ -27,6 +28,9 @@ pub struct ProposalInput {
     pub tenant_id: String,
     pub recipient: RecipientInput,
     pub locale: Option<String>,
+    /// The market whose template version wins over the one for all markets (`DE`, `CH`); the
+    /// contact's market when not given.
+    pub market: Option<String>,
     /// PORTAL_LINK (default) or ATTACHMENT.
     pub delivery_mode: DeliveryMode,
     /// The sales rep's note, sanitized (no markup, no control characters).
@@ -65,6 +69,79 @@ pub struct Proposals {
     purpose: Purpose,
     key_pattern: String,
     artifact_type: String,
+}
+
+/// What a proposal's template receives, field by field, and where each value comes from (the
+/// topic's variables, or the same fields of the API command). `herald check` judges every
+/// version of the topic's family that can be selected against it; a test holds it to
+/// [`proposal_payload`].
+pub const PROPOSAL_PAYLOAD: &[PassedField] = &[
+    PassedField {
+        name: "quoteNumber",
+        kind: FieldKind::String,
+        always: true,
+        source: Source::Variable("quoteId"),
+    },
+    PassedField {
+        name: "revisionNo",
+        kind: FieldKind::Integer,
+        always: true,
+        source: Source::Variable("revisionNo"),
+    },
+    PassedField {
+        name: "documentReference",
+        kind: FieldKind::String,
+        always: true,
+        source: Source::Variable("artifactId"),
+    },
+    PassedField {
+        name: "customerDisplayName",
+        kind: FieldKind::String,
+        always: true,
+        source: Source::Contact("displayName"),
+    },
+    PassedField {
+        name: "proposalLink",
+        kind: FieldKind::String,
+        always: false,
+        source: Source::Herald("signed portal link"),
+    },
+    PassedField {
+        name: "linkValidUntil",
+        kind: FieldKind::String,
+        always: false,
+        source: Source::Herald("portal link's expiry date"),
+    },
+    PassedField {
+        name: "attachmentName",
+        kind: FieldKind::String,
+        always: false,
+        source: Source::Artifact("fileName"),
+    },
+    PassedField {
+        name: "messageNote",
+        kind: FieldKind::String,
+        always: false,
+        source: Source::Variable("messageNote"),
+    },
+];
+
+/// The payload of a proposal's template ([`PROPOSAL_PAYLOAD`] says what each field is).
+fn proposal_payload(
+    input: &ProposalInput,
+    display_name: Option<String>,
+    document: &Document,
+) -> serde_json::Value {
+    json!({
+        "quoteNumber": input.quote_id,
+        "revisionNo": input.revision_no,
+        "documentReference": input.artifact_id,
+        "customerDisplayName": display_name.unwrap_or_else(|| "Customer".into()),
+        "proposalLink": document.link,
+        "linkValidUntil": document.link_valid_until,
+        "attachmentName": document.attachment.as_ref().map(|a| a.file_name.clone()),
+        "messageNote": input.message_note,
+    })
 }
 
 /// The proposal document as the message carries it.
@@ -123,31 +200,32 @@ impl Proposals {
                 .map_err(|e| IntakeError::ledger_down(label, e))?,
         };
         let idempotency_key = self.key(input, &resolution, key)?;
-        let (locale, display_name) = match &resolution {
+        let (locale, market, display_name) = match &resolution {
             Resolution::Resolved {
                 recipient,
                 display_name,
-            } => (recipient.locale.clone(), display_name.clone()),
-            _ => (input.locale.clone(), None),
+            } => (
+                recipient.locale.clone(),
+                input.market.clone().or_else(|| recipient.market.clone()),
+                display_name.clone(),
+            ),
+            _ => (input.locale.clone(), input.market.clone(), None),
         };
         let template = self.intake.family_template(
             &self.purpose,
             &self.purpose.template_family,
             locale.as_deref(),
+            market.as_deref(),
         )?;
         let document = self.document(input).await?;
-        let payload = json!({
-            "quoteNumber": input.quote_id,
-            "revisionNo": input.revision_no,
-            "documentReference": input.artifact_id,
-            "customerDisplayName": display_name.unwrap_or_else(|| "Customer".into()),
-            "proposalLink": document.link,
-            "linkValidUntil": document.link_valid_until,
-            "attachmentName": document.attachment.as_ref().map(|a| a.file_name.clone()),
-            "messageNote": input.message_note,
-        });
-        self.intake
-            .check_render(&self.purpose, template, &payload)?;
+        let payload = proposal_payload(input, display_name, &document);
+        self.intake.check_render(
+            &self.purpose,
+            template,
+            &payload,
+            &origins_of(PROPOSAL_PAYLOAD, &self.purpose.label),
+            resolution.recipient_type(),
+        )?;
 
         let mut admitted = self
             .intake
@@ -309,5 +387,43 @@ impl Proposals {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_declared_payload_is_the_one_built() {
+        let input = |note: Option<&str>| ProposalInput {
+            quote_id: "Q-1".into(),
+            revision_no: 2,
+            artifact_id: "doc-1".into(),
+            tenant_id: "acme".into(),
+            recipient: RecipientInput::Contact("c-1".into()),
+            locale: None,
+            market: None,
+            delivery_mode: DeliveryMode::PortalLink,
+            message_note: note.map(str::to_string),
+        };
+        let full = Document {
+            link: Some("https://portal.example/x".into()),
+            link_valid_until: Some("2026-12-31".into()),
+            attachment: Some(AttachmentRef {
+                artifact_id: "doc-1".into(),
+                storage_location: "file:///tmp/doc-1.pdf".into(),
+                file_name: "proposal.pdf".into(),
+                media_type: "application/pdf".into(),
+                max_bytes: 1,
+            }),
+            refusal: None,
+        };
+        let sparse = Document::refused("X", "y".into());
+        crate::templates::fields::assert_declared(
+            PROPOSAL_PAYLOAD,
+            &proposal_payload(&input(Some("hi")), Some("Ann".into()), &full),
+            &proposal_payload(&input(None), None, &sparse),
+        );
     }
 }

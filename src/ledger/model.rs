@@ -538,6 +538,9 @@ pub struct ResolvedRecipient {
     /// The recipient's time zone (IANA name) and quiet hours, when known.
     pub timezone: Option<String>,
     pub quiet_hours: Option<(chrono::NaiveTime, chrono::NaiveTime)>,
+    /// The recipient's market (`DE`, `CH`): a template version for it wins over the one for
+    /// all markets.
+    pub market: Option<String>,
 }
 
 /// The process instance that asked for the communication and waits for its outcome.

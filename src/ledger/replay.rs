@@ -118,6 +118,7 @@ impl Ledger {
                 locale: None,
                 timezone: None,
                 quiet_hours: None,
+                market: None,
             })
         };
         let rendering = Rendering {

@@ -24,6 +24,8 @@ pub struct Contact<'a> {
     pub display_name: &'a str,
     pub email: Option<&'a str>,
     pub locale: Option<&'a str>,
+    /// The contact's market (`DE`, `CH`), for template versions made for one.
+    pub market: Option<&'a str>,
     pub timezone: Option<&'a str>,
     pub active: bool,
     /// Quiet hours (start, end), both or neither.
@@ -65,11 +67,11 @@ impl Directory {
         let mut tx = self.pool.begin().await?;
         for contact in contacts {
             sqlx::query(
-                "INSERT INTO contact (tenant_id, contact_id, display_name, email, locale, timezone, active, quiet_start, quiet_end, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
+                "INSERT INTO contact (tenant_id, contact_id, display_name, email, locale, timezone, active, quiet_start, quiet_end, market, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now())
                  ON CONFLICT (tenant_id, contact_id) DO UPDATE SET display_name = EXCLUDED.display_name, email = EXCLUDED.email,
                      locale = EXCLUDED.locale, timezone = EXCLUDED.timezone, active = EXCLUDED.active,
-                     quiet_start = EXCLUDED.quiet_start, quiet_end = EXCLUDED.quiet_end, updated_at = now()",
+                     quiet_start = EXCLUDED.quiet_start, quiet_end = EXCLUDED.quiet_end, market = EXCLUDED.market, updated_at = now()",
             )
             .bind(tenant_id)
             .bind(contact.contact_id)
@@ -80,6 +82,7 @@ impl Directory {
             .bind(contact.active)
             .bind(contact.quiet.0)
             .bind(contact.quiet.1)
+            .bind(contact.market)
             .execute(&mut *tx)
             .await?;
         }

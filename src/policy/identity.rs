@@ -55,6 +55,7 @@ pub fn engine_user(
             locale: locale.map(str::to_string),
             timezone: None,
             quiet_hours: None,
+            market: None,
         },
         display_name: Some(profile.display_name()),
     }

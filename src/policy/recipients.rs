@@ -30,6 +30,15 @@ pub enum Resolution {
 }
 
 impl Resolution {
+    /// Who the recipient is (a contact, an address, an engine user …), resolved or not.
+    pub fn recipient_type(&self) -> RecipientType {
+        match self {
+            Resolution::Resolved { recipient, .. } => recipient.recipient_type,
+            Resolution::Failed { recipient_type, .. }
+            | Resolution::Suppressed { recipient_type, .. } => *recipient_type,
+        }
+    }
+
     pub fn recipient_ref(&self) -> &str {
         match self {
             Resolution::Resolved { recipient, .. } => &recipient.recipient_ref,
@@ -110,6 +119,7 @@ pub fn explicit_email(address: &str, locale: Option<&str>) -> Resolution {
             locale: locale.map(str::to_string),
             timezone: None,
             quiet_hours: None,
+            market: None,
         },
         display_name: None,
     }
@@ -130,9 +140,10 @@ pub async fn contact_email(
         Option<String>,
         Option<chrono::NaiveTime>,
         Option<chrono::NaiveTime>,
+        Option<String>,
     );
     let row: Option<ContactRow> = sqlx::query_as(
-        "SELECT display_name, email, locale, active, timezone, quiet_start, quiet_end
+        "SELECT display_name, email, locale, active, timezone, quiet_start, quiet_end, market
          FROM contact WHERE tenant_id = $1 AND contact_id = $2",
     )
     .bind(tenant_id)
@@ -146,7 +157,16 @@ pub async fn contact_email(
         code,
         message,
     };
-    let Some((display_name, email, contact_locale, active, timezone, quiet_start, quiet_end)) = row
+    let Some((
+        display_name,
+        email,
+        contact_locale,
+        active,
+        timezone,
+        quiet_start,
+        quiet_end,
+        market,
+    )) = row
     else {
         return Ok(failed(
             "RECIPIENT_NOT_FOUND",
@@ -182,6 +202,7 @@ pub async fn contact_email(
             locale: locale.map(str::to_string).or(contact_locale),
             timezone,
             quiet_hours: quiet_start.zip(quiet_end),
+            market,
         },
         display_name: Some(display_name),
     })

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::iso8601::parse_duration;
 use crate::ledger::{Channel, CommunicationType, MessageCategory};
 use crate::policy::channel_choice::{check_channels, ChannelMode};
+use crate::templates::{Audience, Origin};
 
 /// One rule.
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +120,44 @@ impl EventRule {
             .split_once(':')
             .filter(|(t, p)| !t.is_empty() && !p.is_empty())
             .ok_or_else(|| format!("subject '{}' is not <TYPE>:<path>", self.subject))
+    }
+
+    /// Where each field of the rule's payload comes from: the event's paths, and the
+    /// recipient's name herald adds (`recipientName`) as the recipient kind has it.
+    pub fn origins(&self) -> Vec<(&str, Origin<'_>)> {
+        let mut origins: Vec<(&str, Origin<'_>)> = self
+            .payload
+            .iter()
+            .map(|(field, path)| {
+                (
+                    field.as_str(),
+                    Origin::Event {
+                        event_type: &self.trigger,
+                        path,
+                    },
+                )
+            })
+            .collect();
+        let name = match self.recipient_spec() {
+            Ok(RecipientSpec::Contact(_)) => Some(Origin::Contact("displayName")),
+            Ok(RecipientSpec::CamundaUser(_) | RecipientSpec::CamundaGroup(_)) => {
+                Some(Origin::Engine("the user's name"))
+            }
+            _ => None,
+        };
+        origins.extend(name.map(|origin| ("recipientName", origin)));
+        origins
+    }
+
+    /// Who the rule's recipients are: customers (contacts, addresses, webhook subscribers) or
+    /// the company's own people (engine users and groups).
+    pub fn reaches(&self) -> Option<Audience> {
+        Some(match self.recipient_spec().ok()? {
+            RecipientSpec::Contact(_)
+            | RecipientSpec::Email(_)
+            | RecipientSpec::WebhookSubscriptions(_) => Audience::Customer,
+            RecipientSpec::CamundaUser(_) | RecipientSpec::CamundaGroup(_) => Audience::Internal,
+        })
     }
 
     pub fn applies(&self, event_type: &str, at: DateTime<Utc>) -> bool {

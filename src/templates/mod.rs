@@ -15,14 +15,14 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::ledger::{Channel, MessageCategory};
+use crate::ledger::{Channel, MessageCategory, RecipientType};
 
-mod fields;
+pub(crate) mod fields;
 mod guard;
 mod releases;
 mod schema;
 
-pub use fields::{Fields, FIELDS_FILE};
+pub use fields::{origins_of, Fields, Origin, PassedField, Source, EVERY_EVENT, FIELDS_FILE};
 pub use guard::{
     fields_used, is_internal_field, sanitize_note, AllowedName, NameGuard, INTERNAL_FIELDS,
 };
@@ -55,6 +55,18 @@ pub enum TemplateError {
     },
     #[error("template {name} is for customers and may not see the internal field '{field}'")]
     Leak { name: String, field: String },
+    #[error("template {name} is for customers and may not receive '{field}': {reason}")]
+    Origin {
+        name: String,
+        field: String,
+        reason: String,
+    },
+    #[error("template {name} is {audience}, and may not go to {recipient}")]
+    Audience {
+        name: String,
+        audience: Audience,
+        recipient: RecipientType,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -62,6 +74,28 @@ pub enum TemplateError {
 pub enum Audience {
     Internal,
     Customer,
+}
+
+impl Audience {
+    /// Who a recipient is: a contact, an address and a webhook subscriber are outside the
+    /// company (customers, partners); engine users and groups are inside.
+    pub fn of_recipient(recipient: RecipientType) -> Audience {
+        match recipient {
+            RecipientType::Contact
+            | RecipientType::Address
+            | RecipientType::WebhookSubscription => Audience::Customer,
+            RecipientType::User | RecipientType::Group => Audience::Internal,
+        }
+    }
+}
+
+impl std::fmt::Display for Audience {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Audience::Internal => "INTERNAL",
+            Audience::Customer => "CUSTOMER",
+        })
+    }
 }
 
 /// Governance metadata of one template version.
@@ -210,6 +244,7 @@ impl TemplateRegistry {
                 Err(mut errors) => problems.append(&mut errors),
             }
         }
+        problems.extend(family_problems(&registry.templates));
         (registry, problems)
     }
 
@@ -343,7 +378,20 @@ impl TemplateRegistry {
         market: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<&Template, TemplateError> {
+        self.explain(family, locale, market, at).0
+    }
+
+    /// [`TemplateRegistry::resolve`], with the steps it took: each locale and market it tried,
+    /// in order, and what it found (`herald templates resolve`).
+    pub fn explain(
+        &self,
+        family: &str,
+        locale: Option<&str>,
+        market: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> (Result<&Template, TemplateError>, Vec<String>) {
         let requested = locale.unwrap_or("en");
+        let mut steps = Vec::new();
         for candidate in locale_chain(requested) {
             let effective = |t: &&Template| {
                 t.meta.family == family
@@ -351,28 +399,150 @@ impl TemplateRegistry {
                     && t.is_approved()
                     && t.meta.effective_from <= at
             };
-            let for_market = self
-                .templates
-                .iter()
-                .filter(effective)
-                .filter(|t| market.is_some() && t.meta.market.as_deref() == market)
-                .max_by_key(|t| t.meta.effective_from);
-            let for_all = || {
-                self.templates
+            let markets: Vec<Option<&str>> = match market {
+                Some(m) => vec![Some(m), None],
+                None => vec![None],
+            };
+            for wanted in markets {
+                let found = self
+                    .templates
                     .iter()
                     .filter(effective)
-                    .filter(|t| t.meta.market.is_none())
-                    .max_by_key(|t| t.meta.effective_from)
-            };
-            if let Some(t) = for_market.or_else(for_all) {
-                return Ok(t);
+                    .filter(|t| t.meta.market.as_deref() == wanted)
+                    .max_by_key(|t| t.meta.effective_from);
+                let place = match wanted {
+                    Some(m) => format!("locale '{candidate}', market '{m}'"),
+                    None => format!("locale '{candidate}', all markets"),
+                };
+                match found {
+                    Some(t) => {
+                        steps.push(format!(
+                            "{place}: {} (effective from {}, approved by {})",
+                            t.id(),
+                            t.meta.effective_from.to_rfc3339(),
+                            t.meta.approved_by.as_deref().unwrap_or("?")
+                        ));
+                        return (Ok(t), steps);
+                    }
+                    None => {
+                        let later: Vec<String> = self
+                            .templates
+                            .iter()
+                            .filter(|t| {
+                                t.meta.family == family
+                                    && t.meta.locale.eq_ignore_ascii_case(&candidate)
+                                    && t.meta.market.as_deref() == wanted
+                            })
+                            .map(|t| {
+                                if !t.is_approved() {
+                                    format!("{} is not approved", t.id())
+                                } else {
+                                    format!(
+                                        "{} is effective only from {}",
+                                        t.id(),
+                                        t.meta.effective_from.to_rfc3339()
+                                    )
+                                }
+                            })
+                            .collect();
+                        steps.push(if later.is_empty() {
+                            format!("{place}: no version")
+                        } else {
+                            format!("{place}: none effective ({})", later.join("; "))
+                        });
+                    }
+                }
             }
         }
-        Err(TemplateError::NotFound {
-            family: family.into(),
-            locale: requested.into(),
-            at,
-        })
+        (
+            Err(TemplateError::NotFound {
+                family: family.into(),
+                locale: requested.into(),
+                at,
+            }),
+            steps,
+        )
+    }
+
+    /// Every version of `family` that herald may select at `now` or later: for each locale and
+    /// market, the approved version effective at `now` and every approved version that becomes
+    /// effective after it. Superseded versions are no longer selectable.
+    pub fn selectable(&self, family: &str, now: DateTime<Utc>) -> Vec<&Template> {
+        let approved: Vec<&Template> = self
+            .templates
+            .iter()
+            .filter(|t| t.meta.family == family && t.is_approved())
+            .collect();
+        approved
+            .iter()
+            .copied()
+            .filter(|t| {
+                t.meta.effective_from > now
+                    || !approved.iter().any(|later| {
+                        later.meta.locale.eq_ignore_ascii_case(&t.meta.locale)
+                            && later.meta.market == t.meta.market
+                            && later.meta.effective_from > t.meta.effective_from
+                            && later.meta.effective_from <= now
+                    })
+            })
+            .collect()
+    }
+
+    /// The audience of a family (all its versions share it); `None` for an unknown family.
+    pub fn audience(&self, family: &str) -> Option<Audience> {
+        self.templates
+            .iter()
+            .find(|t| t.meta.family == family)
+            .map(|t| t.meta.audience)
+    }
+
+    /// The leak guard by origin: a CUSTOMER template receives only values that enter herald
+    /// customer-visible (`fields.toml`). `origins` names each payload field's origin.
+    pub fn admit_origins(
+        &self,
+        template: &Template,
+        origins: &[(&str, Origin<'_>)],
+    ) -> Result<(), TemplateError> {
+        if template.meta.audience != Audience::Customer {
+            return Ok(());
+        }
+        for (field, origin) in origins {
+            let verdict = match origin {
+                Origin::Rendered { family }
+                    if self.audience(family) != Some(Audience::Customer) =>
+                {
+                    Err(format!("{origin} is not a CUSTOMER family"))
+                }
+                _ => self.fields.customer_may_see(origin),
+            };
+            if let Err(reason) = verdict {
+                return Err(TemplateError::Origin {
+                    name: template.id(),
+                    field: (*field).to_string(),
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a template whose audience the recipient may not get: an INTERNAL template never
+    /// goes to a customer.
+    pub fn admit_recipient(
+        &self,
+        template: &Template,
+        recipient: RecipientType,
+    ) -> Result<(), TemplateError> {
+        if template.meta.audience == Audience::Internal
+            && Audience::of_recipient(recipient) == Audience::Customer
+        {
+            return Err(TemplateError::Audience {
+                name: template.id(),
+                audience: template.meta.audience,
+                recipient,
+            });
+        }
+        Ok(())
     }
 
     pub fn get(&self, family: &str, version: &str) -> Result<&Template, TemplateError> {
@@ -473,6 +643,53 @@ impl TemplateRegistry {
             content_hash: hex::encode(hasher.finalize()),
         })
     }
+}
+
+/// What holds for a family as a whole: one audience for all its versions, and never two
+/// approved versions that resolution could not tell apart (same locale, market and effective
+/// time: the folder order would decide).
+fn family_problems(templates: &[Template]) -> Vec<TemplateError> {
+    let mut problems = Vec::new();
+    for (i, t) in templates.iter().enumerate() {
+        let earlier = &templates[..i];
+        if let Some(first) = earlier.iter().find(|o| o.meta.family == t.meta.family) {
+            if first.meta.audience != t.meta.audience {
+                problems.push(invalid(
+                    &t.dir.join("template.toml"),
+                    format!(
+                        "audience {}: the family {} is {} ({}); a family is CUSTOMER or INTERNAL as a whole",
+                        t.meta.audience,
+                        t.meta.family,
+                        first.meta.audience,
+                        first.id()
+                    ),
+                ));
+            }
+        }
+        if !t.is_approved() {
+            continue;
+        }
+        if let Some(twin) = earlier.iter().find(|o| {
+            o.is_approved()
+                && o.meta.family == t.meta.family
+                && o.meta.locale.eq_ignore_ascii_case(&t.meta.locale)
+                && o.meta.market == t.meta.market
+                && o.meta.effective_from == t.meta.effective_from
+        }) {
+            problems.push(invalid(
+                &t.dir.join("template.toml"),
+                format!(
+                    "effective_from: {} and {} are both effective from {} for locale '{}' and {}: resolution could not tell them apart",
+                    twin.id(),
+                    t.id(),
+                    t.meta.effective_from.to_rfc3339(),
+                    t.meta.locale,
+                    t.meta.market.as_deref().map(|m| format!("market '{m}'")).unwrap_or_else(|| "all markets".into()),
+                ),
+            ));
+        }
+    }
+    problems
 }
 
 pub(crate) fn invalid(path: &Path, message: String) -> TemplateError {

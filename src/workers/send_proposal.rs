@@ -51,6 +51,7 @@ pub fn read_input(vars: &Variables) -> Result<ProposalInput, InputError> {
         tenant_id: vars.require_str("tenantId")?.to_string(),
         recipient,
         locale: vars.opt_str("locale")?.map(str::to_string),
+        market: vars.opt_str("market")?.map(str::to_string),
         delivery_mode: match vars.opt_str("deliveryMode")? {
             Some(mode) => mode.parse().map_err(InputError::DeliveryMode)?,
             None => DeliveryMode::PortalLink,

@@ -24,6 +24,7 @@ use crate::ledger::{
 };
 use crate::policy::identity::{engine_user, user_ref};
 use crate::policy::{derive_key, Resolution};
+use crate::templates::{origins_of, FieldKind, PassedField, Source};
 
 use super::{
     business_key, completed_with_communication, permanent, task_failure, TopicConfig,
@@ -67,6 +68,67 @@ pub fn waited(since: DateTime<Utc>, now: DateTime<Utc>) -> String {
         (0, _) => format!("{hours} h {mins} min"),
         _ => format!("{days} d {hours} h"),
     }
+}
+
+/// What a reminder's or an escalation's template receives, and where each value comes from
+/// (the engine's users, tasks and process). `herald check` judges every version of the topic's
+/// family that can be selected against it; a test holds it to [`notice_payload`].
+pub const NOTICE_PAYLOAD: &[PassedField] = &[
+    PassedField {
+        name: "recipientName",
+        kind: FieldKind::String,
+        always: true,
+        source: Source::Engine("the user's name"),
+    },
+    PassedField {
+        name: "taskName",
+        kind: FieldKind::String,
+        always: true,
+        source: Source::Engine("the user task's name"),
+    },
+    PassedField {
+        name: "businessKey",
+        kind: FieldKind::String,
+        always: true,
+        source: Source::Engine("the process business key"),
+    },
+    PassedField {
+        name: "waitedFor",
+        kind: FieldKind::String,
+        always: true,
+        source: Source::Herald("waiting time"),
+    },
+    PassedField {
+        name: "assigneeName",
+        kind: FieldKind::String,
+        always: true,
+        source: Source::Engine("the assignee's name"),
+    },
+    PassedField {
+        name: "reminderNo",
+        kind: FieldKind::Integer,
+        always: true,
+        source: Source::Herald("reminder number"),
+    },
+];
+
+/// The payload of a notice's template ([`NOTICE_PAYLOAD`] says what each field is).
+fn notice_payload(
+    recipient_name: &str,
+    task_name: &str,
+    business_key: &str,
+    waited_for: &str,
+    assignee_name: &str,
+    reminder_no: i64,
+) -> serde_json::Value {
+    json!({
+        "recipientName": recipient_name,
+        "taskName": task_name,
+        "businessKey": business_key,
+        "waitedFor": waited_for,
+        "assigneeName": assignee_name,
+        "reminderNo": reminder_no,
+    })
 }
 
 fn engine_down(topic: &str, err: CamundaError) -> TechnicalFailure {
@@ -189,6 +251,7 @@ impl TaskNotice {
                 &self.purpose,
                 &self.topic.template_family,
                 locale.as_deref(),
+                None,
             )
             .map_err(task_failure)?;
 
@@ -251,17 +314,20 @@ impl TaskNotice {
                         .await
                         .map_err(|e| engine_down(topic, e))?;
                     let resolution = engine_user(user, profile.as_ref(), locale.as_deref());
-                    let payload = json!({
-                        "recipientName": match &resolution {
-                            Resolution::Resolved { display_name: Some(name), .. } => name.clone(),
-                            _ => user.clone(),
+                    let payload = notice_payload(
+                        match &resolution {
+                            Resolution::Resolved {
+                                display_name: Some(name),
+                                ..
+                            } => name,
+                            _ => user,
                         },
-                        "taskName": user_task.name.clone().unwrap_or_else(|| key.clone()),
-                        "businessKey": business_key,
-                        "waitedFor": waited_for,
-                        "assigneeName": assignee_name,
-                        "reminderNo": ordinal,
-                    });
+                        user_task.name.as_deref().unwrap_or(&key),
+                        &business_key,
+                        &waited_for,
+                        &assignee_name,
+                        ordinal,
+                    );
                     let mut child_values = values.clone();
                     child_values.insert("recipientRef", user_ref(user));
                     let idempotency_key = derive_key(&self.topic.idempotency_key, &child_values)
@@ -309,6 +375,7 @@ impl TaskNotice {
             locale: locale.clone(),
             timezone: None,
             quiet_hours: None,
+            market: None,
         });
         parent_recipient.admission = parent_admission;
         let mut provenance = Provenance::new(
@@ -361,10 +428,15 @@ impl TaskNotice {
         let mut children = Vec::with_capacity(admitted.len());
         for mut admitted in admitted {
             let channel = admitted.recipient.channel;
-            let template = self.intake.template(&self.purpose, channel, locale)?;
+            let template = self.intake.template(&self.purpose, channel, locale, None)?;
             if matches!(admitted.admission, Admission::Queue) {
-                self.intake
-                    .check_render(&self.purpose, template, &payload)?;
+                self.intake.check_render(
+                    &self.purpose,
+                    template,
+                    &payload,
+                    &origins_of(NOTICE_PAYLOAD, &self.topic.topic),
+                    admitted.recipient.recipient_type,
+                )?;
             }
             let key = self.purpose.key_on(&idempotency_key, channel);
             self.intake
@@ -411,6 +483,12 @@ impl TaskHandler for TaskNotice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_declared_payload_is_the_one_built() {
+        let payload = notice_payload("Mary", "Approve quote", "Q-1", "2 hours", "Bob", 1);
+        crate::templates::fields::assert_declared(NOTICE_PAYLOAD, &payload, &payload);
+    }
     use chrono::TimeZone;
 
     #[test]

@@ -14,6 +14,10 @@ use crate::ledger::{Channel, Classification, CommunicationType, MessageCategory}
 use crate::policy::channel_choice::{check_channels, ChannelMode};
 use crate::policy::keys::placeholders;
 use crate::policy::noise::RateLimit;
+use crate::templates::{Audience, PassedField};
+
+use super::task_notice::NOTICE_PAYLOAD;
+use crate::intake::proposal::PROPOSAL_PAYLOAD;
 
 /// One `topics/<topic>.toml` file.
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +140,23 @@ pub enum HandlerKind {
 }
 
 impl HandlerKind {
+    /// What the handler passes to its template, field by field.
+    pub fn payload(self) -> &'static [PassedField] {
+        match self {
+            HandlerKind::SendProposal => PROPOSAL_PAYLOAD,
+            HandlerKind::ApprovalReminder | HandlerKind::Escalation => NOTICE_PAYLOAD,
+        }
+    }
+
+    /// Who the handler's recipients are: the customer's contact, or the company's own
+    /// approvers and escalation groups.
+    pub fn reaches(self) -> Audience {
+        match self {
+            HandlerKind::SendProposal => Audience::Customer,
+            HandlerKind::ApprovalReminder | HandlerKind::Escalation => Audience::Internal,
+        }
+    }
+
     /// Handlers that reach several recipients under a parent communication.
     pub fn fans_out(self) -> bool {
         matches!(

@@ -132,6 +132,7 @@ async fn an_inbox_notification_read_before_its_attempt_was_recorded_ends_opened(
         locale: None,
         timezone: None,
         quiet_hours: None,
+        market: None,
     };
     let id = ledger.request(&request).await.unwrap().communication_id;
     let job = ledger

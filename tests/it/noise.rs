@@ -25,7 +25,7 @@ orderNumber = "data.orderNumber"
 [[rule]]
 id = "fulfillment-update"
 version = 1
-trigger = "FulfillmentUpdated"
+trigger = "OrderFulfillmentUpdated"
 communication_type = "FULFILLMENT_UPDATE"
 category = "TRANSACTIONAL"
 recipient = "contact:data.customerContactId"
@@ -112,7 +112,7 @@ async fn a_rate_limit_delays_critical_excess_and_suppresses_the_rest() {
 
     // A fulfillment update is not critical, and its limit counts everything the recipient got
     // this hour: suppressed.
-    let update = post(&api, event("FulfillmentUpdated", "e4", "O-1")).await;
+    let update = post(&api, event("OrderFulfillmentUpdated", "e4", "O-1")).await;
     let (_, record) = api.get(&format!("/communications/{update}")).await;
     assert_eq!(record["status"], "SUPPRESSED", "{record}");
     assert_eq!(record["failureCode"], "RATE_LIMITED");
@@ -232,7 +232,8 @@ version = 1
 trigger = "FalloutCaseOpened"
 communication_type = "FALLOUT_ALERT"
 category = "OPERATIONAL"
-recipient = "email:data.notify"
+# An internal alert goes to the company's own people (engine users), never to an address.
+recipient = "camunda-user:data.notify"
 channels = ["EMAIL"]
 template_family = "fallout-alert-email"
 aggregate = { by = "data.reason", every = "PT5S", template_family = "fallout-summary-email" }
@@ -241,14 +242,13 @@ subject = "FALLOUT_CASE:data.falloutCaseId"
 [rule.payload]
 falloutCaseId = "data.falloutCaseId"
 reason = "data.reason"
-recipientName = "data.notifyName"
 "#;
 
-fn fallout(case: &str, reason: &str) -> Value {
+fn fallout(case: &str, reason: &str, operator: &str) -> Value {
     json!({
         "eventId": case, "eventType": "FalloutCaseOpened", "occurredAt": "2026-11-26T10:00:00Z",
         "tenantId": "acme",
-        "data": {"falloutCaseId": case, "reason": reason, "notify": "ops@corp.example", "notifyName": "Ops"}
+        "data": {"falloutCaseId": case, "reason": reason, "notify": operator}
     })
 }
 
@@ -257,11 +257,13 @@ async fn similar_alerts_are_aggregated_the_first_at_once_the_rest_in_one_summary
     let db = TestDb::create().await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let (_herald, api, _rules) = with_rules(&db, &sink, ALERT_RULES).await;
+    let operator = format!("ops{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    create_user(&operator, "Olga", "Ops", Some("ops@corp.example")).await;
     let cases = ["FC-1", "FC-2", "FC-3", "FC-4"];
     for case in cases {
-        post(&api, fallout(case, "billing system down")).await;
+        post(&api, fallout(case, "billing system down", &operator)).await;
     }
-    post(&api, fallout("FC-9", "address invalid")).await;
+    post(&api, fallout("FC-9", "address invalid", &operator)).await;
 
     // Every alert reaches the operator exactly once: on its own or as a line of a summary.
     let mails = wait_for("every alert, once", Duration::from_secs(20), || {

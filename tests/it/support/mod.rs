@@ -857,6 +857,7 @@ pub fn order_confirmation(key: &str) -> herald::ledger::NewCommunication {
             locale: None,
             timezone: None,
             quiet_hours: None,
+            market: None,
         }),
         Rendering {
             template_family: "order-confirmation-email".into(),

@@ -1,0 +1,490 @@
+//! What reaches a template: the classification of fields by origin (`templates/fields.toml`)
+//! along the whole path (event or task → rule or topic mapping → payload schema), a family's
+//! audience as a whole and the recipient's, the rule's category against the template's, and
+//! every version that is or will become effective judged, not only today's; at `herald check`
+//! and again when herald takes a request in. Also: the market flows from the contact and the
+//! command to the version herald picks.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::support::*;
+use crate::templates_governance::{copy_tree, herald_check, workspace};
+
+/// `herald check --record-templates` on a workspace: the release step, then the check.
+fn release_and_check(topics: &Path, templates: &Path, bpmn: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["check", "--record-templates"])
+        .env(
+            "HERALD_PATHS__RULES",
+            topics.with_file_name("rules").join("events.toml"),
+        )
+        .env("HERALD_PATHS__TOPICS", topics)
+        .env("HERALD_PATHS__TEMPLATES", templates)
+        .env("HERALD_PATHS__BPMN", bpmn)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Rewrites a file of the workspace.
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} has no '{from}'", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// A copy of a shipped version under a new version name, with its metadata edited.
+fn copy_version(templates: &Path, family: &str, from: &str, to: &str, edits: &[(&str, &str)]) {
+    let target = templates.join(family).join(to);
+    copy_tree(&templates.join(family).join(from), &target);
+    let meta = target.join("template.toml");
+    edit(
+        &meta,
+        &format!("version = \"{from}\""),
+        &format!("version = \"{to}\""),
+    );
+    for (a, b) in edits {
+        edit(&meta, a, b);
+    }
+}
+
+fn next_month() -> String {
+    (Utc::now() + chrono::Duration::days(30))
+        .format("%Y-%m-%dT00:00:00Z")
+        .to_string()
+}
+
+#[test]
+fn a_rule_that_maps_internal_event_data_into_a_customer_field_is_refused() {
+    let (dir, topics, templates, bpmn) = workspace();
+    let rules = dir.path().join("rules/events.toml");
+    // A harmless-looking field, fed from a path no one declared customer-visible.
+    edit(
+        &rules,
+        "orderNumber = \"data.orderNumber\"",
+        "orderNumber = \"data.pricing.note\"",
+    );
+    let (ok, out) = herald_check(&topics, &templates, &bpmn);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("rule[0] 'order-confirmation'")
+            && out.contains("payload.orderNumber")
+            && out.contains("event OrderCreated 'data.pricing.note' is internal")
+            && out.contains("fields.toml"),
+        "{out}"
+    );
+
+    // The near variants: declared for another event type only, and a path below a declared one.
+    edit(
+        &rules,
+        "orderNumber = \"data.pricing.note\"",
+        "orderNumber = \"data.status\"",
+    );
+    let (ok, out) = herald_check(&topics, &templates, &bpmn);
+    assert!(!ok && out.contains("'data.status' is internal"), "{out}");
+    edit(
+        &rules,
+        "orderNumber = \"data.status\"",
+        "orderNumber = \"data.orderNumber.cost\"",
+    );
+    let (ok, out) = herald_check(&topics, &templates, &bpmn);
+    assert!(
+        !ok && out.contains("'data.orderNumber.cost' is internal"),
+        "{out}"
+    );
+
+    // Declared customer-visible, but internal by its name: refused all the same.
+    edit(
+        &rules,
+        "orderNumber = \"data.orderNumber.cost\"",
+        "orderNumber = \"data.costBasis\"",
+    );
+    edit(
+        &templates.join("fields.toml"),
+        "customer = [\"data.orderNumber\"]",
+        "customer = [\"data.orderNumber\", \"data.costBasis\"]",
+    );
+    let (ok, out) = herald_check(&topics, &templates, &bpmn);
+    assert!(
+        !ok && out.contains("'data.costBasis' is internal by its name"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_topic_variable_not_declared_customer_visible_is_refused() {
+    let (_dir, topics, templates, bpmn) = workspace();
+    edit(
+        &templates.join("fields.toml"),
+        "customer = [\"quoteId\", \"revisionNo\", \"artifactId\", \"messageNote\"]",
+        "customer = [\"quoteId\", \"revisionNo\", \"artifactId\"]",
+    );
+    let (ok, out) = herald_check(&topics, &templates, &bpmn);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("topics/send-proposal.toml")
+            && out.contains("payload.messageNote")
+            && out.contains("variable 'messageNote' of topic send-proposal is internal"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_family_is_customer_or_internal_as_a_whole() {
+    let (_dir, topics, templates, bpmn) = workspace();
+    copy_version(
+        &templates,
+        "order-confirmation-email",
+        "2026.11.0",
+        "2026.11.5",
+        &[
+            ("audience = \"CUSTOMER\"", "audience = \"INTERNAL\""),
+            (
+                "effective_from = \"2026-11-01T00:00:00Z\"",
+                "effective_from = \"2026-11-25T00:00:00Z\"",
+            ),
+        ],
+    );
+    let (ok, out) = release_and_check(&topics, &templates, &bpmn);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("order-confirmation-email/2026.11.5/template.toml")
+            && out.contains("a family is CUSTOMER or INTERNAL as a whole"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_rule_that_reaches_customers_may_name_customer_families_only() {
+    let (dir, topics, templates, bpmn) = workspace();
+    let rules = dir.path().join("rules/events.toml");
+    // The fulfillment digest goes to the customer's contact: an internal summary family is
+    // refused, and so would its category be.
+    edit(
+        &rules,
+        "digest = { every = \"PT1H\", template_family = \"fulfillment-digest-email\" }",
+        "digest = { every = \"PT1H\", template_family = \"fallout-summary-email\" }",
+    );
+    let (ok, out) = herald_check(&topics, &templates, &bpmn);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "rule[4] 'fulfillment-update': digest.template_family: fallout-summary-email:2026.11.0"
+        ) && out.contains("audience INTERNAL: this reaches customers"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_rules_category_and_the_templates_must_agree() {
+    let (dir, topics, templates, bpmn) = workspace();
+    let rules = dir.path().join("rules/events.toml");
+    edit(
+        &rules,
+        "communication_type = \"ORDER_CONFIRMATION\"\ncategory = \"TRANSACTIONAL\"",
+        "communication_type = \"ORDER_CONFIRMATION\"\ncategory = \"MARKETING\"",
+    );
+    let (ok, out) = herald_check(&topics, &templates, &bpmn);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("rule[0] 'order-confirmation'")
+            && out.contains("order-confirmation-email:2026.11.0")
+            && out.contains("category TRANSACTIONAL: this asks for MARKETING"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_version_effective_next_month_is_judged_against_what_the_handler_passes() {
+    let (_dir, topics, templates, bpmn) = workspace();
+    // Approved, effective next month, and without the note the handler passes.
+    let future = next_month();
+    copy_version(
+        &templates,
+        "quote-proposal-email",
+        "2026.11.1",
+        "2027.01.0",
+        &[
+            (
+                "effective_from = \"2026-11-20T00:00:00Z\"",
+                &format!("effective_from = \"{future}\""),
+            ),
+            ("messageNote = \"string?\"\n", ""),
+        ],
+    );
+    for part in ["body.txt.hbs", "body.html.hbs"] {
+        let path = templates.join("quote-proposal-email/2027.01.0").join(part);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let start = text.find("{{#if messageNote}}").unwrap();
+        let end = text
+            .find("{{/if}}\nWe look")
+            .or_else(|| text.find("{{/if}}\n<p>We look"))
+            .unwrap();
+        std::fs::write(&path, format!("{}{}", &text[..start], &text[end + 8..])).unwrap();
+    }
+    let (ok, out) = release_and_check(&topics, &templates, &bpmn);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "topics/send-proposal.toml: template_family (EMAIL): quote-proposal-email:2027.01.0"
+        ) && out.contains(
+            "payload.messageNote: the handler passes it, but it is not in the payload schema"
+        ),
+        "{out}"
+    );
+
+    // A version that requires what the handler does not always pass, or never passes.
+    let (_dir, topics, templates, bpmn) = workspace();
+    copy_version(
+        &templates,
+        "quote-proposal-email",
+        "2026.11.1",
+        "2027.01.0",
+        &[
+            (
+                "effective_from = \"2026-11-20T00:00:00Z\"",
+                &format!("effective_from = \"{future}\""),
+            ),
+            ("proposalLink = \"string?\"", "proposalLink = \"string\""),
+            (
+                "messageNote = \"string?\"",
+                "messageNote = \"string?\"\nsalesRegion = \"string\"",
+            ),
+        ],
+    );
+    let (ok, out) = release_and_check(&topics, &templates, &bpmn);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("payload.proposalLink: required, but the handler does not always pass it")
+            && out.contains(
+                "payload.salesRegion: the version requires it, but the handler never passes it"
+            ),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_version_effective_next_month_that_renames_a_field_is_refused_today() {
+    let (_dir, topics, templates, bpmn) = workspace();
+    let future = next_month();
+    copy_version(
+        &templates,
+        "order-confirmation-email",
+        "2026.11.0",
+        "2027.01.0",
+        &[
+            (
+                "effective_from = \"2026-11-01T00:00:00Z\"",
+                &format!("effective_from = \"{future}\""),
+            ),
+            ("orderNumber = \"string\"", "orderNo = \"string\""),
+        ],
+    );
+    for part in ["subject.hbs", "body.txt.hbs", "body.html.hbs"] {
+        let path = templates
+            .join("order-confirmation-email/2027.01.0")
+            .join(part);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("orderNumber", "orderNo")).unwrap();
+    }
+    let (ok, out) = release_and_check(&topics, &templates, &bpmn);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("rule[0] 'order-confirmation': template_family (EMAIL): order-confirmation-email:2027.01.0")
+            && out.contains("payload.orderNumber: not in the payload schema")
+            && out.contains("payload.orderNo: the version requires it"),
+        "{out}"
+    );
+}
+
+#[test]
+fn two_versions_resolution_cannot_tell_apart_are_refused() {
+    let (_dir, topics, templates, bpmn) = workspace();
+    copy_version(
+        &templates,
+        "order-confirmation-email",
+        "2026.11.0",
+        "2026.11.0-b",
+        &[],
+    );
+    let (ok, out) = release_and_check(&topics, &templates, &bpmn);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("order-confirmation-email:2026.11.0 and order-confirmation-email:2026.11.0-b are both effective from")
+            && out.contains("resolution could not tell them apart"),
+        "{out}"
+    );
+    // Another market is another place: no ambiguity.
+    edit(
+        &templates.join("order-confirmation-email/2026.11.0-b/template.toml"),
+        "locale = \"en\"",
+        "locale = \"en\"\nmarket = \"CH\"",
+    );
+    let (ok, out) = release_and_check(&topics, &templates, &bpmn);
+    assert!(ok, "{out}");
+}
+
+fn order_created(
+    event_id: &str,
+    order: &str,
+    contact: &str,
+    data: serde_json::Value,
+) -> serde_json::Value {
+    let mut data = data;
+    data["orderNumber"] = json!(order);
+    data["customerContactId"] = json!(contact);
+    json!({
+        "eventId": event_id,
+        "eventType": "OrderCreated",
+        "eventVersion": 1,
+        "occurredAt": "2026-11-26T10:00:00Z",
+        "tenantId": "acme",
+        "orderId": order,
+        "subject": {"type": "ORDER", "id": order},
+        "data": data
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_event_data_mapped_into_a_customer_field_is_refused_before_anything_is_sent() {
+    // A rules file that `herald check` would refuse, deployed anyway: the intake refuses too.
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("events.toml");
+    let shipped =
+        std::fs::read_to_string(Path::new(MANIFEST_DIR).join("rules/events.toml")).unwrap();
+    std::fs::write(
+        &rules,
+        shipped.replacen(
+            "orderNumber = \"data.orderNumber\"",
+            "orderNumber = \"data.dealNotes\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let (_herald, api) = Api::start(
+        &db,
+        &sink.url(),
+        &[("HERALD_PATHS__RULES", rules.to_str().unwrap())],
+    )
+    .await;
+    api.put(
+        "/contacts/acme/contact-leak",
+        json!({"displayName": "Lee Buyer", "email": "lee@customer.example"}),
+    )
+    .await;
+    let (status, body) = api
+        .post(
+            "/events",
+            order_created(
+                "evt-leak",
+                "O-LEAK",
+                "contact-leak",
+                json!({"dealNotes": "margin 38 %, floor price 910 EUR"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let text = body.to_string();
+    assert!(
+        text.contains("orderNumber")
+            && text.contains("event OrderCreated 'data.dealNotes' is internal")
+            && text.contains("fields.toml"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("floor price 910"),
+        "the value is never echoed: {text}"
+    );
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM communication_record")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(records, 0, "nothing is recorded");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(sink.received().is_empty(), "nothing is sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contacts_market_and_the_events_choose_the_market_version() {
+    // The shipped templates plus an approved order confirmation for the Swiss market.
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("templates");
+    copy_tree(&Path::new(MANIFEST_DIR).join("templates"), &templates);
+    copy_version(
+        &templates,
+        "order-confirmation-email",
+        "2026.11.0",
+        "2026.11.0-ch",
+        &[("locale = \"en\"", "locale = \"en\"\nmarket = \"CH\"")],
+    );
+    let subject = templates.join("order-confirmation-email/2026.11.0-ch/subject.hbs");
+    edit(&subject, "Your order", "Gruezi: your order");
+    herald::templates::TemplateRegistry::record_approved(&templates).unwrap();
+
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let (_herald, api) = Api::start(
+        &db,
+        &sink.url(),
+        &[("HERALD_PATHS__TEMPLATES", templates.to_str().unwrap())],
+    )
+    .await;
+    for (id, market) in [("contact-ch", Some("CH")), ("contact-any", None)] {
+        let (status, body) = api
+            .put(
+                &format!("/contacts/acme/{id}"),
+                json!({"displayName": "Mia", "email": format!("{id}@customer.example"), "market": market}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let version_of = |order: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT template_version FROM communication_record WHERE subject_id = $1",
+            )
+            .bind(order)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    for (event, order, contact, data) in [
+        ("evt-ch", "O-CH", "contact-ch", json!({})),
+        ("evt-any", "O-ANY", "contact-any", json!({})),
+    ] {
+        let (status, body) = api
+            .post("/events", order_created(event, order, contact, data))
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    // The event names the market when the contact has none.
+    let mut by_event = order_created("evt-by-event", "O-EVT", "contact-any", json!({}));
+    by_event["market"] = json!("CH");
+    let (status, body) = api.post("/events", by_event).await;
+    assert_eq!(status, 202, "{body}");
+
+    assert_eq!(version_of("O-CH").await, "2026.11.0-ch");
+    assert_eq!(version_of("O-ANY").await, "2026.11.0");
+    assert_eq!(version_of("O-EVT").await, "2026.11.0-ch");
+    let mails = sink.wait_for(3, Duration::from_secs(30)).await;
+    let swiss = mails
+        .iter()
+        .filter(|m| m.header("Subject").is_some_and(|s| s.starts_with("Gruezi")))
+        .count();
+    assert_eq!(
+        swiss, 2,
+        "the two Swiss-market confirmations use the CH version"
+    );
+}
