@@ -32,6 +32,29 @@ enum Command {
     /// Inspect the settings.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage template releases (the record in templates/approved.lock).
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
+}
+
+#[derive(Subcommand)]
+enum TemplatesCommand {
+    /// Withdraw a released template version: appends a WITHDRAW entry to the release record;
+    /// the version is never resolved, nor released again (add a new version).
+    Withdraw(WithdrawArgs),
+}
+
+#[derive(Args)]
+struct WithdrawArgs {
+    /// The released version.
+    #[arg(value_name = "FAMILY:VERSION")]
+    id: String,
+    /// Why it is withdrawn (recorded).
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    /// Who withdraws it (recorded; default: the USER environment variable).
+    #[arg(long, value_name = "NAME")]
+    by: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -43,8 +66,8 @@ enum ConfigCommand {
 
 #[derive(Args)]
 struct CheckArgs {
-    /// Record the content hash of newly approved template versions in templates/approved.lock
-    /// (the release step of a template version), then check.
+    /// Release the newly approved template versions: append their content hash, approver and
+    /// time to templates/approved.lock (refused when anything else is wrong), then check.
     #[arg(long)]
     record_templates: bool,
 }
@@ -122,12 +145,15 @@ async fn main() -> anyhow::Result<()> {
                     println!("recorded approved template {id}");
                 }
             }
-            let problems = herald::check::check(
+            let (problems, notes) = herald::check::check(
                 &settings.paths.topics,
                 &settings.paths.templates,
                 &settings.paths.bpmn,
                 &settings.paths.rules,
             );
+            for note in &notes {
+                println!("{note}");
+            }
             if problems.is_empty() {
                 println!(
                     "ok: {}, {}, {} and {} are consistent",
@@ -145,6 +171,28 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Config(ConfigCommand::Show) => print!("{}", settings.to_toml()),
+        Command::Templates(TemplatesCommand::Withdraw(args)) => {
+            let by = args
+                .by
+                .or_else(|| std::env::var("USER").ok())
+                .filter(|by| !by.trim().is_empty())
+                .context("say who withdraws the version: --by NAME (or set USER)")?;
+            let withdrawal = herald::templates::withdraw(
+                &settings.paths.templates,
+                &args.id,
+                &args.reason,
+                &by,
+            )?;
+            println!(
+                "recorded in {}, entry {}: {withdrawal}",
+                settings
+                    .paths
+                    .templates
+                    .join(herald::templates::LOCK_FILE)
+                    .display(),
+                withdrawal.entry
+            );
+        }
         Command::Run(args) => {
             let components = if args.only.is_empty() {
                 Components::all()
