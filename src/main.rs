@@ -32,6 +32,47 @@ enum Command {
     /// Inspect the settings.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage template releases (the record in templates/approved.lock).
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
+}
+
+#[derive(Subcommand)]
+enum TemplatesCommand {
+    /// Withdraw a released template version: appends a WITHDRAW entry to the release record;
+    /// the version is never resolved, nor released again (add a new version).
+    Withdraw(WithdrawArgs),
+    /// Print the version herald would use for a family, locale, market and time, and why (the
+    /// fallback steps taken).
+    Resolve(ResolveArgs),
+}
+
+#[derive(Args)]
+struct ResolveArgs {
+    /// The template family, e.g. quote-proposal-email.
+    family: String,
+    /// The recipient's locale, e.g. de-AT.
+    #[arg(long, value_name = "L")]
+    locale: String,
+    /// The recipient's or the command's market, e.g. CH.
+    #[arg(long, value_name = "M")]
+    market: Option<String>,
+    /// When (RFC 3339, default: now).
+    #[arg(long, value_name = "T")]
+    at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Args)]
+struct WithdrawArgs {
+    /// The released version.
+    #[arg(value_name = "FAMILY:VERSION")]
+    id: String,
+    /// Why it is withdrawn (recorded).
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    /// Who withdraws it (recorded; default: the USER environment variable).
+    #[arg(long, value_name = "NAME")]
+    by: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -43,8 +84,8 @@ enum ConfigCommand {
 
 #[derive(Args)]
 struct CheckArgs {
-    /// Record the content hash of newly approved template versions in templates/approved.lock
-    /// (the release step of a template version), then check.
+    /// Release the newly approved template versions: append their content hash, approver and
+    /// time to templates/approved.lock (refused when anything else is wrong), then check.
     #[arg(long)]
     record_templates: bool,
 }
@@ -122,12 +163,15 @@ async fn main() -> anyhow::Result<()> {
                     println!("recorded approved template {id}");
                 }
             }
-            let problems = herald::check::check(
+            let (problems, notes) = herald::check::check(
                 &settings.paths.topics,
                 &settings.paths.templates,
                 &settings.paths.bpmn,
                 &settings.paths.rules,
             );
+            for note in &notes {
+                println!("{note}");
+            }
             if problems.is_empty() {
                 println!(
                     "ok: {}, {}, {} and {} are consistent",
@@ -145,6 +189,54 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Config(ConfigCommand::Show) => print!("{}", settings.to_toml()),
+        Command::Templates(TemplatesCommand::Resolve(args)) => {
+            let registry = herald::templates::TemplateRegistry::load(&settings.paths.templates)?;
+            let at = args.at.unwrap_or_else(chrono::Utc::now);
+            let (found, steps) =
+                registry.explain(&args.family, Some(&args.locale), args.market.as_deref(), at);
+            println!(
+                "{} for locale '{}', {}, at {}:",
+                args.family,
+                args.locale,
+                args.market
+                    .as_deref()
+                    .map(|m| format!("market '{m}'"))
+                    .unwrap_or_else(|| "no market".into()),
+                at.to_rfc3339()
+            );
+            for (n, step) in steps.iter().enumerate() {
+                println!("  {}. {step}", n + 1);
+            }
+            match found {
+                Ok(template) => println!("{}", template.id()),
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Templates(TemplatesCommand::Withdraw(args)) => {
+            let by = args
+                .by
+                .or_else(|| std::env::var("USER").ok())
+                .filter(|by| !by.trim().is_empty())
+                .context("say who withdraws the version: --by NAME (or set USER)")?;
+            let withdrawal = herald::templates::withdraw(
+                &settings.paths.templates,
+                &args.id,
+                &args.reason,
+                &by,
+            )?;
+            println!(
+                "recorded in {}, entry {}: {withdrawal}",
+                settings
+                    .paths
+                    .templates
+                    .join(herald::templates::LOCK_FILE)
+                    .display(),
+                withdrawal.entry
+            );
+        }
         Command::Run(args) => {
             let components = if args.only.is_empty() {
                 Components::all()

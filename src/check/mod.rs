@@ -14,13 +14,15 @@ mod reach;
 
 pub use bpmn::check_bpmn;
 
-/// Every problem found, as `file: message` lines; empty when all is well.
+/// Every problem found, as `file: message` lines (empty when all is well), and notes that are
+/// not problems: the withdrawn template versions, how far the release record's history was
+/// checked.
 pub fn check(
     topics_dir: &Path,
     templates_dir: &Path,
     bpmn_dir: &Path,
     rules_file: &Path,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<String>) {
     let mut problems = Vec::new();
     let topics = match load_topics(topics_dir) {
         Ok(topics) => topics,
@@ -46,5 +48,7 @@ pub fn check(
         Err(e) => problems.push(e.to_string()),
     }
     problems.extend(check_bpmn(bpmn_dir, &topics));
-    problems
+    let (releases, notes) = crate::templates::check_releases(templates_dir);
+    problems.extend(releases);
+    (problems, notes)
 }

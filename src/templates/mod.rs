@@ -3,8 +3,9 @@
 //! strict rendering, the leak guard for customer templates, and immutable approved versions.
 //!
 //! Layout: `templates/<family>/<version>/template.toml` (metadata and payload schema),
-//! `subject.hbs`, `body.html.hbs`, `body.txt.hbs`; `templates/approved.lock` records the
-//! content hash of every approved version (`herald check --record-templates`).
+//! `subject.hbs`, `body.html.hbs`, `body.txt.hbs`; `templates/approved.lock` is the append-only
+//! record of releases (the content hash of every approved version, its approver and time:
+//! `herald check --record-templates`) and withdrawals (`herald templates withdraw`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,9 +27,10 @@ pub use fields::{origins_of, Fields, Origin, PassedField, Source, EVERY_EVENT, F
 pub use guard::{
     fields_used, is_internal_field, sanitize_note, AllowedName, NameGuard, INTERNAL_FIELDS,
 };
+pub use releases::{check_history, check_releases, withdraw, Withdrawal};
 pub use schema::{FieldKind, FieldType};
 
-/// The file that records the content hash of each approved version.
+/// The release record: the content hash of each approved version, and the withdrawals.
 pub const LOCK_FILE: &str = "approved.lock";
 
 #[derive(Debug, thiserror::Error)]
@@ -178,14 +180,17 @@ pub struct TemplateRegistry {
     html: Handlebars<'static>,
     /// Subjects and text bodies: no HTML escaping.
     plain: Handlebars<'static>,
+    /// Withdrawn releases, by id: never resolved.
+    withdrawn: BTreeMap<String, Withdrawal>,
 }
 
 const PARTS: [&str; 3] = ["subject", "body.txt", "body.html"];
 
 impl TemplateRegistry {
     /// Loads, checks and compiles every template under `dir`. All problems are reported at
-    /// once, each naming its file: schema, leak guard, and approved versions that changed or
-    /// were never recorded in `approved.lock`.
+    /// once, each naming its file: schema, leak guard, and the release record (`approved.lock`):
+    /// its chain, released versions that changed, were deleted or lost their approval without a
+    /// withdrawal, approved versions never recorded.
     pub fn load(dir: &Path) -> Result<TemplateRegistry, TemplateError> {
         let (registry, problems) = Self::load_all(dir);
         if problems.is_empty() {
@@ -195,14 +200,32 @@ impl TemplateRegistry {
         }
     }
 
-    /// Records the content hash of every approved version not yet in `approved.lock`; returns
-    /// the ids it added. A changed approved version is refused, never re-recorded.
+    /// Appends a release of every approved version not yet in `approved.lock` (its content
+    /// hash, approver and time); returns the ids it added. Anything else wrong refuses the
+    /// record: a changed approved version is never re-recorded, a withdrawn one never released
+    /// again, and a lock that lost entries of its git history is refused.
     pub fn record_approved(dir: &Path) -> Result<Vec<String>, TemplateError> {
-        let (registry, problems) = Self::load_all(dir);
+        let (registry, problems) = Self::load_templates(dir);
         releases::record(dir, &registry.templates, problems)
     }
 
     fn load_all(dir: &Path) -> (TemplateRegistry, Vec<TemplateError>) {
+        let (mut registry, mut problems) = Self::load_templates(dir);
+        let lock = releases::Lock::read(dir);
+        let findings = lock.verify(dir, &registry.templates);
+        problems.extend(findings.problems);
+        problems.extend(findings.legacy);
+        problems.extend(findings.unrecorded.into_iter().map(releases::unrecorded));
+        registry.withdrawn = lock
+            .withdrawals()
+            .into_iter()
+            .map(|w| (w.id.clone(), w))
+            .collect();
+        (registry, problems)
+    }
+
+    /// The versions under `dir` and their problems, without the release record.
+    fn load_templates(dir: &Path) -> (TemplateRegistry, Vec<TemplateError>) {
         let mut html = Handlebars::new();
         html.set_strict_mode(true);
         let mut plain = Handlebars::new();
@@ -218,6 +241,7 @@ impl TemplateRegistry {
             fields,
             html,
             plain,
+            withdrawn: BTreeMap::new(),
         };
         let version_dirs = match version_dirs(dir) {
             Ok(dirs) => dirs,
@@ -226,21 +250,9 @@ impl TemplateRegistry {
                 return (registry, problems);
             }
         };
-        let lock = match releases::Lock::read(dir) {
-            Ok(lock) => lock,
-            Err(e) => {
-                problems.push(e);
-                releases::Lock::default()
-            }
-        };
         for vdir in version_dirs {
             match registry.load_version(&vdir) {
-                Ok(template) => {
-                    if let Some(problem) = lock.verify(&template) {
-                        problems.push(problem);
-                    }
-                    registry.templates.push(template);
-                }
+                Ok(template) => registry.templates.push(template),
                 Err(mut errors) => problems.append(&mut errors),
             }
         }
@@ -363,14 +375,26 @@ impl TemplateRegistry {
         &self.templates
     }
 
+    /// The withdrawn releases (`herald templates withdraw`), in the record's order.
+    pub fn withdrawals(&self) -> Vec<&Withdrawal> {
+        let mut list: Vec<&Withdrawal> = self.withdrawn.values().collect();
+        list.sort_by_key(|w| w.entry);
+        list
+    }
+
+    /// Whether a version may be selected at all: approved and not withdrawn.
+    fn in_force(&self, template: &Template) -> bool {
+        template.is_approved() && !self.withdrawn.contains_key(&template.id())
+    }
+
     /// What `fields.toml` says may reach a customer template.
     pub fn fields(&self) -> &Fields {
         &self.fields
     }
 
-    /// The approved version of `family` effective at `at`, for `locale` (falling back from the
-    /// most specific locale to the language, then English: `de-AT` → `de` → `en`) and `market`
-    /// (a version for the market wins over one for all markets).
+    /// The approved, not withdrawn version of `family` effective at `at`, for `locale`
+    /// (falling back from the most specific locale to the language, then English: `de-AT` →
+    /// `de` → `en`) and `market` (a version for the market wins over one for all markets).
     pub fn resolve(
         &self,
         family: &str,
@@ -396,7 +420,7 @@ impl TemplateRegistry {
             let effective = |t: &&Template| {
                 t.meta.family == family
                     && t.meta.locale.eq_ignore_ascii_case(&candidate)
-                    && t.is_approved()
+                    && self.in_force(t)
                     && t.meta.effective_from <= at
             };
             let markets: Vec<Option<&str>> = match market {
@@ -416,8 +440,27 @@ impl TemplateRegistry {
                 };
                 match found {
                     Some(t) => {
+                        let next = self
+                            .templates
+                            .iter()
+                            .filter(|n| {
+                                n.meta.family == family
+                                    && n.meta.locale.eq_ignore_ascii_case(&candidate)
+                                    && n.meta.market.as_deref() == wanted
+                                    && self.in_force(n)
+                                    && n.meta.effective_from > at
+                            })
+                            .min_by_key(|n| n.meta.effective_from)
+                            .map(|n| {
+                                format!(
+                                    "; {} takes over from {}",
+                                    n.id(),
+                                    n.meta.effective_from.to_rfc3339()
+                                )
+                            })
+                            .unwrap_or_default();
                         steps.push(format!(
-                            "{place}: {} (effective from {}, approved by {})",
+                            "{place}: {} (effective from {}, approved by {}){next}",
                             t.id(),
                             t.meta.effective_from.to_rfc3339(),
                             t.meta.approved_by.as_deref().unwrap_or("?")
@@ -434,7 +477,9 @@ impl TemplateRegistry {
                                     && t.meta.market.as_deref() == wanted
                             })
                             .map(|t| {
-                                if !t.is_approved() {
+                                if self.withdrawn.contains_key(&t.id()) {
+                                    format!("{} is withdrawn", t.id())
+                                } else if !t.is_approved() {
                                     format!("{} is not approved", t.id())
                                 } else {
                                     format!(
@@ -471,7 +516,7 @@ impl TemplateRegistry {
         let approved: Vec<&Template> = self
             .templates
             .iter()
-            .filter(|t| t.meta.family == family && t.is_approved())
+            .filter(|t| t.meta.family == family && self.in_force(t))
             .collect();
         approved
             .iter()

@@ -488,3 +488,97 @@ async fn the_contacts_market_and_the_events_choose_the_market_version() {
         "the two Swiss-market confirmations use the CH version"
     );
 }
+
+/// `herald <args>` on a workspace's templates; (succeeded, stdout, stderr).
+fn herald_templates(templates: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .env("HERALD_PATHS__TEMPLATES", templates)
+        .env("USER", "auditor")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn templates_resolve_prints_the_version_and_the_steps_that_led_to_it() {
+    let (_dir, topics, templates, bpmn) = workspace();
+    copy_version(
+        &templates,
+        "order-confirmation-email",
+        "2026.11.0",
+        "2026.11.0-ch",
+        &[("locale = \"en\"", "locale = \"en\"\nmarket = \"CH\"")],
+    );
+    let (ok, out) = release_and_check(&topics, &templates, &bpmn);
+    assert!(ok, "{out}");
+    let resolve = |market: &str| {
+        herald_templates(
+            &templates,
+            &[
+                "templates",
+                "resolve",
+                "order-confirmation-email",
+                "--locale",
+                "de-AT",
+                "--market",
+                market,
+                "--at",
+                "2026-12-01T00:00:00Z",
+            ],
+        )
+    };
+    let (ok, out, err) = resolve("CH");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("1. locale 'de-AT', market 'CH': no version")
+            && out.contains("5. locale 'en', market 'CH': order-confirmation-email:2026.11.0-ch")
+            && out
+                .trim_end()
+                .ends_with("order-confirmation-email:2026.11.0-ch"),
+        "{out}"
+    );
+    let (ok, out, _) = resolve("DE");
+    assert!(ok);
+    assert!(
+        out.contains("locale 'en', market 'DE': no version")
+            && out
+                .trim_end()
+                .ends_with("order-confirmation-email:2026.11.0"),
+        "{out}"
+    );
+    // Withdrawn: never picked, and the steps say why.
+    let (ok, _, err) = herald_templates(
+        &templates,
+        &[
+            "templates",
+            "withdraw",
+            "order-confirmation-email:2026.11.0-ch",
+            "--reason",
+            "wrong legal entity in the footer",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, _) = resolve("CH");
+    assert!(ok);
+    assert!(
+        out.contains("order-confirmation-email:2026.11.0-ch is withdrawn")
+            && out
+                .trim_end()
+                .ends_with("order-confirmation-email:2026.11.0"),
+        "{out}"
+    );
+    // Nothing to pick: a clear error, exit 1.
+    let (ok, _, err) = herald_templates(
+        &templates,
+        &["templates", "resolve", "no-such-family", "--locale", "en"],
+    );
+    assert!(
+        !ok && err.contains("no template of family 'no-such-family'"),
+        "{err}"
+    );
+}

@@ -12,6 +12,7 @@ mod events_api;
 mod feedback;
 mod fleet;
 mod governance_reach;
+mod governance_releases;
 mod idempotency;
 mod incidents;
 mod ledger_queue;
