@@ -35,7 +35,7 @@ impl Fields {
             Err(e) => return Err(invalid(&path, e.to_string())),
         };
         Ok(Fields {
-            guard: NameGuard::new(file.allow),
+            guard: NameGuard::new(file.allow).map_err(|message| invalid(&path, message))?,
         })
     }
 }

@@ -24,7 +24,8 @@ mod schema;
 
 pub use fields::{Fields, FIELDS_FILE};
 pub use guard::{
-    fields_used, is_internal_field, sanitize_note, AllowedName, NameGuard, INTERNAL_FIELDS,
+    fields_used, is_identifier, is_internal_field, sanitize_note, AllowedName, NameGuard,
+    INTERNAL_PATTERNS,
 };
 pub use schema::{FieldKind, FieldType};
 
@@ -246,12 +247,15 @@ impl TemplateRegistry {
                 ),
             ));
         }
-        if meta.audience == Audience::Customer {
-            for field in meta
-                .payload
-                .keys()
-                .filter(|f| self.fields.guard.is_internal(f))
-            {
+        for field in meta.payload.keys() {
+            if !is_identifier(field) {
+                problems.push(invalid(
+                    &meta_path,
+                    format!(
+                        "payload.{field}: a field name must be an ASCII identifier ([A-Za-z_][A-Za-z0-9_]*)"
+                    ),
+                ));
+            } else if meta.audience == Audience::Customer && self.fields.guard.is_internal(field) {
                 problems.push(invalid(
                     &meta_path,
                     format!("payload.{field}: a CUSTOMER template may not receive internal data"),
@@ -396,6 +400,14 @@ impl TemplateRegistry {
             });
         };
         for (field, value) in fields {
+            if !is_identifier(field) {
+                return Err(TemplateError::Payload {
+                    name,
+                    field: field.clone(),
+                    message: "a field name must be an ASCII identifier ([A-Za-z_][A-Za-z0-9_]*)"
+                        .into(),
+                });
+            }
             if template.meta.audience == Audience::Customer && self.fields.guard.is_internal(field)
             {
                 return Err(TemplateError::Leak {
