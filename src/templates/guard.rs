@@ -176,72 +176,9 @@ pub fn sanitize_note(note: &str) -> String {
         .to_string()
 }
 
-/// The root names of the fields a template uses (`{{quote.number}}` → `quote`), without the
-/// helpers' keywords.
-pub fn fields_used(source: &str) -> Vec<String> {
-    let mut fields = Vec::new();
-    let mut rest = source;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            break;
-        };
-        let expr = after[..end].trim_matches(|c| c == '{' || c == '}' || c == '~' || c == ' ');
-        rest = &after[end + 2..];
-        if expr.starts_with('!') || expr.starts_with('/') || expr == "else" {
-            continue;
-        }
-        let mut words = expr.split_whitespace();
-        let first = words.next().unwrap_or("");
-        let candidates: Vec<&str> = if let Some(helper) = first.strip_prefix('#') {
-            let _ = helper;
-            words.collect()
-        } else if words.clone().next().is_some() {
-            // A helper call `{{helper arg}}`: the arguments are fields.
-            words.collect()
-        } else {
-            vec![first]
-        };
-        for word in candidates {
-            let root = word.split('.').next().unwrap_or("");
-            let is_literal =
-                root.starts_with('"') || root.starts_with('\'') || root.parse::<f64>().is_ok();
-            if !root.is_empty()
-                && !is_literal
-                && root != "this"
-                && !root.starts_with('@')
-                && !fields.iter().any(|f| f == root)
-            {
-                fields.push(root.to_string());
-            }
-        }
-    }
-    fields
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_the_fields_a_template_uses() {
-        assert_eq!(
-            fields_used("Quote {{quoteNumber}} {{{raw}}}"),
-            vec!["quoteNumber", "raw"]
-        );
-        assert_eq!(
-            fields_used("{{#if messageNote}}{{messageNote}}{{/if}}"),
-            vec!["messageNote"]
-        );
-        assert_eq!(
-            fields_used("{{#each items}}{{this.name}}{{/each}}"),
-            vec!["items"]
-        );
-        assert_eq!(
-            fields_used("{{! a comment }}{{quote.margin}}"),
-            vec!["quote"]
-        );
-    }
 
     /// The spellings an auditor tried, and the next ones.
     const INTERNAL: &[&str] = &[
