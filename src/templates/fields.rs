@@ -194,7 +194,7 @@ impl Fields {
                 .collect::<BTreeMap<_, _>>()
         };
         Ok(Fields {
-            guard: NameGuard::new(file.allow),
+            guard: NameGuard::new(file.allow).map_err(|message| invalid(&path, message))?,
             events: flat(file.events),
             topics: flat(file.topics),
             contacts: file.contacts.customer,
@@ -270,7 +270,7 @@ mod tests {
 [events."*"]
 customer = ["occurredAt"]
 [events.OrderCreated]
-customer = ["data.orderNumber", "data.margin"]
+customer = ["data.orderNumber", "data.marginPct"]
 [topics.send-proposal]
 customer = ["quoteId"]
 [contacts]
@@ -298,7 +298,7 @@ customer = ["displayName"]
             .is_err());
         // Declared, but internal by its name: refused all the same.
         let named = f
-            .customer_may_see(&event("OrderCreated", "data.margin"))
+            .customer_may_see(&event("OrderCreated", "data.marginPct"))
             .unwrap_err();
         assert!(named.contains("internal by its name"), "{named}");
         let var = |name| Origin::Variable {

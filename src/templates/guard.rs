@@ -2,21 +2,55 @@
 //! may never see, which fields a template's source uses, and how a note a user typed is made
 //! harmless before a template shows it.
 
-/// Internal data a customer template may never see (case and separators ignored).
-pub const INTERNAL_FIELDS: &[&str] = &[
-    "margin",
-    "marginpercent",
-    "marginamount",
-    "cost",
-    "costbasis",
-    "unitcost",
-    "approvalreason",
-    "approvalreasons",
-    "approvalcomment",
-    "riskscore",
-    "discountthreshold",
-    "floorprice",
-    "internalnote",
+/// Internal data a customer template may never see, recognised by fragments of its name rather
+/// than by a list of spellings: a name is internal when its normalised form (lower case, letters
+/// and digits only, digits read as the letters they stand in for: `gross_Margin-EUR` →
+/// `grossmargineur`, `c0st` → `cost`) contains every fragment of one entry. Prefixes, suffixes,
+/// units, currencies and numbers (`grossMargin`, `marginPct`, `margin_eur`, `unitCost2`, `costUSD`,
+/// `riskScoreV2`) therefore change nothing.
+///
+/// Each line is a kind of internal data and the variants an auditor tries next. A customer-facing
+/// name caught by a fragment (a `shippingCost` the customer pays) is a reviewed exception in
+/// `templates/fields.toml`, never a shorter list here.
+pub const INTERNAL_PATTERNS: &[&[&str]] = &[
+    // Margins and their kin: gross/net margin, profit, mark-up; `Marge` (German, French, Dutch).
+    &["margin"],
+    &["marge"],
+    &["profit"],
+    &["markup"],
+    // Costs: unit cost, cost basis, cost of goods sold; `Kosten` (German).
+    &["cost"],
+    &["cogs"],
+    &["kosten"],
+    // Risk scores: risk, fraud and credit scores; `Risiko` (German).
+    &["risk"],
+    &["risiko"],
+    &["fraud"],
+    &["creditscore"],
+    &["creditrating"],
+    // Approval reasons: why a quote was approved or escalated, whatever the word order
+    // (`approvalReasonText`, `reasonForApproval`, `approverComment`).
+    &["approv", "reason"],
+    &["approv", "comment"],
+    &["approv", "note"],
+    &["approv", "rationale"],
+    &["approv", "justif"],
+    &["approv", "remark"],
+    // Discount thresholds and limits (`maxDiscountThreshold`, `discountLimitPct`, `maxDiscount`).
+    &["discount", "threshold"],
+    &["discount", "limit"],
+    &["discount", "max"],
+    &["discount", "ceiling"],
+    &["discount", "authority"],
+    // Floor prices: the lowest price sales may go to (`floorPriceNet`, `priceFloor`, `minPrice`).
+    &["floor", "price"],
+    &["minprice"],
+    &["minimumprice"],
+    &["walkaway"],
+    // Internal notes and anything called internal or confidential (`internal_comment`,
+    // `myInternalNote`).
+    &["internal"],
+    &["confidential"],
 ];
 
 /// A name the guard would call internal, allowed after review (e.g. the shipping cost a
@@ -39,11 +73,44 @@ pub struct NameGuard {
 }
 
 impl NameGuard {
-    pub fn new(allowed: Vec<AllowedName>) -> NameGuard {
-        NameGuard { allowed }
+    /// A guard with reviewed exceptions, each checked: an ASCII identifier the guard would
+    /// refuse (an exception for anything else means nothing), listed once, with a reason and a
+    /// reviewer. The error lists every bad entry.
+    pub fn new(allowed: Vec<AllowedName>) -> Result<NameGuard, String> {
+        let mut problems = Vec::new();
+        for (i, entry) in allowed.iter().enumerate() {
+            let name = &entry.name;
+            if !is_identifier(name) {
+                problems.push(format!(
+                    "allow '{name}': the name must be an ASCII identifier ([A-Za-z_][A-Za-z0-9_]*)"
+                ));
+            } else if !is_internal_field(name) {
+                problems.push(format!(
+                    "allow '{name}': the guard does not refuse this name, so it needs no exception"
+                ));
+            }
+            if allowed[..i].iter().any(|other| &other.name == name) {
+                problems.push(format!("allow '{name}': listed twice"));
+            }
+            if entry.reason.trim().is_empty() {
+                problems.push(format!(
+                    "allow '{name}': the reason is empty (say why it is not internal data)"
+                ));
+            }
+            if entry.reviewed_by.trim().is_empty() {
+                problems.push(format!(
+                    "allow '{name}': reviewed_by is empty (name who reviewed it)"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(NameGuard { allowed })
+        } else {
+            Err(problems.join("; "))
+        }
     }
 
-    /// Whether `name` is internal data, unless allowed.
+    /// Whether `name` is internal data, unless allowed (by its exact name).
     pub fn is_internal(&self, name: &str) -> bool {
         is_internal_field(name) && !self.allowed.iter().any(|a| a.name == name)
     }
@@ -53,14 +120,40 @@ impl NameGuard {
     }
 }
 
-/// Whether a field name is internal data (`cost_basis`, `CostBasis`, `approval-reason` …).
+/// Whether a field name is internal data (`grossMargin`, `cost_basis`, `approval-reason`,
+/// `myInternalNote` …): see [`INTERNAL_PATTERNS`]. A name that is not ASCII is internal: the
+/// fragments cannot read it (a Cyrillic `а` in `mаrgin`), and no field may have one
+/// ([`is_identifier`]).
 pub fn is_internal_field(name: &str) -> bool {
+    if !name.is_ascii() {
+        return true;
+    }
     let normalised: String = name
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_lowercase())
+        .map(|c| match c.to_ascii_lowercase() {
+            '0' => 'o',
+            '1' => 'i',
+            '3' => 'e',
+            '4' => 'a',
+            '5' => 's',
+            '7' => 't',
+            c => c,
+        })
         .collect();
-    INTERNAL_FIELDS.contains(&normalised.as_str()) || normalised.starts_with("internal")
+    INTERNAL_PATTERNS
+        .iter()
+        .any(|fragments| fragments.iter().all(|f| normalised.contains(f)))
+}
+
+/// Whether `name` may name a payload field or a segment of a template's path: an ASCII
+/// identifier, `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A note a user typed (e.g. the sales rep's message on a proposal): no markup, no control
@@ -83,88 +176,145 @@ pub fn sanitize_note(note: &str) -> String {
         .to_string()
 }
 
-/// The root names of the fields a template uses (`{{quote.number}}` → `quote`), without the
-/// helpers' keywords.
-pub fn fields_used(source: &str) -> Vec<String> {
-    let mut fields = Vec::new();
-    let mut rest = source;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            break;
-        };
-        let expr = after[..end].trim_matches(|c| c == '{' || c == '}' || c == '~' || c == ' ');
-        rest = &after[end + 2..];
-        if expr.starts_with('!') || expr.starts_with('/') || expr == "else" {
-            continue;
-        }
-        let mut words = expr.split_whitespace();
-        let first = words.next().unwrap_or("");
-        let candidates: Vec<&str> = if let Some(helper) = first.strip_prefix('#') {
-            let _ = helper;
-            words.collect()
-        } else if words.clone().next().is_some() {
-            // A helper call `{{helper arg}}`: the arguments are fields.
-            words.collect()
-        } else {
-            vec![first]
-        };
-        for word in candidates {
-            let root = word.split('.').next().unwrap_or("");
-            let is_literal =
-                root.starts_with('"') || root.starts_with('\'') || root.parse::<f64>().is_ok();
-            if !root.is_empty()
-                && !is_literal
-                && root != "this"
-                && !root.starts_with('@')
-                && !fields.iter().any(|f| f == root)
-            {
-                fields.push(root.to_string());
-            }
-        }
-    }
-    fields
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The spellings an auditor tried, and the next ones.
+    const INTERNAL: &[&str] = &[
+        "margin",
+        "grossMargin",
+        "marginPct",
+        "margin_eur",
+        "MarginPercent",
+        "Marge",
+        "profitEur",
+        "markupRate",
+        "costBasis",
+        "cost_basis",
+        "unitCost2",
+        "costUSD",
+        "COGS",
+        "selbstKosten",
+        "c0st",
+        "marg1n",
+        "RiskScore",
+        "riskScoreV2",
+        "fraudScore",
+        "creditScoreBand",
+        "risikoKlasse",
+        "approval-reason",
+        "approvalReasonText",
+        "reasonForApproval",
+        "approverComment",
+        "approvalNotes",
+        "approvalRationale",
+        "discountThreshold",
+        "maxDiscountThreshold",
+        "discountLimitPct",
+        "maxDiscount",
+        "floorPriceNet",
+        "priceFloor",
+        "minPrice",
+        "internalNote",
+        "internal_comment",
+        "myInternalNote",
+        "internalPriceNote",
+        "confidentialRemark",
+    ];
+
+    /// What customer templates are made of.
+    const ORDINARY: &[&str] = &[
+        "quoteNumber",
+        "customerDisplayName",
+        "validUntilDisplay",
+        "recipientName",
+        "orderNumber",
+        "status",
+        "items",
+        "count",
+        "revisionNo",
+        "documentReference",
+        "proposalLink",
+        "linkValidUntil",
+        "attachmentName",
+        "messageNote",
+        "quoteId",
+        "customerId",
+        "acceptedAt",
+        "discount",
+        "totalPrice",
+        "internationalShipping",
+        "accountNumber",
+    ];
+
     #[test]
-    fn finds_the_fields_a_template_uses() {
-        assert_eq!(
-            fields_used("Quote {{quoteNumber}} {{{raw}}}"),
-            vec!["quoteNumber", "raw"]
-        );
-        assert_eq!(
-            fields_used("{{#if messageNote}}{{messageNote}}{{/if}}"),
-            vec!["messageNote"]
-        );
-        assert_eq!(
-            fields_used("{{#each items}}{{this.name}}{{/each}}"),
-            vec!["items"]
-        );
-        assert_eq!(
-            fields_used("{{! a comment }}{{quote.margin}}"),
-            vec!["quote"]
-        );
+    fn internal_fields_are_recognised_by_fragments_whatever_their_spelling() {
+        for name in INTERNAL {
+            assert!(is_internal_field(name), "{name} should be internal");
+        }
+        for name in ORDINARY {
+            assert!(!is_internal_field(name), "{name} should not be internal");
+        }
     }
 
     #[test]
-    fn internal_fields_are_recognised_whatever_their_spelling() {
-        for name in [
-            "margin",
-            "costBasis",
-            "cost_basis",
-            "approval-reason",
-            "RiskScore",
-            "internalPriceNote",
-        ] {
-            assert!(is_internal_field(name), "{name}");
+    fn names_that_are_not_ascii_are_internal_and_not_identifiers() {
+        // A Cyrillic а (U+0430) in place of the Latin a.
+        let disguised = "m\u{0430}rgin";
+        assert!(is_internal_field(disguised));
+        assert!(!is_identifier(disguised));
+        assert!(is_internal_field("quoteNumbér"));
+        for name in ["quoteNumber", "_x", "a1", "Q"] {
+            assert!(is_identifier(name), "{name}");
         }
-        for name in ["quoteNumber", "customerDisplayName", "validUntilDisplay"] {
-            assert!(!is_internal_field(name), "{name}");
+        for name in ["", "1a", "a-b", "a.b", "a b", "a$", "quoteNumbér"] {
+            assert!(!is_identifier(name), "{name}");
         }
+    }
+
+    fn allow(name: &str, reason: &str, reviewed_by: &str) -> AllowedName {
+        AllowedName {
+            name: name.into(),
+            reason: reason.into(),
+            reviewed_by: reviewed_by.into(),
+        }
+    }
+
+    #[test]
+    fn a_reviewed_exception_allows_exactly_its_name() {
+        let guard = NameGuard::new(vec![allow(
+            "shippingCost",
+            "the shipping cost the customer pays",
+            "commercial-legal",
+        )])
+        .unwrap();
+        assert!(!guard.is_internal("shippingCost"));
+        assert!(guard.is_internal("shippingcost"), "exact name only");
+        assert!(guard.is_internal("shippingCostInternal"));
+        assert!(guard.is_internal("unitCost"));
+        assert!(!guard.is_internal("quoteNumber"));
+        assert_eq!(guard.allowed().len(), 1);
+        assert!(NameGuard::default().is_internal("shippingCost"));
+    }
+
+    #[test]
+    fn exceptions_without_a_reason_or_a_reviewer_are_refused() {
+        let err = NameGuard::new(vec![allow("shippingCost", " ", "legal")]).unwrap_err();
+        assert!(
+            err.contains("'shippingCost'") && err.contains("reason is empty"),
+            "{err}"
+        );
+        let err =
+            NameGuard::new(vec![allow("shippingCost", "paid by the customer", "")]).unwrap_err();
+        assert!(err.contains("reviewed_by is empty"), "{err}");
+        let err = NameGuard::new(vec![allow("m\u{0430}rgin", "r", "x")]).unwrap_err();
+        assert!(err.contains("ASCII identifier"), "{err}");
+        let err = NameGuard::new(vec![allow("quoteNumber", "r", "x")]).unwrap_err();
+        assert!(err.contains("needs no exception"), "{err}");
+        let twice = allow("shippingCost", "r", "x");
+        let err = NameGuard::new(vec![twice.clone(), twice]).unwrap_err();
+        assert!(err.contains("listed twice"), "{err}");
     }
 
     #[test]

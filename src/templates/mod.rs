@@ -18,14 +18,16 @@ use sha2::{Digest, Sha256};
 
 use crate::ledger::{Channel, MessageCategory, RecipientType};
 
+mod expr;
 pub(crate) mod fields;
 mod guard;
 mod releases;
 mod schema;
 
+pub use expr::{analyse, Analysis, Finding};
 pub use fields::{origins_of, Fields, Origin, PassedField, Source, EVERY_EVENT, FIELDS_FILE};
 pub use guard::{
-    fields_used, is_internal_field, sanitize_note, AllowedName, NameGuard, INTERNAL_FIELDS,
+    is_identifier, is_internal_field, sanitize_note, AllowedName, NameGuard, INTERNAL_PATTERNS,
 };
 pub use releases::{check_history, check_releases, withdraw, Withdrawal};
 pub use schema::{FieldKind, FieldType};
@@ -293,12 +295,15 @@ impl TemplateRegistry {
                 ),
             ));
         }
-        if meta.audience == Audience::Customer {
-            for field in meta
-                .payload
-                .keys()
-                .filter(|f| self.fields.guard.is_internal(f))
-            {
+        for field in meta.payload.keys() {
+            if !is_identifier(field) {
+                problems.push(invalid(
+                    &meta_path,
+                    format!(
+                        "payload.{field}: a field name must be an ASCII identifier ([A-Za-z_][A-Za-z0-9_]*)"
+                    ),
+                ));
+            } else if meta.audience == Audience::Customer && self.fields.guard.is_internal(field) {
                 problems.push(invalid(
                     &meta_path,
                     format!("payload.{field}: a CUSTOMER template may not receive internal data"),
@@ -335,21 +340,23 @@ impl TemplateRegistry {
                     continue;
                 }
             };
-            for field in fields_used(&source) {
-                if meta.audience == Audience::Customer && self.fields.guard.is_internal(&field) {
-                    problems.push(invalid(
-                        &path,
-                        format!("uses '{field}': a CUSTOMER template may not see internal data"),
-                    ));
-                } else if !meta.payload.contains_key(&field) {
-                    problems.push(invalid(
-                        &path,
-                        format!("uses '{field}', which is not in the payload schema"),
-                    ));
+            // Every expression, against the payload schema (and the name guard for customers).
+            let guard = (meta.audience == Audience::Customer).then_some(&self.fields.guard);
+            let parsed = match expr::analyse(&source, &meta.payload, guard) {
+                Ok(analysis) => {
+                    problems.extend(analysis.findings.iter().map(|f| found(&path, f)));
+                    true
                 }
-            }
+                Err(finding) => {
+                    problems.push(found(&path, &finding));
+                    false
+                }
+            };
             hasher.update((source.len() as u64).to_be_bytes());
             hasher.update(source.as_bytes());
+            if !parsed {
+                continue;
+            }
             let registry = if part == "body.html" {
                 &mut self.html
             } else {
@@ -611,6 +618,14 @@ impl TemplateRegistry {
             });
         };
         for (field, value) in fields {
+            if !is_identifier(field) {
+                return Err(TemplateError::Payload {
+                    name,
+                    field: field.clone(),
+                    message: "a field name must be an ASCII identifier ([A-Za-z_][A-Za-z0-9_]*)"
+                        .into(),
+                });
+            }
             if template.meta.audience == Audience::Customer && self.fields.guard.is_internal(field)
             {
                 return Err(TemplateError::Leak {
@@ -741,6 +756,14 @@ pub(crate) fn invalid(path: &Path, message: String) -> TemplateError {
     TemplateError::Invalid {
         path: path.display().to_string(),
         message,
+    }
+}
+
+/// A finding in a template's source, named by its file, line and column.
+fn found(path: &Path, finding: &Finding) -> TemplateError {
+    TemplateError::Invalid {
+        path: format!("{}:{}:{}", path.display(), finding.line, finding.column),
+        message: finding.message.clone(),
     }
 }
 
