@@ -292,9 +292,12 @@ impl DeliveryEngine {
         };
         let template = match self
             .templates
-            .get(&job.template_family, &job.template_version)
+            .for_delivery(&job.template_family, &job.template_version)
         {
             Ok(template) => template,
+            Err(err @ crate::templates::TemplateError::Withdrawn { .. }) => {
+                return final_config("TEMPLATE_WITHDRAWN", err.to_string())
+            }
             Err(err) => return final_config("TEMPLATE_ERROR", err.to_string()),
         };
         let rendered = match self.templates.render(template, &job.render_payload) {

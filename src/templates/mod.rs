@@ -49,6 +49,13 @@ pub enum TemplateError {
     },
     #[error("template {family}:{version} not found")]
     UnknownVersion { family: String, version: String },
+    #[error("template {name} was withdrawn on {at} by {by} ({reason}): it is never sent again")]
+    Withdrawn {
+        name: String,
+        at: String,
+        by: String,
+        reason: String,
+    },
     #[error("template {name}: {message}")]
     Render { name: String, message: String },
     #[error("template {name}: payload field '{field}': {message}")]
@@ -595,6 +602,21 @@ impl TemplateRegistry {
             });
         }
         Ok(())
+    }
+
+    /// The version a queued message names, as delivery renders it: a version withdrawn since
+    /// the message was requested is never sent.
+    pub fn for_delivery(&self, family: &str, version: &str) -> Result<&Template, TemplateError> {
+        let template = self.get(family, version)?;
+        match self.withdrawn.get(&template.id()) {
+            Some(w) => Err(TemplateError::Withdrawn {
+                name: template.id(),
+                at: w.at.clone(),
+                by: w.by.clone(),
+                reason: w.reason.clone(),
+            }),
+            None => Ok(template),
+        }
     }
 
     pub fn get(&self, family: &str, version: &str) -> Result<&Template, TemplateError> {

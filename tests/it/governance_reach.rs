@@ -582,3 +582,83 @@ fn templates_resolve_prints_the_version_and_the_steps_that_led_to_it() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_queued_with_a_version_withdrawn_since_is_never_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("templates");
+    copy_tree(&Path::new(MANIFEST_DIR).join("templates"), &templates);
+    let db = TestDb::create().await;
+    db.add_contact("acme", "contact-w", "Wes", "wes@customer.example")
+        .await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let settings = || {
+        test_settings(
+            &db,
+            &sink.url(),
+            &new_lane(),
+            &[("HERALD_PATHS__TEMPLATES", templates.to_str().unwrap())],
+        )
+    };
+    // Requested while the version is in force (the API only: nothing is delivered yet).
+    let intake = spawn_herald(
+        settings(),
+        herald::runtime::Components {
+            workers: false,
+            delivery: false,
+            relay: false,
+            api: true,
+        },
+    )
+    .await;
+    let base = format!("http://{}", intake.api_address.unwrap());
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/events"))
+        .json(&order_created("evt-w", "O-W", "contact-w", json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    intake.stop().await;
+
+    // Withdrawn before delivery: the message fails for good, naming the withdrawal.
+    let (ok, out, err) = herald_templates(
+        &templates,
+        &[
+            "templates",
+            "withdraw",
+            "order-confirmation-email:2026.11.0",
+            "--reason",
+            "wrong legal entity",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let delivery = spawn_herald(settings(), herald::runtime::Components::all()).await;
+    let (status, code) = wait_for("the delivery to end", Duration::from_secs(30), || async {
+        let outcome = db.outcome_where("subject_id = 'O-W'").await;
+        (outcome.0 == "FAILED_FINAL").then_some(outcome)
+    })
+    .await;
+    assert_eq!(
+        (status.as_str(), code.as_deref()),
+        ("FAILED_FINAL", Some("TEMPLATE_WITHDRAWN"))
+    );
+    let summary: String = sqlx::query_scalar(
+        "SELECT a.response_summary FROM communication_delivery_attempt a JOIN communication_record r USING (communication_id) WHERE r.subject_id = 'O-W'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        summary.contains("withdrawn") && summary.contains("wrong legal entity"),
+        "{summary}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let to_customer: Vec<_> = sink
+        .received()
+        .into_iter()
+        .filter(|m| m.rcpt_to.iter().any(|r| r.contains("wes@customer.example")))
+        .collect();
+    assert!(to_customer.is_empty(), "nothing was sent to the customer");
+    delivery.stop().await;
+}
