@@ -662,3 +662,101 @@ async fn a_message_queued_with_a_version_withdrawn_since_is_never_sent() {
     assert!(to_customer.is_empty(), "nothing was sent to the customer");
     delivery.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proposal_commands_market_or_the_contacts_chooses_the_market_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("templates");
+    copy_tree(&Path::new(MANIFEST_DIR).join("templates"), &templates);
+    copy_version(
+        &templates,
+        "quote-proposal-email",
+        "2026.11.1",
+        "2026.11.1-ch",
+        &[("locale = \"en\"", "locale = \"en\"\nmarket = \"CH\"")],
+    );
+    edit(
+        &templates.join("quote-proposal-email/2026.11.1-ch/subject.hbs"),
+        "Your proposal",
+        "Gruezi: your proposal",
+    );
+    herald::templates::TemplateRegistry::record_approved(&templates).unwrap();
+    let db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-MKT").await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let (_herald, api) = Api::start(
+        &db,
+        &sink.url(),
+        &[("HERALD_PATHS__TEMPLATES", templates.to_str().unwrap())],
+    )
+    .await;
+    let (status, _) = api
+        .put(
+            "/contacts/acme/contact-mkt",
+            json!({"displayName": "Urs", "email": "urs@customer.example", "market": "CH"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let send = |key: &'static str, body: serde_json::Value| {
+        let request = api
+            .http
+            .post(format!(
+                "{}/quotes/Q-MKT/revisions/4/communications/proposal",
+                api.base
+            ))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(status, 201, "{body}");
+            body["communicationId"].as_str().unwrap().to_string()
+        }
+    };
+    let by_command = send(
+        "mkt-1",
+        json!({"tenantId": "acme", "artifactId": "doc-Q-MKT", "recipientEmail": "anna@customer.example", "market": "CH"}),
+    )
+    .await;
+    let by_contact = send(
+        "mkt-2",
+        json!({"tenantId": "acme", "artifactId": "doc-Q-MKT", "recipientContactId": "contact-mkt"}),
+    )
+    .await;
+    let neither = send(
+        "mkt-3",
+        json!({"tenantId": "acme", "artifactId": "doc-Q-MKT", "recipientEmail": "bert@customer.example"}),
+    )
+    .await;
+    let version = |id: String| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT template_version FROM communication_record WHERE communication_id = $1::uuid",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(version(by_command).await, "2026.11.1-ch");
+    assert_eq!(version(by_contact).await, "2026.11.1-ch");
+    assert_eq!(version(neither).await, "2026.11.1");
+    let mails = sink.wait_for(3, Duration::from_secs(30)).await;
+    let swiss = mails
+        .iter()
+        .filter(|m| m.header("Subject").is_some_and(|s| s.starts_with("Gruezi")))
+        .count();
+    assert_eq!(
+        swiss,
+        2,
+        "{:?}",
+        mails
+            .iter()
+            .map(|m| m.header("Subject"))
+            .collect::<Vec<_>>()
+    );
+}
