@@ -11,6 +11,7 @@ mod correlation;
 mod events_api;
 mod feedback;
 mod fleet;
+mod governance_bpmn;
 mod idempotency;
 mod incidents;
 mod ledger_queue;
