@@ -197,3 +197,39 @@ async fn an_invalid_explicit_address_is_a_business_failure_not_an_incident() {
         0
     );
 }
+
+/// A loop's listener connects at its first wait, after the loop's first look at the queue: a
+/// job queued in between notified nobody yet listening. That first wait returns at once, so
+/// the loop looks again instead of sleeping its poll over the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_just_began_listening_says_to_look_again() {
+    use herald::ledger::wakeup::Woke;
+    let db = TestDb::create().await;
+    let ledger = herald::ledger::Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    let mut wakeup = ledger.wakeup("herald_delivery");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    // Notified before the listener listens.
+    ledger
+        .request(&order_confirmation("before-listen"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        wakeup.wait(Duration::from_secs(10), &shutdown).await,
+        Woke::Notified
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "at once");
+    // Listening now: the next wait sleeps until a notification or its timeout.
+    assert_eq!(
+        wakeup.wait(Duration::from_millis(300), &shutdown).await,
+        Woke::TimedOut
+    );
+    ledger
+        .request(&order_confirmation("while-listening"))
+        .await
+        .unwrap();
+    assert_eq!(
+        wakeup.wait(Duration::from_secs(10), &shutdown).await,
+        Woke::Notified
+    );
+}
