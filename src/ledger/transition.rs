@@ -447,7 +447,13 @@ static END_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
              FROM input i
              WHERE j.communication_id = i.communication_id AND j.locked_by = $1
                AND j.attempts = i.attempt_no AND NOT j.done
-             RETURNING j.communication_id),
+             RETURNING j.communication_id, j.done),
+         -- A job due again wakes the delivery loops of every process: one that went to sleep
+         -- while this attempt was in flight (nothing else due) would sleep until its poll.
+         -- One notification per statement that requeues (LIMIT 1), none for one that does not;
+         -- read by the final SELECT, or it would not run.
+         requeued AS (
+             SELECT pg_notify('herald_delivery', '') FROM fenced WHERE NOT done LIMIT 1),
          finished AS (
              UPDATE communication_delivery_attempt a SET status = i.attempt_status, failure_class = i.failure_class,
                  provider_message_id = i.provider_message_id, response_code = i.response_code,
@@ -466,7 +472,8 @@ static END_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
              WHERE r.communication_id = f.communication_id AND r.status = 'SENDING' AND NOT r.is_parent
              RETURNING r.*),
          events AS ({events})
-         SELECT f.communication_id, m.communication_id IS NOT NULL AS moved, m.parent_id, m.channel, m.status
+         SELECT f.communication_id, m.communication_id IS NOT NULL AS moved, m.parent_id, m.channel, m.status,
+                (SELECT count(*) FROM requeued) AS woken
          FROM fenced f LEFT JOIN moved m USING (communication_id)",
         events = event_insert_sql(
             "FROM moved r JOIN (SELECT communication_id, event_id, event_type, clock_timestamp() AS at
@@ -481,7 +488,9 @@ static END_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
 /// and the status's event is written; then parents whose children are all settled get their
 /// outcome, and an inbox notification read before it was recorded as sent is OPENED. This is
 /// the batch form of [`transition`] for the moves a sender makes at scale; a lost lease
-/// writes nothing for that job.
+/// writes nothing for that job. A statement that makes a job due again notifies
+/// `herald_delivery` once, so that the delivery loops of every process look at the queue
+/// again (a retry sooner than their poll leaves on time); one that requeues nothing is silent.
 pub async fn end_attempts(
     conn: &mut PgConnection,
     worker: &str,

@@ -84,15 +84,21 @@ impl Wakeup {
         }
     }
 
-    /// Waits for a notification, at most `timeout`.
+    /// Waits for a notification, at most `timeout`. A listener that was not listening yet (the
+    /// first wait, or the first after its connection was lost) returns at once: what was
+    /// notified before its LISTEN is lost to it, so the caller looks for work once more.
     pub async fn wait(&mut self, timeout: Duration, shutdown: &CancellationToken) -> Woke {
         let channel = self.channel;
         let sleep = tokio::time::sleep(timeout);
         tokio::pin!(sleep);
+        let was_listening = self.listener.is_some();
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return Woke::Shutdown,
             listener = self.listener() => listener.is_some(),
         };
+        if connected && !was_listening {
+            return Woke::Notified;
+        }
         let Some(listener) = self.listener.as_mut().filter(|_| connected) else {
             return tokio::select! {
                 _ = shutdown.cancelled() => Woke::Shutdown,

@@ -11,6 +11,7 @@ mod correlation;
 mod events_api;
 mod feedback;
 mod fleet;
+mod governance_bpmn;
 mod governance_expressions;
 mod governance_reach;
 mod governance_releases;

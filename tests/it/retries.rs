@@ -197,3 +197,203 @@ async fn an_invalid_explicit_address_is_a_business_failure_not_an_incident() {
         0
     );
 }
+
+/// A retry due sooner than the poll interval leaves on time: the statement that requeues the
+/// job wakes the delivery loops, which otherwise slept until their poll (60 s here) because
+/// nothing was due when they went to sleep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_sooner_than_the_poll_interval_leave_on_time() {
+    const SCHEDULE_S: [f64; 4] = [0.0, 1.0, 2.0, 3.0];
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let order = order_confirmation("slow-retry");
+    let address = order.admitted.recipient.address.clone().unwrap();
+    sink.script_recipient(&address, &[451, 451, 451]);
+    let settings = test_settings(
+        &db,
+        &sink.url(),
+        &new_lane(),
+        &[
+            ("HERALD_DELIVERY__POLL_INTERVAL_MS", "60000"),
+            ("HERALD_DELIVERY__RETRY_SCHEDULE_S", "0,1,2,3"),
+            ("HERALD_DELIVERY__JITTER", "0"),
+        ],
+    );
+    let delivery_only = herald::runtime::Components {
+        workers: false,
+        delivery: true,
+        relay: false,
+        api: false,
+    };
+    let herald = spawn_herald(settings, delivery_only).await;
+    let ledger = herald::ledger::Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    ledger.request(&order).await.unwrap();
+
+    // (attempt, status, started, ended) in seconds since the epoch, as the ledger has them.
+    let attempts = || async {
+        sqlx::query_as::<_, (i32, String, f64, Option<f64>)>(
+            "SELECT attempt_no, status, EXTRACT(EPOCH FROM attempted_at)::float8,
+                    EXTRACT(EPOCH FROM completed_at)::float8
+             FROM communication_delivery_attempt ORDER BY attempt_no",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+    // The schedule takes 6 s; with the poll's 60 s per retry it would take minutes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = attempts().await;
+    while !(seen.len() == 4 && seen[3].3.is_some()) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = attempts().await;
+    }
+    herald.stop().await;
+    let statuses: Vec<&str> = seen.iter().map(|a| a.1.as_str()).collect();
+    assert_eq!(
+        statuses,
+        [
+            "FAILED_RETRYABLE",
+            "FAILED_RETRYABLE",
+            "FAILED_RETRYABLE",
+            "ACCEPTED"
+        ],
+        "{seen:?}"
+    );
+    for pair in seen.windows(2) {
+        let (before, next) = (&pair[0], &pair[1]);
+        let planned = SCHEDULE_S[before.0 as usize];
+        let waited = next.2 - before.3.unwrap();
+        println!(
+            "attempt {}: planned {planned:.1} s after attempt {} ended, left after {waited:.3} s",
+            next.0, before.0
+        );
+        // Due at the end of the attempt before plus the delay (the same now()); claimed once
+        // due, so never early.
+        assert!(
+            (planned - 0.001..planned + 0.5).contains(&waited),
+            "attempt {} was planned {planned} s after attempt {} ended and left after {waited:.3} s: {seen:?}",
+            next.0,
+            before.0
+        );
+    }
+}
+
+/// The statement that records a retry notifies the delivery loops of every process (any
+/// listener hears it); the hot path stays quiet: neither a claim nor attempts that requeue
+/// nothing notify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requeue_notifies_the_delivery_loops_and_nothing_else_of_the_hot_path_does() {
+    use herald::ledger::wakeup::Heard;
+    use herald::ledger::{AttemptResult, FailureClass, Ledger};
+    let db = TestDb::create().await;
+    let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    let mut listener = ledger.wakeup("herald_delivery");
+    // Connects and listens.
+    assert_eq!(listener.hear(Duration::from_millis(50)).await, Heard::Quiet);
+    for key in ["requeue-1", "requeue-2", "requeue-3", "requeue-4"] {
+        ledger.request(&order_confirmation(key)).await.unwrap();
+    }
+    let mut inserts = 0;
+    while let Heard::Payload(_) = listener.hear(Duration::from_millis(300)).await {
+        inserts += 1;
+    }
+    assert!(inserts >= 1, "queueing a job notifies");
+    let quiet = Duration::from_millis(300);
+
+    let jobs = ledger
+        .claim_jobs("sender-x", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 4);
+    assert_eq!(listener.hear(quiet).await, Heard::Quiet, "a claim");
+
+    let sent = AttemptResult::Sent {
+        provider_message_id: Some("<id@test>".into()),
+        response_code: Some(250),
+        summary: "250 ok".into(),
+        content_hash: "hash".into(),
+        attachment_hashes: Vec::new(),
+        retained: None,
+    };
+    let failed = AttemptResult::Final {
+        failure_class: FailureClass::InvalidRecipient,
+        failure_code: "INVALID_RECIPIENT".into(),
+        response_code: Some(550),
+        summary: "550 no such user".into(),
+    };
+    let ended = ledger
+        .finish_attempts("sender-x", &[(&jobs[0], sent), (&jobs[1], failed)])
+        .await
+        .unwrap();
+    assert_eq!(ended, [true, true]);
+    assert_eq!(
+        listener.hear(quiet).await,
+        Heard::Quiet,
+        "attempts that requeue nothing"
+    );
+
+    let retry = AttemptResult::Retry {
+        failure_class: FailureClass::TemporaryRejection,
+        response_code: Some(451),
+        summary: "451 try later".into(),
+        after: Duration::from_secs(2),
+    };
+    let ended = ledger
+        .finish_attempts(
+            "sender-x",
+            &[(&jobs[2], retry.clone()), (&jobs[3], retry.clone())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, [true, true]);
+    assert_eq!(
+        listener.hear(Duration::from_secs(5)).await,
+        Heard::Payload(String::new()),
+        "a statement that requeues"
+    );
+    assert_eq!(listener.hear(quiet).await, Heard::Quiet, "once");
+
+    // A lost lease writes nothing, and requeues nothing.
+    let ended = ledger
+        .finish_attempts("sender-y", &[(&jobs[2], retry)])
+        .await
+        .unwrap();
+    assert_eq!(ended, [false]);
+    assert_eq!(listener.hear(quiet).await, Heard::Quiet, "a fenced attempt");
+}
+
+/// A loop's listener connects at its first wait, after the loop's first look at the queue: a
+/// job queued in between notified nobody yet listening. That first wait returns at once, so
+/// the loop looks again instead of sleeping its poll over the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_just_began_listening_says_to_look_again() {
+    use herald::ledger::wakeup::Woke;
+    let db = TestDb::create().await;
+    let ledger = herald::ledger::Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    let mut wakeup = ledger.wakeup("herald_delivery");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    // Notified before the listener listens.
+    ledger
+        .request(&order_confirmation("before-listen"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        wakeup.wait(Duration::from_secs(10), &shutdown).await,
+        Woke::Notified
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "at once");
+    // Listening now: the next wait sleeps until a notification or its timeout.
+    assert_eq!(
+        wakeup.wait(Duration::from_millis(300), &shutdown).await,
+        Woke::TimedOut
+    );
+    ledger
+        .request(&order_confirmation("while-listening"))
+        .await
+        .unwrap();
+    assert_eq!(
+        wakeup.wait(Duration::from_secs(10), &shutdown).await,
+        Woke::Notified
+    );
+}
