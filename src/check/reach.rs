@@ -10,7 +10,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use crate::ledger::{Channel, MessageCategory};
+use crate::ledger::MessageCategory;
 use crate::policy::channel_choice::{check_channels, family_for};
 use crate::policy::rules::{EventRule, RuleSet};
 use crate::templates::{origins_of, Audience, Origin, PassedField, Template, TemplateRegistry};
@@ -92,31 +92,13 @@ fn check_digest(
     let Some(digest) = collected else {
         return Vec::new();
     };
-    let item_family = family_for(
-        Channel::Email,
-        &rule.template_family,
-        &rule.channel_templates,
-    );
-    let mut origins: Vec<(&str, Origin<'_>)> = asker
-        .origins
-        .iter()
-        .filter(|(field, _)| *field == "recipientName")
-        .copied()
-        .collect();
-    origins.push((
-        "items",
-        Origin::Rendered {
-            family: item_family,
-        },
-    ));
-    origins.push(("count", Origin::Herald("number of items")));
     let digest_asker = Asker {
         at: asker.at.clone(),
         reaches: asker.reaches,
         category: asker.category,
         from: asker.from,
         until: asker.until,
-        origins,
+        origins: rule.digest_origins(),
     };
     judge_family(
         &digest_asker,

@@ -11,13 +11,11 @@ use crate::ledger::{
     Admission, Admitted, Channel, Classification, CommunicationId, Decision, DecisionOutcome,
     NewCommunication, Provenance, Rendering, Subject,
 };
-use crate::policy::channel_choice::family_for;
 use crate::policy::identity::engine_user;
 use crate::policy::noise::{digest_window, DigestConfig};
 use crate::policy::recipients::explicit_email;
 use crate::policy::rules::{lookup, EventRule, RecipientSpec, RuleSet};
 use crate::policy::Resolution;
-use crate::templates::Origin;
 
 use super::admission::mark_digested;
 use super::{Dedupe, Intake, IntakeError, Purpose};
@@ -426,27 +424,14 @@ impl DigestPlan {
             .map_err(|e| invalid(e.to_string()))?;
         // The digest shows the items' subjects: their family's audience must allow it, and the
         // digest's the recipient.
-        let item_family = family_for(
-            admitted.recipient.channel,
-            &purpose.template_family,
-            &purpose.channel_templates,
-        );
-        let mut origins: Vec<(&str, Origin<'_>)> = rule
-            .origins()
-            .into_iter()
-            .filter(|(field, _)| *field == "recipientName")
-            .collect();
-        origins.push((
-            "items",
-            Origin::Rendered {
-                family: item_family,
-            },
-        ));
-        origins.push(("count", Origin::Herald("number of items")));
         intake
             .templates
             .admit_recipient(template, admitted.recipient.recipient_type)
-            .and_then(|()| intake.templates.admit_origins(template, &origins))
+            .and_then(|()| {
+                intake
+                    .templates
+                    .admit_origins(template, &rule.digest_origins())
+            })
             .map_err(|e| invalid(e.to_string()))?;
         let mut payload = serde_json::Map::new();
         if template.meta.payload.contains_key("recipientName") {

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::iso8601::parse_duration;
 use crate::ledger::{Channel, CommunicationType, MessageCategory};
-use crate::policy::channel_choice::{check_channels, ChannelMode};
+use crate::policy::channel_choice::{check_channels, family_for, ChannelMode};
 use crate::templates::{Audience, Origin};
 
 /// One rule.
@@ -146,6 +146,24 @@ impl EventRule {
             _ => None,
         };
         origins.extend(name.map(|origin| ("recipientName", origin)));
+        origins
+    }
+
+    /// Where each field of the rule's digest or summary comes from: the recipient's name, the
+    /// items (the rendered subjects of the rule's email family) and their count.
+    pub fn digest_origins(&self) -> Vec<(&str, Origin<'_>)> {
+        let mut origins: Vec<(&str, Origin<'_>)> = self
+            .origins()
+            .into_iter()
+            .filter(|(field, _)| *field == "recipientName")
+            .collect();
+        let family = family_for(
+            Channel::Email,
+            &self.template_family,
+            &self.channel_templates,
+        );
+        origins.push(("items", Origin::Rendered { family }));
+        origins.push(("count", Origin::Herald("number of items")));
         origins
     }
 
