@@ -220,9 +220,15 @@ fn judge_version(
                     problems.push(format!("payload.{field}: not in the payload schema"));
                 }
             }
+            // herald fills in recipientName from a contact or an engine user, not from an address.
+            let named = asker.origins.iter().any(|(field, origin)| {
+                *field == "recipientName" && !matches!(origin, Origin::Event { .. })
+            });
             for (field, kind) in &meta.payload {
-                // recipientName is filled in by herald from the resolved recipient.
-                if kind.required && field != "recipientName" && !mapping.contains_key(field) {
+                if kind.required
+                    && !(field == "recipientName" && named)
+                    && !mapping.contains_key(field)
+                {
                     problems.push(format!("payload.{field}: the version requires it"));
                 }
             }
@@ -261,17 +267,8 @@ fn judge_version(
             }
         }
     }
-    if meta.audience == Audience::Customer {
-        let used = |field: &str| meta.payload.contains_key(field);
-        for (field, origin) in asker.origins.iter().filter(|(f, _)| used(f)) {
-            if let Err(e) = registry.admit_origins(template, &[(field, *origin)]) {
-                let reason = match e {
-                    crate::templates::TemplateError::Origin { reason, .. } => reason,
-                    other => other.to_string(),
-                };
-                problems.push(format!("payload.{field}: {reason}"));
-            }
-        }
+    for (field, reason) in registry.origin_problems(template, &asker.origins) {
+        problems.push(format!("payload.{field}: {reason}"));
     }
     problems
 }

@@ -66,6 +66,9 @@ pub enum ProposalKey {
 /// proposal must carry.
 pub struct Proposals {
     intake: Intake,
+    /// The topic whose variables the proposal's values are (the API's commands send through
+    /// it too): where `templates/fields.toml` classifies them.
+    topic: String,
     purpose: Purpose,
     key_pattern: String,
     artifact_type: String,
@@ -167,12 +170,14 @@ impl Document {
 impl Proposals {
     pub fn new(
         intake: Intake,
+        topic: &str,
         purpose: Purpose,
         key_pattern: String,
         artifact_type: Option<String>,
     ) -> Proposals {
         Proposals {
             intake,
+            topic: topic.to_string(),
             purpose,
             key_pattern,
             artifact_type: artifact_type.unwrap_or_else(|| "PROPOSAL_DOCUMENT".into()),
@@ -223,7 +228,7 @@ impl Proposals {
             &self.purpose,
             template,
             &payload,
-            &origins_of(PROPOSAL_PAYLOAD, &self.purpose.label),
+            &origins_of(PROPOSAL_PAYLOAD, &self.topic),
             resolution.recipient_type(),
         )?;
 

@@ -54,6 +54,8 @@ pub struct Analysis {
     pub findings: Vec<Finding>,
     /// The payload schema's fields the template uses (by any path: `x`, `@root.x`, `../x`).
     pub fields: BTreeSet<String>,
+    /// Where the source writes a value unescaped (`{{{x}}}`): refused in HTML bodies.
+    pub unescaped: Vec<(usize, usize)>,
 }
 
 /// The helpers a template may call in a subexpression or an expression, with their number of
@@ -166,7 +168,9 @@ impl Walker<'_> {
             };
             match element {
                 TemplateElement::RawString(_) | TemplateElement::Comment(_) => {}
-                TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) => {
+                TemplateElement::Expression(ht) => self.expression(ht, pos),
+                TemplateElement::HtmlExpression(ht) => {
+                    self.analysis.unescaped.push(pos);
                     self.expression(ht, pos)
                 }
                 TemplateElement::HelperBlock(ht) => self.block(ht, pos),
@@ -834,6 +838,18 @@ mod tests {
             found.len() == 1 && found[0].contains(expected),
             "expected one finding with {expected:?}, got {found:?}"
         );
+    }
+
+    #[test]
+    fn unescaped_output_is_found_where_it_is() {
+        let analysis = analyse(
+            "<p>{{quoteNumber}}</p>\n{{#if proposalLink}}<b>{{{proposalLink}}}</b>{{/if}}",
+            &schema(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(analysis.unescaped, vec![(2, 24)]);
+        assert!(analysis.findings.is_empty(), "{:?}", analysis.findings);
     }
 
     #[test]

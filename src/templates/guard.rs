@@ -18,10 +18,18 @@ pub const INTERNAL_PATTERNS: &[&[&str]] = &[
     &["marge"],
     &["profit"],
     &["markup"],
-    // Costs: unit cost, cost basis, cost of goods sold; `Kosten` (German).
+    &["commission"],
+    // German: contribution margin, trade margin.
+    &["deckungsbeitrag"],
+    &["handelsspanne"],
+    // Costs: unit cost, cost basis, cost of goods sold, what the company pays its suppliers;
+    // `Kosten`, `Einkaufspreis` (German).
     &["cost"],
     &["cogs"],
     &["kosten"],
+    &["purchaseprice"],
+    &["supplierprice"],
+    &["einkauf"],
     // Risk scores: risk, fraud and credit scores; `Risiko` (German).
     &["risk"],
     &["risiko"],
@@ -42,15 +50,24 @@ pub const INTERNAL_PATTERNS: &[&[&str]] = &[
     &["discount", "max"],
     &["discount", "ceiling"],
     &["discount", "authority"],
+    // `Rabatt` (German): its thresholds and limits.
+    &["rabatt", "schwelle"],
+    &["rabatt", "grenze"],
+    &["rabatt", "limit"],
+    &["rabatt", "max"],
     // Floor prices: the lowest price sales may go to (`floorPriceNet`, `priceFloor`, `minPrice`).
     &["floor", "price"],
     &["minprice"],
     &["minimumprice"],
     &["walkaway"],
+    &["bottomprice"],
+    &["reserveprice"],
+    &["mindestpreis"],
     // Internal notes and anything called internal or confidential (`internal_comment`,
     // `myInternalNote`).
     &["internal"],
     &["confidential"],
+    &["vertraulich"],
 ];
 
 /// A name the guard would call internal, allowed after review (e.g. the shipping cost a
@@ -128,22 +145,29 @@ pub fn is_internal_field(name: &str) -> bool {
     if !name.is_ascii() {
         return true;
     }
-    let normalised: String = name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| match c.to_ascii_lowercase() {
-            '0' => 'o',
-            '1' => 'i',
-            '3' => 'e',
-            '4' => 'a',
-            '5' => 's',
-            '7' => 't',
-            c => c,
-        })
-        .collect();
-    INTERNAL_PATTERNS
-        .iter()
-        .any(|fragments| fragments.iter().all(|f| normalised.contains(f)))
+    // Digits read as the letters they stand in for; `1` stands for `i` or `l`, `9` and `6` for
+    // `g`: both readings are tried.
+    let reading = |one: char| -> String {
+        name.chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .map(|c| match c.to_ascii_lowercase() {
+                '0' => 'o',
+                '1' => one,
+                '3' => 'e',
+                '4' => 'a',
+                '5' => 's',
+                '6' | '9' => 'g',
+                '7' => 't',
+                '8' => 'b',
+                c => c,
+            })
+            .collect()
+    };
+    [reading('i'), reading('l')].iter().any(|normalised| {
+        INTERNAL_PATTERNS
+            .iter()
+            .any(|fragments| fragments.iter().all(|f| normalised.contains(f)))
+    })
 }
 
 /// Whether `name` may name a payload field or a segment of a template's path: an ASCII
@@ -221,6 +245,21 @@ mod tests {
         "myInternalNote",
         "internalPriceNote",
         "confidentialRemark",
+        // The reviewer's next tries: supplier and purchase prices, German terms, commissions,
+        // the lowest price, `1` for `l` and `9` for `g`.
+        "purchasePrice",
+        "supplierPrice",
+        "einkaufspreis",
+        "deckungsbeitrag",
+        "handelsspanne",
+        "maxRabatt",
+        "rabattSchwelle",
+        "commissionRate",
+        "bottomPrice",
+        "reservePrice",
+        "vertraulich",
+        "mar9in",
+        "f1oorPrice",
     ];
 
     /// What customer templates are made of.
@@ -246,6 +285,11 @@ mod tests {
         "totalPrice",
         "internationalShipping",
         "accountNumber",
+        "billingAddress",
+        "deliveryDate",
+        "orderTotal",
+        "unitPrice",
+        "salesContact",
     ];
 
     #[test]

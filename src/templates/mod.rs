@@ -214,7 +214,15 @@ impl TemplateRegistry {
     /// record: a changed approved version is never re-recorded, a withdrawn one never released
     /// again, and a lock that lost entries of its git history is refused.
     pub fn record_approved(dir: &Path) -> Result<Vec<String>, TemplateError> {
-        let (registry, problems) = Self::load_templates(dir);
+        let (registry, mut problems) = Self::load_templates(dir);
+        let withdrawn: Vec<String> = releases::Lock::read(dir)
+            .withdrawals()
+            .into_iter()
+            .map(|w| w.id)
+            .collect();
+        problems.extend(ambiguity_problems(&registry.templates, |id| {
+            withdrawn.iter().any(|w| w == id)
+        }));
         releases::record(dir, &registry.templates, problems)
     }
 
@@ -230,6 +238,9 @@ impl TemplateRegistry {
             .into_iter()
             .map(|w| (w.id.clone(), w))
             .collect();
+        problems.extend(ambiguity_problems(&registry.templates, |id| {
+            registry.withdrawn.contains_key(id)
+        }));
         (registry, problems)
     }
 
@@ -265,7 +276,7 @@ impl TemplateRegistry {
                 Err(mut errors) => problems.append(&mut errors),
             }
         }
-        problems.extend(family_problems(&registry.templates));
+        problems.extend(audience_problems(&registry.templates));
         (registry, problems)
     }
 
@@ -352,6 +363,19 @@ impl TemplateRegistry {
             let parsed = match expr::analyse(&source, &meta.payload, guard) {
                 Ok(analysis) => {
                     problems.extend(analysis.findings.iter().map(|f| found(&path, f)));
+                    // An HTML body escapes every value: a note or a name can never become markup.
+                    if part == "body.html" {
+                        problems.extend(analysis.unescaped.iter().map(|&(line, column)| {
+                            found(
+                                &path,
+                                &expr::Finding {
+                                    line,
+                                    column,
+                                    message: "writes a value unescaped ({{{…}}}): HTML bodies escape every value, write {{…}}".into(),
+                                },
+                            )
+                        }));
+                    }
                     true
                 }
                 Err(finding) => {
@@ -446,7 +470,7 @@ impl TemplateRegistry {
                     .templates
                     .iter()
                     .filter(effective)
-                    .filter(|t| t.meta.market.as_deref() == wanted)
+                    .filter(|t| same_market(t.meta.market.as_deref(), wanted))
                     .max_by_key(|t| t.meta.effective_from);
                 let place = match wanted {
                     Some(m) => format!("locale '{candidate}', market '{m}'"),
@@ -460,7 +484,7 @@ impl TemplateRegistry {
                             .filter(|n| {
                                 n.meta.family == family
                                     && n.meta.locale.eq_ignore_ascii_case(&candidate)
-                                    && n.meta.market.as_deref() == wanted
+                                    && same_market(n.meta.market.as_deref(), wanted)
                                     && self.in_force(n)
                                     && n.meta.effective_from > at
                             })
@@ -488,7 +512,7 @@ impl TemplateRegistry {
                             .filter(|t| {
                                 t.meta.family == family
                                     && t.meta.locale.eq_ignore_ascii_case(&candidate)
-                                    && t.meta.market.as_deref() == wanted
+                                    && same_market(t.meta.market.as_deref(), wanted)
                             })
                             .map(|t| {
                                 if self.withdrawn.contains_key(&t.id()) {
@@ -539,7 +563,7 @@ impl TemplateRegistry {
                 t.meta.effective_from > now
                     || !approved.iter().any(|later| {
                         later.meta.locale.eq_ignore_ascii_case(&t.meta.locale)
-                            && later.meta.market == t.meta.market
+                            && same_market(later.meta.market.as_deref(), t.meta.market.as_deref())
                             && later.meta.effective_from > t.meta.effective_from
                             && later.meta.effective_from <= now
                     })
@@ -556,33 +580,48 @@ impl TemplateRegistry {
     }
 
     /// The leak guard by origin: a CUSTOMER template receives only values that enter herald
-    /// customer-visible (`fields.toml`). `origins` names each payload field's origin.
+    /// customer-visible (`fields.toml`). `origins` names each payload field's origin; a field
+    /// the version's schema does not have never reaches it (the schema refuses it first).
     pub fn admit_origins(
         &self,
         template: &Template,
         origins: &[(&str, Origin<'_>)],
     ) -> Result<(), TemplateError> {
+        match self.origin_problems(template, origins).into_iter().next() {
+            Some((field, reason)) => Err(TemplateError::Origin {
+                name: template.id(),
+                field: field.to_string(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Every field of `origins` that `template` may not receive, and why: what
+    /// [`TemplateRegistry::admit_origins`] refuses, all of it (for `herald check`).
+    pub fn origin_problems<'o>(
+        &self,
+        template: &Template,
+        origins: &[(&'o str, Origin<'_>)],
+    ) -> Vec<(&'o str, String)> {
         if template.meta.audience != Audience::Customer {
-            return Ok(());
+            return Vec::new();
         }
-        for (field, origin) in origins {
-            let verdict = match origin {
-                Origin::Rendered { family }
-                    if self.audience(family) != Some(Audience::Customer) =>
-                {
-                    Err(format!("{origin} is not a CUSTOMER family"))
-                }
-                _ => self.fields.customer_may_see(origin),
-            };
-            if let Err(reason) = verdict {
-                return Err(TemplateError::Origin {
-                    name: template.id(),
-                    field: (*field).to_string(),
-                    reason,
-                });
-            }
-        }
-        Ok(())
+        origins
+            .iter()
+            .filter(|(field, _)| template.meta.payload.contains_key(*field))
+            .filter_map(|(field, origin)| {
+                let verdict = match origin {
+                    Origin::Rendered { family }
+                        if self.audience(family) != Some(Audience::Customer) =>
+                    {
+                        Err(format!("{origin} is not a CUSTOMER family"))
+                    }
+                    _ => self.fields.customer_may_see(origin),
+                };
+                verdict.err().map(|reason| (*field, reason))
+            })
+            .collect()
     }
 
     /// Refuses a template whose audience the recipient may not get: an INTERNAL template never
@@ -667,7 +706,7 @@ impl TemplateRegistry {
                 return Err(TemplateError::Payload {
                     name,
                     field: field.clone(),
-                    message: format!("expected {:?}, got {value}", kind.kind),
+                    message: format!("expected {:?}, got {}", kind.kind, json_type(value)),
                 });
             }
         }
@@ -727,14 +766,14 @@ impl TemplateRegistry {
     }
 }
 
-/// What holds for a family as a whole: one audience for all its versions, and never two
-/// approved versions that resolution could not tell apart (same locale, market and effective
-/// time: the folder order would decide).
-fn family_problems(templates: &[Template]) -> Vec<TemplateError> {
+/// What holds for a family as a whole: one audience for all its versions.
+fn audience_problems(templates: &[Template]) -> Vec<TemplateError> {
     let mut problems = Vec::new();
     for (i, t) in templates.iter().enumerate() {
-        let earlier = &templates[..i];
-        if let Some(first) = earlier.iter().find(|o| o.meta.family == t.meta.family) {
+        if let Some(first) = templates[..i]
+            .iter()
+            .find(|o| o.meta.family == t.meta.family)
+        {
             if first.meta.audience != t.meta.audience {
                 problems.push(invalid(
                     &t.dir.join("template.toml"),
@@ -748,14 +787,24 @@ fn family_problems(templates: &[Template]) -> Vec<TemplateError> {
                 ));
             }
         }
-        if !t.is_approved() {
-            continue;
-        }
-        if let Some(twin) = earlier.iter().find(|o| {
-            o.is_approved()
+    }
+    problems
+}
+
+/// Two versions in force (approved, not `withdrawn`) that resolution could not tell apart: the
+/// same family, locale, market and effective time (the folder order would decide).
+fn ambiguity_problems(
+    templates: &[Template],
+    withdrawn: impl Fn(&str) -> bool,
+) -> Vec<TemplateError> {
+    let in_force = |t: &Template| t.is_approved() && !withdrawn(&t.id());
+    let mut problems = Vec::new();
+    for (i, t) in templates.iter().enumerate().filter(|(_, t)| in_force(t)) {
+        if let Some(twin) = templates[..i].iter().find(|o| {
+            in_force(o)
                 && o.meta.family == t.meta.family
                 && o.meta.locale.eq_ignore_ascii_case(&t.meta.locale)
-                && o.meta.market == t.meta.market
+                && same_market(o.meta.market.as_deref(), t.meta.market.as_deref())
                 && o.meta.effective_from == t.meta.effective_from
         }) {
             problems.push(invalid(
@@ -772,6 +821,28 @@ fn family_problems(templates: &[Template]) -> Vec<TemplateError> {
         }
     }
     problems
+}
+
+/// A JSON value's type, for messages that must not show the value itself (it may be internal
+/// or personal data).
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Markets are compared as locales are: `ch` is `CH`.
+fn same_market(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 pub(crate) fn invalid(path: &Path, message: String) -> TemplateError {

@@ -67,6 +67,7 @@ pub fn read_input(vars: &Variables) -> Result<ProposalInput, InputError> {
 pub fn proposals(topic: &TopicConfig, intake: Intake) -> Proposals {
     Proposals::new(
         intake,
+        &topic.topic,
         topic.purpose(),
         topic.idempotency_key.clone(),
         topic.artifact_type.clone(),

@@ -294,3 +294,28 @@ fn rendering_refuses_a_payload_field_named_like_internal_data() {
         "{err}"
     );
 }
+
+#[test]
+fn an_html_body_may_not_write_a_value_unescaped() {
+    let (_dir, topics, templates, bpmn) = workspace();
+    let dir = add_version(
+        &templates,
+        FAMILY,
+        "2026.12.9",
+        "locale = \"en\"\naudience = \"CUSTOMER\"\neffective_from = \"2027-01-01T00:00:00Z\"\n[payload]\nquoteNumber = \"string\"",
+        "Quote {{quoteNumber}}",
+    );
+    std::fs::write(
+        dir.join("body.html.hbs"),
+        "<p>Quote</p>\n<p>{{{quoteNumber}}}</p>",
+    )
+    .unwrap();
+    let (ok, stderr) = herald_check(&topics, &templates, &bpmn);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "{FAMILY}/2026.12.9/body.html.hbs:2:4: writes a value unescaped"
+        )),
+        "{stderr}"
+    );
+}

@@ -760,3 +760,111 @@ async fn the_proposal_commands_market_or_the_contacts_chooses_the_market_version
             .collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn the_check_and_the_intake_agree_on_who_fills_in_the_recipients_name() {
+    // An engine group's members get a CUSTOMER template that shows the recipient's name: the
+    // name is the engine's data, refused at check as it is at send.
+    let (dir, topics, templates, bpmn) = workspace();
+    let rules = dir.path().join("rules/events.toml");
+    edit(
+        &rules,
+        "recipient = \"contact:data.customerContactId\"\nchannels = [\"EMAIL\"]\ntemplate_family = \"order-confirmation-email\"",
+        "recipient = \"camunda-group:sales\"\nchannels = [\"EMAIL\"]\ntemplate_family = \"order-confirmation-email\"",
+    );
+    let (ok, out) = herald_check(&topics, &templates, &bpmn);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("rule[0] 'order-confirmation'")
+            && out.contains("payload.recipientName: engine data 'the user's name' is internal"),
+        "{out}"
+    );
+
+    // An address has no name herald could fill in: a version that requires one is refused.
+    let (dir, topics, templates, bpmn) = workspace();
+    let rules = dir.path().join("rules/events.toml");
+    edit(
+        &rules,
+        "recipient = \"contact:data.customerContactId\"\nchannels = [\"EMAIL\"]\ntemplate_family = \"order-confirmation-email\"",
+        "recipient = \"email:data.customerEmail\"\nchannels = [\"EMAIL\"]\ntemplate_family = \"order-confirmation-email\"",
+    );
+    let (ok, out) = herald_check(&topics, &templates, &bpmn);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("rule[0] 'order-confirmation'")
+            && out.contains("payload.recipientName: the version requires it"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_withdrawn_version_leaves_its_place_to_a_replacement_of_the_same_date() {
+    let (_dir, topics, templates, bpmn) = workspace();
+    let (ok, out, err) = herald_templates(
+        &templates,
+        &[
+            "templates",
+            "withdraw",
+            "order-confirmation-email:2026.11.0",
+            "--reason",
+            "typo in the greeting",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    copy_version(
+        &templates,
+        "order-confirmation-email",
+        "2026.11.0",
+        "2026.11.0-fix",
+        &[],
+    );
+    edit(
+        &templates.join("order-confirmation-email/2026.11.0-fix/body.txt.hbs"),
+        "Dear",
+        "Dear customer",
+    );
+    let (ok, out) = release_and_check(&topics, &templates, &bpmn);
+    assert!(ok, "{out}");
+    let registry = herald::templates::TemplateRegistry::load(&templates).unwrap();
+    let picked = registry
+        .resolve("order-confirmation-email", Some("en"), None, Utc::now())
+        .unwrap();
+    assert_eq!(picked.meta.version, "2026.11.0-fix");
+}
+
+#[test]
+fn markets_match_whatever_their_case_and_errors_never_show_a_value() {
+    let (_dir, topics, templates, bpmn) = workspace();
+    copy_version(
+        &templates,
+        "order-confirmation-email",
+        "2026.11.0",
+        "2026.11.0-ch",
+        &[("locale = \"en\"", "locale = \"en\"\nmarket = \"CH\"")],
+    );
+    let (ok, out) = release_and_check(&topics, &templates, &bpmn);
+    assert!(ok, "{out}");
+    let registry = herald::templates::TemplateRegistry::load(&templates).unwrap();
+    let picked = registry
+        .resolve(
+            "order-confirmation-email",
+            Some("en"),
+            Some("ch"),
+            Utc::now(),
+        )
+        .unwrap();
+    assert_eq!(picked.meta.version, "2026.11.0-ch");
+    // A payload of the wrong type: the error names the field and the types, never the value.
+    let err = registry
+        .render(
+            picked,
+            &json!({"orderNumber": {"marginPct": 38}, "recipientName": "Ann"}),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("orderNumber") && err.contains("an object"),
+        "{err}"
+    );
+    assert!(!err.contains("38") && !err.contains("marginPct"), "{err}");
+}
