@@ -7,6 +7,7 @@ use std::process::Command;
 
 use chrono::{DateTime, Utc};
 use herald::templates::TemplateRegistry;
+use sha2::{Digest, Sha256};
 
 use crate::templates_governance::{add_version, workspace};
 
@@ -136,6 +137,84 @@ fn split_entries(text: &str) -> (String, Vec<String>) {
     let header = parts.next().unwrap().to_string();
     let entries = parts.map(|p| format!("\n[[entry]]{p}")).collect();
     (header, entries)
+}
+
+/// Sets `field` of an entry's block to `value`.
+fn set_field(block: &str, field: &str, value: &str) -> String {
+    let prefix = format!("{field} = ");
+    let line = block
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {field} in {block}"));
+    block.replacen(line, &format!("{prefix}\"{value}\""), 1)
+}
+
+fn field(block: &str, name: &str) -> String {
+    let entry: toml::Table = toml::from_str(&block.replace("[[entry]]", "")).unwrap();
+    entry[name].as_str().unwrap().to_string()
+}
+
+/// An entry's link after `previous`, computed as the header of every lock says (written here
+/// again, as whoever rewrites a lock would): sha256 over the previous link and the fields in
+/// order, each preceded by its length in bytes (big-endian u64).
+fn link_after(previous: &str, block: &str) -> String {
+    let entry: toml::Table = toml::from_str(&block.replace("[[entry]]", "")).unwrap();
+    let mut hasher = Sha256::new();
+    let mut put = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    };
+    put(previous.as_bytes());
+    for name in [
+        "action",
+        "id",
+        "content",
+        "approved_by",
+        "by",
+        "reason",
+        "at",
+    ] {
+        if let Some(value) = entry.get(name).and_then(|v| v.as_str()) {
+            put(name.as_bytes());
+            put(value.as_bytes());
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Recomputes every link of the entries: the chain is intact again, whatever was edited.
+fn relink(entries: &mut [String]) {
+    let mut previous = String::new();
+    for block in entries.iter_mut() {
+        let link = link_after(&previous, block);
+        *block = set_field(block, "link", &link);
+        previous = link;
+    }
+}
+
+/// The content hash herald computes for an EMAIL or IN_APP version (written here again): sha256
+/// over template.toml, then each body preceded by its length in bytes (big-endian u64).
+fn source_hash(folder: &Path) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(std::fs::read(folder.join("template.toml")).unwrap());
+    for part in ["subject", "body.txt", "body.html"] {
+        let source = std::fs::read(folder.join(format!("{part}.hbs"))).unwrap();
+        hasher.update((source.len() as u64).to_be_bytes());
+        hasher.update(&source);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// A new approved version of quote-proposal-email (its payload the family's), effective from
+/// `from`; its folder.
+fn new_version(ws: &Workspace, version: &str, from: &str) -> PathBuf {
+    add_version(
+        &ws.templates,
+        "quote-proposal-email",
+        version,
+        &format!("locale = \"en\"\naudience = \"CUSTOMER\"\napproved_by = \"legal\"\neffective_from = \"{from}\"\n[payload]\nquoteNumber = \"string\"\nrevisionNo = \"integer\"\ncustomerDisplayName = \"string\"\ndocumentReference = \"string\"\nproposalLink = \"string?\"\nlinkValidUntil = \"string?\"\nattachmentName = \"string?\"\nmessageNote = \"string?\""),
+        "New wording for {{quoteNumber}}",
+    )
 }
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -581,9 +660,18 @@ fn a_removed_tail_is_found_in_the_git_history() {
         ws.lock_shown(),
         &commit[..12]
     );
+    // The record would release the changed version again: it compares what it would write.
     let run = ws.herald(&["check", "--record-templates"]);
     assert!(!run.ok);
-    assert!(run.stderr.contains(&gone), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "{}: entry 16 (RELEASE sla-escalation-email:2026.11.0) changed since commit {} (content ",
+            ws.lock_shown(),
+            &commit[..12]
+        )),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         ws.lock_text(),
         truncated,
@@ -733,4 +821,105 @@ fn a_shallow_clone_checks_what_it_has_and_says_so() {
         )),
         "{stdout}"
     );
+}
+
+#[test]
+fn a_release_dropped_by_a_merge_is_found_on_the_side_it_came_from() {
+    let ws = Workspace::new();
+    ws.git(&["init", "-q"]);
+    ws.git(&["add", "."]);
+    ws.git(&["commit", "-q", "-m", "base"]);
+    // A side branch releases one version, main another.
+    ws.git(&["checkout", "-q", "-b", "side"]);
+    let x = new_version(&ws, "2026.12.0", "2026-12-01T00:00:00Z");
+    let released = source_hash(&x);
+    assert!(ws.herald(&["check", "--record-templates"]).ok);
+    ws.git(&["add", "-A"]);
+    ws.git(&["commit", "-q", "-m", "side: release 2026.12.0"]);
+    let side = ws.git(&["rev-parse", "HEAD"]);
+    ws.git(&["checkout", "-q", "main"]);
+    new_version(&ws, "2026.12.1", "2026-12-15T00:00:00Z");
+    assert!(ws.herald(&["check", "--record-templates"]).ok);
+    ws.git(&["add", "-A"]);
+    ws.git(&["commit", "-q", "-m", "main: release 2026.12.1"]);
+    // The merge keeps main's lock: the side's release is dropped, its folder kept.
+    ws.git(&["merge", "-q", "-X", "ours", "--no-edit", "side"]);
+    assert!(x.is_dir() && !ws.lock_text().contains("2026.12.0"));
+    let run = ws.herald(&["check"]);
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains(&format!(
+            "{}: entry 17 (RELEASE quote-proposal-email:2026.12.0), committed in {}, is gone",
+            ws.lock_shown(),
+            &side[..12]
+        )),
+        "{}",
+        run.stderr
+    );
+    // Changed since, the version is not released again with its new content.
+    ws.edit(&x.join("body.txt.hbs"), "New wording", "Other wording");
+    let changed = source_hash(&x);
+    let before = ws.lock_text();
+    let run = ws.herald(&["check", "--record-templates"]);
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains(&format!(
+            "{}: entry 17 (RELEASE quote-proposal-email:2026.12.0) changed since commit {} (content {} then, {} now)",
+            ws.lock_shown(),
+            &side[..12],
+            &released[..12],
+            &changed[..12]
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ws.lock_text(), before);
+    // As the side released it, recording restores the release, after main's: both branches'
+    // releases are kept, each in another place of the merged chain than on its branch.
+    ws.edit(&x.join("body.txt.hbs"), "Other wording", "New wording");
+    let run = ws.herald(&["check", "--record-templates"]);
+    assert!(
+        run.ok
+            && run
+                .stdout
+                .contains("recorded approved template quote-proposal-email:2026.12.0"),
+        "{run:?}"
+    );
+    let (_, entries) = split_entries(&ws.lock_text());
+    assert_eq!(field(&entries[16], "id"), "quote-proposal-email:2026.12.1");
+    assert_eq!(field(&entries[17], "content"), released);
+    ws.git(&["commit", "-q", "-am", "the side's release, restored"]);
+    // Every version of the lock on both branches: the base, the side's, main's, the merge's and
+    // the restored one.
+    let run = ws.herald(&["check"]);
+    assert!(run.ok, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("history checked against 5 committed version(s)"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_release_naming_another_approver_than_its_version_is_refused() {
+    let ws = Workspace::new();
+    let folder = ws.folder("quote-proposal-email", "2026.11.1");
+    ws.edit_entries(|entries| {
+        assert!(entries[13].contains("\"quote-proposal-email:2026.11.1\""));
+        entries[13] = set_field(&entries[13], "approved_by", "someone-else");
+        relink(entries);
+    });
+    let run = ws.herald(&["check"]);
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains(&format!(
+            "{}: entry 14 (RELEASE quote-proposal-email:2026.11.1) of approved.lock releases quote-proposal-email:2026.11.1 approved by someone-else, but the version is approved by commercial-legal (approved_by in template.toml)",
+            folder.display()
+        )) && !run.stderr.contains("its link does not follow"),
+        "{}",
+        run.stderr
+    );
+    assert!(TemplateRegistry::load(&ws.templates).is_err());
+    assert!(TemplateRegistry::record_approved(&ws.templates).is_err());
 }
