@@ -29,7 +29,10 @@
 //! (the fields it does not have left out), the link and each field name and value preceded by
 //! its length in bytes as a big-endian u64. An edited, removed, inserted or reordered entry
 //! breaks the chain. A removed tail keeps it intact: [`check_history`] finds it in the
-//! repository's history of the file. A release names its version's approver.
+//! repository's history of the file. The chain has no key: a lock rewritten with every link
+//! recomputed passes it, and passes the history where there is none (a shallow clone, an
+//! archive); `herald run` refuses it against the releases its database anchored
+//! (`super::register`). A release names its version's approver.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -210,6 +213,19 @@ impl fmt::Display for Withdrawal {
     }
 }
 
+/// A release, as the record holds it (withdrawn or not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// `family:version`.
+    pub id: String,
+    /// The content hash of the version released.
+    pub content: String,
+    pub approved_by: String,
+    pub at: String,
+    /// The number of its entry in the record, from 1.
+    pub entry: usize,
+}
+
 /// What a lock file holds: the record, or the earlier map of content hashes by id.
 #[derive(Debug, PartialEq, Eq)]
 enum Parsed {
@@ -365,7 +381,7 @@ fn is_sha256(text: &str) -> bool {
 
 /// The first 12 characters of a hash, as messages show it (by characters: a committed version
 /// of the lock is never validated, and may hold anything).
-fn short(hash: &str) -> &str {
+pub(super) fn short(hash: &str) -> &str {
     match hash.char_indices().nth(12) {
         Some((end, _)) => &hash[..end],
         None => hash,
@@ -463,6 +479,27 @@ impl Lock {
             })
             .collect();
         list.sort_by_key(|w| w.entry);
+        list
+    }
+
+    /// The releases the record holds (withdrawn ones too), in its order.
+    pub(super) fn releases(&self) -> Vec<Release> {
+        let mut list: Vec<Release> = self
+            .state
+            .releases
+            .values()
+            .map(|&r| {
+                let entry = &self.entries[r];
+                Release {
+                    id: entry.id.clone(),
+                    content: entry.content.clone(),
+                    approved_by: entry.approved_by.clone().unwrap_or_default(),
+                    at: entry.at.clone(),
+                    entry: r + 1,
+                }
+            })
+            .collect();
+        list.sort_by_key(|r| r.entry);
         list
     }
 

@@ -1,14 +1,17 @@
 //! The release record (`templates/approved.lock`): an append-only, chained record of every
 //! release and withdrawal, checked at every load and against the repository's history, through
-//! `herald check` and `herald templates withdraw` on a copy of the shipped files.
+//! `herald check` and `herald templates withdraw` on a copy of the shipped files; and anchored
+//! in the database by every `herald run` (table `template_release`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chrono::{DateTime, Utc};
+use herald::runtime::Components;
 use herald::templates::TemplateRegistry;
 use sha2::{Digest, Sha256};
 
+use crate::support::{new_lane, spawn_herald, test_settings, TestDb};
 use crate::templates_governance::{add_version, workspace};
 
 /// A copy of the shipped files: its folder (kept alive) and the paths herald is given.
@@ -771,8 +774,13 @@ fn the_earlier_format_converts_and_its_releases_stay_bound_by_the_history() {
     );
 }
 
+/// A shallow clone has one commit of the lock's history: `herald check` compares the lock with
+/// that one, passes, and says that the clone is shallow. This shows the note, no protection:
+/// a lock rewritten with every link recomputed before the clone was made passes here as well
+/// (the database anchor of `herald run` refuses it, see
+/// `the_database_anchors_every_release_and_refuses_a_lock_rewritten_with_its_links`).
 #[test]
-fn a_shallow_clone_checks_what_it_has_and_says_so() {
+fn a_shallow_clone_passes_with_a_note_that_only_its_commits_were_compared() {
     let ws = Workspace::new();
     ws.git(&["init", "-q"]);
     ws.git(&["add", "."]);
@@ -820,6 +828,198 @@ fn a_shallow_clone_checks_what_it_has_and_says_so() {
             templates.join("approved.lock").display()
         )),
         "{stdout}"
+    );
+}
+
+fn only_the_api() -> Components {
+    Components {
+        workers: false,
+        delivery: false,
+        relay: false,
+        api: true,
+    }
+}
+
+/// `herald run`'s start with `settings`, which must refuse: its error.
+async fn refused_start(settings: herald::config::Settings) -> String {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let started = herald::runtime::start(settings, only_the_api(), shutdown.clone()).await;
+    shutdown.cancel();
+    match started {
+        Ok(_) => panic!("herald started"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The anchored releases: (id, content hash, approver, withdrawn by, withdrawn reason).
+async fn anchored(db: &TestDb) -> Vec<(String, String, String, Option<String>, Option<String>)> {
+    sqlx::query_as(
+        "SELECT id, content_hash, approved_by, withdrawn_by, withdrawn_reason FROM template_release ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_anchors_every_release_and_refuses_a_lock_rewritten_with_its_links() {
+    let ws = Workspace::new();
+    let db = TestDb::create().await;
+    let templates = ws.templates.to_str().unwrap().to_string();
+    let settings = || {
+        test_settings(
+            &db,
+            "smtp://127.0.0.1:2525",
+            &new_lane(),
+            &[("HERALD_PATHS__TEMPLATES", &templates)],
+        )
+    };
+    let herald = spawn_herald(settings(), only_the_api()).await;
+    herald.stop().await;
+    let (_, entries) = split_entries(&ws.lock_text());
+    let rows = anchored(&db).await;
+    assert_eq!(rows.len(), entries.len());
+    for block in &entries {
+        let row = rows
+            .iter()
+            .find(|r| r.0 == field(block, "id"))
+            .unwrap_or_else(|| panic!("{block} not anchored: {rows:?}"));
+        assert_eq!(
+            (&row.1, &row.2, &row.3),
+            (
+                &field(block, "content"),
+                &field(block, "approved_by"),
+                &None
+            )
+        );
+    }
+
+    // Whoever can commit changes an approved body, puts its hash in the entry and recomputes
+    // every link (the test's own link and hash functions must agree with herald's first).
+    let id = "quote-proposal-email:2026.11.1";
+    let folder = ws.folder("quote-proposal-email", "2026.11.1");
+    let mut again = entries.clone();
+    relink(&mut again);
+    assert_eq!(again, entries, "the test computes links as herald does");
+    assert!(entries[13].contains(&format!("\"{id}\"")));
+    let released = field(&entries[13], "content");
+    assert_eq!(
+        source_hash(&folder),
+        released,
+        "the test hashes as herald does"
+    );
+    let (lock, body) = (ws.lock_text(), folder.join("body.txt.hbs"));
+    let original = std::fs::read_to_string(&body).unwrap();
+    ws.edit(&body, "please find", "kindly find");
+    let forged = source_hash(&folder);
+    ws.edit_entries(|entries| {
+        entries[13] = set_field(&entries[13], "content", &forged);
+        relink(entries);
+    });
+    // The lock alone accepts it: its chain is intact and the hash is the version's.
+    TemplateRegistry::load(&ws.templates).expect("the rewritten lock passes on its own");
+    // The database does not.
+    let refused = refused_start(settings()).await;
+    assert!(
+        refused.starts_with("1 release(s) in approved.lock disagree with the releases this deployment's database anchored"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains(&format!(
+            "{id}: its content changed: released with content {} approved by commercial-legal, first loaded "
+            , &released[..12]
+        )) && refused.contains(&format!(
+            "entry 14 of approved.lock now releases content {}: an approved version never changes",
+            &forged[..12]
+        )),
+        "{refused}"
+    );
+    assert!(
+        !refused.contains("kindly find") && !refused.contains("please find"),
+        "{refused}"
+    );
+    assert_eq!(anchored(&db).await, rows, "a refused start writes nothing");
+
+    // Restored, it starts; a genuine release and a withdrawal are anchored.
+    std::fs::write(&body, original).unwrap();
+    std::fs::write(ws.lock(), lock).unwrap();
+    spawn_herald(settings(), only_the_api()).await.stop().await;
+    let new = new_version(&ws, "2026.12.0", "2026-12-01T00:00:00Z");
+    assert_eq!(
+        TemplateRegistry::record_approved(&ws.templates).unwrap(),
+        ["quote-proposal-email:2026.12.0"]
+    );
+    let run = ws.herald(&[
+        "templates",
+        "withdraw",
+        "quote-proposal-email:2026.07.0",
+        "--reason",
+        "retired",
+    ]);
+    assert!(run.ok, "{run:?}");
+    let herald = spawn_herald(settings(), only_the_api()).await;
+    let log = herald.log_text();
+    herald.stop().await;
+    assert!(
+        log.contains("new_releases=[\"quote-proposal-email:2026.12.0\"] new_withdrawals=[\"quote-proposal-email:2026.07.0\"]"),
+        "{log}"
+    );
+    let rows = anchored(&db).await;
+    assert_eq!(rows.len(), entries.len() + 1);
+    assert!(
+        rows.contains(&(
+            "quote-proposal-email:2026.12.0".into(),
+            source_hash(&new),
+            "legal".into(),
+            None,
+            None
+        )),
+        "{rows:?}"
+    );
+    let withdrawn = rows
+        .iter()
+        .find(|r| r.0 == "quote-proposal-email:2026.07.0")
+        .unwrap();
+    assert_eq!(
+        (withdrawn.3.as_deref(), withdrawn.4.as_deref()),
+        (Some("tester"), Some("retired"))
+    );
+    let (_, now) = split_entries(&ws.lock_text());
+    let withdrawn_at: DateTime<Utc> =
+        sqlx::query_scalar("SELECT withdrawn_at FROM template_release WHERE id = $1")
+            .bind("quote-proposal-email:2026.07.0")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(withdrawn_at, at(&field(&now[17], "at")));
+
+    // The withdrawal dropped (the tail: the chain stays intact): refused.
+    ws.edit_entries(|entries| {
+        assert!(entries.pop().unwrap().contains("WITHDRAW"));
+    });
+    TemplateRegistry::load(&ws.templates).expect("the chain is intact");
+    let refused = refused_start(settings()).await;
+    assert!(
+        refused.contains(&format!(
+            "quote-proposal-email:2026.07.0: its withdrawal is gone from approved.lock (withdrawn on {} by tester (retired)): a withdrawn version is never released again",
+            field(&now[17], "at")
+        )),
+        "{refused}"
+    );
+    // The new release dropped as well, with its folder: refused, naming it.
+    ws.edit_entries(|entries| {
+        assert!(entries.pop().unwrap().contains("2026.12.0"));
+    });
+    std::fs::remove_dir_all(&new).unwrap();
+    TemplateRegistry::load(&ws.templates).expect("the chain is intact");
+    let refused = refused_start(settings()).await;
+    assert!(
+        refused.starts_with("2 release(s)")
+            && refused.contains(
+                "quote-proposal-email:2026.12.0: its release is gone from approved.lock (released with content "
+            )
+            && refused.contains("a release is never removed (withdraw it instead)"),
+        "{refused}"
     );
 }
 
