@@ -20,7 +20,7 @@ use crate::intake::Intake;
 use crate::ledger::{self, Ledger, LedgerError};
 use crate::policy::rules::RuleSet;
 use crate::relay::{self, RelayOptions};
-use crate::templates::{TemplateError, TemplateRegistry};
+use crate::templates::{RegisterError, ReleaseRegister, TemplateError, TemplateRegistry};
 use crate::workers::{self, TopicError};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,8 @@ pub enum RuntimeError {
     Camunda(#[from] CamundaError),
     #[error(transparent)]
     Templates(#[from] TemplateError),
+    #[error(transparent)]
+    Releases(#[from] RegisterError),
     #[error(transparent)]
     Topics(#[from] TopicError),
     #[error(transparent)]
@@ -156,6 +158,31 @@ pub async fn start(
         }
     }
     let templates = Arc::new(TemplateRegistry::load(&settings.paths.templates)?);
+    // The releases loaded, anchored in the database: a lock rewritten since a herald loaded it
+    // (however intact its chain) refuses the start.
+    let register = ReleaseRegister::new(pool.clone());
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match register.anchor(&templates).await {
+            Ok(anchored) => {
+                tracing::info!(
+                    releases = templates.releases().len(),
+                    new_releases = ?anchored.released,
+                    new_withdrawals = ?anchored.withdrawn,
+                    "template releases anchored"
+                );
+                break;
+            }
+            Err(err) if err.is_unreachable() && !shutdown.is_cancelled() => {
+                tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "database not reachable to anchor the template releases");
+                if !crate::pause::sleep_or_shutdown(wait, &shutdown).await {
+                    return Ok(None);
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
     let camunda = CamundaClient::new(&settings.camunda_url)?;
     let worker_id = settings.worker_id();
     let mut tasks = tokio::task::JoinSet::new();

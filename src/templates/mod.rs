@@ -21,6 +21,7 @@ use crate::ledger::{Channel, MessageCategory, RecipientType};
 mod expr;
 pub(crate) mod fields;
 mod guard;
+mod register;
 mod releases;
 mod schema;
 
@@ -29,7 +30,8 @@ pub use fields::{origins_of, Fields, Origin, PassedField, Source, EVERY_EVENT, F
 pub use guard::{
     is_identifier, is_internal_field, sanitize_note, AllowedName, NameGuard, INTERNAL_PATTERNS,
 };
-pub use releases::{check_history, check_releases, withdraw, Withdrawal};
+pub use register::{Anchored, RegisterError, ReleaseRegister};
+pub use releases::{check_history, check_releases, withdraw, Release, Withdrawal};
 pub use schema::{FieldKind, FieldType};
 
 /// The release record: the content hash of each approved version, and the withdrawals.
@@ -191,6 +193,8 @@ pub struct TemplateRegistry {
     plain: Handlebars<'static>,
     /// Withdrawn releases, by id: never resolved.
     withdrawn: BTreeMap<String, Withdrawal>,
+    /// Every release of the record (withdrawn ones too), in its order.
+    released: Vec<Release>,
 }
 
 const PARTS: [&str; 3] = ["subject", "body.txt", "body.html"];
@@ -233,6 +237,7 @@ impl TemplateRegistry {
         problems.extend(findings.problems);
         problems.extend(findings.legacy);
         problems.extend(findings.unrecorded.into_iter().map(releases::unrecorded));
+        registry.released = lock.releases();
         registry.withdrawn = lock
             .withdrawals()
             .into_iter()
@@ -262,6 +267,7 @@ impl TemplateRegistry {
             html,
             plain,
             withdrawn: BTreeMap::new(),
+            released: Vec::new(),
         };
         let version_dirs = match version_dirs(dir) {
             Ok(dirs) => dirs,
@@ -418,6 +424,12 @@ impl TemplateRegistry {
         let mut list: Vec<&Withdrawal> = self.withdrawn.values().collect();
         list.sort_by_key(|w| w.entry);
         list
+    }
+
+    /// Every release of the record (`herald check --record-templates`), withdrawn ones too, in
+    /// the record's order.
+    pub fn releases(&self) -> &[Release] {
+        &self.released
     }
 
     /// Whether a version may be selected at all: approved and not withdrawn.

@@ -29,7 +29,10 @@
 //! (the fields it does not have left out), the link and each field name and value preceded by
 //! its length in bytes as a big-endian u64. An edited, removed, inserted or reordered entry
 //! breaks the chain. A removed tail keeps it intact: [`check_history`] finds it in the
-//! repository's history of the file.
+//! repository's history of the file. The chain has no key: a lock rewritten with every link
+//! recomputed passes it, and passes the history where there is none (a shallow clone, an
+//! archive); `herald run` refuses it against the releases its database anchored
+//! (`super::register`). A release names its version's approver.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -210,6 +213,19 @@ impl fmt::Display for Withdrawal {
     }
 }
 
+/// A release, as the record holds it (withdrawn or not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// `family:version`.
+    pub id: String,
+    /// The content hash of the version released.
+    pub content: String,
+    pub approved_by: String,
+    pub at: String,
+    /// The number of its entry in the record, from 1.
+    pub entry: usize,
+}
+
 /// What a lock file holds: the record, or the earlier map of content hashes by id.
 #[derive(Debug, PartialEq, Eq)]
 enum Parsed {
@@ -363,8 +379,13 @@ fn is_sha256(text: &str) -> bool {
             .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
 }
 
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
+/// The first 12 characters of a hash, as messages show it (by characters: a committed version
+/// of the lock is never validated, and may hold anything).
+pub(super) fn short(hash: &str) -> &str {
+    match hash.char_indices().nth(12) {
+        Some((end, _)) => &hash[..end],
+        None => hash,
+    }
 }
 
 /// The lock of a templates folder: its text as read, and the record it holds.
@@ -461,6 +482,27 @@ impl Lock {
         list
     }
 
+    /// The releases the record holds (withdrawn ones too), in its order.
+    pub(super) fn releases(&self) -> Vec<Release> {
+        let mut list: Vec<Release> = self
+            .state
+            .releases
+            .values()
+            .map(|&r| {
+                let entry = &self.entries[r];
+                Release {
+                    id: entry.id.clone(),
+                    content: entry.content.clone(),
+                    approved_by: entry.approved_by.clone().unwrap_or_default(),
+                    at: entry.at.clone(),
+                    entry: r + 1,
+                }
+            })
+            .collect();
+        list.sort_by_key(|r| r.entry);
+        list
+    }
+
     fn withdrawal(&self, id: &str) -> Option<Withdrawal> {
         self.withdrawals().into_iter().find(|w| w.id == id)
     }
@@ -496,6 +538,28 @@ impl Lock {
         for template in templates {
             let id = template.id();
             let released = self.state.releases.get(&id).map(|&r| &self.entries[r]);
+            // A release names the approver of the version it releases (the approver is in the
+            // content, so a changed version is reported below, not here).
+            if let Some(release) =
+                released.filter(|r| template.is_approved() && r.content == template.source_hash)
+            {
+                let approver = template
+                    .meta
+                    .approved_by
+                    .as_deref()
+                    .unwrap_or_default()
+                    .trim();
+                let named = release.approved_by.as_deref().unwrap_or_default();
+                if named != approver {
+                    findings.problems.push(invalid(
+                        &template.dir,
+                        format!(
+                            "{} of {lock} releases {id} approved by {named}, but the version is approved by {approver} (approved_by in template.toml): a release names the version's own approver",
+                            release.named(self.state.releases[&id])
+                        ),
+                    ));
+                }
+            }
             if let Some(withdrawal) = withdrawals.iter().find(|w| w.id == id) {
                 if template.is_approved() && template.source_hash != withdrawal.content {
                     findings.problems.push(invalid(
@@ -575,15 +639,15 @@ pub(super) fn unrecorded(template: &Template) -> TemplateError {
 /// load's `problems`) not yet released; returns the ids it released. An earlier-format lock is
 /// converted first (its ids and hashes kept, `at` the time of the conversion). Anything wrong
 /// but an unrecorded version refuses the record: a load problem, a problem of the record, a
-/// changed, deleted or unapproved release, a gap in the record's history.
+/// changed, deleted or unapproved release, a gap in the record's history. The history is
+/// compared with the record as it would be written, so that recording restores a release lost
+/// in a merge (with its content of then) and refuses one whose version changed since.
 pub(super) fn record(
     dir: &Path,
     templates: &[Template],
     mut problems: Vec<TemplateError>,
 ) -> Result<Vec<String>, TemplateError> {
     let mut lock = Lock::read(dir);
-    let (history, _) = history(dir);
-    problems.extend(history.into_iter().map(|m| invalid(&lock.path, m)));
     let mut converted = false;
     if let Form::Legacy(map) = &lock.form {
         match convert(dir, &lock.path, map, templates) {
@@ -597,9 +661,6 @@ pub(super) fn record(
     let findings = lock.verify(dir, templates);
     problems.extend(findings.problems);
     problems.extend(findings.legacy);
-    if !problems.is_empty() {
-        return Err(TemplateError::Many(problems));
-    }
     let mut text = lock.text.clone();
     let mut previous = lock
         .entries
@@ -607,23 +668,34 @@ pub(super) fn record(
         .map(|e| e.link.clone())
         .unwrap_or_default();
     let mut added = Vec::new();
-    for template in findings.unrecorded {
-        if text.is_empty() {
-            text.push_str(HEADER);
-        } else if !text.ends_with('\n') {
-            text.push('\n');
+    if matches!(lock.form, Form::Record) {
+        for template in findings.unrecorded {
+            if text.is_empty() {
+                text.push_str(HEADER);
+            } else if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            let approver = template.meta.approved_by.as_deref().unwrap_or_default();
+            let entry = Entry::new(
+                Action::Release,
+                &template.id(),
+                &template.source_hash,
+                Who::Approver(approver.trim()),
+                &previous,
+            );
+            text.push_str(&entry.to_toml());
+            previous = entry.link;
+            added.push(template.id());
         }
-        let approver = template.meta.approved_by.as_deref().unwrap_or_default();
-        let entry = Entry::new(
-            Action::Release,
-            &template.id(),
-            &template.source_hash,
-            Who::Approver(approver.trim()),
-            &previous,
-        );
-        text.push_str(&entry.to_toml());
-        previous = entry.link;
-        added.push(template.id());
+    }
+    if !matches!(lock.form, Form::Unreadable(_)) {
+        if let Ok(working) = parse(&text) {
+            let (history, _) = history(dir, &working);
+            problems.extend(history.into_iter().map(|m| invalid(&lock.path, m)));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(TemplateError::Many(problems));
     }
     if converted || !added.is_empty() {
         write(&lock, &text, lock.entries.len() + added.len())?;
@@ -802,20 +874,38 @@ pub fn check_releases(dir: &Path) -> (Vec<String>, Vec<String>) {
     (problems, notes)
 }
 
-/// The lock of `dir` against every committed version of it in the git repository `dir` is in:
-/// each entry of each committed version must still be in the working copy, unchanged and in
-/// order; a committed version in the earlier format must still be released with the same
-/// hashes. Returns the problems (`file: message`) and notes: how far the history was checked,
-/// or why it was not (not in a git work tree, git missing).
+/// The lock of `dir` against every committed version of it in the git repository `dir` is in,
+/// on every branch merged into the checked-out commit (`git log --full-history`: a merge that
+/// kept one side's lock does not hide the other side's commits): every entry ever committed
+/// (its action, id and content) must still be in the working copy with the same content; the
+/// order is the working copy's own chain's concern (a merge appends one side's releases after
+/// the other's). A committed version in the earlier format must still be released with the
+/// same hashes. Returns the problems (`file: message`) and notes: how far the history was
+/// checked, or why it was not (not in a git work tree, git missing, a shallow clone).
 pub fn check_history(dir: &Path) -> (Vec<String>, Vec<String>) {
-    let shown = dir.join(LOCK_FILE).display().to_string();
-    let (problems, notes) = history(dir);
+    let path = dir.join(LOCK_FILE);
+    let shown = path.display().to_string();
+    let working = match std::fs::read_to_string(&path) {
+        Ok(text) => parse(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Parsed::Record(Vec::new())),
+        Err(e) => Err(e.to_string()),
+    };
+    let Ok(working) = working else {
+        return (
+            Vec::new(),
+            vec![format!(
+                "{shown}: history not checked: the working copy does not read (see its problem)"
+            )],
+        );
+    };
+    let (problems, notes) = history(dir, &working);
     let problems = problems.iter().map(|p| format!("{shown}: {p}")).collect();
     (problems, notes)
 }
 
-/// [`check_history`], its problems without the file's name.
-fn history(dir: &Path) -> (Vec<String>, Vec<String>) {
+/// [`check_history`] of `working` (the lock of `dir`, or the record about to be written), its
+/// problems without the file's name.
+fn history(dir: &Path, working: &Parsed) -> (Vec<String>, Vec<String>) {
     let path = dir.join(LOCK_FILE);
     let shown = path.display();
     let not_checked = |why: String| {
@@ -836,15 +926,10 @@ fn history(dir: &Path) -> (Vec<String>, Vec<String>) {
         }
         Ok(_) => {}
     }
-    let working = match std::fs::read_to_string(&path) {
-        Ok(text) => parse(&text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Parsed::Record(Vec::new())),
-        Err(e) => Err(e.to_string()),
-    };
-    let Ok(working) = working else {
-        return not_checked("the working copy does not read (see its problem)".into());
-    };
-    let commits = match git(dir, &["log", "--format=%H", "--", LOCK_FILE]) {
+    let commits = match git(
+        dir,
+        &["log", "--full-history", "--format=%H", "--", LOCK_FILE],
+    ) {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
         Ok(out) => {
             return not_checked(format!(
@@ -872,7 +957,7 @@ fn history(dir: &Path) -> (Vec<String>, Vec<String>) {
         checked += 1;
         match parse(&String::from_utf8_lossy(&out.stdout)) {
             Ok(committed) => {
-                for (key, message) in compare(&committed, &working, short(commit)) {
+                for (key, message) in compare(&committed, working, short(commit)) {
                     if seen.insert(key) {
                         problems.push(message);
                     }
@@ -908,32 +993,55 @@ fn git(dir: &Path, args: &[&str]) -> std::io::Result<Output> {
 }
 
 /// What a committed version (`committed`, of commit `commit`) has that the working copy lost:
-/// (a key, to report each loss once however many commits hold it, and the message).
+/// (a key, to report each loss once however many commits hold it, and the message). Each
+/// committed entry must be in the working copy (the same action and id) with the same content,
+/// wherever it stands. Entries after a lost one that kept their content but not their link
+/// are reported once, as the consequence of that loss (not as edits of their own).
 fn compare(committed: &Parsed, working: &Parsed, commit: &str) -> Vec<(String, String)> {
     let mut lost = Vec::new();
     match (committed, working) {
         (Parsed::Record(old), Parsed::Record(new)) => {
+            let mut first_lost = None;
+            let mut relinked = Vec::new();
             for (n, entry) in old.iter().enumerate() {
                 let named = entry.named(n);
-                match new.get(n) {
-                    None => lost.push((
-                        format!("entry {n}"),
+                let key = format!("{} {}", entry.action, entry.id);
+                let mut same = new
+                    .iter()
+                    .filter(|e| e.action == entry.action && e.id == entry.id)
+                    .peekable();
+                let Some(&first) = same.peek() else {
+                    lost.push((
+                        key,
                         format!("{named}, committed in {commit}, is gone: entries are never removed (the record is append-only)"),
-                    )),
-                    Some(now) if now == entry => {}
-                    Some(now) if now.id != entry.id || now.action != entry.action => lost.push((
-                        format!("entry {n}"),
-                        format!("{named}, committed in {commit}, is now {}: entries are never removed, inserted or reordered", now.named(n)),
-                    )),
-                    Some(now) => lost.push((
-                        format!("entry {n}"),
-                        format!(
-                            "{named} changed since commit {commit} (content {} then, {} now): entries are never edited",
-                            short(&entry.content),
-                            short(&now.content)
-                        ),
-                    )),
+                    ));
+                    first_lost.get_or_insert(named);
+                    continue;
+                };
+                match same.find(|e| e.content == entry.content) {
+                    None => {
+                        lost.push((
+                            key,
+                            format!(
+                                "{named} changed since commit {commit} (content {} then, {} now): entries are never edited",
+                                short(&entry.content),
+                                short(&first.content)
+                            ),
+                        ));
+                        first_lost.get_or_insert(named);
+                    }
+                    Some(now) if now.link != entry.link && first_lost.is_some() => {
+                        relinked.push(named)
+                    }
+                    Some(_) => {}
                 }
+            }
+            if let (Some(first), Some(cause)) = (relinked.first(), first_lost) {
+                let message = match relinked.len() {
+                    1 => format!("{first} keeps its content, but its link changed since commit {commit}: an earlier entry was edited or removed ({cause})"),
+                    n => format!("{first} and {} later entries keep their content, but their links changed since commit {commit}: an earlier entry was edited or removed ({cause})", n - 1),
+                };
+                lost.push(("relinked".into(), message));
             }
         }
         (Parsed::Record(old), Parsed::Legacy(_)) if !old.is_empty() => lost.push((
@@ -1188,7 +1296,14 @@ mod tests {
             (Action::Release, "g:1", A),
         ]);
         let lost = compare(&old, &Parsed::Record(rechained), "c0ffee");
-        assert!(lost.iter().any(|(_, m)| m.starts_with("entry 2 (RELEASE f:2) changed since commit c0ffee (content bbbbbbbbbbbb then, aaaaaaaaaaaa now)")), "{lost:?}");
+        let messages: Vec<_> = lost.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "entry 2 (RELEASE f:2) changed since commit c0ffee (content bbbbbbbbbbbb then, aaaaaaaaaaaa now): entries are never edited",
+                "entry 3 (RELEASE g:1) keeps its content, but its link changed since commit c0ffee: an earlier entry was edited or removed (entry 2 (RELEASE f:2))",
+            ]
+        );
 
         let legacy = Parsed::Legacy(BTreeMap::from([
             ("f:1".to_string(), A.to_string()),
@@ -1207,6 +1322,115 @@ mod tests {
                 && messages[1].contains("no longer released"),
             "{messages:?}"
         );
+    }
+
+    #[test]
+    fn one_edit_is_reported_once_however_many_entries_follow_it() {
+        let steps: Vec<(Action, String, &str)> = (0..6)
+            .map(|n| (Action::Release, format!("f:{n}"), A))
+            .collect();
+        let as_refs = |steps: &[(Action, String, &str)]| -> Vec<Entry> {
+            chain(
+                &steps
+                    .iter()
+                    .map(|(a, id, c)| (*a, id.as_str(), *c))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let old = as_refs(&steps);
+        let mut edited = steps.clone();
+        edited[1].2 = B;
+        let lost = compare(
+            &Parsed::Record(old),
+            &Parsed::Record(as_refs(&edited)),
+            "c0ffee",
+        );
+        let messages: Vec<_> = lost.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(messages[0].starts_with("entry 2 (RELEASE f:1) changed since commit c0ffee (content aaaaaaaaaaaa then, bbbbbbbbbbbb now)"), "{messages:?}");
+        assert_eq!(
+            messages[1],
+            "entry 3 (RELEASE f:2) and 3 later entries keep their content, but their links changed since commit c0ffee: an earlier entry was edited or removed (entry 2 (RELEASE f:1))"
+        );
+    }
+
+    #[test]
+    fn a_merge_that_appends_one_side_after_the_other_keeps_every_committed_entry() {
+        // Both sides released a version after the same base; the merge keeps main's entries and
+        // records the side's release again after them (another position, time and link).
+        let base = chain(&[(Action::Release, "f:1", A)]);
+        let mut side = base.clone();
+        side.push(Entry::new(
+            Action::Release,
+            "x:1",
+            B,
+            Who::Approver("legal"),
+            &base[0].link,
+        ));
+        let mut merged = base.clone();
+        merged.push(Entry::new(
+            Action::Release,
+            "y:1",
+            A,
+            Who::Approver("legal"),
+            &base[0].link,
+        ));
+        merged.push(Entry::new(
+            Action::Release,
+            "x:1",
+            B,
+            Who::Approver("legal"),
+            &merged[1].link,
+        ));
+        assert!(replay(&merged).1.is_empty());
+        assert_ne!(merged[2].link, side[1].link);
+        assert!(compare(
+            &Parsed::Record(side.clone()),
+            &Parsed::Record(merged.clone()),
+            "5ide"
+        )
+        .is_empty());
+        // Dropped, or recorded with other content: the side's release is lost.
+        let lost = compare(
+            &Parsed::Record(side.clone()),
+            &Parsed::Record(merged[..2].to_vec()),
+            "5ide",
+        );
+        assert_eq!(lost.len(), 1, "{lost:?}");
+        assert!(
+            lost[0]
+                .1
+                .starts_with("entry 2 (RELEASE x:1), committed in 5ide, is gone"),
+            "{lost:?}"
+        );
+        merged[2] = Entry::new(
+            Action::Release,
+            "x:1",
+            A,
+            Who::Approver("legal"),
+            &merged[1].link,
+        );
+        let lost = compare(&Parsed::Record(side), &Parsed::Record(merged), "5ide");
+        assert_eq!(lost.len(), 1, "{lost:?}");
+        assert!(lost[0].1.starts_with("entry 2 (RELEASE x:1) changed since commit 5ide (content bbbbbbbbbbbb then, aaaaaaaaaaaa now)"), "{lost:?}");
+    }
+
+    #[test]
+    fn a_committed_content_that_is_no_hash_is_shown_without_a_panic() {
+        assert_eq!(short(A), "aaaaaaaaaaaa");
+        assert_eq!(short("abc"), "abc");
+        assert_eq!(short("aéééééééééééééé"), "aééééééééééé");
+        // A committed version is never validated: its content may be anything.
+        let mut odd = three();
+        odd[1].content = "aéééééééééééééééé".into();
+        let lost = compare(&Parsed::Record(odd), &Parsed::Record(three()), "c0ffee");
+        assert!(
+            lost[0].1.starts_with("entry 2 (RELEASE f:2) changed since commit c0ffee (content aééééééééééé then, bbbbbbbbbbbb now)"),
+            "{lost:?}"
+        );
+        let legacy = Parsed::Legacy(BTreeMap::from([("f:1".to_string(), "€".repeat(9))]));
+        let lost = compare(&legacy, &Parsed::Record(three()), "c0ffee");
+        assert!(lost[0].1.contains("€€€€€€€€€"), "{lost:?}");
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! The release record (`templates/approved.lock`): an append-only, chained record of every
 //! release and withdrawal, checked at every load and against the repository's history, through
-//! `herald check` and `herald templates withdraw` on a copy of the shipped files.
+//! `herald check` and `herald templates withdraw` on a copy of the shipped files; and anchored
+//! in the database by every `herald run` (table `template_release`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chrono::{DateTime, Utc};
+use herald::runtime::Components;
 use herald::templates::TemplateRegistry;
+use sha2::{Digest, Sha256};
 
+use crate::support::{new_lane, spawn_herald, test_settings, TestDb};
 use crate::templates_governance::{add_version, workspace};
 
 /// A copy of the shipped files: its folder (kept alive) and the paths herald is given.
@@ -136,6 +140,84 @@ fn split_entries(text: &str) -> (String, Vec<String>) {
     let header = parts.next().unwrap().to_string();
     let entries = parts.map(|p| format!("\n[[entry]]{p}")).collect();
     (header, entries)
+}
+
+/// Sets `field` of an entry's block to `value`.
+fn set_field(block: &str, field: &str, value: &str) -> String {
+    let prefix = format!("{field} = ");
+    let line = block
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {field} in {block}"));
+    block.replacen(line, &format!("{prefix}\"{value}\""), 1)
+}
+
+fn field(block: &str, name: &str) -> String {
+    let entry: toml::Table = toml::from_str(&block.replace("[[entry]]", "")).unwrap();
+    entry[name].as_str().unwrap().to_string()
+}
+
+/// An entry's link after `previous`, computed as the header of every lock says (written here
+/// again, as whoever rewrites a lock would): sha256 over the previous link and the fields in
+/// order, each preceded by its length in bytes (big-endian u64).
+fn link_after(previous: &str, block: &str) -> String {
+    let entry: toml::Table = toml::from_str(&block.replace("[[entry]]", "")).unwrap();
+    let mut hasher = Sha256::new();
+    let mut put = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    };
+    put(previous.as_bytes());
+    for name in [
+        "action",
+        "id",
+        "content",
+        "approved_by",
+        "by",
+        "reason",
+        "at",
+    ] {
+        if let Some(value) = entry.get(name).and_then(|v| v.as_str()) {
+            put(name.as_bytes());
+            put(value.as_bytes());
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Recomputes every link of the entries: the chain is intact again, whatever was edited.
+fn relink(entries: &mut [String]) {
+    let mut previous = String::new();
+    for block in entries.iter_mut() {
+        let link = link_after(&previous, block);
+        *block = set_field(block, "link", &link);
+        previous = link;
+    }
+}
+
+/// The content hash herald computes for an EMAIL or IN_APP version (written here again): sha256
+/// over template.toml, then each body preceded by its length in bytes (big-endian u64).
+fn source_hash(folder: &Path) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(std::fs::read(folder.join("template.toml")).unwrap());
+    for part in ["subject", "body.txt", "body.html"] {
+        let source = std::fs::read(folder.join(format!("{part}.hbs"))).unwrap();
+        hasher.update((source.len() as u64).to_be_bytes());
+        hasher.update(&source);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// A new approved version of quote-proposal-email (its payload the family's), effective from
+/// `from`; its folder.
+fn new_version(ws: &Workspace, version: &str, from: &str) -> PathBuf {
+    add_version(
+        &ws.templates,
+        "quote-proposal-email",
+        version,
+        &format!("locale = \"en\"\naudience = \"CUSTOMER\"\napproved_by = \"legal\"\neffective_from = \"{from}\"\n[payload]\nquoteNumber = \"string\"\nrevisionNo = \"integer\"\ncustomerDisplayName = \"string\"\ndocumentReference = \"string\"\nproposalLink = \"string?\"\nlinkValidUntil = \"string?\"\nattachmentName = \"string?\"\nmessageNote = \"string?\""),
+        "New wording for {{quoteNumber}}",
+    )
 }
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -581,9 +663,18 @@ fn a_removed_tail_is_found_in_the_git_history() {
         ws.lock_shown(),
         &commit[..12]
     );
+    // The record would release the changed version again: it compares what it would write.
     let run = ws.herald(&["check", "--record-templates"]);
     assert!(!run.ok);
-    assert!(run.stderr.contains(&gone), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "{}: entry 16 (RELEASE sla-escalation-email:2026.11.0) changed since commit {} (content ",
+            ws.lock_shown(),
+            &commit[..12]
+        )),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         ws.lock_text(),
         truncated,
@@ -683,8 +774,13 @@ fn the_earlier_format_converts_and_its_releases_stay_bound_by_the_history() {
     );
 }
 
+/// A shallow clone has one commit of the lock's history: `herald check` compares the lock with
+/// that one, passes, and says that the clone is shallow. This shows the note, no protection:
+/// a lock rewritten with every link recomputed before the clone was made passes here as well
+/// (the database anchor of `herald run` refuses it, see
+/// `the_database_anchors_every_release_and_refuses_a_lock_rewritten_with_its_links`).
 #[test]
-fn a_shallow_clone_checks_what_it_has_and_says_so() {
+fn a_shallow_clone_passes_with_a_note_that_only_its_commits_were_compared() {
     let ws = Workspace::new();
     ws.git(&["init", "-q"]);
     ws.git(&["add", "."]);
@@ -733,4 +829,297 @@ fn a_shallow_clone_checks_what_it_has_and_says_so() {
         )),
         "{stdout}"
     );
+}
+
+fn only_the_api() -> Components {
+    Components {
+        workers: false,
+        delivery: false,
+        relay: false,
+        api: true,
+    }
+}
+
+/// `herald run`'s start with `settings`, which must refuse: its error.
+async fn refused_start(settings: herald::config::Settings) -> String {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let started = herald::runtime::start(settings, only_the_api(), shutdown.clone()).await;
+    shutdown.cancel();
+    match started {
+        Ok(_) => panic!("herald started"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The anchored releases: (id, content hash, approver, withdrawn by, withdrawn reason).
+async fn anchored(db: &TestDb) -> Vec<(String, String, String, Option<String>, Option<String>)> {
+    sqlx::query_as(
+        "SELECT id, content_hash, approved_by, withdrawn_by, withdrawn_reason FROM template_release ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_anchors_every_release_and_refuses_a_lock_rewritten_with_its_links() {
+    let ws = Workspace::new();
+    let db = TestDb::create().await;
+    let templates = ws.templates.to_str().unwrap().to_string();
+    let settings = || {
+        test_settings(
+            &db,
+            "smtp://127.0.0.1:2525",
+            &new_lane(),
+            &[("HERALD_PATHS__TEMPLATES", &templates)],
+        )
+    };
+    let herald = spawn_herald(settings(), only_the_api()).await;
+    herald.stop().await;
+    let (_, entries) = split_entries(&ws.lock_text());
+    let rows = anchored(&db).await;
+    assert_eq!(rows.len(), entries.len());
+    for block in &entries {
+        let row = rows
+            .iter()
+            .find(|r| r.0 == field(block, "id"))
+            .unwrap_or_else(|| panic!("{block} not anchored: {rows:?}"));
+        assert_eq!(
+            (&row.1, &row.2, &row.3),
+            (
+                &field(block, "content"),
+                &field(block, "approved_by"),
+                &None
+            )
+        );
+    }
+
+    // Whoever can commit changes an approved body, puts its hash in the entry and recomputes
+    // every link (the test's own link and hash functions must agree with herald's first).
+    let id = "quote-proposal-email:2026.11.1";
+    let folder = ws.folder("quote-proposal-email", "2026.11.1");
+    let mut again = entries.clone();
+    relink(&mut again);
+    assert_eq!(again, entries, "the test computes links as herald does");
+    assert!(entries[13].contains(&format!("\"{id}\"")));
+    let released = field(&entries[13], "content");
+    assert_eq!(
+        source_hash(&folder),
+        released,
+        "the test hashes as herald does"
+    );
+    let (lock, body) = (ws.lock_text(), folder.join("body.txt.hbs"));
+    let original = std::fs::read_to_string(&body).unwrap();
+    ws.edit(&body, "please find", "kindly find");
+    let forged = source_hash(&folder);
+    ws.edit_entries(|entries| {
+        entries[13] = set_field(&entries[13], "content", &forged);
+        relink(entries);
+    });
+    // The lock alone accepts it: its chain is intact and the hash is the version's.
+    TemplateRegistry::load(&ws.templates).expect("the rewritten lock passes on its own");
+    // The database does not.
+    let refused = refused_start(settings()).await;
+    assert!(
+        refused.starts_with("1 release(s) in approved.lock disagree with the releases this deployment's database anchored"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains(&format!(
+            "{id}: its content changed: released with content {} approved by commercial-legal, first loaded "
+            , &released[..12]
+        )) && refused.contains(&format!(
+            "entry 14 of approved.lock now releases content {}: an approved version never changes",
+            &forged[..12]
+        )),
+        "{refused}"
+    );
+    assert!(
+        !refused.contains("kindly find") && !refused.contains("please find"),
+        "{refused}"
+    );
+    assert_eq!(anchored(&db).await, rows, "a refused start writes nothing");
+
+    // Restored, it starts; a genuine release and a withdrawal are anchored.
+    std::fs::write(&body, original).unwrap();
+    std::fs::write(ws.lock(), lock).unwrap();
+    spawn_herald(settings(), only_the_api()).await.stop().await;
+    let new = new_version(&ws, "2026.12.0", "2026-12-01T00:00:00Z");
+    assert_eq!(
+        TemplateRegistry::record_approved(&ws.templates).unwrap(),
+        ["quote-proposal-email:2026.12.0"]
+    );
+    let run = ws.herald(&[
+        "templates",
+        "withdraw",
+        "quote-proposal-email:2026.07.0",
+        "--reason",
+        "retired",
+    ]);
+    assert!(run.ok, "{run:?}");
+    let herald = spawn_herald(settings(), only_the_api()).await;
+    let log = herald.log_text();
+    herald.stop().await;
+    assert!(
+        log.contains("new_releases=[\"quote-proposal-email:2026.12.0\"] new_withdrawals=[\"quote-proposal-email:2026.07.0\"]"),
+        "{log}"
+    );
+    let rows = anchored(&db).await;
+    assert_eq!(rows.len(), entries.len() + 1);
+    assert!(
+        rows.contains(&(
+            "quote-proposal-email:2026.12.0".into(),
+            source_hash(&new),
+            "legal".into(),
+            None,
+            None
+        )),
+        "{rows:?}"
+    );
+    let withdrawn = rows
+        .iter()
+        .find(|r| r.0 == "quote-proposal-email:2026.07.0")
+        .unwrap();
+    assert_eq!(
+        (withdrawn.3.as_deref(), withdrawn.4.as_deref()),
+        (Some("tester"), Some("retired"))
+    );
+    let (_, now) = split_entries(&ws.lock_text());
+    let withdrawn_at: DateTime<Utc> =
+        sqlx::query_scalar("SELECT withdrawn_at FROM template_release WHERE id = $1")
+            .bind("quote-proposal-email:2026.07.0")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(withdrawn_at, at(&field(&now[17], "at")));
+
+    // The withdrawal dropped (the tail: the chain stays intact): refused.
+    ws.edit_entries(|entries| {
+        assert!(entries.pop().unwrap().contains("WITHDRAW"));
+    });
+    TemplateRegistry::load(&ws.templates).expect("the chain is intact");
+    let refused = refused_start(settings()).await;
+    assert!(
+        refused.contains(&format!(
+            "quote-proposal-email:2026.07.0: its withdrawal is gone from approved.lock (withdrawn on {} by tester (retired)): a withdrawn version is never released again",
+            field(&now[17], "at")
+        )),
+        "{refused}"
+    );
+    // The new release dropped as well, with its folder: refused, naming it.
+    ws.edit_entries(|entries| {
+        assert!(entries.pop().unwrap().contains("2026.12.0"));
+    });
+    std::fs::remove_dir_all(&new).unwrap();
+    TemplateRegistry::load(&ws.templates).expect("the chain is intact");
+    let refused = refused_start(settings()).await;
+    assert!(
+        refused.starts_with("2 release(s)")
+            && refused.contains(
+                "quote-proposal-email:2026.12.0: its release is gone from approved.lock (released with content "
+            )
+            && refused.contains("a release is never removed (withdraw it instead)"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_release_dropped_by_a_merge_is_found_on_the_side_it_came_from() {
+    let ws = Workspace::new();
+    ws.git(&["init", "-q"]);
+    ws.git(&["add", "."]);
+    ws.git(&["commit", "-q", "-m", "base"]);
+    // A side branch releases one version, main another.
+    ws.git(&["checkout", "-q", "-b", "side"]);
+    let x = new_version(&ws, "2026.12.0", "2026-12-01T00:00:00Z");
+    let released = source_hash(&x);
+    assert!(ws.herald(&["check", "--record-templates"]).ok);
+    ws.git(&["add", "-A"]);
+    ws.git(&["commit", "-q", "-m", "side: release 2026.12.0"]);
+    let side = ws.git(&["rev-parse", "HEAD"]);
+    ws.git(&["checkout", "-q", "main"]);
+    new_version(&ws, "2026.12.1", "2026-12-15T00:00:00Z");
+    assert!(ws.herald(&["check", "--record-templates"]).ok);
+    ws.git(&["add", "-A"]);
+    ws.git(&["commit", "-q", "-m", "main: release 2026.12.1"]);
+    // The merge keeps main's lock: the side's release is dropped, its folder kept.
+    ws.git(&["merge", "-q", "-X", "ours", "--no-edit", "side"]);
+    assert!(x.is_dir() && !ws.lock_text().contains("2026.12.0"));
+    let run = ws.herald(&["check"]);
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains(&format!(
+            "{}: entry 17 (RELEASE quote-proposal-email:2026.12.0), committed in {}, is gone",
+            ws.lock_shown(),
+            &side[..12]
+        )),
+        "{}",
+        run.stderr
+    );
+    // Changed since, the version is not released again with its new content.
+    ws.edit(&x.join("body.txt.hbs"), "New wording", "Other wording");
+    let changed = source_hash(&x);
+    let before = ws.lock_text();
+    let run = ws.herald(&["check", "--record-templates"]);
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains(&format!(
+            "{}: entry 17 (RELEASE quote-proposal-email:2026.12.0) changed since commit {} (content {} then, {} now)",
+            ws.lock_shown(),
+            &side[..12],
+            &released[..12],
+            &changed[..12]
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ws.lock_text(), before);
+    // As the side released it, recording restores the release, after main's: both branches'
+    // releases are kept, each in another place of the merged chain than on its branch.
+    ws.edit(&x.join("body.txt.hbs"), "Other wording", "New wording");
+    let run = ws.herald(&["check", "--record-templates"]);
+    assert!(
+        run.ok
+            && run
+                .stdout
+                .contains("recorded approved template quote-proposal-email:2026.12.0"),
+        "{run:?}"
+    );
+    let (_, entries) = split_entries(&ws.lock_text());
+    assert_eq!(field(&entries[16], "id"), "quote-proposal-email:2026.12.1");
+    assert_eq!(field(&entries[17], "content"), released);
+    ws.git(&["commit", "-q", "-am", "the side's release, restored"]);
+    // Every version of the lock on both branches: the base, the side's, main's, the merge's and
+    // the restored one.
+    let run = ws.herald(&["check"]);
+    assert!(run.ok, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("history checked against 5 committed version(s)"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_release_naming_another_approver_than_its_version_is_refused() {
+    let ws = Workspace::new();
+    let folder = ws.folder("quote-proposal-email", "2026.11.1");
+    ws.edit_entries(|entries| {
+        assert!(entries[13].contains("\"quote-proposal-email:2026.11.1\""));
+        entries[13] = set_field(&entries[13], "approved_by", "someone-else");
+        relink(entries);
+    });
+    let run = ws.herald(&["check"]);
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains(&format!(
+            "{}: entry 14 (RELEASE quote-proposal-email:2026.11.1) of approved.lock releases quote-proposal-email:2026.11.1 approved by someone-else, but the version is approved by commercial-legal (approved_by in template.toml)",
+            folder.display()
+        )) && !run.stderr.contains("its link does not follow"),
+        "{}",
+        run.stderr
+    );
+    assert!(TemplateRegistry::load(&ws.templates).is_err());
+    assert!(TemplateRegistry::record_approved(&ws.templates).is_err());
 }
