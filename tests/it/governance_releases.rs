@@ -1006,7 +1006,9 @@ async fn the_database_anchors_every_release_and_refuses_a_lock_rewritten_with_it
         )),
         "{refused}"
     );
-    // The new release dropped as well, with its folder: refused, naming it.
+    // The new release dropped as well, with its folder (the record before both, as a rollback
+    // would have it): that release is nothing it could send, no disagreement; the withdrawal
+    // still is one (the version it withdrew would be in force again).
     ws.edit_entries(|entries| {
         assert!(entries.pop().unwrap().contains("2026.12.0"));
     });
@@ -1014,13 +1016,18 @@ async fn the_database_anchors_every_release_and_refuses_a_lock_rewritten_with_it
     TemplateRegistry::load(&ws.templates).expect("the chain is intact");
     let refused = refused_start(settings()).await;
     assert!(
-        refused.starts_with("2 release(s)")
-            && refused.contains(
-                "quote-proposal-email:2026.12.0: its release is gone from approved.lock (released with content "
-            )
-            && refused.contains("a release is never removed (withdraw it instead)"),
+        refused.starts_with("1 release(s)")
+            && refused.contains("quote-proposal-email:2026.07.0: its withdrawal is gone")
+            && !refused.contains("2026.12.0"),
         "{refused}"
     );
+    let anchored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM template_release WHERE id = 'quote-proposal-email:2026.12.0'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(anchored, 1, "the anchor keeps what it saw");
 }
 
 #[test]
