@@ -34,6 +34,15 @@ fn release_and_check(topics: &Path, templates: &Path, bpmn: &Path) -> (bool, Str
     )
 }
 
+/// `herald check` on the shipped files with one edit of the rules: what it refused them with.
+fn refused_after_rules_edit(from: &str, to: &str) -> String {
+    let (dir, topics, templates, bpmn) = workspace();
+    edit(&dir.path().join("rules/events.toml"), from, to);
+    let (ok, out) = herald_check(&topics, &templates, &bpmn);
+    assert!(!ok, "refused: {out}");
+    out
+}
+
 /// Rewrites a file of the workspace.
 fn edit(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();
@@ -164,17 +173,12 @@ fn a_family_is_customer_or_internal_as_a_whole() {
 
 #[test]
 fn a_rule_that_reaches_customers_may_name_customer_families_only() {
-    let (dir, topics, templates, bpmn) = workspace();
-    let rules = dir.path().join("rules/events.toml");
     // The fulfillment digest goes to the customer's contact: an internal summary family is
     // refused, and so would its category be.
-    edit(
-        &rules,
+    let out = refused_after_rules_edit(
         "digest = { every = \"PT1H\", template_family = \"fulfillment-digest-email\" }",
         "digest = { every = \"PT1H\", template_family = \"fallout-summary-email\" }",
     );
-    let (ok, out) = herald_check(&topics, &templates, &bpmn);
-    assert!(!ok, "{out}");
     assert!(
         out.contains(
             "rule[4] 'fulfillment-update': digest.template_family: fallout-summary-email:2026.11.0"
@@ -185,15 +189,10 @@ fn a_rule_that_reaches_customers_may_name_customer_families_only() {
 
 #[test]
 fn the_rules_category_and_the_templates_must_agree() {
-    let (dir, topics, templates, bpmn) = workspace();
-    let rules = dir.path().join("rules/events.toml");
-    edit(
-        &rules,
+    let out = refused_after_rules_edit(
         "communication_type = \"ORDER_CONFIRMATION\"\ncategory = \"TRANSACTIONAL\"",
         "communication_type = \"ORDER_CONFIRMATION\"\ncategory = \"MARKETING\"",
     );
-    let (ok, out) = herald_check(&topics, &templates, &bpmn);
-    assert!(!ok, "{out}");
     assert!(
         out.contains("rule[0] 'order-confirmation'")
             && out.contains("order-confirmation-email:2026.11.0")
@@ -765,15 +764,10 @@ async fn the_proposal_commands_market_or_the_contacts_chooses_the_market_version
 fn the_check_and_the_intake_agree_on_who_fills_in_the_recipients_name() {
     // An engine group's members get a CUSTOMER template that shows the recipient's name: the
     // name is the engine's data, refused at check as it is at send.
-    let (dir, topics, templates, bpmn) = workspace();
-    let rules = dir.path().join("rules/events.toml");
-    edit(
-        &rules,
+    let out = refused_after_rules_edit(
         "recipient = \"contact:data.customerContactId\"\nchannels = [\"EMAIL\"]\ntemplate_family = \"order-confirmation-email\"",
         "recipient = \"camunda-group:sales\"\nchannels = [\"EMAIL\"]\ntemplate_family = \"order-confirmation-email\"",
     );
-    let (ok, out) = herald_check(&topics, &templates, &bpmn);
-    assert!(!ok, "{out}");
     assert!(
         out.contains("rule[0] 'order-confirmation'")
             && out.contains("payload.recipientName: engine data 'the user's name' is internal"),
@@ -781,15 +775,10 @@ fn the_check_and_the_intake_agree_on_who_fills_in_the_recipients_name() {
     );
 
     // An address has no name herald could fill in: a version that requires one is refused.
-    let (dir, topics, templates, bpmn) = workspace();
-    let rules = dir.path().join("rules/events.toml");
-    edit(
-        &rules,
+    let out = refused_after_rules_edit(
         "recipient = \"contact:data.customerContactId\"\nchannels = [\"EMAIL\"]\ntemplate_family = \"order-confirmation-email\"",
         "recipient = \"email:data.customerEmail\"\nchannels = [\"EMAIL\"]\ntemplate_family = \"order-confirmation-email\"",
     );
-    let (ok, out) = herald_check(&topics, &templates, &bpmn);
-    assert!(!ok, "{out}");
     assert!(
         out.contains("rule[0] 'order-confirmation'")
             && out.contains("payload.recipientName: the version requires it"),
