@@ -1,8 +1,9 @@
 -- The template releases a deployment has loaded, anchored outside the repository: `herald run`
 -- inserts every release of templates/approved.lock it has not seen yet and records every
 -- withdrawal, and refuses to start when the lock disagrees with a release anchored here (another
--- content hash or approver, a withdrawal gone, a release gone without a withdrawal). A lock
--- rewritten with every link recomputed passes its own chain; it does not pass this table.
+-- content hash or approver, a withdrawal changed, or gone while the release is still in the
+-- lock). A lock rewritten with every link recomputed passes its own chain; it does not pass this
+-- table.
 CREATE TABLE template_release (
     -- family:version
     id text PRIMARY KEY,

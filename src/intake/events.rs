@@ -263,9 +263,19 @@ async fn prepare(
             let template = intake
                 .template(&purpose, channel, locale.as_deref(), market.as_deref())
                 .map_err(rule_error)?;
+            // herald fills in the name of a contact or an engine user (`EventRule::origins`),
+            // reached by email or, without an address, in the inbox (where the name was not
+            // looked up: a neutral greeting, as digests have).
             let mut data = Value::Object(payload.clone());
-            if let (Some(name), Some(fields)) = (&display_name, data.as_object_mut()) {
-                if template.meta.payload.contains_key("recipientName") {
+            let fills_name = matches!(
+                spec,
+                RecipientSpec::Contact(_)
+                    | RecipientSpec::CamundaUser(_)
+                    | RecipientSpec::CamundaGroup(_)
+            );
+            if let Some(fields) = data.as_object_mut() {
+                if fills_name && template.meta.payload.contains_key("recipientName") {
+                    let name = display_name.as_deref().unwrap_or("there");
                     fields.insert("recipientName".into(), json!(name));
                 }
             }

@@ -18,7 +18,11 @@ pub const INTERNAL_PATTERNS: &[&[&str]] = &[
     &["marge"],
     &["profit"],
     &["markup"],
-    &["commission"],
+    &["commissionrate"],
+    &["commissionamount"],
+    &["commissionpct"],
+    &["commissionpercent"],
+    &["salescommission"],
     // German: contribution margin, trade margin.
     &["deckungsbeitrag"],
     &["handelsspanne"],
@@ -29,7 +33,8 @@ pub const INTERNAL_PATTERNS: &[&[&str]] = &[
     &["kosten"],
     &["purchaseprice"],
     &["supplierprice"],
-    &["einkauf"],
+    &["einkaufspreis"],
+    &["einkaufswert"],
     // Risk scores: risk, fraud and credit scores; `Risiko` (German).
     &["risk"],
     &["risiko"],
@@ -163,11 +168,15 @@ pub fn is_internal_field(name: &str) -> bool {
             })
             .collect()
     };
-    [reading('i'), reading('l')].iter().any(|normalised| {
-        INTERNAL_PATTERNS
-            .iter()
-            .any(|fragments| fragments.iter().all(|f| normalised.contains(f)))
-    })
+    // Letters that pass for others: `l` for `i` (`marglnPct`), `rn` for `m` (`rnargin`).
+    let lookalikes = reading('i').replace('l', "i").replace("rn", "m");
+    [reading('i'), reading('l'), lookalikes]
+        .iter()
+        .any(|normalised| {
+            INTERNAL_PATTERNS
+                .iter()
+                .any(|fragments| fragments.iter().all(|f| normalised.contains(f)))
+        })
 }
 
 /// Whether `name` may name a payload field or a segment of a template's path: an ASCII
@@ -260,6 +269,8 @@ mod tests {
         "vertraulich",
         "mar9in",
         "f1oorPrice",
+        "marglnPct",
+        "rnargin",
     ];
 
     /// What customer templates are made of.
@@ -290,6 +301,10 @@ mod tests {
         "orderTotal",
         "unitPrice",
         "salesContact",
+        "einkaufsdatum",
+        "decommissionDate",
+        "deliveryMilestone",
+        "billingEmail",
     ];
 
     #[test]

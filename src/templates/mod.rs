@@ -843,7 +843,8 @@ fn json_type(value: &Value) -> &'static str {
         Value::Bool(_) => "a boolean",
         Value::Number(_) => "a number",
         Value::String(_) => "a string",
-        Value::Array(_) => "a list",
+        Value::Array(items) if items.iter().all(Value::is_string) => "a list",
+        Value::Array(_) => "a list with items other than strings",
         Value::Object(_) => "an object",
     }
 }

@@ -35,12 +35,16 @@ impl RegisterError {
     /// Whether the database was out of reach (worth waiting for at start-up), rather than
     /// refusing.
     pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             RegisterError::Database(
-                sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut
-            )
-        )
+                sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut,
+            ) => true,
+            // Starting up, shutting down, crash recovery (class 57P: operator intervention).
+            RegisterError::Database(sqlx::Error::Database(e)) => {
+                e.code().is_some_and(|code| code.starts_with("57P"))
+            }
+            _ => false,
+        }
     }
 }
 
@@ -200,6 +204,19 @@ fn disagreements(
                 k.id, release.entry, release.approved_by
             ));
         }
+        if let (Some(anchored), Some(now)) = (&withdrawal, withdrawn.get(k.id.as_str())) {
+            let same_time = DateTime::parse_from_rfc3339(&now.at)
+                .is_ok_and(|at| Some(at.with_timezone(&Utc)) == k.withdrawn_at);
+            if k.withdrawn_by.as_deref() != Some(now.by.as_str())
+                || k.withdrawn_reason.as_deref() != Some(now.reason.as_str())
+                || !same_time
+            {
+                problems.push(format!(
+                    "{}: its withdrawal changed: {anchored}; entry {} of {LOCK_FILE} now says withdrawn on {} by {} ({})",
+                    k.id, now.entry, now.at, now.by, now.reason
+                ));
+            }
+        }
         if let Some(withdrawal) = withdrawal {
             if !withdrawn.contains_key(k.id.as_str()) {
                 problems.push(format!(
@@ -237,7 +254,7 @@ mod tests {
             released_at: "2026-12-01T00:00:00Z".into(),
             by: "alice".into(),
             reason: "wrong price".into(),
-            at: "2026-12-02T00:00:00Z".into(),
+            at: "2026-12-03T10:00:00Z".into(),
             entry,
         }
     }
@@ -302,6 +319,24 @@ mod tests {
             "g:1: its withdrawal is gone from approved.lock (withdrawn on 2026-12-03T10:00:00Z by alice (wrong price)): a withdrawn version is never released again (add a new version)"
         );
         // h:1 is not in this record (an older checkout): no disagreement.
+    }
+
+    #[test]
+    fn a_withdrawal_rewritten_after_it_was_anchored_is_named() {
+        let known = [known("g:1", A, true)];
+        let releases = [release("g:1", A, "legal", 1)];
+        let mut kinder = withdrawal("g:1", A, 2);
+        kinder.reason = "a kinder reason".into();
+        let problems = disagreements(&known, &releases, &[&kinder]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("g:1: its withdrawal changed: withdrawn on 2026-12-03T10:00:00Z by alice (wrong price)")
+                && problems[0].ends_with("by alice (a kinder reason)"),
+            "{problems:?}"
+        );
+        let mut later = withdrawal("g:1", A, 2);
+        later.at = "2026-12-04T00:00:00Z".into();
+        assert_eq!(disagreements(&known, &releases, &[&later]).len(), 1);
     }
 
     #[test]

@@ -96,6 +96,21 @@ pub(super) struct Entry {
 }
 
 impl Entry {
+    /// The first field other than the link in which `self` and `other` differ.
+    fn differs_from(&self, other: &Entry) -> Option<&'static str> {
+        if self.approved_by != other.approved_by {
+            Some("approved_by")
+        } else if self.by != other.by {
+            Some("by")
+        } else if self.reason != other.reason {
+            Some("reason")
+        } else if self.at != other.at {
+            Some("at")
+        } else {
+            None
+        }
+    }
+
     /// A new entry after the one whose link is `previous`, its link computed.
     fn new(action: Action, id: &str, content: &str, who: Who, previous: &str) -> Entry {
         let (approved_by, by, reason) = match who {
@@ -676,13 +691,20 @@ pub(super) fn record(
                 text.push('\n');
             }
             let approver = template.meta.approved_by.as_deref().unwrap_or_default();
-            let entry = Entry::new(
+            let mut entry = Entry::new(
                 Action::Release,
                 &template.id(),
                 &template.source_hash,
                 Who::Approver(approver.trim()),
                 &previous,
             );
+            // A release lost in a merge is recorded again as it was (its approver and time).
+            if let Some(then) = committed_release(dir, &template.id(), &template.source_hash) {
+                if then.approved_by == entry.approved_by {
+                    entry.at = then.at;
+                    entry.link = entry.link_after(&previous);
+                }
+            }
             text.push_str(&entry.to_toml());
             previous = entry.link;
             added.push(template.id());
@@ -905,24 +927,22 @@ pub fn check_history(dir: &Path) -> (Vec<String>, Vec<String>) {
 
 /// [`check_history`] of `working` (the lock of `dir`, or the record about to be written), its
 /// problems without the file's name.
-fn history(dir: &Path, working: &Parsed) -> (Vec<String>, Vec<String>) {
-    let path = dir.join(LOCK_FILE);
-    let shown = path.display();
-    let not_checked = |why: String| {
-        (
-            Vec::new(),
-            vec![format!("{shown}: history not checked: {why}")],
-        )
-    };
+/// A committed version of the lock: its commit, and the record it held (or why it does not read).
+type Committed = (String, Result<Parsed, String>);
+
+/// Every committed version of the lock of `dir` (`git log --full-history`), newest first, each
+/// parsed (or why it does not read), and whether the clone is shallow; Err: why the history
+/// cannot be read (no git, not a work tree, git failed).
+fn committed(dir: &Path) -> Result<(Vec<Committed>, bool), String> {
     match git(dir, &["rev-parse", "--is-inside-work-tree"]) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return not_checked("git is not installed".into())
+            return Err("git is not installed".into())
         }
-        Err(e) => return not_checked(format!("git did not run: {e}")),
+        Err(e) => return Err(format!("git did not run: {e}")),
         Ok(out)
             if !out.status.success() || String::from_utf8_lossy(&out.stdout).trim() != "true" =>
         {
-            return not_checked(format!("{} is not in a git work tree", dir.display()))
+            return Err(format!("{} is not in a git work tree", dir.display()))
         }
         Ok(_) => {}
     }
@@ -932,19 +952,16 @@ fn history(dir: &Path, working: &Parsed) -> (Vec<String>, Vec<String>) {
     ) {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
         Ok(out) => {
-            return not_checked(format!(
+            return Err(format!(
                 "git log failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             ))
         }
-        Err(e) => return not_checked(format!("git log did not run: {e}")),
+        Err(e) => return Err(format!("git log did not run: {e}")),
     };
     let shallow = git(dir, &["rev-parse", "--is-shallow-repository"])
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "true");
-    let mut problems = Vec::new();
-    let mut notes = Vec::new();
-    let mut seen = BTreeSet::new();
-    let mut checked = 0;
+    let mut versions = Vec::new();
     for commit in commits.lines().map(str::trim).filter(|c| !c.is_empty()) {
         let at = format!("{commit}:./{LOCK_FILE}");
         let Ok(out) = git(dir, &["show", &at]) else {
@@ -954,10 +971,44 @@ fn history(dir: &Path, working: &Parsed) -> (Vec<String>, Vec<String>) {
             // The commit deleted the file: the versions before it are compared.
             continue;
         }
-        checked += 1;
-        match parse(&String::from_utf8_lossy(&out.stdout)) {
+        let parsed = parse(&String::from_utf8_lossy(&out.stdout)).map_err(|e| e.to_string());
+        versions.push((commit.to_string(), parsed));
+    }
+    Ok((versions, shallow))
+}
+
+/// The RELEASE of `id` with `content` as a committed version of the lock recorded it (a
+/// release lost in a merge keeps its approver and time when it is recorded again).
+fn committed_release(dir: &Path, id: &str, content: &str) -> Option<Entry> {
+    let (versions, _) = committed(dir).ok()?;
+    versions.into_iter().find_map(|(_, parsed)| match parsed {
+        Ok(Parsed::Record(entries)) => entries
+            .into_iter()
+            .find(|e| e.action == Action::Release && e.id == id && e.content == content),
+        _ => None,
+    })
+}
+
+fn history(dir: &Path, working: &Parsed) -> (Vec<String>, Vec<String>) {
+    let path = dir.join(LOCK_FILE);
+    let shown = path.display();
+    let (versions, shallow) = match committed(dir) {
+        Ok(found) => found,
+        Err(why) => {
+            return (
+                Vec::new(),
+                vec![format!("{shown}: history not checked: {why}")],
+            )
+        }
+    };
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    let mut seen = BTreeSet::new();
+    let checked = versions.len();
+    for (commit, parsed) in versions {
+        match parsed {
             Ok(committed) => {
-                for (key, message) in compare(&committed, working, short(commit)) {
+                for (key, message) in compare(&committed, working, short(&commit)) {
                     if seen.insert(key) {
                         problems.push(message);
                     }
@@ -965,7 +1016,7 @@ fn history(dir: &Path, working: &Parsed) -> (Vec<String>, Vec<String>) {
             }
             Err(e) => notes.push(format!(
                 "{shown}: the version committed in {} does not read, not compared: {e}",
-                short(commit)
+                short(&commit)
             )),
         }
     }
@@ -1026,6 +1077,16 @@ fn compare(committed: &Parsed, working: &Parsed, commit: &str) -> Vec<(String, S
                                 "{named} changed since commit {commit} (content {} then, {} now): entries are never edited",
                                 short(&entry.content),
                                 short(&first.content)
+                            ),
+                        ));
+                        first_lost.get_or_insert(named);
+                    }
+                    Some(now) if now.differs_from(entry).is_some() => {
+                        let field = now.differs_from(entry).unwrap_or_default();
+                        lost.push((
+                            key,
+                            format!(
+                                "{named}: its {field} changed since commit {commit}: entries are never edited"
                             ),
                         ));
                         first_lost.get_or_insert(named);
@@ -1271,6 +1332,27 @@ mod tests {
             "{problems:?}"
         );
         assert!(problems[2].contains("not an RFC 3339 time"), "{problems:?}");
+    }
+
+    #[test]
+    fn an_entry_whose_approver_time_or_reason_was_rewritten_is_named() {
+        let mut old = three();
+        old.extend(chain(&[(Action::Withdraw, "f:1", A)]));
+        for (n, field) in [(1, "approved_by"), (3, "reason"), (3, "by"), (2, "at")] {
+            let mut new = old.clone();
+            match field {
+                "approved_by" => new[n].approved_by = Some("mallory".into()),
+                "reason" => new[n].reason = Some("a kinder reason".into()),
+                "by" => new[n].by = Some("mallory".into()),
+                _ => new[n].at = "2020-01-01T00:00:00Z".into(),
+            }
+            let lost = compare(&Parsed::Record(old.clone()), &Parsed::Record(new), "c0ffee");
+            assert!(
+                lost.iter()
+                    .any(|(_, m)| m.contains(&format!("its {field} changed since commit c0ffee"))),
+                "{field}: {lost:?}"
+            );
+        }
     }
 
     #[test]

@@ -857,3 +857,60 @@ fn markets_match_whatever_their_case_and_errors_never_show_a_value() {
     );
     assert!(!err.contains("38") && !err.contains("marginPct"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_user_without_an_address_gets_the_inbox_notice_with_a_name_filled_in() {
+    // The check counts on herald filling in the name of an engine user: so must the send, when
+    // the user has no email address and is reached in the inbox only.
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("events.toml");
+    std::fs::write(
+        &rules,
+        r#"
+[[rule]]
+id = "fallout-alert"
+version = 1
+trigger = "FalloutCaseOpened"
+communication_type = "FALLOUT_ALERT"
+category = "OPERATIONAL"
+recipient = "camunda-user:data.notify"
+channels = ["IN_APP"]
+template_family = "fallout-alert-inapp"
+effective_from = 2026-01-01T00:00:00Z
+subject = "FALLOUT_CASE:data.falloutCaseId"
+[rule.payload]
+falloutCaseId = "data.falloutCaseId"
+orderNumber = "data.orderNumber"
+reason = "data.reason"
+"#,
+    )
+    .unwrap();
+    let operator = format!("noaddr{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    create_user(&operator, "Nora", "Noaddress", None).await;
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let (_herald, api) = Api::start(
+        &db,
+        &sink.url(),
+        &[("HERALD_PATHS__RULES", rules.to_str().unwrap())],
+    )
+    .await;
+    let (status, body) = api
+        .post(
+            "/events",
+            json!({
+                "eventId": "evt-noaddr", "eventType": "FalloutCaseOpened",
+                "occurredAt": "2026-11-26T10:00:00Z", "tenantId": "acme",
+                "data": {"falloutCaseId": "FC-N", "orderNumber": "O-N", "reason": "billing down", "notify": operator}
+            }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, code) = wait_for("the notice", Duration::from_secs(20), || async {
+        let outcome = db.outcome_where("subject_id = 'FC-N'").await;
+        (!matches!(outcome.0.as_str(), "QUEUED" | "SENDING")).then_some(outcome)
+    })
+    .await;
+    assert_eq!(status, "SENT", "{code:?}");
+    // (Before, the event was refused: "recipientName: required, but missing".)
+}
