@@ -18,12 +18,17 @@ use sha2::{Digest, Sha256};
 
 use crate::ledger::{Channel, MessageCategory, RecipientType};
 
+mod audience;
 mod expr;
 pub(crate) mod fields;
 mod guard;
 mod register;
 mod releases;
+mod resolve;
 mod schema;
+
+use audience::audience_problems;
+use resolve::same_market;
 
 pub use expr::{analyse, Analysis, Finding};
 pub use fields::{origins_of, Fields, Origin, PassedField, Source, EVERY_EVENT, FIELDS_FILE};
@@ -442,219 +447,6 @@ impl TemplateRegistry {
         &self.fields
     }
 
-    /// The approved, not withdrawn version of `family` effective at `at`, for `locale`
-    /// (falling back from the most specific locale to the language, then English: `de-AT` →
-    /// `de` → `en`) and `market` (a version for the market wins over one for all markets).
-    pub fn resolve(
-        &self,
-        family: &str,
-        locale: Option<&str>,
-        market: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> Result<&Template, TemplateError> {
-        self.explain(family, locale, market, at).0
-    }
-
-    /// [`TemplateRegistry::resolve`], with the steps it took: each locale and market it tried,
-    /// in order, and what it found (`herald templates resolve`).
-    pub fn explain(
-        &self,
-        family: &str,
-        locale: Option<&str>,
-        market: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> (Result<&Template, TemplateError>, Vec<String>) {
-        let requested = locale.unwrap_or("en");
-        let mut steps = Vec::new();
-        for candidate in locale_chain(requested) {
-            let effective = |t: &&Template| {
-                t.meta.family == family
-                    && t.meta.locale.eq_ignore_ascii_case(&candidate)
-                    && self.in_force(t)
-                    && t.meta.effective_from <= at
-            };
-            let markets: Vec<Option<&str>> = match market {
-                Some(m) => vec![Some(m), None],
-                None => vec![None],
-            };
-            for wanted in markets {
-                let found = self
-                    .templates
-                    .iter()
-                    .filter(effective)
-                    .filter(|t| same_market(t.meta.market.as_deref(), wanted))
-                    .max_by_key(|t| t.meta.effective_from);
-                let place = match wanted {
-                    Some(m) => format!("locale '{candidate}', market '{m}'"),
-                    None => format!("locale '{candidate}', all markets"),
-                };
-                match found {
-                    Some(t) => {
-                        let next = self
-                            .templates
-                            .iter()
-                            .filter(|n| {
-                                n.meta.family == family
-                                    && n.meta.locale.eq_ignore_ascii_case(&candidate)
-                                    && same_market(n.meta.market.as_deref(), wanted)
-                                    && self.in_force(n)
-                                    && n.meta.effective_from > at
-                            })
-                            .min_by_key(|n| n.meta.effective_from)
-                            .map(|n| {
-                                format!(
-                                    "; {} takes over from {}",
-                                    n.id(),
-                                    n.meta.effective_from.to_rfc3339()
-                                )
-                            })
-                            .unwrap_or_default();
-                        steps.push(format!(
-                            "{place}: {} (effective from {}, approved by {}){next}",
-                            t.id(),
-                            t.meta.effective_from.to_rfc3339(),
-                            t.meta.approved_by.as_deref().unwrap_or("?")
-                        ));
-                        return (Ok(t), steps);
-                    }
-                    None => {
-                        let later: Vec<String> = self
-                            .templates
-                            .iter()
-                            .filter(|t| {
-                                t.meta.family == family
-                                    && t.meta.locale.eq_ignore_ascii_case(&candidate)
-                                    && same_market(t.meta.market.as_deref(), wanted)
-                            })
-                            .map(|t| {
-                                if self.withdrawn.contains_key(&t.id()) {
-                                    format!("{} is withdrawn", t.id())
-                                } else if !t.is_approved() {
-                                    format!("{} is not approved", t.id())
-                                } else {
-                                    format!(
-                                        "{} is effective only from {}",
-                                        t.id(),
-                                        t.meta.effective_from.to_rfc3339()
-                                    )
-                                }
-                            })
-                            .collect();
-                        steps.push(if later.is_empty() {
-                            format!("{place}: no version")
-                        } else {
-                            format!("{place}: none effective ({})", later.join("; "))
-                        });
-                    }
-                }
-            }
-        }
-        (
-            Err(TemplateError::NotFound {
-                family: family.into(),
-                locale: requested.into(),
-                at,
-            }),
-            steps,
-        )
-    }
-
-    /// Every version of `family` that herald may select at `now` or later: for each locale and
-    /// market, the approved version effective at `now` and every approved version that becomes
-    /// effective after it. Superseded versions are no longer selectable.
-    pub fn selectable(&self, family: &str, now: DateTime<Utc>) -> Vec<&Template> {
-        let approved: Vec<&Template> = self
-            .templates
-            .iter()
-            .filter(|t| t.meta.family == family && self.in_force(t))
-            .collect();
-        approved
-            .iter()
-            .copied()
-            .filter(|t| {
-                t.meta.effective_from > now
-                    || !approved.iter().any(|later| {
-                        later.meta.locale.eq_ignore_ascii_case(&t.meta.locale)
-                            && same_market(later.meta.market.as_deref(), t.meta.market.as_deref())
-                            && later.meta.effective_from > t.meta.effective_from
-                            && later.meta.effective_from <= now
-                    })
-            })
-            .collect()
-    }
-
-    /// The audience of a family (all its versions share it); `None` for an unknown family.
-    pub fn audience(&self, family: &str) -> Option<Audience> {
-        self.templates
-            .iter()
-            .find(|t| t.meta.family == family)
-            .map(|t| t.meta.audience)
-    }
-
-    /// The leak guard by origin: a CUSTOMER template receives only values that enter herald
-    /// customer-visible (`fields.toml`). `origins` names each payload field's origin; a field
-    /// the version's schema does not have never reaches it (the schema refuses it first).
-    pub fn admit_origins(
-        &self,
-        template: &Template,
-        origins: &[(&str, Origin<'_>)],
-    ) -> Result<(), TemplateError> {
-        match self.origin_problems(template, origins).into_iter().next() {
-            Some((field, reason)) => Err(TemplateError::Origin {
-                name: template.id(),
-                field: field.to_string(),
-                reason,
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Every field of `origins` that `template` may not receive, and why: what
-    /// [`TemplateRegistry::admit_origins`] refuses, all of it (for `herald check`).
-    pub fn origin_problems<'o>(
-        &self,
-        template: &Template,
-        origins: &[(&'o str, Origin<'_>)],
-    ) -> Vec<(&'o str, String)> {
-        if template.meta.audience != Audience::Customer {
-            return Vec::new();
-        }
-        origins
-            .iter()
-            .filter(|(field, _)| template.meta.payload.contains_key(*field))
-            .filter_map(|(field, origin)| {
-                let verdict = match origin {
-                    Origin::Rendered { family }
-                        if self.audience(family) != Some(Audience::Customer) =>
-                    {
-                        Err(format!("{origin} is not a CUSTOMER family"))
-                    }
-                    _ => self.fields.customer_may_see(origin),
-                };
-                verdict.err().map(|reason| (*field, reason))
-            })
-            .collect()
-    }
-
-    /// Refuses a template whose audience the recipient may not get: an INTERNAL template never
-    /// goes to a customer.
-    pub fn admit_recipient(
-        &self,
-        template: &Template,
-        recipient: RecipientType,
-    ) -> Result<(), TemplateError> {
-        if template.meta.audience == Audience::Internal
-            && Audience::of_recipient(recipient) == Audience::Customer
-        {
-            return Err(TemplateError::Audience {
-                name: template.id(),
-                audience: template.meta.audience,
-                recipient,
-            });
-        }
-        Ok(())
-    }
-
     /// The version a queued message names, as delivery renders it: a version withdrawn since
     /// the message was requested is never sent.
     pub fn for_delivery(&self, family: &str, version: &str) -> Result<&Template, TemplateError> {
@@ -778,31 +570,6 @@ impl TemplateRegistry {
     }
 }
 
-/// What holds for a family as a whole: one audience for all its versions.
-fn audience_problems(templates: &[Template]) -> Vec<TemplateError> {
-    let mut problems = Vec::new();
-    for (i, t) in templates.iter().enumerate() {
-        if let Some(first) = templates[..i]
-            .iter()
-            .find(|o| o.meta.family == t.meta.family)
-        {
-            if first.meta.audience != t.meta.audience {
-                problems.push(invalid(
-                    &t.dir.join("template.toml"),
-                    format!(
-                        "audience {}: the family {} is {} ({}); a family is CUSTOMER or INTERNAL as a whole",
-                        t.meta.audience,
-                        t.meta.family,
-                        first.meta.audience,
-                        first.id()
-                    ),
-                ));
-            }
-        }
-    }
-    problems
-}
-
 /// Two versions in force (approved, not `withdrawn`) that resolution could not tell apart: the
 /// same family, locale, market and effective time (the folder order would decide).
 fn ambiguity_problems(
@@ -849,15 +616,6 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-/// Markets are compared as locales are: `ch` is `CH`.
-fn same_market(a: Option<&str>, b: Option<&str>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
-        (None, None) => true,
-        _ => false,
-    }
-}
-
 pub(crate) fn invalid(path: &Path, message: String) -> TemplateError {
     TemplateError::Invalid {
         path: path.display().to_string(),
@@ -893,27 +651,4 @@ fn version_dirs(dir: &Path) -> Result<Vec<PathBuf>, TemplateError> {
 
 fn part_name(family: &str, version: &str, part: &str) -> String {
     format!("{family}/{version}/{part}")
-}
-
-fn locale_chain(locale: &str) -> Vec<String> {
-    let mut chain = vec![locale.to_string()];
-    if let Some((language, _)) = locale.split_once(['-', '_']) {
-        chain.push(language.to_string());
-    }
-    if !chain.iter().any(|l| l.eq_ignore_ascii_case("en")) {
-        chain.push("en".into());
-    }
-    chain
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn locale_falls_back_to_language_then_english() {
-        assert_eq!(locale_chain("de-AT"), vec!["de-AT", "de", "en"]);
-        assert_eq!(locale_chain("en"), vec!["en"]);
-        assert_eq!(locale_chain("fr"), vec!["fr", "en"]);
-    }
 }
