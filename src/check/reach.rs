@@ -5,7 +5,6 @@
 //! and the classification by origin (`templates/fields.toml`): a CUSTOMER version receives
 //! only values that enter herald customer-visible.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -19,7 +18,7 @@ use crate::workers::TopicConfig;
 /// What a rule or topic passes to a template.
 enum Passes<'a> {
     /// A rule's mapping: template field → event path (herald adds `recipientName`).
-    Rule(&'a BTreeMap<String, String>),
+    Rule(&'a EventRule),
     /// A handler's payload.
     Handler(&'static [PassedField]),
     /// A digest: `count`, `items` (and `recipientName`).
@@ -67,7 +66,7 @@ pub(super) fn check_rules(
                 &asker,
                 &format!("template_family ({channel})"),
                 family,
-                Passes::Rule(&rule.payload),
+                Passes::Rule(rule),
                 registry,
                 now,
             ));
@@ -94,11 +93,8 @@ fn check_digest(
     };
     let digest_asker = Asker {
         at: asker.at.clone(),
-        reaches: asker.reaches,
-        category: asker.category,
-        from: asker.from,
-        until: asker.until,
         origins: rule.digest_origins(),
+        ..*asker
     };
     judge_family(
         &digest_asker,
@@ -214,16 +210,15 @@ fn judge_version(
         ));
     }
     match passes {
-        Passes::Rule(mapping) => {
+        Passes::Rule(rule) => {
+            let mapping = &rule.payload;
             for field in mapping.keys() {
                 if !meta.payload.contains_key(field) {
                     problems.push(format!("payload.{field}: not in the payload schema"));
                 }
             }
             // herald fills in recipientName from a contact or an engine user, not from an address.
-            let named = asker.origins.iter().any(|(field, origin)| {
-                *field == "recipientName" && !matches!(origin, Origin::Event { .. })
-            });
+            let named = rule.recipient_name().is_some();
             for (field, kind) in &meta.payload {
                 if kind.required
                     && !(field == "recipientName" && named)

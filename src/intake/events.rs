@@ -263,19 +263,14 @@ async fn prepare(
             let template = intake
                 .template(&purpose, channel, locale.as_deref(), market.as_deref())
                 .map_err(rule_error)?;
-            // herald fills in the name of a contact or an engine user (`EventRule::origins`),
+            // herald fills in the name of a contact or an engine user (`EventRule::recipient_name`),
             // reached by email or, without an address, in the inbox (where the name was not
             // looked up: a neutral greeting, as digests have).
             let mut data = Value::Object(payload.clone());
-            let fills_name = matches!(
-                spec,
-                RecipientSpec::Contact(_)
-                    | RecipientSpec::CamundaUser(_)
-                    | RecipientSpec::CamundaGroup(_)
-            );
+            let fills_name = rule.recipient_name().is_some();
             if let Some(fields) = data.as_object_mut() {
                 if fills_name && template.meta.payload.contains_key("recipientName") {
-                    let name = display_name.as_deref().unwrap_or("there");
+                    let name = display_name.as_deref().unwrap_or(NO_NAME);
                     fields.insert("recipientName".into(), json!(name));
                 }
             }
@@ -372,6 +367,9 @@ async fn prepare(
     Ok(requests)
 }
 
+/// The greeting herald fills in for a recipient whose name it did not look up (`Hello there`).
+const NO_NAME: &str = "there";
+
 /// What a rule asks for, as the intake admits it.
 fn rule_purpose(rule: &EventRule) -> Result<Purpose, EventError> {
     let dedupe = match &rule.dedupe_window {
@@ -447,7 +445,7 @@ impl DigestPlan {
         if template.meta.payload.contains_key("recipientName") {
             payload.insert(
                 "recipientName".into(),
-                json!(display_name.unwrap_or("there")),
+                json!(display_name.unwrap_or(NO_NAME)),
             );
         }
         payload.insert("count".into(), json!(0));

@@ -138,15 +138,23 @@ impl EventRule {
                 )
             })
             .collect();
-        let name = match self.recipient_spec() {
+        origins.extend(
+            self.recipient_name()
+                .map(|origin| ("recipientName", origin)),
+        );
+        origins
+    }
+
+    /// Where the `recipientName` herald fills in comes from: a contact's name, an engine
+    /// user's; none for an address or a webhook subscriber.
+    pub fn recipient_name(&self) -> Option<Origin<'static>> {
+        match self.recipient_spec() {
             Ok(RecipientSpec::Contact(_)) => Some(Origin::Contact("displayName")),
             Ok(RecipientSpec::CamundaUser(_) | RecipientSpec::CamundaGroup(_)) => {
                 Some(Origin::Engine("the user's name"))
             }
             _ => None,
-        };
-        origins.extend(name.map(|origin| ("recipientName", origin)));
-        origins
+        }
     }
 
     /// Where each field of the rule's digest or summary comes from: the recipient's name, the

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use crate::support::*;
+use crate::templates_governance::copy_tree;
 use serde_json::{json, Value};
 
-fn order_created(event_id: &str, order: &str, contact: &str) -> Value {
+pub(crate) fn order_created(event_id: &str, order: &str, contact: &str) -> Value {
     json!({
         "eventId": event_id,
         "eventType": "OrderCreated",
@@ -403,17 +404,4 @@ async fn a_template_that_retains_bodies_keeps_them_encrypted() {
         .unwrap();
     assert_eq!(body.subject, "Your order O-KEEP is confirmed");
     assert!(body.text.contains("Dear Kim Keep"));
-}
-
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }

@@ -331,25 +331,18 @@ fn two_versions_resolution_cannot_tell_apart_are_refused() {
     assert!(ok, "{out}");
 }
 
+/// The events API tests' OrderCreated, with more `data` fields.
 fn order_created(
     event_id: &str,
     order: &str,
     contact: &str,
     data: serde_json::Value,
 ) -> serde_json::Value {
-    let mut data = data;
-    data["orderNumber"] = json!(order);
-    data["customerContactId"] = json!(contact);
-    json!({
-        "eventId": event_id,
-        "eventType": "OrderCreated",
-        "eventVersion": 1,
-        "occurredAt": "2026-11-26T10:00:00Z",
-        "tenantId": "acme",
-        "orderId": order,
-        "subject": {"type": "ORDER", "id": order},
-        "data": data
-    })
+    let mut event = crate::events_api::order_created(event_id, order, contact);
+    if let (Some(fields), Some(more)) = (event["data"].as_object_mut(), data.as_object()) {
+        fields.extend(more.clone());
+    }
+    event
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,11 +60,14 @@ pub(super) fn committed(dir: &Path) -> Result<(Vec<Committed>, bool), String> {
 
 /// The RELEASE of `id` with `content` as a committed version of the lock recorded it (a
 /// release lost in a merge keeps its approver and time when it is recorded again).
-pub(super) fn committed_release(dir: &Path, id: &str, content: &str) -> Option<Entry> {
-    let (versions, _) = committed(dir).ok()?;
-    versions.into_iter().find_map(|(_, parsed)| match parsed {
+pub(super) fn committed_release<'c>(
+    versions: &'c [Committed],
+    id: &str,
+    content: &str,
+) -> Option<&'c Entry> {
+    versions.iter().find_map(|(_, parsed)| match parsed {
         Ok(Parsed::Record(entries)) => entries
-            .into_iter()
+            .iter()
             .find(|e| e.action == Action::Release && e.id == id && e.content == content),
         _ => None,
     })

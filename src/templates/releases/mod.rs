@@ -348,6 +348,14 @@ pub(super) fn record(
         .unwrap_or_default();
     let mut added = Vec::new();
     if matches!(lock.form, Form::Record) {
+        // Read once: the committed versions a release lost in a merge comes from.
+        let versions = if findings.unrecorded.is_empty() {
+            Vec::new()
+        } else {
+            committed(dir)
+                .map(|(versions, _)| versions)
+                .unwrap_or_default()
+        };
         for template in findings.unrecorded {
             if text.is_empty() {
                 text.push_str(HEADER);
@@ -363,9 +371,10 @@ pub(super) fn record(
                 &previous,
             );
             // A release lost in a merge is recorded again as it was (its approver and time).
-            if let Some(then) = committed_release(dir, &template.id(), &template.source_hash) {
+            if let Some(then) = committed_release(&versions, &template.id(), &template.source_hash)
+            {
                 if then.approved_by == entry.approved_by {
-                    entry.at = then.at;
+                    entry.at = then.at.clone();
                     entry.link = entry.link_after(&previous);
                 }
             }
