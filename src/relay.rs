@@ -1,14 +1,18 @@
 //! The outbox relay: publishes each outbox event once and correlates outcomes into the
 //! waiting Camunda process instances, retrying until the process is ready or a deadline passes.
 
+mod correlate;
+
+use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::camunda::{CamundaClient, CamundaError, MessageCorrelation, TypedValue, Variables};
+use crate::camunda::CamundaClient;
 use crate::ledger::wakeup::Woke;
 use crate::ledger::{CorrelationJob, Ledger};
 use crate::pause::{sleep_or_shutdown, Backoff};
+use correlate::{Correlator, Outcome};
 
 #[derive(Debug, Clone)]
 pub struct RelayOptions {
@@ -56,13 +60,16 @@ pub async fn run_outbox(ledger: Ledger, options: RelayOptions, shutdown: Cancell
     tracing::info!("outbox relay stopped");
 }
 
-/// Correlates CommunicationSent / CommunicationFailed into the waiting instances until `shutdown`.
+/// Correlates CommunicationSent / CommunicationFailed into the waiting instances until
+/// `shutdown`; `waiting_topics` are the topics whose processes wait for their outcome.
 pub async fn run_correlations(
     ledger: Ledger,
     camunda: CamundaClient,
+    waiting_topics: HashSet<String>,
     options: RelayOptions,
     shutdown: CancellationToken,
 ) {
+    let correlator = Correlator::new(camunda, waiting_topics);
     let mut wakeup = ledger.wakeup("herald_correlation");
     let mut backoff = loop_backoff();
     tracing::info!("correlation relay started");
@@ -79,7 +86,7 @@ pub async fn run_correlations(
                         // relay (or this one, restarted) takes it.
                         break;
                     }
-                    correlate(&ledger, &camunda, &options, &job).await;
+                    correlate(&ledger, &correlator, &options, &job).await;
                 }
             }
             Ok(_) => {
@@ -113,24 +120,10 @@ pub fn correlation_backoff(options: &RelayOptions, tries: i32) -> Duration {
 
 async fn correlate(
     ledger: &Ledger,
-    camunda: &CamundaClient,
+    correlator: &Correlator,
     options: &RelayOptions,
     job: &CorrelationJob,
 ) {
-    let mut variables = Variables::new();
-    variables.insert(
-        "communicationId".into(),
-        TypedValue::string(job.communication_id.to_string()),
-    );
-    let message = MessageCorrelation {
-        message_name: job.message_name.clone(),
-        process_instance_id: Some(job.process_instance_id.clone()),
-        business_key: None,
-        tenant_id: None,
-        process_variables: variables,
-        all: false,
-        result_enabled: true,
-    };
     let span = tracing::info_span!(
         "correlation",
         communicationId = %job.communication_id,
@@ -139,21 +132,26 @@ async fn correlate(
         tries = job.tries,
     );
     let _entered = span.enter();
-    let result = camunda.correlate(&message).await;
-    let (error, give_up_at_deadline) = match result {
-        Ok(results) if !results.is_empty() => {
+    let (error, give_up_at_deadline) = match correlator.correlate(job).await {
+        Outcome::Correlated => {
             tracing::info!("message correlated");
             if let Err(err) = ledger.correlation_done(job).await {
                 tracing::warn!(error = %err, "correlated, but could not record it; it will be tried again");
             }
             return;
         }
-        Ok(_) => ("nothing was correlated".to_string(), true),
-        // Not waiting yet (or any more): try again until the deadline.
-        Err(err @ CamundaError::CorrelationMismatch(_)) => (err.to_string(), true),
-        Err(err @ CamundaError::BadRequest { .. }) => (err.to_string(), true),
-        // The engine is down or overloaded: keep trying, the outcome must not be lost.
-        Err(err) => (err.to_string(), false),
+        Outcome::Unwaited(reason) => {
+            tracing::info!(%reason, "nobody waits for the message any more; recorded as UNWAITED, not retried");
+            if let Err(err) = ledger.correlation_unwaited(job, &reason).await {
+                tracing::warn!(error = %err, "could not record the correlation as unwaited; its lease will expire");
+            }
+            return;
+        }
+        Outcome::NotYet(reason) => (reason, true),
+        Outcome::Failed {
+            error,
+            give_up_at_deadline,
+        } => (error, give_up_at_deadline),
     };
     let after = correlation_backoff(options, job.tries);
     match ledger

@@ -322,6 +322,11 @@ pub async fn start(
             relay::run_correlations(
                 ledger.clone(),
                 camunda.clone(),
+                workers::load_topics(&settings.paths.topics)?
+                    .into_iter()
+                    .filter(|t| t.waits_for_outcome)
+                    .map(|t| t.topic)
+                    .collect(),
                 options.clone(),
                 shutdown.clone(),
             )

@@ -55,6 +55,8 @@ pub struct LockedTask {
     pub business_key: Option<String>,
     pub process_instance_id: String,
     #[serde(default)]
+    pub process_definition_id: Option<String>,
+    #[serde(default)]
     pub process_definition_key: Option<String>,
     #[serde(default)]
     pub activity_id: Option<String>,
@@ -244,7 +246,7 @@ impl CamundaClient {
         &self.base
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(super) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -500,7 +502,7 @@ impl CamundaClient {
     }
 
     /// A GET with query parameters (encoded), read as `T`; a missing body reads as `T::default()`.
-    async fn get_query<T: DeserializeOwned + Default>(
+    pub(super) async fn get_query<T: DeserializeOwned + Default>(
         &self,
         path: &str,
         query: &[(&str, &str)],

@@ -3,7 +3,10 @@
 
 pub mod client;
 pub mod error;
+pub mod executions;
+pub mod model;
 pub mod variables;
+pub mod waits;
 pub mod worker;
 
 pub use client::{

@@ -19,6 +19,17 @@ pub struct CorrelationJob {
     pub tenant_id: String,
     pub tries: i32,
     pub deadline_at: DateTime<Utc>,
+    /// Where herald's task ran, when the waiter recorded it (rows from before did not).
+    pub task: Option<TaskRun>,
+}
+
+/// Where the task whose outcome is correlated ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRun {
+    pub task_id: String,
+    pub process_definition_id: String,
+    pub activity_id: String,
+    pub activity_instance_id: String,
 }
 
 impl Ledger {
@@ -37,14 +48,18 @@ impl Ledger {
         let status: CommunicationStatus = row.try_get("status")?;
         let tenant_id: String = row.get("tenant_id");
         sqlx::query(
-            "INSERT INTO communication_waiter (communication_id, process_instance_id, business_key, task_id, tenant_id)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            "INSERT INTO communication_waiter (communication_id, process_instance_id, business_key, task_id, tenant_id,
+                                              process_definition_id, activity_id, activity_instance_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
         .bind(id.0)
         .bind(&origin.process_instance_id)
         .bind(&origin.business_key)
         .bind(&origin.task_id)
         .bind(&tenant_id)
+        .bind(&origin.process_definition_id)
+        .bind(&origin.activity_id)
+        .bind(&origin.activity_instance_id)
         .execute(&mut *conn)
         .await?;
         if let Some(outcome) = status.outcome() {
@@ -104,12 +119,16 @@ impl Ledger {
             "WITH due AS (
                  SELECT correlation_row_id FROM camunda_correlation
                  WHERE status = 'PENDING' AND next_try_at <= now() AND (locked_until IS NULL OR locked_until < now())
-                 ORDER BY next_try_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-             UPDATE camunda_correlation c SET locked_until = now() + make_interval(secs => $2::double precision / 1000),
-                 tries = c.tries + 1
-             FROM due WHERE c.correlation_row_id = due.correlation_row_id
-             RETURNING c.correlation_row_id, c.communication_id, c.process_instance_id, c.message_name, c.tenant_id,
-                       c.tries, c.deadline_at",
+                 ORDER BY next_try_at LIMIT $1 FOR UPDATE SKIP LOCKED),
+             claimed AS (
+                 UPDATE camunda_correlation c SET locked_until = now() + make_interval(secs => $2::double precision / 1000),
+                     tries = c.tries + 1
+                 FROM due WHERE c.correlation_row_id = due.correlation_row_id
+                 RETURNING c.correlation_row_id, c.communication_id, c.process_instance_id, c.task_id, c.message_name,
+                           c.tenant_id, c.tries, c.deadline_at)
+             SELECT claimed.*, w.process_definition_id, w.activity_id, w.activity_instance_id
+             FROM claimed LEFT JOIN communication_waiter w
+               ON w.communication_id = claimed.communication_id AND w.task_id = claimed.task_id",
         )
         .bind(limit)
         .bind(lease.as_millis() as i64)
@@ -125,6 +144,23 @@ impl Ledger {
                 tenant_id: row.get("tenant_id"),
                 tries: row.get("tries"),
                 deadline_at: row.get("deadline_at"),
+                task: match (
+                    row.get::<Option<String>, _>("process_definition_id"),
+                    row.get::<Option<String>, _>("activity_id"),
+                    row.get::<Option<String>, _>("activity_instance_id"),
+                ) {
+                    (
+                        Some(process_definition_id),
+                        Some(activity_id),
+                        Some(activity_instance_id),
+                    ) => Some(TaskRun {
+                        task_id: row.get("task_id"),
+                        process_definition_id,
+                        activity_id,
+                        activity_instance_id,
+                    }),
+                    _ => None,
+                },
             })
             .collect())
     }
@@ -177,5 +213,24 @@ impl Ledger {
         .execute(&self.pool)
         .await?;
         Ok(give_up)
+    }
+
+    /// Records that nobody waits for the message and nobody will (the process went on without
+    /// it): not retried, and no failure of the communication.
+    pub async fn correlation_unwaited(
+        &self,
+        job: &CorrelationJob,
+        reason: &str,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "UPDATE camunda_correlation SET status = 'UNWAITED', locked_until = NULL, last_error = $2
+             WHERE correlation_row_id = $1 AND status = 'PENDING' AND tries = $3",
+        )
+        .bind(job.row_id)
+        .bind(reason)
+        .bind(job.tries)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

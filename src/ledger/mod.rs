@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-pub use correlation::CorrelationJob;
+pub use correlation::{CorrelationJob, TaskRun};
 pub use history::{AttemptView, CommunicationView, DecisionView};
 pub use model::*;
 pub use queue::{provider_name, AttemptResult, ClaimedJob};

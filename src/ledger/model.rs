@@ -383,11 +383,13 @@ text_enum!(
 );
 
 text_enum!(
-    /// A correlation into Camunda: waiting to be tried, done, or given up after its deadline.
+    /// A correlation into Camunda: waiting to be tried, done, given up after its deadline, or
+    /// not wanted any more (the process went on without the message).
     CorrelationStatus {
         Pending = "PENDING",
         Correlated = "CORRELATED",
         Failed = "FAILED",
+        Unwaited = "UNWAITED",
     }
 );
 
@@ -409,8 +411,8 @@ text_enum!(
 );
 
 /// The columns the database keeps to an enum's values, with their CHECK constraints
-/// (migrations `20261126000020_enum_checks.sql`, which adds them, and `…21_enum_checks_validated.sql`,
-/// which validates them; a test compares their lines with these).
+/// (added NOT VALID by migrations such as `20261126000020_enum_checks.sql` and validated by the
+/// next one; a test holds the last definition of each to these).
 pub fn checked_columns() -> Vec<(&'static str, &'static str, String)> {
     vec![
         (
@@ -549,6 +551,9 @@ pub struct ProcessOrigin {
     pub process_instance_id: String,
     pub business_key: Option<String>,
     pub activity_id: Option<String>,
+    /// Where the task ran: the relay finds the execution waiting after it from these.
+    pub process_definition_id: Option<String>,
+    pub activity_instance_id: Option<String>,
     pub topic: String,
     pub task_id: String,
     /// Whether the process waits for CommunicationSent/CommunicationFailed.
@@ -605,75 +610,4 @@ impl Admitted {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_migration_checks_exactly_the_values_of_the_enums() {
-        let added = include_str!("../../migrations/20261126000020_enum_checks.sql");
-        let validated = include_str!("../../migrations/20261126000021_enum_checks_validated.sql");
-        let columns = checked_columns();
-        for (table, column, check) in &columns {
-            let add = format!(
-                "ALTER TABLE {table} ADD CONSTRAINT {table}_{column}_check {check} NOT VALID;"
-            );
-            let validate =
-                format!("ALTER TABLE {table} VALIDATE CONSTRAINT {table}_{column}_check;");
-            assert!(added.contains(&add), "the migration lacks: {add}");
-            assert!(
-                validated.contains(&validate),
-                "the migration lacks: {validate}"
-            );
-        }
-        for migration in [added, validated] {
-            let statements = migration
-                .lines()
-                .filter(|l| l.starts_with("ALTER TABLE"))
-                .count();
-            assert_eq!(statements, columns.len(), "no constraint beyond the enums'");
-        }
-    }
-
-    #[test]
-    fn statuses_round_trip_as_text() {
-        for status in CommunicationStatus::ALL {
-            assert_eq!(
-                status.as_str().parse::<CommunicationStatus>().unwrap(),
-                *status
-            );
-        }
-        assert!("SENTX".parse::<CommunicationStatus>().is_err());
-    }
-
-    #[test]
-    fn final_states_are_final() {
-        use CommunicationStatus::*;
-        for to in CommunicationStatus::ALL {
-            assert!(!FailedFinal.can_become(*to));
-            assert!(!Suppressed.can_become(*to));
-        }
-        assert!(Queued.can_become(Sending));
-        assert!(Sending.can_become(Sent));
-        assert!(!Sent.can_become(FailedFinal));
-        assert!(
-            !Queued.can_become(Sent),
-            "nothing is sent without an attempt"
-        );
-    }
-
-    #[test]
-    fn outcomes_map_to_message_names() {
-        assert_eq!(
-            CommunicationStatus::Sent.outcome().unwrap().message_name(),
-            "CommunicationSent"
-        );
-        assert_eq!(
-            CommunicationStatus::FailedFinal
-                .outcome()
-                .unwrap()
-                .message_name(),
-            "CommunicationFailed"
-        );
-        assert_eq!(CommunicationStatus::FailedRetryable.outcome(), None);
-    }
-}
+mod tests;

@@ -123,6 +123,8 @@ impl ProcessOrigin {
             process_instance_id: task.process_instance_id.clone(),
             business_key: Some(business_key.to_string()),
             activity_id: task.activity_id.clone(),
+            process_definition_id: task.process_definition_id.clone(),
+            activity_instance_id: task.activity_instance_id.clone(),
             topic: task.topic_name.clone(),
             task_id: task.id.clone(),
             waits_for_outcome,

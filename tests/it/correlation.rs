@@ -121,9 +121,10 @@ async fn a_correlation_past_its_deadline_is_recorded_as_failed_and_the_relay_goe
         },
     )
     .await;
+    let reason = failed.1.unwrap_or_default();
     assert!(
-        failed.1.unwrap_or_default().contains("Cannot correlate"),
-        "the engine's reason is kept"
+        reason.contains("does not wait for 'CommunicationSent' after 'send_proposal'"),
+        "the reason names the message and the task: {reason}"
     );
 
     // The relay is still alive: another process gets its outcome.

@@ -7,6 +7,7 @@ mod support;
 
 mod approval_notices;
 mod artifacts;
+mod bpmn_patterns;
 mod correlation;
 mod events_api;
 mod feedback;
