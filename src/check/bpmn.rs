@@ -97,6 +97,9 @@ fn check_file(file: &str, text: &str, topics: &BTreeMap<&str, &TopicConfig>) -> 
                 }
             }
         }
+        if topic.waits_for_outcome {
+            problems.extend(undeclared_in_multi_instance(file, id, topic_name, task));
+        }
         if topic.handler.fans_out() {
             let has_key = task.descendants().any(|n| {
                 n.tag_name().name() == "property"
@@ -123,6 +126,39 @@ fn check_file(file: &str, text: &str, topics: &BTreeMap<&str, &TopicConfig>) -> 
         }
     }
     problems
+}
+
+/// herald sets `communicationId` like a process variable: it lands in the nearest scope that
+/// declares it. Inside a multi-instance subprocess that does not declare it, every instance
+/// writes the one process variable (at once, in a parallel one: the engine's optimistic locking
+/// refuses all but one) and sees another instance's id.
+fn undeclared_in_multi_instance(file: &str, id: &str, topic: &str, task: Node) -> Option<String> {
+    let declares = |scope: Node| {
+        scope
+            .children()
+            .filter(|c| is(*c, "extensionElements"))
+            .any(|e| {
+                e.descendants().any(|n| {
+                    n.tag_name().name() == "inputParameter"
+                        && n.attribute("name") == Some("communicationId")
+                })
+            })
+    };
+    for scope in task.ancestors().skip(1).filter(|n| is_subprocess(*n)) {
+        if declares(scope) {
+            return None;
+        }
+        if scope
+            .children()
+            .any(|c| is(c, "multiInstanceLoopCharacteristics"))
+        {
+            return Some(format!(
+                "{file}: {id}: topic '{topic}' runs inside the multi-instance subprocess '{}', which does not declare communicationId: add <camunda:inputParameter name=\"communicationId\" /> (no value) to the subprocess so that each instance keeps its own",
+                scope.attribute("id").unwrap_or("?")
+            ));
+        }
+    }
+    None
 }
 
 /// A BPMN element of that local name.

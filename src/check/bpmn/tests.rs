@@ -404,3 +404,31 @@ fn the_shipped_models_pass() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn a_send_in_a_multi_instance_subprocess_needs_its_own_communication_id() {
+    let body = |declaration: &str| {
+        format!(
+            r#"<bpmn:subProcess id="each">{declaration}
+                 <bpmn:multiInstanceLoopCharacteristics camunda:collection="${{S(contacts).elements()}}" camunda:elementVariable="contact" />
+                 <bpmn:startEvent id="s" />{}{SEND}{}{AWAIT}
+               </bpmn:subProcess>"#,
+            flow("f0", "s", "send"),
+            flow("f1", "send", "gw"),
+        )
+    };
+    let problems = check(OUTCOMES, &body(""));
+    assert!(
+        problems.iter().any(|p| p.contains("send: topic 'send-proposal' runs inside the multi-instance subprocess 'each', which does not declare communicationId")),
+        "{problems:?}"
+    );
+    let declared = r#"<bpmn:extensionElements><camunda:inputOutput><camunda:inputParameter name="communicationId" /></camunda:inputOutput></bpmn:extensionElements>"#;
+    assert_eq!(check(OUTCOMES, &body(declared)), Vec::<String>::new());
+}
+
+#[test]
+fn the_pattern_models_of_the_tests_pass() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/bpmn/patterns");
+    let topics = topics();
+    assert_eq!(check_bpmn(&dir, &topics), Vec::<String>::new());
+}
