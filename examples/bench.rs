@@ -1022,9 +1022,17 @@ impl herald::camunda::worker::TaskHandler for CompleteAtOnce {
 /// send-proposal topic's lock and variables, the lane filter, 100 a fetch, 200 in flight),
 /// tasks per second from the first handler call to the last completion.
 async fn engine_ceiling(camunda: &herald::camunda::CamundaClient, m: usize) -> f64 {
-    use herald::camunda::worker::WorkerOptions;
     let lane = new_lane();
     start_instances(camunda, &lane, m).await;
+    let rate = complete_at_once(camunda, &lane, m).await;
+    delete_lane(camunda, &lane).await;
+    rate
+}
+
+/// Completes the `m` send-proposal tasks of `lane` with herald's worker loop and a handler
+/// that does no ledger work; tasks a second. The instances then wait for the outcome.
+async fn complete_at_once(camunda: &herald::camunda::CamundaClient, lane: &str, m: usize) -> f64 {
+    use herald::camunda::worker::WorkerOptions;
     let topic = shipped_topic("send-proposal");
     let handler = Arc::new(CompleteAtOnce::default());
     let subscription = herald::workers::subscription(&topic, handler.clone());
@@ -1034,7 +1042,7 @@ async fn engine_ceiling(camunda: &herald::camunda::CamundaClient, m: usize) -> f
         max_in_flight: CAMUNDA_MAX_IN_FLIGHT.parse().unwrap(),
         // As every herald the bench starts (tests/support sets it), herald_workers' too.
         long_poll: Duration::from_millis(LONG_POLL_MS.parse().unwrap()),
-        process_variables: [("heraldLane".to_string(), Value::String(lane.clone()))].into(),
+        process_variables: [("heraldLane".to_string(), Value::String(lane.to_string()))].into(),
         shutdown_grace: Duration::from_secs(10),
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -1052,13 +1060,123 @@ async fn engine_ceiling(camunda: &herald::camunda::CamundaClient, m: usize) -> f
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let done_at = lane_completed(camunda, &lane, m, deadline).await;
+    let done_at = lane_completed(camunda, lane, m, deadline).await;
     let first = *handler.first_call.get().expect("a first call");
     shutdown.cancel();
     worker.await.expect("the ceiling's worker loop");
-    delete_lane(camunda, &lane).await;
     let span = (done_at - first).num_milliseconds() as f64 / 1000.0;
     m as f64 / span.max(0.001)
+}
+
+fn correlation_instances() -> usize {
+    std::env::var("HERALD_BENCH_CORRELATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500)
+}
+
+/// Outcomes correlated a second, herald's against a reference, on `m` quote-proposal instances
+/// each: the *drain* of `m` outcomes (the instances wait at the gateway, their emails SENT by
+/// `herald run --only workers,delivery` beforehand, the outcome events in the outbox) by one
+/// `herald run --only relay` (outbox relay and correlations), from the first correlation to the
+/// last; and the reference, `m` other waiting
+/// instances correlated by process instance with one `POST /message` each, one at a time, by
+/// the bench (what herald's relay did per outcome before it looked for the waiting execution:
+/// it now reads the activity-instance tree and the subscriptions, and triggers one).
+async fn correlation_drain(m: usize) -> (f64, f64) {
+    let camunda = camunda();
+    deploy(&camunda).await;
+    let db = TestDb::create().await;
+    db.add_proposal_document("acme", "Q-BENCH").await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let lane = new_lane();
+    start_instances(&camunda, &lane, m).await;
+    let pending = |status: &'static str| {
+        let db = &db;
+        async move {
+            db.scalar_i64(&format!(
+                "SELECT count(*) FROM camunda_correlation WHERE status = '{status}'"
+            ))
+            .await as usize
+        }
+    };
+    let fill = Herald::start_with(
+        &db,
+        &sink.url(),
+        &lane,
+        &["run", "--only", "workers,delivery"],
+        &[("HERALD_LOG__FILTER", "warn")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(900);
+    // SENT, their outcome events waiting in the outbox: the relay schedules and correlates.
+    while (db
+        .scalar_i64("SELECT count(*) FROM communication_record WHERE status = 'SENT'")
+        .await as usize)
+        < m
+    {
+        assert!(Instant::now() < deadline, "the {m} outcomes were not ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(fill);
+    let relay = Herald::start_with(
+        &db,
+        &sink.url(),
+        &lane,
+        &["run", "--only", "relay"],
+        &[("HERALD_LOG__FILTER", "warn")],
+    );
+    while pending("CORRELATED").await < m {
+        assert!(
+            Instant::now() < deadline,
+            "the {m} outcomes were not correlated"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let span: f64 = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM max(correlated_at) - min(correlated_at))::float8 FROM camunda_correlation",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    drop(relay);
+    // Every instance of the lane has ended with its message.
+    let ours = (m - 1) as f64 / span.max(0.001);
+
+    let reference_lane = new_lane();
+    start_instances(&camunda, &reference_lane, m).await;
+    let _ = complete_at_once(&camunda, &reference_lane, m).await;
+    let waiting = camunda
+        .get_json(&format!(
+            "/process-instance?variables=heraldLane_eq_{reference_lane}&maxResults={m}"
+        ))
+        .await
+        .expect("the waiting instances");
+    let ids: Vec<String> = waiting
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|p| p["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), m);
+    let started = Instant::now();
+    for id in &ids {
+        let message = herald::camunda::MessageCorrelation {
+            message_name: "CommunicationSent".into(),
+            process_instance_id: Some(id.clone()),
+            business_key: None,
+            tenant_id: None,
+            process_variables: herald::camunda::Variables::new(),
+            all: false,
+            result_enabled: true,
+        };
+        camunda
+            .correlate(&message)
+            .await
+            .expect("the reference correlates");
+    }
+    // Those instances have ended with their message too.
+    let reference = m as f64 / started.elapsed().as_secs_f64().max(0.001);
+    (ours, reference)
 }
 
 /// Deletes the process instances of `lane` (an asynchronous batch of the engine) and waits
@@ -1184,6 +1302,15 @@ async fn main() {
         println!("{side}: {} tasks/s", fmt(rate));
         return;
     }
+    if only.as_deref() == Some("correlations") {
+        let (ours, reference) = correlation_drain(correlation_instances()).await;
+        println!(
+            "correlations: herald {ours:.1}/s (drain of {} pending), POST /message by process instance {reference:.1}/s (ratio {:.2})",
+            correlation_instances(),
+            ours / reference
+        );
+        return;
+    }
     if only.as_deref() == Some("camunda") {
         let (ours, java, ceiling) = camunda_throughput(instances()).await;
         println!(
@@ -1227,7 +1354,7 @@ async fn main() {
             "email" => (order_confirmation, String::new()),
             "webhook" => (webhook, receiver().await.0),
             other => panic!(
-                "HERALD_BENCH_ONLY={other}: email, webhook, sustained-email, sustained-webhook, camunda, camunda-herald, camunda-java or camunda-ceiling"
+                "HERALD_BENCH_ONLY={other}: email, webhook, sustained-email, sustained-webhook, camunda, camunda-herald, camunda-java, camunda-ceiling or correlations"
             ),
         };
         let sink = smtp_sink::SmtpSink::start().await.unwrap();
