@@ -714,6 +714,7 @@ pub async fn lock_as_doomed_worker(
                 worker_id: "doomed-worker".into(),
                 max_tasks: 1,
                 use_priority: true,
+                sorting: Vec::new(),
                 async_response_timeout: Some(1000),
                 topics: vec![herald::camunda::TopicRequest {
                     topic_name: topic.topic.clone(),
