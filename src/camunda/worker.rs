@@ -175,9 +175,15 @@ pub async fn run(
     });
     tracing::info!(%worker_id, topics = ?shared.handlers.keys().collect::<Vec<_>>(), requests = groups.len(), "worker started");
 
+    // A loop holds the slots it asks for while it long-polls: each gets a fair share of them,
+    // so that one loop's long poll never keeps the others from fetching.
+    let share = (shared.options.max_in_flight.max(1) / groups.len().max(1))
+        .clamp(1, shared.options.max_tasks.max(1) as usize);
     let mut loops = JoinSet::new();
     for group in groups {
-        loops.spawn(fetch_loop(shared.clone(), group, shutdown.clone()).with_current_subscriber());
+        loops.spawn(
+            fetch_loop(shared.clone(), group, share, shutdown.clone()).with_current_subscriber(),
+        );
     }
     let mut task_sets = Vec::new();
     while let Some(joined) = loops.join_next().await {
@@ -223,10 +229,12 @@ pub async fn run(
     tracing::info!(%worker_id, "worker stopped");
 }
 
-/// Fetches the tasks of one group until shutdown; returns the tasks it still has in flight.
+/// Fetches the tasks of one group, at most `share` a fetch, until shutdown; returns the tasks
+/// it still has in flight.
 async fn fetch_loop(
     shared: Arc<Shared>,
     group: FetchGroup,
+    share: usize,
     shutdown: CancellationToken,
 ) -> JoinSet<()> {
     let options = &shared.options;
@@ -236,7 +244,7 @@ async fn fetch_loop(
     // one fetchAndLock (a query the engine pays for, often the dearest of a task's requests)
     // brings many tasks, not one per completion, and the other half keeps the engine busy
     // meanwhile.
-    let fetch_at = (options.max_in_flight.max(1) / 2).clamp(1, options.max_tasks.max(1) as usize);
+    let fetch_at = (options.max_in_flight.max(1) / 2).clamp(1, share);
     let mut tasks = JoinSet::new();
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     tracing::debug!(topics = ?group.topic_names(), order = ?group.order, "fetch loop started");
@@ -252,7 +260,7 @@ async fn fetch_loop(
             .map(|_| room.split(1).expect("one of the permits held"))
             .collect();
         drop(room);
-        while held.len() < options.max_tasks.max(1) as usize {
+        while held.len() < share {
             match permits.clone().try_acquire_owned() {
                 Ok(p) => held.push(p),
                 Err(_) => break,
