@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod smtp_sink;
+pub mod stall_proxy;
 pub mod webhook_receiver;
 
 use std::path::{Path, PathBuf};
