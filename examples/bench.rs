@@ -1036,14 +1036,22 @@ async fn complete_at_once(camunda: &herald::camunda::CamundaClient, lane: &str, 
     let topic = shipped_topic("send-proposal");
     let handler = Arc::new(CompleteAtOnce::default());
     let subscription = herald::workers::subscription(&topic, handler.clone());
+    // herald counts every fetch (the lock-loss limit): the ceiling pays for it too.
+    let db = TestDb::create().await;
+    let worker_id = format!("herald-bench-ceiling-{}", std::process::id());
     let options = WorkerOptions {
-        worker_id: format!("herald-bench-ceiling-{}", std::process::id()),
+        worker_id: worker_id.clone(),
         max_tasks: CAMUNDA_MAX_TASKS.parse().unwrap(),
         max_in_flight: CAMUNDA_MAX_IN_FLIGHT.parse().unwrap(),
         // As every herald the bench starts (tests/support sets it), herald_workers' too.
         long_poll: Duration::from_millis(LONG_POLL_MS.parse().unwrap()),
+        long_poll_margin: herald::camunda::fetch::DEFAULT_LONG_POLL_MARGIN,
         process_variables: [("heraldLane".to_string(), Value::String(lane.to_string()))].into(),
         shutdown_grace: Duration::from_secs(10),
+        fetch_counter: Arc::new(herald::workers::fetch_counts::FetchCounts::new(
+            db.pool.clone(),
+            worker_id,
+        )),
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let worker = tokio::spawn(herald::camunda::worker::run(

@@ -29,11 +29,13 @@ struct Tally {
     lost: usize,
     redelivered: usize,
     failed_final: usize,
+    /// What the scenario should have seen herald do and did not (e.g. notice a dead poll).
+    missed: Vec<String>,
 }
 
 impl Tally {
     fn ok(&self) -> bool {
-        self.duplicates == 0 && self.lost == 0
+        self.duplicates == 0 && self.lost == 0 && self.missed.is_empty()
     }
 }
 
@@ -280,14 +282,107 @@ async fn engine_restart() -> Tally {
     tally
 }
 
+/// A long poll whose connection dies silently: a proxy between herald and the engine stops
+/// forwarding (keeps every connection open, answers nothing) for 8 s while processes start,
+/// then forwards again. herald must give up the silent polls after long poll + margin, poll
+/// anew, and finish every process, those started during the stall too.
+async fn long_poll_stall() -> Tally {
+    const STALL: Duration = Duration::from_secs(8);
+    let camunda = camunda();
+    deploy(&camunda).await;
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let lane = new_lane();
+    let engine = url::Url::parse(&camunda_url()).expect("HERALD_CAMUNDA_URL");
+    let upstream = engine.socket_addrs(|| None).expect("the engine's address")[0];
+    let proxy = stall_proxy::StallProxy::start(upstream).await.unwrap();
+    // Tasks whose answer the stall swallowed are locked for nobody until their lock ends: a
+    // short lock keeps the scenario short.
+    let topics = topics_with("send-proposal.toml", |t| {
+        t.replace("lock_duration_ms = 30000", "lock_duration_ms = 3000")
+    });
+    let herald = Herald::start(
+        &db,
+        &sink.url(),
+        &lane,
+        &[
+            ("HERALD_CAMUNDA_URL", &proxy.url(engine.path())),
+            ("HERALD_CAMUNDA__LONG_POLL_MS", "2000"),
+            ("HERALD_CAMUNDA__LONG_POLL_MARGIN", "2s"),
+            ("HERALD_PATHS__TOPICS", topics.path().to_str().unwrap()),
+        ],
+    );
+    let mut instances = Vec::new();
+    for i in 0..10 {
+        let quote = format!("Q-LP{i}");
+        db.add_proposal_document("acme", &quote).await;
+        if i == 5 {
+            sink.wait_for(5, Duration::from_secs(60)).await;
+            proxy.stall();
+        }
+        let vars = proposal_vars(&lane, &quote, ("recipientEmail", "buyer@customer.example"));
+        let key = format!("{quote}-{}", &lane[5..13]);
+        let instance = camunda
+            .start_process("quote-proposal", &key, &vars)
+            .await
+            .expect("the engine takes the process (herald's path to it is stalled, not ours)");
+        instances.push(instance.id);
+    }
+    let stalled_at = Instant::now();
+    let noticed = "long poll unanswered within its timeout";
+    let deadline = stalled_at + STALL;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let gave_up = herald.log_text().matches(noticed).count();
+    let accepted = proxy.accepted();
+    proxy.resume();
+    settle(&db, "QUOTE_PROPOSAL_DELIVERY", 10, Duration::from_secs(60)).await;
+    let mut tally = tally(&db, &sink, "QUOTE_PROPOSAL_DELIVERY", 10).await;
+    eprintln!(
+        "long-poll-stall: herald gave up {gave_up} silent long poll(s) during the {} s stall; the proxy took {accepted} connection(s) by then",
+        STALL.as_secs()
+    );
+    if gave_up == 0 {
+        tally
+            .missed
+            .push("herald did not notice the silent long poll".into());
+    }
+    // Every process took its outcome and ended, those started during the stall too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut open = instances.len();
+    while Instant::now() < deadline {
+        open = 0;
+        for id in &instances {
+            let state = camunda
+                .get_json(&format!("/history/process-instance/{id}"))
+                .await
+                .map(|h| h["state"] == "COMPLETED")
+                .unwrap_or(false);
+            open += usize::from(!state);
+        }
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if open > 0 {
+        tally
+            .missed
+            .push(format!("{open} process instance(s) did not complete"));
+    }
+    tally
+}
+
 #[tokio::main]
 async fn main() {
     let only: Vec<String> = std::env::args().skip(1).collect();
-    let scenarios: [&str; 5] = [
+    let scenarios: [&str; 6] = [
         "kill-mid-batch",
         "postgres-restart",
         "terminate-backends",
         "engine-restart",
+        "long-poll-stall",
         "smtp-outage",
     ];
     let mut total = Tally::default();
@@ -302,10 +397,11 @@ async fn main() {
             "postgres-restart" => postgres_restart().await,
             "terminate-backends" => terminate_backends().await,
             "engine-restart" => engine_restart().await,
+            "long-poll-stall" => long_poll_stall().await,
             _ => smtp_outage().await,
         };
         println!(
-            "scenario {name}: sent {}, expected {}, duplicates {}, lost {} (final failures {}, redelivered with the same Message-ID {}; {:.1} s) {}",
+            "scenario {name}: sent {}, expected {}, duplicates {}, lost {} (final failures {}, redelivered with the same Message-ID {}; {:.1} s) {}{}",
             tally.sent,
             tally.expected,
             tally.duplicates,
@@ -313,7 +409,12 @@ async fn main() {
             tally.failed_final,
             tally.redelivered,
             started.elapsed().as_secs_f64(),
-            if tally.ok() { "ok" } else { "FAILED" }
+            if tally.ok() { "ok" } else { "FAILED" },
+            if tally.missed.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", tally.missed.join("; "))
+            }
         );
         if !tally.ok() {
             failed.push(name);

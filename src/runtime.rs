@@ -250,8 +250,13 @@ pub async fn start(
             max_tasks: settings.camunda.max_tasks,
             max_in_flight: settings.camunda.max_in_flight,
             long_poll: settings.camunda.long_poll,
+            long_poll_margin: settings.camunda.long_poll_margin,
             process_variables,
             shutdown_grace: settings.camunda.shutdown_grace,
+            fetch_counter: Arc::new(workers::fetch_counts::FetchCounts::new(
+                pool.clone(),
+                worker_id.clone(),
+            )),
         };
         tasks.spawn(
             worker::run(camunda.clone(), options, subscriptions, shutdown.clone())

@@ -13,31 +13,7 @@ use serde_json::{json, Value};
 use super::error::CamundaError;
 use super::variables::Variables;
 
-/// One topic of a fetchAndLock request.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TopicRequest {
-    pub topic_name: String,
-    pub lock_duration: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub variables: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub process_variables: BTreeMap<String, Value>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub include_extension_properties: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FetchAndLock {
-    pub worker_id: String,
-    pub max_tasks: u32,
-    pub use_priority: bool,
-    /// Long polling: how long the engine may hold the request open when no task is there (ms).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub async_response_timeout: Option<u64>,
-    pub topics: Vec<TopicRequest>,
-}
+pub use super::fetch::{FetchAndLock, TopicRequest, DEFAULT_LONG_POLL_MARGIN};
 
 /// An external task locked for this worker.
 #[derive(Debug, Clone, Deserialize)]
@@ -298,21 +274,32 @@ impl CamundaClient {
             .unwrap_or_default())
     }
 
-    /// fetchAndLock with long polling; not retried here (the worker loop backs off itself).
+    /// fetchAndLock with long polling, given up after the long poll plus
+    /// [`DEFAULT_LONG_POLL_MARGIN`]; not retried here (the worker loop backs off itself).
     pub async fn fetch_and_lock(
         &self,
         request: &FetchAndLock,
     ) -> Result<Vec<LockedTask>, CamundaError> {
+        self.fetch_and_lock_within(request, DEFAULT_LONG_POLL_MARGIN)
+            .await
+    }
+
+    /// fetchAndLock that waits at most its long poll plus `margin` for the answer: a
+    /// connection that stays silent longer (an engine or proxy that stopped answering without
+    /// closing) ends in [`CamundaError::Unavailable`] with a timeout, and the caller polls anew.
+    pub async fn fetch_and_lock_within(
+        &self,
+        request: &FetchAndLock,
+        margin: Duration,
+    ) -> Result<Vec<LockedTask>, CamundaError> {
         let body =
             serde_json::to_value(request).map_err(|e| CamundaError::Decode(e.to_string()))?;
-        let wait = Duration::from_millis(request.async_response_timeout.unwrap_or(0))
-            + Duration::from_secs(15);
         Ok(self
             .call(
                 Method::POST,
                 "/external-task/fetchAndLock",
                 Some(&body),
-                Some(wait),
+                Some(request.http_timeout(margin)),
             )
             .await?
             .unwrap_or_default())

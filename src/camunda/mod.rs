@@ -1,9 +1,11 @@
-//! Camunda 7: the REST client (typed requests, variables codec, error mapping) and the
-//! external-task worker loop.
+//! Camunda 7: the REST client (typed requests, variables codec, error mapping), the
+//! external-task worker loop, its fetch requests and the lock-loss limit.
 
 pub mod client;
 pub mod error;
 pub mod executions;
+pub mod fetch;
+pub mod lock_loss;
 pub mod model;
 pub mod variables;
 pub mod waits;

@@ -170,6 +170,11 @@ pub struct CamundaSettings {
     pub max_in_flight: usize,
     #[serde(with = "humantime_serde")]
     pub long_poll: Duration,
+    /// How much longer than `long_poll` a fetch waits for its answer before herald takes the
+    /// connection for dead (an engine or proxy that stopped answering without closing) and
+    /// polls anew.
+    #[serde(with = "humantime_serde")]
+    pub long_poll_margin: Duration,
     /// When set, workers fetch only tasks whose process has the variable `heraldLane` with this
     /// value: a fleet can be split into lanes (e.g. per tenant, or per test run).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -336,6 +341,11 @@ impl Settings {
         }
         if self.camunda.long_poll > Duration::from_secs(30 * 60) {
             return invalid("camunda.long_poll must be at most 30m (the engine's limit)");
+        }
+        if self.camunda.long_poll_margin < Duration::from_secs(1) {
+            return invalid(
+                "camunda.long_poll_margin must be at least 1s (the engine needs time to answer)",
+            );
         }
         if self.delivery.max_in_flight == 0 || self.delivery.batch_size < 1 {
             return invalid("delivery.max_in_flight and delivery.batch_size must be at least 1");

@@ -33,6 +33,7 @@ fn the_defaults_are_the_documented_values() {
     assert_eq!(s.camunda.max_tasks, 10);
     assert_eq!(s.camunda.max_in_flight, 32);
     assert_eq!(s.camunda.long_poll, ms(20_000));
+    assert_eq!(s.camunda.long_poll_margin, ms(15_000));
     assert_eq!(s.camunda.lane, None);
     assert_eq!(s.camunda.shutdown_grace, ms(10_000));
     assert_eq!(s.smtp.from, "herald <noreply@herald.local>");

@@ -2,6 +2,7 @@
 //! the task asks for, and completes the task with `communicationId` only. The topic files of
 //! `topics/*.toml` wire them ([`topics`]).
 
+pub mod fetch_counts;
 pub mod send_proposal;
 pub mod task_notice;
 pub mod topics;
@@ -18,7 +19,7 @@ use crate::camunda::{LockedTask, TypedValue, Variables};
 use crate::intake::{Intake, IntakeError};
 use crate::ledger::ProcessOrigin;
 
-pub use topics::{load_topics, HandlerKind, IncidentConfig, TopicConfig, TopicError};
+pub use topics::{load_topics, FetchConfig, HandlerKind, IncidentConfig, TopicConfig, TopicError};
 
 /// Builds the subscriptions of the enabled topics.
 pub fn subscriptions(topics: &[TopicConfig], intake: &Intake) -> Vec<Subscription> {
@@ -65,6 +66,7 @@ pub fn subscription(topic: &TopicConfig, handler: Arc<dyn TaskHandler>) -> Subsc
         lock_duration: Duration::from_millis(topic.lock_duration_ms),
         variables: topic.variables.clone(),
         include_extension_properties: topic.include_extension_properties,
+        order: topic.fetch.order(),
         incident: IncidentPolicy {
             retries: topic.incident.retries,
             retry_timeouts: topic
@@ -73,6 +75,7 @@ pub fn subscription(topic: &TopicConfig, handler: Arc<dyn TaskHandler>) -> Subsc
                 .iter()
                 .map(|ms| Duration::from_millis(*ms))
                 .collect(),
+            lock_losses: topic.incident.lock_losses,
         },
         handler,
     }

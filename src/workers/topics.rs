@@ -8,6 +8,8 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::camunda::fetch::{FetchOrder, SortOrder};
+
 use crate::intake::{Dedupe, Purpose};
 use crate::iso8601::parse_duration;
 use crate::ledger::{Channel, Classification, CommunicationType, MessageCategory};
@@ -45,6 +47,9 @@ pub struct TopicConfig {
     pub lock_duration_ms: u64,
     pub variables: Vec<String>,
     pub incident: IncidentConfig,
+    /// The order in which fetches hand out the topic's tasks (`[fetch]`).
+    #[serde(default)]
+    pub fetch: FetchConfig,
     #[serde(default = "default_enabled")]
     pub enabled: bool,
     /// The rule's version, recorded with every communication (`topic:<topic>:v<version>`).
@@ -176,6 +181,51 @@ pub struct IncidentConfig {
     /// Retries after the first technical failure before Cockpit shows an incident.
     pub retries: i32,
     pub retry_timeouts_ms: Vec<u64>,
+    /// Locks a task may lose (fetched again, by any herald node, before herald reported it:
+    /// the handler outlived its lock) before herald raises an incident instead of running the
+    /// handler again. At least 1.
+    #[serde(default = "default_lock_losses")]
+    pub lock_losses: u32,
+}
+
+fn default_lock_losses() -> u32 {
+    3
+}
+
+/// `[fetch]`: the order in which the engine hands out the topic's tasks. Topics with the same
+/// settings share one fetch request; each other setting is a request (a long poll) of its own.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchConfig {
+    /// Higher `camunda:taskPriority` first (default true, as the official client).
+    #[serde(default = "default_use_priority")]
+    pub use_priority: bool,
+    /// Then by creation time, `"asc"` (oldest first) or `"desc"`; absent: no sorting. Needs
+    /// engine 7.21 or later.
+    #[serde(default)]
+    pub sort_by_create_time: Option<SortOrder>,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            use_priority: default_use_priority(),
+            sort_by_create_time: None,
+        }
+    }
+}
+
+fn default_use_priority() -> bool {
+    true
+}
+
+impl FetchConfig {
+    pub fn order(&self) -> FetchOrder {
+        FetchOrder {
+            use_priority: self.use_priority,
+            create_time: self.sort_by_create_time,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +288,13 @@ pub fn load_topics(dir: &Path) -> Result<Vec<TopicConfig>, TopicError> {
                 "incident: retries >= 0 and at least one retry timeout".into(),
             ));
         }
+        if topic.incident.lock_losses == 0 {
+            return Err(invalid(
+                &path,
+                "incident: lock_losses must be at least 1 (a herald stopped mid-task loses a lock)"
+                    .into(),
+            ));
+        }
         if let Some(window) = &topic.dedupe_window {
             if let Err(e) = parse_duration(window) {
                 return Err(invalid(&path, format!("dedupe_window: {e}")));
@@ -284,4 +341,37 @@ pub fn load_topics(dir: &Path) -> Result<Vec<TopicConfig>, TopicError> {
         return Err(invalid(dir, "no topic file (*.toml)".into()));
     }
     Ok(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_defaults_to_priority_without_sorting() {
+        let fetch: FetchConfig = toml::from_str("").unwrap();
+        assert_eq!(fetch.order(), FetchOrder::default());
+        let fetch: FetchConfig =
+            toml::from_str("use_priority = false\nsort_by_create_time = \"desc\"").unwrap();
+        assert_eq!(
+            fetch.order(),
+            FetchOrder {
+                use_priority: false,
+                create_time: Some(SortOrder::Desc),
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_sort_order_or_key_is_an_error() {
+        assert!(toml::from_str::<FetchConfig>("sort_by_create_time = \"newest\"").is_err());
+        assert!(toml::from_str::<FetchConfig>("sort_by = \"createTime\"").is_err());
+    }
+
+    #[test]
+    fn lock_losses_default_to_three() {
+        let incident: IncidentConfig =
+            toml::from_str("retries = 3\nretry_timeouts_ms = [1000]").unwrap();
+        assert_eq!(incident.lock_losses, 3);
+    }
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod smtp_sink;
+pub mod stall_proxy;
 pub mod webhook_receiver;
 
 use std::path::{Path, PathBuf};
@@ -714,6 +715,7 @@ pub async fn lock_as_doomed_worker(
                 worker_id: "doomed-worker".into(),
                 max_tasks: 1,
                 use_priority: true,
+                sorting: Vec::new(),
                 async_response_timeout: Some(1000),
                 topics: vec![herald::camunda::TopicRequest {
                     topic_name: topic.topic.clone(),
@@ -907,4 +909,73 @@ pub fn sender(db: &TestDb, smtp_url: &str, name: &str, extra: &[(&str, &str)]) -
         &["run", "--only", "delivery,relay"],
         &env,
     )
+}
+
+/// Deploys the test models of tests/it/fixtures/bpmn (unchanged files are skipped).
+pub async fn deploy_fixtures(camunda: &CamundaClient) {
+    camunda
+        .deploy_dir(
+            "herald-test-fixtures",
+            &Path::new(MANIFEST_DIR).join("tests/it/fixtures/bpmn"),
+        )
+        .await
+        .expect("deploy fixtures");
+}
+
+/// herald's worker loop (`camunda::worker::run`) in the test process, with test handlers.
+pub struct InProcessWorker {
+    shutdown: tokio_util::sync::CancellationToken,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl InProcessWorker {
+    /// Runs `subscriptions` as `worker_id` on the tasks of `lane`, counting fetches in `db`,
+    /// with at most `max_in_flight` tasks at once and `max_tasks` a fetch.
+    pub fn start(
+        db: &TestDb,
+        worker_id: &str,
+        lane: &str,
+        subscriptions: Vec<herald::camunda::worker::Subscription>,
+        max_in_flight: usize,
+        max_tasks: u32,
+    ) -> InProcessWorker {
+        let options = herald::camunda::worker::WorkerOptions {
+            worker_id: worker_id.into(),
+            max_tasks,
+            max_in_flight,
+            long_poll: Duration::from_millis(LONG_POLL_MS.parse().unwrap()),
+            long_poll_margin: herald::camunda::fetch::DEFAULT_LONG_POLL_MARGIN,
+            process_variables: [("heraldLane".to_string(), Value::String(lane.into()))].into(),
+            shutdown_grace: Duration::from_secs(1),
+            fetch_counter: std::sync::Arc::new(herald::workers::fetch_counts::FetchCounts::new(
+                db.pool.clone(),
+                worker_id,
+            )),
+        };
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let running = tokio::spawn(herald::camunda::worker::run(
+            camunda(),
+            options,
+            subscriptions,
+            shutdown.clone(),
+        ));
+        InProcessWorker {
+            shutdown,
+            running: Some(running),
+        }
+    }
+
+    /// Stops fetching; waits for the loop to finish (or unlock) what it holds.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.await.expect("the worker loop");
+        }
+    }
+}
+
+impl Drop for InProcessWorker {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
