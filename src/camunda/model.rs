@@ -368,4 +368,4 @@ fn push_wait(plan: &mut Plan, id: &str, message: &'static str, scope: &str) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -7,16 +7,6 @@ use std::time::Duration;
 use crate::support::*;
 use herald::camunda::CamundaClient;
 
-async fn deploy_fixture(camunda: &CamundaClient) {
-    camunda
-        .deploy_dir(
-            "herald-test-fixtures",
-            &Path::new(MANIFEST_DIR).join("tests/it/fixtures/bpmn"),
-        )
-        .await
-        .expect("deploy fixtures");
-}
-
 async fn active_review_task(camunda: &CamundaClient, process_instance_id: &str) -> String {
     let task = wait_for_user_task(camunda, process_instance_id, "review").await;
     task["id"].as_str().unwrap().to_string()
@@ -25,7 +15,7 @@ async fn active_review_task(camunda: &CamundaClient, process_instance_id: &str) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_early_outcome_is_retried_until_the_process_waits_for_it() {
     let camunda = camunda();
-    deploy_fixture(&camunda).await;
+    deploy_fixtures(&camunda).await;
     let db = TestDb::create().await;
     db.add_proposal_document("acme", "Q-8008").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
@@ -84,7 +74,7 @@ async fn an_early_outcome_is_retried_until_the_process_waits_for_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_correlation_past_its_deadline_is_recorded_as_failed_and_the_relay_goes_on() {
     let camunda = camunda();
-    deploy_fixture(&camunda).await;
+    deploy_fixtures(&camunda).await;
     deploy(&camunda).await;
     let db = TestDb::create().await;
     db.add_proposal_document("acme", "Q-9009").await;

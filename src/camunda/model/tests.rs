@@ -14,7 +14,9 @@ fn model(body: &str) -> ProcessModel {
     .unwrap()
 }
 
-const GATEWAY: &str = r#"
+/// An event-based gateway `gw` waiting for both outcomes, with a timer `too_late` that leads
+/// to the user task `handle`.
+pub(crate) const GATEWAY: &str = r#"
   <bpmn:eventBasedGateway id="gw"/>
   <bpmn:sequenceFlow id="g1" sourceRef="gw" targetRef="on_sent"/>
   <bpmn:sequenceFlow id="g2" sourceRef="gw" targetRef="on_failed"/>

@@ -4,30 +4,27 @@ use serde_json::json;
 
 use super::*;
 use crate::camunda::executions::{ActivityInstance, EventSubscription};
+use crate::camunda::model::tests::GATEWAY;
 
-const MODEL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+fn model_xml() -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
 <bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
     xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="d" targetNamespace="x">
   <bpmn:message id="sent" name="CommunicationSent"/>
   <bpmn:message id="failed" name="CommunicationFailed"/>
   <bpmn:process id="p" isExecutable="true">
     <bpmn:subProcess id="each">
-      <bpmn:multiInstanceLoopCharacteristics camunda:collection="${S(contacts).elements()}" camunda:elementVariable="contact"/>
+      <bpmn:multiInstanceLoopCharacteristics camunda:collection="${{S(contacts).elements()}}" camunda:elementVariable="contact"/>
       <bpmn:startEvent id="s"/><bpmn:sequenceFlow id="f0" sourceRef="s" targetRef="send"/>
       <bpmn:serviceTask id="send" camunda:type="external" camunda:topic="send-proposal"/>
       <bpmn:sequenceFlow id="f1" sourceRef="send" targetRef="gw"/>
-      <bpmn:eventBasedGateway id="gw"/>
-      <bpmn:sequenceFlow id="g1" sourceRef="gw" targetRef="on_sent"/>
-      <bpmn:sequenceFlow id="g2" sourceRef="gw" targetRef="on_failed"/>
-      <bpmn:sequenceFlow id="g3" sourceRef="gw" targetRef="give_up"/>
-      <bpmn:intermediateCatchEvent id="on_sent"><bpmn:messageEventDefinition messageRef="sent"/></bpmn:intermediateCatchEvent>
-      <bpmn:intermediateCatchEvent id="on_failed"><bpmn:messageEventDefinition messageRef="failed"/></bpmn:intermediateCatchEvent>
-      <bpmn:intermediateCatchEvent id="give_up"><bpmn:timerEventDefinition><bpmn:timeDuration>PT1H</bpmn:timeDuration></bpmn:timerEventDefinition></bpmn:intermediateCatchEvent>
-      <bpmn:sequenceFlow id="g4" sourceRef="give_up" targetRef="chase"/>
-      <bpmn:userTask id="chase"/>
+{GATEWAY}
     </bpmn:subProcess>
   </bpmn:process>
-</bpmn:definitions>"#;
+</bpmn:definitions>"#
+    )
+}
 
 fn node(
     id: &str,
@@ -93,7 +90,7 @@ fn verdict(
     message: &str,
     task: &[&str],
 ) -> Verdict {
-    let model = ProcessModel::parse(MODEL).unwrap();
+    let model = ProcessModel::parse(&model_xml()).unwrap();
     let plan = model.plan_after("send", &|t: &str| t == "send-proposal");
     let chain = chain(task);
     locate(
@@ -153,7 +150,7 @@ fn a_branch_whose_timer_fired_is_unwaited_even_while_others_wait() {
     let mut tree = tree();
     // The first branch gave up: its token is at the user task after the timer.
     tree.child_activity_instances[0].child_activity_instances[0].child_activity_instances[0] =
-        serde_json::from_value(node("chase:1", "chase", &["e1"], vec![])).unwrap();
+        serde_json::from_value(node("handle:1", "handle", &["e1"], vec![])).unwrap();
     let waiting = subs(&[("g2", "on_sent"), ("g2", "on_failed")]);
     match verdict(
         &tree,
@@ -181,7 +178,7 @@ fn a_branch_whose_timer_fired_is_unwaited_even_while_others_wait() {
 
 #[test]
 fn a_message_the_model_never_waits_for_is_unwaited_at_once() {
-    let model = ProcessModel::parse(&MODEL.replace(
+    let model = ProcessModel::parse(&model_xml().replace(
         r#"<bpmn:messageEventDefinition messageRef="failed"/>"#,
         "<bpmn:timerEventDefinition/>",
     ))
