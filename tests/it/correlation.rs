@@ -1,7 +1,6 @@
 //! Outcome messages that arrive before the process waits for them are retried until it does,
 //! and recorded as failed correlations after their deadline: never lost, never fatal.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::support::*;
