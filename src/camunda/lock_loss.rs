@@ -9,8 +9,11 @@
 //! reports a failure with retries 0 instead of running the handler again.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 
-use super::worker::{BoxFuture, TechnicalFailure};
+/// What a [`FetchCounter`] answers with (the worker's handlers use the same shape).
+pub type CounterFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The error of a [`FetchCounter`]: the store could not be reached or answered something odd.
 #[derive(Debug, thiserror::Error)]
@@ -25,13 +28,13 @@ pub trait FetchCounter: Send + Sync + 'static {
     fn fetched<'a>(
         &'a self,
         tasks: &'a [(String, String)],
-    ) -> BoxFuture<'a, Result<HashMap<String, u32>, CounterError>>;
+    ) -> CounterFuture<'a, Result<HashMap<String, u32>, CounterError>>;
 
     /// herald reported the task to the engine, or the engine no longer has it: forget it.
-    fn reported<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<(), CounterError>>;
+    fn reported<'a>(&'a self, task_id: &'a str) -> CounterFuture<'a, Result<(), CounterError>>;
 
     /// herald gave the task back unfinished on purpose (shutdown): that fetch lost no lock.
-    fn given_back<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<(), CounterError>>;
+    fn given_back<'a>(&'a self, task_id: &'a str) -> CounterFuture<'a, Result<(), CounterError>>;
 }
 
 /// The locks lost before this fetch, when they are more than `limit` allows: the task goes to
@@ -42,10 +45,11 @@ pub fn too_many_losses(fetches: u32, limit: u32) -> Option<u32> {
 }
 
 /// What Cockpit shows for a task whose lock was lost `lost` times (`limit` allowed).
-pub fn incident(topic: &str, lost: u32, limit: u32, lock_duration_ms: u128) -> TechnicalFailure {
-    TechnicalFailure {
-        message: format!("{topic}: the handler outlived its lock {lost} times"),
-        details: format!(
+/// The message and the details.
+pub fn incident(topic: &str, lost: u32, limit: u32, lock_duration_ms: u128) -> (String, String) {
+    (
+        format!("{topic}: the handler outlived its lock {lost} times"),
+        format!(
             "herald fetched this task {fetches} times without reporting it: {lost} times its \
              lock (lock_duration_ms = {lock_duration_ms}, extended while the handler runs) ran \
              out or was taken before the handler ended, and a later fetch, by this or another \
@@ -57,9 +61,7 @@ pub fn incident(topic: &str, lost: u32, limit: u32, lock_duration_ms: u128) -> T
              the retries. The handler's effect is idempotent: a re-run never sends twice.",
             fetches = lost + 1,
         ),
-        permanent: true,
-        retry_after: None,
-    }
+    )
 }
 
 #[cfg(test)]
@@ -79,16 +81,13 @@ mod tests {
 
     #[test]
     fn the_incident_says_how_often_and_what_to_do() {
-        let failure = incident("send-proposal", 3, 3, 30000);
-        assert!(failure.permanent);
+        let (message, details) = incident("send-proposal", 3, 3, 30000);
         assert_eq!(
-            failure.message,
+            message,
             "send-proposal: the handler outlived its lock 3 times"
         );
-        assert!(failure.details.contains("fetched this task 4 times"));
-        assert!(failure.details.contains("increment the retries"));
-        assert!(failure
-            .details
-            .contains("lock_losses = 3 in topics/send-proposal.toml"));
+        assert!(details.contains("fetched this task 4 times"));
+        assert!(details.contains("increment the retries"));
+        assert!(details.contains("lock_losses = 3 in topics/send-proposal.toml"));
     }
 }

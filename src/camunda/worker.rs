@@ -341,7 +341,8 @@ async fn fetch_loop(
                     let settled = match lost {
                         Some(lost) => {
                             tracing::error!(lost, limit = sub.incident.lock_losses, "the task's lock was lost too often; reporting an incident instead of running the handler again");
-                            let failure = lock_loss::incident(&sub.topic, lost, sub.incident.lock_losses, sub.lock_duration.as_millis());
+                            let (message, details) = lock_loss::incident(&sub.topic, lost, sub.incident.lock_losses, sub.lock_duration.as_millis());
+                            let failure = TechnicalFailure { message, details, permanent: true, retry_after: None };
                             report(client, worker_id, &sub, &task, &HandlerOutcome::Failure(failure)).await
                         }
                         None => execute(client, worker_id, &sub, &task).await,
