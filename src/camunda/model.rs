@@ -65,6 +65,8 @@ pub struct Plan {
     /// Elements a token passes from the task (included) to the waits (included): a token on
     /// one of them may still reach a wait.
     pub path: HashSet<String>,
+    /// A gateway on the way joins several flows: a token waiting there is no activity instance.
+    pub joins: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +252,9 @@ impl ProcessModel {
                 continue;
             }
             plan.path.insert(id.clone());
+            if element.kind == Kind::Gateway && self.incoming(&id) > 1 {
+                plan.joins = true;
+            }
             match element.kind {
                 Kind::SubProcess => {
                     stack.extend(self.starts_of(&id));
@@ -295,6 +300,13 @@ impl ProcessModel {
             stack.extend(self.next_of(&id));
         }
         plan
+    }
+
+    fn incoming(&self, id: &str) -> usize {
+        self.elements
+            .values()
+            .map(|e| e.outgoing.iter().filter(|t| *t == id).count())
+            .sum()
     }
 
     fn next_of(&self, id: &str) -> Vec<String> {

@@ -17,8 +17,11 @@ use super::model::{Plan, ProcessModel};
 /// What the relay does with one correlation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Deliver the message to these executions (normally one).
-    Trigger(Vec<String>),
+    /// Deliver the message to this execution.
+    Trigger(String),
+    /// More than one execution of the task's scope waits: deliver to none, try again until
+    /// the deadline.
+    Ambiguous(String),
     /// The process has not reached the wait yet: try again later.
     NotYet,
     /// Nobody waits for the message and nobody will: record it, do not retry.
@@ -57,6 +60,11 @@ impl<'a> Tree<'a> {
             self.executions.entry(execution).or_default().push(&node.id);
         }
         for transition in &node.child_transition_instances {
+            // A transition instance takes its execution's id, which may be an activity
+            // instance's too (the process instance's): the activity instance keeps its place.
+            if self.nodes.contains_key(transition.id.as_str()) {
+                continue;
+            }
             self.nodes
                 .insert(&transition.id, (&transition.activity_id, Some(&node.id)));
             if let Some(execution) = &transition.execution_id {
@@ -80,6 +88,9 @@ impl<'a> Tree<'a> {
         let mut chain = Vec::new();
         let mut current = self.nodes.get_key_value(instance_id).map(|(id, _)| *id);
         while let Some(id) = current {
+            if chain.contains(&id) {
+                break;
+            }
             chain.push(id);
             current = self.nodes.get(id).and_then(|(_, parent)| *parent);
         }
@@ -183,13 +194,29 @@ pub fn locate(
             targets.push(execution.to_string());
         }
     }
-    if !targets.is_empty() {
-        return Verdict::Trigger(targets);
+    match targets.len() {
+        0 => {}
+        1 => return Verdict::Trigger(targets.remove(0)),
+        n => {
+            return Verdict::Ambiguous(format!(
+                "{n} executions wait for '{message}' after the task '{}' in its scope: herald delivers to none of them rather than to the wrong one",
+                task.activity_id
+            ))
+        }
+    }
+    // A token waiting at a join is no activity instance: while the task's scope instance
+    // lives, a join on the way may still let it through.
+    if plan.joins && task.scope_instance().is_some_and(|s| tree.contains(s)) {
+        return Verdict::NotYet;
     }
     let on_the_way = tree.nodes.iter().any(|(id, (activity, _))| {
-        let Some(element) = element(activity).filter(|e| plan.path.contains(*e)) else {
+        // The body of a multi-instance activity holds its asynchronous continuations.
+        let element = activity
+            .strip_suffix("#multiInstanceBody")
+            .unwrap_or(activity);
+        if !plan.path.contains(element) {
             return false;
-        };
+        }
         model
             .scope_of(element)
             .is_some_and(|scope| belongs(tree, model, task, id, scope))

@@ -31,10 +31,11 @@ pub enum Outcome {
 
 impl From<CamundaError> for Outcome {
     fn from(err: CamundaError) -> Outcome {
-        // The engine down or overloaded: keep trying, the outcome must not be lost.
+        // The engine down or overloaded: keep trying, the outcome must not be lost. A refusal
+        // (a bad request, an unreadable model) is tried until the deadline.
         Outcome::Failed {
+            give_up_at_deadline: !err.is_transient(),
             error: err.to_string(),
-            give_up_at_deadline: false,
         }
     }
 }
@@ -90,10 +91,27 @@ impl Correlator {
             .await
         {
             Ok(Some(tree)) => tree,
+            // Gone from the runtime: ended, if the history says so (a 404 of something else,
+            // a proxy or a redeployed REST root, must not lose the outcome).
             Ok(None) => {
-                return Some(Ok(Outcome::Unwaited(
-                    "the process instance has ended".into(),
-                )))
+                return Some(
+                    match self
+                        .camunda
+                        .get_json(&format!(
+                            "/history/process-instance/{}",
+                            job.process_instance_id
+                        ))
+                        .await
+                    {
+                        Ok(ended) if !ended["endTime"].is_null() => {
+                            Ok(Outcome::Unwaited("the process instance has ended".into()))
+                        }
+                        Ok(_) => Ok(Outcome::NotYet(
+                            "the engine does not show the process instance".into(),
+                        )),
+                        Err(err) => Err(err),
+                    },
+                )
             }
             Err(err) => return Some(Err(err)),
         };
@@ -131,10 +149,13 @@ impl Correlator {
                 &job.message_name,
                 &place,
             ) {
-                Verdict::Trigger(executions) => {
-                    self.trigger(&executions, &job.message_name, variables)
-                        .await
+                Verdict::Trigger(execution) => {
+                    self.trigger(&execution, &job.message_name, variables).await
                 }
+                Verdict::Ambiguous(error) => Ok(Outcome::Failed {
+                    error,
+                    give_up_at_deadline: true,
+                }),
                 Verdict::NotYet => Ok(Outcome::NotYet(format!(
                     "the process does not wait for '{}' after '{}' yet",
                     job.message_name, task.activity_id
@@ -146,26 +167,25 @@ impl Correlator {
 
     async fn trigger(
         &self,
-        executions: &[String],
+        execution: &str,
         message: &str,
         variables: &Variables,
     ) -> Result<Outcome, CamundaError> {
-        let mut delivered = 0;
-        for execution in executions {
-            if let Triggered::Done = self
+        Ok(
+            match self
                 .camunda
                 .trigger_message(execution, message, variables)
                 .await?
             {
-                tracing::info!(executionId = %execution, "message delivered to the waiting execution");
-                delivered += 1;
-            }
-        }
-        Ok(if delivered > 0 {
-            Outcome::Correlated
-        } else {
-            Outcome::NotYet("the wait was gone when the message came; looking again".into())
-        })
+                Triggered::Done => {
+                    tracing::info!(executionId = %execution, "message delivered to the waiting execution");
+                    Outcome::Correlated
+                }
+                Triggered::Gone => {
+                    Outcome::NotYet("the wait was gone when the message came; looking again".into())
+                }
+            },
+        )
     }
 
     /// The task's activity instance and those around it, innermost first: from the tree while

@@ -176,3 +176,22 @@ fn other_messages_are_no_waits_and_an_unknown_task_has_no_plan() {
     assert!(m.plan_after("nowhere", &sends).path.is_empty());
     assert!(ProcessModel::parse("<not xml").is_err());
 }
+
+#[test]
+fn a_join_on_the_way_is_marked() {
+    let m = model(
+        r#"<bpmn:parallelGateway id="fork"/>
+           <bpmn:sequenceFlow id="a" sourceRef="fork" targetRef="send"/>
+           <bpmn:sequenceFlow id="b" sourceRef="fork" targetRef="other"/>
+           <bpmn:serviceTask id="send" camunda:type="external" camunda:topic="send-proposal"/>
+           <bpmn:userTask id="other"/>
+           <bpmn:sequenceFlow id="a1" sourceRef="send" targetRef="join"/>
+           <bpmn:sequenceFlow id="b1" sourceRef="other" targetRef="join"/>
+           <bpmn:parallelGateway id="join"/>
+           <bpmn:sequenceFlow id="c" sourceRef="join" targetRef="w"/>
+           <bpmn:intermediateCatchEvent id="w"><bpmn:messageEventDefinition messageRef="sent"/></bpmn:intermediateCatchEvent>"#,
+    );
+    let plan = m.plan_after("send", &sends);
+    assert!(plan.joins && plan.path.contains("join"));
+    assert!(!m.plan_after("other", &sends).joins || m.plan_after("other", &sends).waits.len() == 1);
+}

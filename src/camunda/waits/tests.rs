@@ -122,7 +122,7 @@ fn each_branch_gets_its_own_wait() {
             "CommunicationSent",
             &["send:1", "each:1", "body", "pi"]
         ),
-        Verdict::Trigger(vec!["g1".into()])
+        Verdict::Trigger("g1".into())
     );
     assert_eq!(
         verdict(
@@ -131,7 +131,7 @@ fn each_branch_gets_its_own_wait() {
             "CommunicationFailed",
             &["send:2", "each:2", "body", "pi"]
         ),
-        Verdict::Trigger(vec!["g2".into()])
+        Verdict::Trigger("g2".into())
     );
     // The third branch's task still runs: its message waits, it never goes to another branch.
     assert_eq!(
@@ -207,4 +207,61 @@ fn the_tree_gives_chains_and_membership() {
     assert_eq!(indexed.chain("gw:2"), vec!["gw:2", "each:2", "body", "pi"]);
     assert!(indexed.contains("send:3") && !indexed.contains("send:1"));
     assert!(indexed.chain("nowhere").is_empty());
+}
+
+#[test]
+fn a_transition_instance_with_the_process_instances_id_keeps_the_tree_whole() {
+    // The process instance's own execution at an asynchronous continuation: the transition
+    // instance takes its id, which is the root's too.
+    let tree: ActivityInstance = serde_json::from_value(json!({
+        "id": "pi", "activityId": "p:1:def", "executionIds": ["pi"],
+        "childActivityInstances": [],
+        "childTransitionInstances": [{"id": "pi", "activityId": "send", "executionId": "pi"}]
+    }))
+    .unwrap();
+    let indexed = Tree::new(&tree);
+    assert_eq!(indexed.chain("pi"), vec!["pi"]);
+}
+
+#[test]
+fn two_waits_of_the_tasks_scope_get_nothing_rather_than_the_wrong_one() {
+    let tree = tree();
+    // Both subscriptions claim the first branch's gateway execution's scope.
+    let waiting = subs(&[("g1", "on_sent"), ("e1", "on_sent")]);
+    let mut doubled = tree.clone();
+    doubled.child_activity_instances[0].child_activity_instances[0]
+        .execution_ids
+        .push("e1".into());
+    assert!(matches!(
+        verdict(
+            &doubled,
+            &waiting,
+            "CommunicationSent",
+            &["send:1", "each:1", "body", "pi"]
+        ),
+        Verdict::Ambiguous(_)
+    ));
+}
+
+#[test]
+fn an_asynchronous_continuation_on_a_multi_instance_body_is_on_the_way() {
+    // The third branch's task done, its next step asynchronous on the gateway's body.
+    let mut tree = tree();
+    tree.child_activity_instances[0].child_activity_instances[2]
+        .child_activity_instances
+        .clear();
+    tree.child_activity_instances[0].child_activity_instances[2].child_transition_instances =
+        vec![serde_json::from_value(
+            json!({"id": "t3", "activityId": "gw#multiInstanceBody", "executionId": "t3"}),
+        )
+        .unwrap()];
+    assert_eq!(
+        verdict(
+            &tree,
+            &[],
+            "CommunicationSent",
+            &["send:3", "each:3", "body", "pi"]
+        ),
+        Verdict::NotYet
+    );
 }
