@@ -46,16 +46,26 @@ pub enum DeliveryMode {
     Attachment,
 }
 
+impl DeliveryMode {
+    /// Every mode (the Modeler's dropdown offers them).
+    pub const ALL: [DeliveryMode; 2] = [DeliveryMode::PortalLink, DeliveryMode::Attachment];
+
+    /// The name a process variable (and the API) gives the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryMode::PortalLink => "PORTAL_LINK",
+            DeliveryMode::Attachment => "ATTACHMENT",
+        }
+    }
+}
+
 impl std::str::FromStr for DeliveryMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "PORTAL_LINK" => Ok(DeliveryMode::PortalLink),
-            "ATTACHMENT" => Ok(DeliveryMode::Attachment),
-            other => Err(format!(
-                "deliveryMode '{other}' is not PORTAL_LINK or ATTACHMENT"
-            )),
-        }
+        DeliveryMode::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == s)
+            .ok_or_else(|| format!("deliveryMode '{s}' is not PORTAL_LINK or ATTACHMENT"))
     }
 }
 
@@ -258,6 +268,15 @@ mod tests {
             media_type: "application/pdf".into(),
             file_name: "proposal.pdf".into(),
         }
+    }
+
+    #[test]
+    fn a_delivery_mode_has_one_name_for_variables_and_the_api() {
+        for mode in DeliveryMode::ALL {
+            assert_eq!(serde_json::to_value(mode).unwrap(), mode.as_str());
+            assert_eq!(mode.as_str().parse::<DeliveryMode>(), Ok(mode));
+        }
+        assert!("portal_link".parse::<DeliveryMode>().is_err());
     }
 
     #[test]

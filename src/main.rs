@@ -29,6 +29,9 @@ enum Command {
     Run(RunArgs),
     /// Validate topics, templates and BPMN files offline; exit 1 naming each problem.
     Check(CheckArgs),
+    /// Write the Camunda Modeler element templates of topics/ into
+    /// element-templates/herald.json (paths.element_templates).
+    ElementTemplates(ElementTemplatesArgs),
     /// Inspect the settings.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -88,6 +91,13 @@ struct CheckArgs {
     /// time to templates/approved.lock (refused when anything else is wrong), then check.
     #[arg(long)]
     record_templates: bool,
+}
+
+#[derive(Args)]
+struct ElementTemplatesArgs {
+    /// Write nothing: fail unless the committed file is what topics/ generate.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Args)]
@@ -168,17 +178,19 @@ async fn main() -> anyhow::Result<()> {
                 &settings.paths.templates,
                 &settings.paths.bpmn,
                 &settings.paths.rules,
+                &settings.paths.element_templates,
             );
             for note in &notes {
                 println!("{note}");
             }
             if problems.is_empty() {
                 println!(
-                    "ok: {}, {}, {} and {} are consistent",
+                    "ok: {}, {}, {}, {} and {} are consistent",
                     settings.paths.topics.display(),
                     settings.paths.templates.display(),
                     settings.paths.bpmn.display(),
-                    settings.paths.rules.display()
+                    settings.paths.rules.display(),
+                    settings.paths.element_templates.display()
                 );
             } else {
                 for problem in &problems {
@@ -186,6 +198,30 @@ async fn main() -> anyhow::Result<()> {
                 }
                 eprintln!("{} problem(s)", problems.len());
                 std::process::exit(1);
+            }
+        }
+        Command::ElementTemplates(args) => {
+            use herald::workers::element_templates;
+            let topics = herald::workers::load_topics(&settings.paths.topics)?;
+            let (topics_dir, dir) = (&settings.paths.topics, &settings.paths.element_templates);
+            let done = if args.check {
+                element_templates::check(&topics, topics_dir, dir).map(|path| {
+                    format!(
+                        "ok: {} is what {} generate",
+                        path.display(),
+                        topics_dir.display()
+                    )
+                })
+            } else {
+                element_templates::write(&topics, topics_dir, dir)
+                    .map(|path| format!("wrote {} ({} templates)", path.display(), topics.len()))
+            };
+            match done {
+                Ok(message) => println!("{message}"),
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
             }
         }
         Command::Config(ConfigCommand::Show) => print!("{}", settings.to_toml()),

@@ -13,7 +13,7 @@ use roxmltree::{Document, Node};
 use crate::workers::TopicConfig;
 
 const BPMN_NS: &str = "http://www.omg.org/spec/BPMN/20100524/MODEL";
-const CAMUNDA_NS: &str = "http://camunda.org/schema/1.0/bpmn";
+pub(super) const CAMUNDA_NS: &str = "http://camunda.org/schema/1.0/bpmn";
 
 /// The messages herald correlates to the process of a topic that waits for its outcome.
 const OUTCOME_MESSAGES: [&str; 2] = ["CommunicationSent", "CommunicationFailed"];
@@ -25,22 +25,35 @@ pub fn check_bpmn(dir: &Path, topics: &[TopicConfig]) -> Vec<String> {
     let by_name: BTreeMap<&str, &TopicConfig> =
         topics.iter().map(|t| (t.topic.as_str(), t)).collect();
     let mut problems = Vec::new();
+    for read in bpmn_files(dir) {
+        match read {
+            Ok((file, text)) => problems.extend(check_file(&file, &text, &by_name)),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    problems
+}
+
+/// The BPMN files of `dir` in name order, each as (its name as shown, its text), or the
+/// problem of reading it.
+pub(super) fn bpmn_files(dir: &Path) -> Vec<Result<(String, String), String>> {
     let mut files: Vec<_> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("bpmn"))
             .collect(),
-        Err(e) => return vec![format!("{}: {e}", dir.display())],
+        Err(e) => return vec![Err(format!("{}: {e}", dir.display()))],
     };
     files.sort();
-    for path in files {
-        let file = path.display().to_string();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => problems.extend(check_file(&file, &text, &by_name)),
-            Err(e) => problems.push(format!("{file}: {e}")),
-        }
-    }
-    problems
+    files
+        .into_iter()
+        .map(|path| {
+            let file = path.display().to_string();
+            std::fs::read_to_string(&path)
+                .map(|text| (file.clone(), text))
+                .map_err(|e| format!("{file}: {e}"))
+        })
+        .collect()
 }
 
 /// The problems of one BPMN document, each `file: element id: message`.

@@ -1,5 +1,6 @@
-//! `herald check`: validates topics, templates and BPMN files offline, naming the file and the
-//! field of each problem, so that a broken release never reaches the workers.
+//! `herald check`: validates topics, templates, BPMN files and element templates offline,
+//! naming the file and the field of each problem, so that a broken release never reaches the
+//! workers.
 
 use std::path::Path;
 
@@ -10,9 +11,11 @@ use crate::templates::{TemplateError, TemplateRegistry};
 use crate::workers::load_topics;
 
 mod bpmn;
+mod modeler;
 mod reach;
 
 pub use bpmn::check_bpmn;
+pub use modeler::check_element_templates;
 
 /// Every problem found, as `file: message` lines (empty when all is well), and notes that are
 /// not problems: the withdrawn template versions, how far the release record's history was
@@ -22,6 +25,7 @@ pub fn check(
     templates_dir: &Path,
     bpmn_dir: &Path,
     rules_file: &Path,
+    element_templates_dir: &Path,
 ) -> (Vec<String>, Vec<String>) {
     let mut problems = Vec::new();
     let topics = match load_topics(topics_dir) {
@@ -48,6 +52,15 @@ pub fn check(
         Err(e) => problems.push(e.to_string()),
     }
     problems.extend(check_bpmn(bpmn_dir, &topics));
+    // Against topics that did not load, every template would look orphaned.
+    if !topics.is_empty() {
+        problems.extend(check_element_templates(
+            element_templates_dir,
+            &topics,
+            topics_dir,
+            bpmn_dir,
+        ));
+    }
     let (releases, notes) = crate::templates::check_releases(templates_dir);
     problems.extend(releases);
     (problems, notes)

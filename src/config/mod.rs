@@ -250,6 +250,8 @@ pub struct PathSettings {
     pub templates: PathBuf,
     pub bpmn: PathBuf,
     pub rules: PathBuf,
+    /// The Camunda Modeler element templates (`herald element-templates`, `herald check`).
+    pub element_templates: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

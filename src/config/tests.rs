@@ -63,6 +63,7 @@ fn the_defaults_are_the_documented_values() {
     assert_eq!(s.paths.templates, Path::new("templates"));
     assert_eq!(s.paths.bpmn, Path::new("bpmn"));
     assert_eq!(s.paths.rules, Path::new("rules/events.toml"));
+    assert_eq!(s.paths.element_templates, Path::new("element-templates"));
     assert_eq!(s.api.listen, "127.0.0.1:8090");
     assert!(s.api.token.is_none());
     assert_eq!(

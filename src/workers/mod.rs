@@ -2,7 +2,9 @@
 //! the task asks for, and completes the task with `communicationId` only. The topic files of
 //! `topics/*.toml` wire them ([`topics`]).
 
+pub mod element_templates;
 pub mod fetch_counts;
+pub mod inputs;
 pub mod send_proposal;
 pub mod task_notice;
 pub mod topics;
@@ -19,7 +21,9 @@ use crate::camunda::{LockedTask, TypedValue, Variables};
 use crate::intake::{Intake, IntakeError};
 use crate::ledger::ProcessOrigin;
 
-pub use topics::{load_topics, FetchConfig, HandlerKind, IncidentConfig, TopicConfig, TopicError};
+pub use topics::{
+    load_topics, FetchConfig, HandlerKind, IncidentConfig, ModelerConfig, TopicConfig, TopicError,
+};
 
 /// Builds the subscriptions of the enabled topics.
 pub fn subscriptions(topics: &[TopicConfig], intake: &Intake) -> Vec<Subscription> {

@@ -26,6 +26,7 @@ use crate::policy::identity::{engine_user, user_ref};
 use crate::policy::{derive_key, Resolution};
 use crate::templates::{origins_of, FieldKind, PassedField, Source};
 
+use super::inputs::{InputKind, InputPattern, InputSource, TaskInput, LOCALE_PATTERN};
 use super::{
     business_key, completed_with_communication, permanent, task_failure, TopicConfig,
     HINT_VARIABLE_TYPE,
@@ -37,6 +38,74 @@ pub enum NoticeKind {
     Escalation,
 }
 
+/// The user task a notice is about: an extension property of the service task (or variable).
+const fn task_definition_key(description: &'static str) -> TaskInput {
+    TaskInput {
+        name: "taskDefinitionKey",
+        kind: InputKind::String,
+        required: true,
+        pattern: Some(InputPattern {
+            regex: "[A-Za-z_][A-Za-z0-9_.-]*",
+            message: "The id of a user task of this process, e.g. approve_quote.",
+        }),
+        label: "User task",
+        description,
+        source: InputSource::ExtensionProperty,
+    }
+}
+
+const TENANT_ID: TaskInput = TaskInput {
+    name: "tenantId",
+    kind: InputKind::String,
+    required: false,
+    pattern: None,
+    label: "Tenant",
+    description: "The tenant whose preferences and templates apply. Empty: the process's tenant, else default.",
+    source: InputSource::Variable,
+};
+
+const NOTICE_LOCALE: TaskInput = TaskInput {
+    name: "locale",
+    kind: InputKind::String,
+    required: false,
+    pattern: Some(LOCALE_PATTERN),
+    label: "Locale",
+    description: "The language of the notice, e.g. de-AT (then de, then en). Empty: en.",
+    source: InputSource::Variable,
+};
+
+/// What an approval reminder reads ([`task_setting`]: a variable, else the extension property).
+pub const REMINDER_INPUTS: &[TaskInput] = &[
+    task_definition_key("The user task to remind about (its id in this process): herald reminds its assignee, else its candidate users and the members of its candidate groups."),
+    TENANT_ID,
+    NOTICE_LOCALE,
+];
+
+/// What an escalation reads ([`task_setting`]: a variable, else the extension property).
+pub const ESCALATION_INPUTS: &[TaskInput] = &[
+    task_definition_key("The overdue user task (its id in this process): the notice names it, its assignee and how long it waited."),
+    TaskInput {
+        name: "escalationGroup",
+        kind: InputKind::String,
+        required: false,
+        pattern: None,
+        label: "Escalation group",
+        description: "The Camunda group whose members are notified. Give this or an escalation user; the group wins.",
+        source: InputSource::ExtensionProperty,
+    },
+    TaskInput {
+        name: "escalationUser",
+        kind: InputKind::String,
+        required: false,
+        pattern: None,
+        label: "Escalation user",
+        description: "The Camunda user notified when no escalation group is given.",
+        source: InputSource::ExtensionProperty,
+    },
+    TENANT_ID,
+    NOTICE_LOCALE,
+];
+
 pub struct TaskNotice {
     topic: TopicConfig,
     purpose: Purpose,
@@ -45,7 +114,8 @@ pub struct TaskNotice {
 }
 
 /// A setting of the service task: a process or input variable, else the task's extension
-/// property (the model's default).
+/// property (the model's default). A null variable (an input parameter without value) or an
+/// empty extension property counts as absent.
 fn task_setting(task: &LockedTask, name: &str) -> Result<Option<String>, TechnicalFailure> {
     let variable = task
         .variables
@@ -490,6 +560,35 @@ mod tests {
         crate::templates::fields::assert_declared(NOTICE_PAYLOAD, &payload, &payload);
     }
     use chrono::TimeZone;
+
+    fn task(variables: serde_json::Value, properties: serde_json::Value) -> LockedTask {
+        serde_json::from_value(json!({
+            "id": "t-1",
+            "topicName": "escalation",
+            "processInstanceId": "p-1",
+            "variables": variables,
+            "extensionProperties": properties
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_setting_is_a_variable_else_the_extension_property_and_null_is_absent() {
+        let properties = json!({"escalationGroup": "sales-managers", "escalationUser": ""});
+        let absent = json!({"type": "Null", "value": null});
+        for declared in ESCALATION_INPUTS.iter().chain(REMINDER_INPUTS) {
+            let name = declared.name;
+            let read = |variables| task_setting(&task(variables, properties.clone()), name);
+            let fallback = properties[name].as_str().filter(|v| !v.is_empty());
+            assert_eq!(read(json!({})).unwrap().as_deref(), fallback, "{name}");
+            let null = json!({ name: absent.clone() });
+            assert_eq!(read(null).unwrap().as_deref(), fallback, "{name}");
+            let set = json!({ name: {"type": "String", "value": "x"} });
+            assert_eq!(read(set).unwrap().as_deref(), Some("x"), "{name}");
+            let wrong = json!({ name: {"type": "Integer", "value": 1} });
+            assert!(read(wrong).is_err(), "{name}");
+        }
+    }
 
     #[test]
     fn waiting_time_reads_like_a_person_wrote_it() {

@@ -1,6 +1,7 @@
 //! The topic files (`topics/<topic>.toml`): which handler serves a topic, what it asks for
 //! (type, category, template family, channels, noise controls, business hours), its
-//! idempotency key pattern, and how Cockpit sees its failures. Read and checked once at start.
+//! idempotency key pattern, how Cockpit sees its failures, and what Camunda Modeler shows a
+//! designer (`[modeler]`). Read and checked once at start.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,7 +19,9 @@ use crate::policy::keys::placeholders;
 use crate::policy::noise::RateLimit;
 use crate::templates::{Audience, PassedField};
 
-use super::task_notice::NOTICE_PAYLOAD;
+use super::inputs::{InputSource, TaskInput};
+use super::send_proposal::PROPOSAL_INPUTS;
+use super::task_notice::{ESCALATION_INPUTS, NOTICE_PAYLOAD, REMINDER_INPUTS};
 use crate::intake::proposal::PROPOSAL_PAYLOAD;
 
 /// One `topics/<topic>.toml` file.
@@ -84,6 +87,22 @@ pub struct TopicConfig {
     /// At most so many to a recipient per window, e.g. `{ max = 1, per = "PT4H" }`.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    /// What Camunda Modeler shows a designer: the topic's element template.
+    pub modeler: ModelerConfig,
+}
+
+/// The `[modeler]` section: the designer-facing words of the topic's element template
+/// (`herald element-templates`) and its version.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelerConfig {
+    /// The template's name in the Modeler's template chooser, e.g. "Send quote proposal".
+    pub name: String,
+    /// What the task does, in a designer's words.
+    pub description: String,
+    /// Goes up whenever the template's inputs change (`herald element-templates` refuses to
+    /// write changed inputs under the committed version).
+    pub version: u32,
 }
 
 fn default_version() -> u32 {
@@ -150,6 +169,15 @@ impl HandlerKind {
         match self {
             HandlerKind::SendProposal => PROPOSAL_PAYLOAD,
             HandlerKind::ApprovalReminder | HandlerKind::Escalation => NOTICE_PAYLOAD,
+        }
+    }
+
+    /// What the handler reads from its task, declared beside it.
+    pub fn inputs(self) -> &'static [TaskInput] {
+        match self {
+            HandlerKind::SendProposal => PROPOSAL_INPUTS,
+            HandlerKind::ApprovalReminder => REMINDER_INPUTS,
+            HandlerKind::Escalation => ESCALATION_INPUTS,
         }
     }
 
@@ -329,6 +357,9 @@ pub fn load_topics(dir: &Path) -> Result<Vec<TopicConfig>, TopicError> {
                 ));
             }
         }
+        if let Err(message) = check_inputs(&topic) {
+            return Err(invalid(&path, message));
+        }
         if topic.lock_duration_ms < 1000 {
             return Err(invalid(
                 &path,
@@ -343,9 +374,101 @@ pub fn load_topics(dir: &Path) -> Result<Vec<TopicConfig>, TopicError> {
     Ok(topics)
 }
 
+/// The topic's `variables` are what its handler reads (no more, no less), extension
+/// properties are fetched when the handler reads one, and `[modeler]` is filled in.
+fn check_inputs(topic: &TopicConfig) -> Result<(), String> {
+    let inputs = topic.handler.inputs();
+    let declared: Vec<&str> = inputs.iter().map(|i| i.name).collect();
+    if let Some(extra) = topic
+        .variables
+        .iter()
+        .find(|v| !declared.contains(&v.as_str()))
+    {
+        return Err(format!(
+            "variables: handler {:?} does not read '{extra}' (it reads {})",
+            topic.handler,
+            declared.join(", ")
+        ));
+    }
+    if let Some(missing) = declared
+        .iter()
+        .find(|d| !topic.variables.iter().any(|v| v == *d))
+    {
+        return Err(format!(
+            "variables: handler {:?} reads '{missing}': add it to variables",
+            topic.handler
+        ));
+    }
+    if inputs
+        .iter()
+        .any(|i| i.source == InputSource::ExtensionProperty)
+        && !topic.include_extension_properties
+    {
+        return Err(format!(
+            "include_extension_properties: handler {:?} reads extension properties of the task: set it to true",
+            topic.handler
+        ));
+    }
+    let modeler = &topic.modeler;
+    if modeler.name.trim().is_empty() || modeler.description.trim().is_empty() {
+        return Err("modeler: name and description must not be empty".into());
+    }
+    if modeler.version == 0 {
+        return Err("modeler: version starts at 1".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `load_topics` on the shipped topics with `send-proposal.toml` edited: its error.
+    fn load_edited(from: &str, to: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("topics");
+        for entry in std::fs::read_dir(&shipped).unwrap() {
+            let path = entry.unwrap().path();
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            if path.file_name().unwrap() == "send-proposal.toml" {
+                assert!(text.contains(from), "{from}");
+                text = text.replacen(from, to, 1);
+            }
+            std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+        }
+        load_topics(dir.path()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_topic_asks_for_what_its_handler_reads_no_more_no_less() {
+        let err = load_edited(
+            r#"variables = ["quoteId", "#,
+            r#"variables = ["color", "quoteId", "#,
+        );
+        assert!(
+            err.contains(
+                "send-proposal.toml: variables: handler SendProposal does not read 'color'"
+            ),
+            "{err}"
+        );
+        let err = load_edited(r#", "messageNote"]"#, "]");
+        assert!(
+            err.contains(
+                "variables: handler SendProposal reads 'messageNote': add it to variables"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_modeler_section_is_filled_in() {
+        let err = load_edited("name = \"Send quote proposal\"", "name = \" \"");
+        assert!(err.contains("modeler: name and description"), "{err}");
+        let err = load_edited("\nversion = 1\n", "\nversion = 0\n");
+        assert!(err.contains("modeler: version starts at 1"), "{err}");
+        let err = load_edited("[modeler]", "[designer]");
+        assert!(err.contains("send-proposal.toml"), "{err}");
+    }
 
     #[test]
     fn fetch_defaults_to_priority_without_sorting() {
