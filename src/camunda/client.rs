@@ -46,8 +46,22 @@ pub struct LockedTask {
     pub priority: Option<i64>,
     #[serde(default)]
     pub variables: Variables,
-    #[serde(default)]
+    /// The task's `camunda:property` entries; one without a value (the engine sends null) is
+    /// left out, so that a hand-written diagram cannot make a whole fetch unreadable.
+    #[serde(default, deserialize_with = "present_properties")]
     pub extension_properties: BTreeMap<String, String>,
+}
+
+fn present_properties<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let properties: Option<BTreeMap<String, Option<String>>> =
+        Deserialize::deserialize(deserializer)?;
+    Ok(properties
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .collect())
 }
 
 /// A report of a technical failure (`/external-task/{id}/failure`).

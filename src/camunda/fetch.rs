@@ -218,4 +218,23 @@ mod tests {
             Duration::from_secs(25)
         );
     }
+
+    #[test]
+    fn a_property_without_a_value_is_left_out_not_an_unreadable_fetch() {
+        let task: crate::camunda::LockedTask = serde_json::from_value(serde_json::json!({
+            "id": "t", "topicName": "escalation", "processInstanceId": "p",
+            "extensionProperties": {"taskDefinitionKey": "approve", "escalationGroup": null}
+        }))
+        .unwrap();
+        assert_eq!(
+            task.extension_properties.into_iter().collect::<Vec<_>>(),
+            vec![("taskDefinitionKey".to_string(), "approve".to_string())]
+        );
+        let bare: crate::camunda::LockedTask = serde_json::from_value(serde_json::json!({
+            "id": "t", "topicName": "escalation", "processInstanceId": "p",
+            "extensionProperties": null
+        }))
+        .unwrap();
+        assert!(bare.extension_properties.is_empty());
+    }
 }
