@@ -67,21 +67,8 @@ async fn database_unreachable_while_a_task_is_locked_raises_an_incident_then_rec
     let message = incident["incidentMessage"].as_str().unwrap_or("");
     assert!(message.contains("ledger database unavailable"), "{message}");
     let task_id = incident["configuration"].as_str().unwrap().to_string();
-    let task = camunda
-        .get_json(&format!("/external-task/{task_id}"))
-        .await
-        .unwrap();
+    let (task, details) = incident_task(&camunda, &incident).await;
     assert_eq!(task["retries"], 0);
-    // errorDetails answers text/plain.
-    let details = reqwest::get(format!(
-        "{}/external-task/{task_id}/errorDetails",
-        camunda_url()
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
     assert!(
         details.contains("database"),
         "the details say what failed: {details}"

@@ -90,20 +90,8 @@ async fn a_task_that_loses_its_lock_too_often_ends_in_an_incident_across_nodes()
         "herald-test-ordered-a: the handler outlived its lock 2 times"
     );
     let task_id = incident["configuration"].as_str().unwrap().to_string();
-    let task = camunda
-        .get_json(&format!("/external-task/{task_id}"))
-        .await
-        .unwrap();
+    let (task, details) = incident_task(&camunda, &incident).await;
     assert_eq!(task["retries"], 0);
-    let details = reqwest::get(format!(
-        "{}/external-task/{task_id}/errorDetails",
-        camunda_url()
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
     assert!(details.contains("fetched this task 3 times"), "{details}");
     assert!(details.contains("increment the retries"), "{details}");
 

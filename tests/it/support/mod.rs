@@ -979,3 +979,25 @@ impl Drop for InProcessWorker {
         self.shutdown.cancel();
     }
 }
+
+/// The external task of an incident (`configuration`), with the error details herald reported
+/// (`errorDetails` answers text/plain).
+pub async fn incident_task(camunda: &CamundaClient, incident: &Value) -> (Value, String) {
+    let task_id = incident["configuration"]
+        .as_str()
+        .expect("the incident's task");
+    let task = camunda
+        .get_json(&format!("/external-task/{task_id}"))
+        .await
+        .expect("the task");
+    let details = reqwest::get(format!(
+        "{}/external-task/{task_id}/errorDetails",
+        camunda_url()
+    ))
+    .await
+    .expect("the engine answers")
+    .text()
+    .await
+    .expect("the details");
+    (task, details)
+}
