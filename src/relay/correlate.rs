@@ -67,13 +67,13 @@ impl Correlator {
         );
         let located = match &job.task {
             Some(task) => self.to_waiting_execution(job, task, &variables).await,
-            None => None,
+            None => Ok(None),
         };
         match located {
-            Some(Ok(outcome)) => outcome,
-            Some(Err(err)) => err.into(),
+            Ok(Some(outcome)) => outcome,
+            Err(err) => err.into(),
             // No place recorded, or the history cannot tell where the task ran.
-            None => self.by_process_instance(job, variables).await,
+            Ok(None) => self.by_process_instance(job, variables).await,
         }
     }
 
@@ -84,63 +84,31 @@ impl Correlator {
         job: &CorrelationJob,
         task: &TaskRun,
         variables: &Variables,
-    ) -> Option<Result<Outcome, CamundaError>> {
-        let tree = match self
+    ) -> Result<Option<Outcome>, CamundaError> {
+        let Some(tree) = self
             .camunda
             .activity_instances(&job.process_instance_id)
-            .await
-        {
-            Ok(Some(tree)) => tree,
-            // Gone from the runtime: ended, if the history says so (a 404 of something else,
-            // a proxy or a redeployed REST root, must not lose the outcome).
-            Ok(None) => {
-                return Some(
-                    match self
-                        .camunda
-                        .get_json(&format!(
-                            "/history/process-instance/{}",
-                            job.process_instance_id
-                        ))
-                        .await
-                    {
-                        Ok(ended) if !ended["endTime"].is_null() => {
-                            Ok(Outcome::Unwaited("the process instance has ended".into()))
-                        }
-                        Ok(_) => Ok(Outcome::NotYet(
-                            "the engine does not show the process instance".into(),
-                        )),
-                        Err(err) => Err(err),
-                    },
-                )
-            }
-            Err(err) => return Some(Err(err)),
+            .await?
+        else {
+            return self.ended(job).await.map(Some);
         };
         let tree = Tree::new(&tree);
-        let chain = match self.chain_of(&tree, &task.activity_instance_id).await {
-            Ok(Some(chain)) => chain,
-            Ok(None) => return None,
-            Err(err) => return Some(Err(err)),
+        let Some(chain) = self.chain_of(&tree, &task.activity_instance_id).await? else {
+            return Ok(None);
         };
-        let model = match self.model(&task.process_definition_id).await {
-            Ok(model) => model,
-            Err(err) => return Some(Err(err)),
-        };
+        let model = self.model(&task.process_definition_id).await?;
         let plan = model.plan_after(&task.activity_id, &|topic| {
             self.waiting_topics.contains(topic)
         });
-        let subscriptions = match self
+        let subscriptions = self
             .camunda
             .message_subscriptions(&job.process_instance_id, &job.message_name)
-            .await
-        {
-            Ok(subscriptions) => subscriptions,
-            Err(err) => return Some(Err(err)),
-        };
+            .await?;
         let place = TaskPlace {
             activity_id: &task.activity_id,
             chain: &chain,
         };
-        Some(
+        Ok(Some(
             match locate(
                 &model,
                 &plan,
@@ -150,19 +118,37 @@ impl Correlator {
                 &place,
             ) {
                 Verdict::Trigger(execution) => {
-                    self.trigger(&execution, &job.message_name, variables).await
+                    self.trigger(&execution, &job.message_name, variables)
+                        .await?
                 }
-                Verdict::Ambiguous(error) => Ok(Outcome::Failed {
+                Verdict::Ambiguous(error) => Outcome::Failed {
                     error,
                     give_up_at_deadline: true,
-                }),
-                Verdict::NotYet => Ok(Outcome::NotYet(format!(
+                },
+                Verdict::NotYet => Outcome::NotYet(format!(
                     "the process does not wait for '{}' after '{}' yet",
                     job.message_name, task.activity_id
-                ))),
-                Verdict::Unwaited(reason) => Ok(Outcome::Unwaited(reason)),
+                )),
+                Verdict::Unwaited(reason) => Outcome::Unwaited(reason),
             },
-        )
+        ))
+    }
+
+    /// The process instance is gone from the runtime: ended, if the history says so (a 404 of
+    /// something else, a proxy or a redeployed REST root, must not lose the outcome).
+    async fn ended(&self, job: &CorrelationJob) -> Result<Outcome, CamundaError> {
+        let history = self
+            .camunda
+            .get_json(&format!(
+                "/history/process-instance/{}",
+                job.process_instance_id
+            ))
+            .await?;
+        Ok(if history["endTime"].is_null() {
+            Outcome::NotYet("the engine does not show the process instance".into())
+        } else {
+            Outcome::Unwaited("the process instance has ended".into())
+        })
     }
 
     async fn trigger(
