@@ -184,6 +184,12 @@ pub async fn start(
         }
     }
     let camunda = CamundaClient::new(&settings.camunda_url)?;
+    // Read once: the API's proposals, the workers' subscriptions and the relay's waiting topics.
+    let topics = if components.api || components.workers || components.relay {
+        workers::load_topics(&settings.paths.topics)?
+    } else {
+        Vec::new()
+    };
     let worker_id = settings.worker_id();
     let mut tasks = tokio::task::JoinSet::new();
     let mut api_address = None;
@@ -203,10 +209,10 @@ pub async fn start(
             .map_err(|e| RuntimeError::Listen(settings.api.listen.clone(), e))?;
         api_address = listener.local_addr().ok();
         let address = api_address.map(|a| a.to_string()).unwrap_or_default();
-        let proposals = workers::load_topics(&settings.paths.topics)?
-            .into_iter()
+        let proposals = topics
+            .iter()
             .find(|t| t.handler == workers::HandlerKind::SendProposal && t.enabled)
-            .map(|topic| Arc::new(workers::send_proposal::proposals(&topic, intake.clone())));
+            .map(|topic| Arc::new(workers::send_proposal::proposals(topic, intake.clone())));
         let app = crate::api::router(crate::api::ApiState {
             intake: intake.clone(),
             rules: Arc::new(rules),
@@ -236,7 +242,6 @@ pub async fn start(
         );
     }
     if components.workers {
-        let topics = workers::load_topics(&settings.paths.topics)?;
         let subscriptions = workers::subscriptions(&topics, &intake);
         let mut process_variables = BTreeMap::new();
         if let Some(lane) = &settings.camunda.lane {
@@ -327,10 +332,10 @@ pub async fn start(
             relay::run_correlations(
                 ledger.clone(),
                 camunda.clone(),
-                workers::load_topics(&settings.paths.topics)?
-                    .into_iter()
+                topics
+                    .iter()
                     .filter(|t| t.waits_for_outcome)
-                    .map(|t| t.topic)
+                    .map(|t| t.topic.clone())
                     .collect(),
                 options.clone(),
                 shutdown.clone(),
