@@ -38,6 +38,61 @@ enum Command {
     /// Manage template releases (the record in templates/approved.lock).
     #[command(subcommand)]
     Templates(TemplatesCommand),
+    /// Manage the API's keys: each acts for one tenant (or, with --platform, for the tenant a
+    /// request names in Herald-Tenant) with the scopes it was given.
+    #[command(subcommand)]
+    ApiKeys(ApiKeysCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiKeysCommand {
+    /// Make a key and print it alone on stdout: it is shown this once, herald keeps only its hash.
+    Create(CreateKeyArgs),
+    /// List the keys (never their secrets).
+    List(ListKeysArgs),
+    /// Revoke a key: it answers 401 from now on.
+    Revoke(RevokeKeyArgs),
+}
+
+#[derive(Args)]
+struct CreateKeyArgs {
+    /// The tenant the key acts for (not with --platform).
+    #[arg(
+        long,
+        value_name = "T",
+        required_unless_present = "platform",
+        conflicts_with = "platform"
+    )]
+    tenant: Option<String>,
+    /// Its scopes, comma-separated: send, read, operate, admin.
+    #[arg(long, value_name = "S[,S…]")]
+    scope: String,
+    /// What the key is for (shown by list).
+    #[arg(long, value_name = "N", default_value = "")]
+    name: String,
+    /// It expires after this long (e.g. 90d, 12h); default: never.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    expires_in: Option<std::time::Duration>,
+    /// A platform key: for operations staff, across tenants (each request names its tenant in
+    /// the Herald-Tenant header).
+    #[arg(long)]
+    platform: bool,
+}
+
+#[derive(Args)]
+struct ListKeysArgs {
+    /// Only this tenant's keys.
+    #[arg(long, value_name = "T")]
+    tenant: Option<String>,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RevokeKeyArgs {
+    /// The key's id (from list).
+    id: uuid::Uuid,
 }
 
 #[derive(Subcommand)]
@@ -273,6 +328,7 @@ async fn main() -> anyhow::Result<()> {
                 withdrawal.entry
             );
         }
+        Command::ApiKeys(command) => api_keys(&settings, command).await?,
         Command::Run(args) => {
             let components = if args.only.is_empty() {
                 Components::all()
@@ -305,4 +361,88 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+async fn api_keys(settings: &Settings, command: ApiKeysCommand) -> anyhow::Result<()> {
+    use herald::api::keys::{parse_scopes, ApiKeys, NewKey};
+    use secrecy::ExposeSecret;
+    let ledger = runtime::ledger(settings)?;
+    ledger.migrate().await.context("applying migrations")?;
+    let keys = ApiKeys::new(runtime::pool(settings)?);
+    match command {
+        ApiKeysCommand::Create(args) => {
+            let (key, secret) = keys
+                .create(
+                    &settings.api.key_environment,
+                    NewKey {
+                        tenant: args.tenant,
+                        scopes: parse_scopes(&args.scope)?,
+                        name: args.name,
+                        expires_in: args.expires_in,
+                    },
+                )
+                .await?;
+            eprintln!(
+                "created API key {} ({}) for {}, scopes {}{}; it is shown this once",
+                key.key_id,
+                key.hint,
+                key.tenant_id
+                    .as_deref()
+                    .map_or("every tenant (platform)".to_string(), |t| format!(
+                        "tenant {t}"
+                    )),
+                key.scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                key.expires_at
+                    .map_or(String::new(), |at| format!(", expires {at}")),
+            );
+            println!("{}", secret.expose_secret());
+        }
+        ApiKeysCommand::List(args) => {
+            let list = keys.list(args.tenant.as_deref()).await?;
+            let now = chrono::Utc::now();
+            for key in &list {
+                if args.json {
+                    println!("{}", serde_json::to_string(key)?);
+                    continue;
+                }
+                let state = match (key.revoked_at, key.usable_at(now)) {
+                    (Some(_), _) => "revoked",
+                    (None, false) => "expired",
+                    (None, true) => "active",
+                };
+                println!(
+                    "{}  {:<8} {:<16} {:<24} {:<20} {:?}  last used {}",
+                    key.key_id,
+                    state,
+                    key.tenant_id.as_deref().unwrap_or("(platform)"),
+                    key.scopes
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    key.hint,
+                    key.name,
+                    key.last_used_at
+                        .map_or("never".to_string(), |at| at.to_rfc3339()),
+                );
+            }
+            if list.is_empty() && !args.json {
+                eprintln!("no API keys");
+            }
+        }
+        ApiKeysCommand::Revoke(args) => {
+            let key = keys.revoke(args.id).await?;
+            println!(
+                "revoked {} ({}) at {}",
+                key.key_id,
+                key.hint,
+                key.revoked_at.map(|at| at.to_rfc3339()).unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
 }

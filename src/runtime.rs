@@ -43,8 +43,8 @@ pub enum RuntimeError {
     NothingToRun,
     #[error("rules:\n  {}", .0.join("\n  "))]
     Rules(Vec<String>),
-    #[error("api: cannot listen on {0}: {1}")]
-    Listen(String, #[source] std::io::Error),
+    #[error(transparent)]
+    Api(#[from] crate::api::StartError),
 }
 
 /// Which parts run in this process.
@@ -68,8 +68,15 @@ impl Components {
 }
 
 pub fn ledger(settings: &Settings) -> Result<Ledger, LedgerError> {
-    let pool = ledger::connect_lazy(&settings.database_url, settings.database.max_connections)?;
-    Ok(Ledger::new(pool, settings.relay.correlation_deadline))
+    Ok(Ledger::new(
+        pool(settings)?,
+        settings.relay.correlation_deadline,
+    ))
+}
+
+/// Connections to the database for the rooms that keep tables of their own (the API's keys).
+pub fn pool(settings: &Settings) -> Result<sqlx::PgPool, LedgerError> {
+    ledger::connect_lazy(&settings.database_url, settings.database.max_connections)
 }
 
 /// Runs the chosen components until `shutdown` is cancelled, then stops them in order:
@@ -204,27 +211,27 @@ pub async fn start(
     );
     if components.api {
         let rules = RuleSet::load(&settings.paths.rules).map_err(RuntimeError::Rules)?;
-        let listener = tokio::net::TcpListener::bind(&settings.api.listen)
-            .await
-            .map_err(|e| RuntimeError::Listen(settings.api.listen.clone(), e))?;
+        let keys = crate::api::keys::ApiKeys::new(pool.clone());
+        let listener = crate::api::bind(&settings.api, &keys).await?;
         api_address = listener.local_addr().ok();
         let address = api_address.map(|a| a.to_string()).unwrap_or_default();
         let proposals = topics
             .iter()
             .find(|t| t.handler == workers::HandlerKind::SendProposal && t.enabled)
             .map(|topic| Arc::new(workers::send_proposal::proposals(topic, intake.clone())));
-        let app = crate::api::router(crate::api::ApiState {
-            intake: intake.clone(),
-            rules: Arc::new(rules),
-            token: settings
-                .api
-                .token
-                .clone()
-                .filter(|t| !t.expose_secret().is_empty()),
-            proposals,
-            webhooks: settings.webhooks.clone(),
-            feedback: settings.feedback.clone(),
-        })
+        let app = crate::api::router(
+            crate::api::ApiState {
+                intake: intake.clone(),
+                rules: Arc::new(rules),
+                db: pool.clone(),
+                keys,
+                limits: crate::api::limit::Limits::new(settings.api.rate_limit),
+                proposals,
+                webhooks: settings.webhooks.clone(),
+                feedback: settings.feedback.clone(),
+            },
+            settings.api.max_body_bytes,
+        )
         .layer(axum::middleware::from_fn(with_current_logger()));
         let stop = shutdown.clone();
         tasks.spawn(

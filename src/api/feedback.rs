@@ -1,6 +1,7 @@
-//! `POST /feedback/email`: provider feedback in herald's documented form (under the API's bearer
-//! token) or Postmark's webhook format (HTTP basic authentication with the credentials of
-//! `HERALD_FEEDBACK__POSTMARK_CREDENTIALS`).
+//! Provider feedback (bounces, complaints, deliveries, opens): `POST /v1/feedback/email` in
+//! herald's documented form, with a platform credential of scope `operate` (feedback is matched
+//! by the provider's message id, across tenants), and `POST /v1/feedback/postmark` in Postmark's
+//! webhook format, with HTTP basic authentication (`HERALD_FEEDBACK__POSTMARK_CREDENTIALS`).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -10,9 +11,17 @@ use base64::Engine as _;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use crate::feedback::{parse_documented, parse_postmark};
+use crate::feedback::{parse_documented, parse_postmark, Feedback};
 
-use super::{accepted_unless, authorize, constant_time_eq, ApiError, ApiState};
+use super::auth::{Operate, PlatformCaller};
+use super::input::Body;
+use super::problem::{ApiError, ProblemKind};
+use super::{accepted_unless, ApiState};
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
+}
 
 fn postmark_authorized(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = state
@@ -22,9 +31,9 @@ fn postmark_authorized(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiE
         .map(|c| c.expose_secret())
         .filter(|c| !c.is_empty())
     else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
+        return Err(super::auth::unauthorized(
             "Postmark feedback is not configured: set HERALD_FEEDBACK__POSTMARK_CREDENTIALS",
+            false,
         ));
     };
     let given = headers
@@ -39,27 +48,41 @@ fn postmark_authorized(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiE
     match given {
         Some(given) if constant_time_eq(&given, expected.as_bytes()) => Ok(()),
         _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
+            ProblemKind::Unauthorized,
             "missing or wrong basic authentication",
+        )
+        .with_header(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Basic realm=\"herald feedback\""),
         )),
     }
 }
 
+/// `POST /v1/feedback/email`: feedback in herald's documented form.
 pub async fn post_email_feedback(
     State(state): State<ApiState>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
+    _caller: PlatformCaller<Operate>,
+    Body(body): Body<Value>,
 ) -> Result<Response, ApiError> {
-    let parsed = if body.get("RecordType").is_some() {
-        postmark_authorized(&state, &headers)?;
-        parse_postmark(&body)
-    } else {
-        authorize(&state, &headers)?;
-        parse_documented(&body).map(Some)
-    };
-    let Some(feedback) = parsed.map_err(ApiError::bad)? else {
-        return Ok((StatusCode::OK, Json(json!({"ignored": true}))).into_response());
-    };
+    let feedback = parse_documented(&body).map_err(ApiError::bad)?;
+    apply(&state, feedback).await
+}
+
+/// `POST /v1/feedback/postmark`: Postmark's webhook; record types herald does not use are
+/// acknowledged and ignored.
+pub async fn post_postmark_feedback(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Body(body): Body<Value>,
+) -> Result<Response, ApiError> {
+    postmark_authorized(&state, &headers)?;
+    match parse_postmark(&body).map_err(ApiError::bad)? {
+        Some(feedback) => apply(&state, feedback).await,
+        None => Ok((StatusCode::OK, Json(json!({"ignored": true}))).into_response()),
+    }
+}
+
+async fn apply(state: &ApiState, feedback: Feedback) -> Result<Response, ApiError> {
     let applied = state
         .intake
         .ledger

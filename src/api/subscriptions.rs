@@ -1,7 +1,7 @@
 //! The API of the webhook and in-app channels: subscriptions (create, read, rotate the secret,
 //! enable again), replay of a dead-lettered webhook, and inboxes.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,53 +13,26 @@ use crate::delivery::webhook::EndpointGuard;
 use crate::ledger::replay::ReplayError;
 use crate::ledger::CommunicationId;
 
-use super::{authorize, ApiError, ApiState};
+use super::auth::{Caller, Operate, Read};
+use super::communications::communication_id;
+use super::input::{check_texts, Body, PathOf, QueryOf, Text};
+use super::problem::{ApiError, ProblemKind};
+use super::ApiState;
 
+/// The query of an inbox: only unread ones, and how many.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TenantQuery {
-    tenant_id: Option<String>,
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InboxQuery {
     #[serde(default)]
     unread: bool,
     limit: Option<i64>,
-}
-
-/// An authorized request about one tenant (`?tenantId=`): the bearer token is checked first,
-/// then the tenant is required.
-pub struct TenantScope {
-    tenant: String,
-    unread: bool,
-    limit: Option<i64>,
-}
-
-impl axum::extract::FromRequestParts<ApiState> for TenantScope {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &ApiState,
-    ) -> Result<Self, Self::Rejection> {
-        authorize(state, &parts.headers)?;
-        let Query(query) = Query::<TenantQuery>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::bad(vec![format!("query: {e}")]))?;
-        let tenant = query
-            .tenant_id
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| ApiError::bad(vec!["tenantId: the query needs ?tenantId=".into()]))?;
-        Ok(TenantScope {
-            tenant,
-            unread: query.unread,
-            limit: query.limit,
-        })
-    }
 }
 
 impl From<SubscriptionError> for ApiError {
     fn from(e: SubscriptionError) -> Self {
         match e {
             SubscriptionError::Invalid(m) => ApiError::bad(vec![m]),
-            SubscriptionError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            SubscriptionError::NotFound(_) => ApiError::not_found("no such webhook subscription"),
             SubscriptionError::Database(e) => ApiError::unavailable(e),
         }
     }
@@ -68,7 +41,6 @@ impl From<SubscriptionError> for ApiError {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionInput {
-    tenant_id: String,
     url: String,
     event_types: Vec<String>,
     /// A `whsec_` secret of the receiver's; herald makes one when absent.
@@ -81,14 +53,15 @@ pub struct SubscriptionInput {
 
 pub async fn post_subscription(
     State(state): State<ApiState>,
-    headers: HeaderMap,
-    Json(input): Json<SubscriptionInput>,
+    caller: Caller<Operate>,
+    Body(input): Body<SubscriptionInput>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let mut problems = Vec::new();
-    if input.tenant_id.trim().is_empty() {
-        problems.push("tenantId: must not be empty".to_string());
-    }
+    let mut problems = check_texts([("url", Some(input.url.as_str()), Text::Url)]);
+    problems.extend(
+        input.event_types.iter().enumerate().filter_map(|(n, t)| {
+            super::input::check_text(&format!("eventTypes[{n}]"), t, Text::Id)
+        }),
+    );
     let guard = EndpointGuard::new(&state.webhooks);
     if let Err(refused) = guard.check(&input.url).await {
         problems.push(format!("url: {refused}"));
@@ -100,7 +73,7 @@ pub async fn post_subscription(
         .intake
         .endpoints
         .create(
-            &input.tenant_id,
+            &caller.tenant,
             &input.url,
             &input.event_types,
             input.secret,
@@ -108,7 +81,7 @@ pub async fn post_subscription(
         )
         .await?;
     tracing::info!(subscriptionId = %subscription.subscription_id, tenantId = %subscription.tenant_id, "webhook subscription created");
-    let mut body = serde_json::to_value(&subscription).map_err(ApiError::unavailable)?;
+    let mut body = serde_json::to_value(&subscription).map_err(ApiError::internal)?;
     // Shown this once: herald never returns it again.
     body["secret"] = json!(secret);
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -116,23 +89,23 @@ pub async fn post_subscription(
 
 pub async fn get_subscription(
     State(state): State<ApiState>,
-    scope: TenantScope,
-    Path(id): Path<String>,
+    caller: Caller<Read>,
+    PathOf(id): PathOf<String>,
 ) -> Result<Response, ApiError> {
-    let subscription = state.intake.endpoints.get(&scope.tenant, &id).await?;
+    let subscription = state.intake.endpoints.get(&caller.tenant, &id).await?;
     Ok(Json(subscription).into_response())
 }
 
 pub async fn rotate_subscription(
     State(state): State<ApiState>,
-    scope: TenantScope,
-    Path(id): Path<String>,
+    caller: Caller<Operate>,
+    PathOf(id): PathOf<String>,
 ) -> Result<Response, ApiError> {
     let grace = state.webhooks.rotation_grace;
     let secret = state
         .intake
         .endpoints
-        .rotate(&scope.tenant, &id, grace)
+        .rotate(&caller.tenant, &id, grace)
         .await?;
     tracing::info!(subscriptionId = %id, "webhook secret rotated");
     Ok(Json(json!({
@@ -145,10 +118,10 @@ pub async fn rotate_subscription(
 
 pub async fn enable_subscription(
     State(state): State<ApiState>,
-    scope: TenantScope,
-    Path(id): Path<String>,
+    caller: Caller<Operate>,
+    PathOf(id): PathOf<String>,
 ) -> Result<Response, ApiError> {
-    let subscription = state.intake.endpoints.enable(&scope.tenant, &id).await?;
+    let subscription = state.intake.endpoints.enable(&caller.tenant, &id).await?;
     tracing::info!(subscriptionId = %id, "webhook endpoint enabled");
     Ok(Json(subscription).into_response())
 }
@@ -156,14 +129,12 @@ pub async fn enable_subscription(
 /// Replays a dead-lettered webhook: a new record linked to the original (same `webhook-id`).
 pub async fn replay(
     State(state): State<ApiState>,
+    caller: Caller<Operate>,
     headers: HeaderMap,
-    scope: TenantScope,
-    Path(id): Path<String>,
+    PathOf(id): PathOf<String>,
 ) -> Result<Response, ApiError> {
-    let tenant_id = scope.tenant.as_str();
-    let id: CommunicationId = id
-        .parse()
-        .map_err(|_| ApiError::bad(vec![format!("'{id}' is not a communication id")]))?;
+    let tenant_id = caller.tenant.as_str();
+    let id: CommunicationId = communication_id(&id)?;
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -186,25 +157,26 @@ pub async fn replay(
             )
                 .into_response())
         }
-        Err(ReplayError::NotFound(id)) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no communication {id}"),
-        )),
-        Err(ReplayError::Refused(m)) => Err(ApiError::new(StatusCode::CONFLICT, m)),
+        Err(ReplayError::NotFound(_)) => Err(ApiError::not_found("no such communication")),
+        Err(ReplayError::Refused(m)) => Err(ApiError::new(ProblemKind::Conflict, m)),
         Err(ReplayError::Ledger(e)) => Err(ApiError::unavailable(e)),
     }
 }
 
 pub async fn get_inbox(
     State(state): State<ApiState>,
-    scope: TenantScope,
-    Path(recipient_ref): Path<String>,
+    caller: Caller<Read>,
+    PathOf(recipient_ref): PathOf<String>,
+    QueryOf(query): QueryOf<InboxQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = scope.limit.unwrap_or(50).clamp(1, 500);
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad(vec!["query.limit: 1 to 500".into()]));
+    }
     let notifications = state
         .intake
         .ledger
-        .inbox(&scope.tenant, &recipient_ref, scope.unread, limit)
+        .inbox(&caller.tenant, &recipient_ref, query.unread, limit)
         .await
         .map_err(ApiError::unavailable)?;
     let unread = notifications.iter().filter(|n| n.read_at.is_none()).count();
@@ -218,18 +190,18 @@ pub async fn get_inbox(
 
 pub async fn read_notification(
     State(state): State<ApiState>,
-    scope: TenantScope,
-    Path(id): Path<String>,
+    caller: Caller<Read>,
+    PathOf(id): PathOf<String>,
 ) -> Result<Response, ApiError> {
     let id: uuid::Uuid = id
         .parse()
-        .map_err(|_| ApiError::bad(vec![format!("'{id}' is not a notification id")]))?;
+        .map_err(|_| ApiError::bad(vec!["id: not a notification id (a UUID)".into()]))?;
     state
         .intake
         .ledger
-        .mark_read(&scope.tenant, id)
+        .mark_read(&caller.tenant, id)
         .await
         .map_err(ApiError::unavailable)?
         .map(|n| Json(n).into_response())
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no notification {id}")))
+        .ok_or_else(|| ApiError::not_found("no such notification"))
 }

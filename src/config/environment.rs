@@ -11,7 +11,6 @@ use super::ConfigError;
 pub(super) const SECRETS: &[(&str, &str)] = &[
     ("smtp.password", "HERALD_SMTP__PASSWORD"),
     ("artifacts.link_secret", "HERALD_ARTIFACTS__LINK_SECRET"),
-    ("api.token", "HERALD_API__TOKEN"),
     ("content.key", "HERALD_CONTENT__KEY"),
     (
         "feedback.postmark_credentials",

@@ -127,11 +127,24 @@ pub struct ContentSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
-    /// Where the HTTP API listens, e.g. `127.0.0.1:8090`.
+    /// Where the HTTP API listens, e.g. `127.0.0.1:8090`. Any address but a loopback one needs
+    /// credentials (an API key that can be used): herald refuses to start without.
     pub listen: String,
-    /// Secret: when set, requests need it as a bearer token.
-    #[serde(serialize_with = "redacted", skip_serializing_if = "Option::is_none")]
-    pub token: Option<SecretString>,
+    /// The environment API keys name after `herald_` (`live`, `test`): 1 to 16 lowercase
+    /// letters and digits.
+    pub key_environment: String,
+    /// Request bodies larger than this are refused (413).
+    pub max_body_bytes: usize,
+    /// Requests a second per credential.
+    pub rate_limit: RateLimitSettings,
+}
+
+/// A token bucket per credential: `per_second` on average, `burst` at once.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub per_second: std::num::NonZeroU32,
+    pub burst: std::num::NonZeroU32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -65,7 +65,10 @@ fn the_defaults_are_the_documented_values() {
     assert_eq!(s.paths.rules, Path::new("rules/events.toml"));
     assert_eq!(s.paths.element_templates, Path::new("element-templates"));
     assert_eq!(s.api.listen, "127.0.0.1:8090");
-    assert!(s.api.token.is_none());
+    assert_eq!(s.api.key_environment, "live");
+    assert_eq!(s.api.max_body_bytes, 1_048_576);
+    assert_eq!(s.api.rate_limit.per_second.get(), 50);
+    assert_eq!(s.api.rate_limit.burst.get(), 100);
     assert_eq!(
         s.artifacts.portal_base_url,
         "https://portal.herald.local/documents"
@@ -310,7 +313,6 @@ fn with_secrets() -> Settings {
         env(&[
             ("HERALD_SMTP__PASSWORD", "smtp-pass-1"),
             ("HERALD_ARTIFACTS__LINK_SECRET", "link-secret-2"),
-            ("HERALD_API__TOKEN", "api-token-3"),
             ("HERALD_CONTENT__KEY", "content-key-4"),
             ("HERALD_FEEDBACK__POSTMARK_CREDENTIALS", "user:postmark-5"),
             ("HERALD_DELIVERY__LEASE_MS", "2000"),
@@ -323,7 +325,6 @@ fn with_secrets() -> Settings {
 const SECRET_VALUES: &[&str] = &[
     "smtp-pass-1",
     "link-secret-2",
-    "api-token-3",
     "content-key-4",
     "postmark-5",
 ];
@@ -336,7 +337,25 @@ fn debug_shows_no_secret() {
         assert!(!debug.contains(secret), "{secret} in {debug}");
     }
     assert!(debug.contains("lane-x"));
-    assert_eq!(s.api.token.unwrap().expose_secret(), "api-token-3");
+    assert_eq!(s.smtp.password.unwrap().expose_secret(), "smtp-pass-1");
+}
+
+#[test]
+fn the_api_rate_is_set_by_nested_variables_and_the_old_token_is_refused() {
+    let s = Settings::load_from(
+        None,
+        env(&[
+            ("HERALD_API__RATE_LIMIT__PER_SECOND", "7"),
+            ("HERALD_API__KEY_ENVIRONMENT", "test"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.api.rate_limit.per_second.get(), 7);
+    assert_eq!(s.api.rate_limit.burst.get(), 100);
+    assert_eq!(s.api.key_environment, "test");
+    let refused = Settings::load_from(None, env(&[("HERALD_API__TOKEN", "x")])).unwrap_err();
+    assert!(refused.to_string().contains("token"), "{refused}");
+    assert!(Settings::load_from(None, env(&[("HERALD_API__RATE_LIMIT__BURST", "0")])).is_err());
 }
 
 #[test]
@@ -346,7 +365,6 @@ fn config_show_redacts_secrets_and_shows_overrides() {
         assert!(!shown.contains(secret), "{secret} in\n{shown}");
     }
     let table: toml::Table = shown.parse().unwrap();
-    assert_eq!(table["api"]["token"].as_str(), Some("[redacted]"));
     assert_eq!(table["smtp"]["password"].as_str(), Some("[redacted]"));
     assert_eq!(table["delivery"]["lease"].as_str(), Some("2s"));
     assert_eq!(table["camunda"]["lane"].as_str(), Some("lane-x"));

@@ -59,20 +59,23 @@ pub struct AttemptView {
 }
 
 impl Ledger {
-    /// The children of a parent communication.
+    /// The children of a tenant's parent communication.
     pub async fn children(
         &self,
+        tenant_id: &str,
         parent: CommunicationId,
     ) -> Result<Vec<CommunicationView>, LedgerError> {
         let ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT communication_id FROM communication_record WHERE parent_id = $1 ORDER BY recipient_ref",
+            "SELECT communication_id FROM communication_record WHERE parent_id = $1 AND tenant_id = $2
+             ORDER BY recipient_ref",
         )
         .bind(parent.0)
+        .bind(tenant_id)
         .fetch_all(&self.pool)
         .await?;
         let mut views = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(view) = self.get(CommunicationId(id)).await? {
+            if let Some(view) = self.get(tenant_id, CommunicationId(id)).await? {
                 views.push(view);
             }
         }
@@ -110,13 +113,20 @@ impl Ledger {
         .await?)
     }
 
-    /// A communication with its attempts (for history, the API and tests).
-    pub async fn get(&self, id: CommunicationId) -> Result<Option<CommunicationView>, LedgerError> {
-        let Some(row) =
-            sqlx::query("SELECT * FROM communication_record WHERE communication_id = $1")
-                .bind(id.0)
-                .fetch_optional(&self.pool)
-                .await?
+    /// A tenant's communication with its attempts; another tenant's is `None`, as one that does
+    /// not exist.
+    pub async fn get(
+        &self,
+        tenant_id: &str,
+        id: CommunicationId,
+    ) -> Result<Option<CommunicationView>, LedgerError> {
+        let Some(row) = sqlx::query(
+            "SELECT * FROM communication_record WHERE communication_id = $1 AND tenant_id = $2",
+        )
+        .bind(id.0)
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?
         else {
             return Ok(None);
         };

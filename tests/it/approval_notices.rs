@@ -297,12 +297,12 @@ async fn unassigned_reminders_reach_candidates_and_escalation_reaches_the_group(
     .unwrap();
     let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
     let children = ledger
-        .children(escalation_id.parse::<CommunicationId>().unwrap())
+        .children("acme", escalation_id.parse::<CommunicationId>().unwrap())
         .await
         .unwrap();
     assert_eq!(children.len(), 3);
     let parent = ledger
-        .get(escalation_id.parse().unwrap())
+        .get("acme", escalation_id.parse().unwrap())
         .await
         .unwrap()
         .unwrap();

@@ -13,7 +13,6 @@ pub(crate) fn order_created(event_id: &str, order: &str, contact: &str) -> Value
         "eventType": "OrderCreated",
         "eventVersion": 1,
         "occurredAt": "2026-11-26T10:00:00Z",
-        "tenantId": "acme",
         "orderId": order,
         "subject": {"type": "ORDER", "id": order},
         "data": {"orderNumber": order, "customerContactId": contact}
@@ -26,14 +25,14 @@ async fn an_event_is_applied_once_and_a_near_duplicate_is_deduped() {
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let (herald, api) = Api::start(&db, &sink.url(), &[]).await;
     let (status, _) = api
-        .put("/contacts/acme/contact-9",
+        .put("/v1/contacts/contact-9",
             json!({"displayName": "Dana Buyer", "email": "dana@customer.example", "locale": "en", "timezone": "Europe/Vienna"}),
         )
         .await;
     assert_eq!(status, 200);
 
     let (status, first) = api
-        .post("/events", order_created("evt-1", "O-100", "contact-9"))
+        .post("/v1/events", order_created("evt-1", "O-100", "contact-9"))
         .await;
     assert_eq!(status, 202, "{first}");
     assert_eq!(first["communicationIds"].as_array().unwrap().len(), 1);
@@ -50,7 +49,7 @@ async fn an_event_is_applied_once_and_a_near_duplicate_is_deduped() {
 
     // The same event again: nothing new, the same communication.
     let (status, again) = api
-        .post("/events", order_created("evt-1", "O-100", "contact-9"))
+        .post("/v1/events", order_created("evt-1", "O-100", "contact-9"))
         .await;
     assert_eq!(status, 200);
     assert_eq!(again["duplicate"], true);
@@ -58,11 +57,11 @@ async fn an_event_is_applied_once_and_a_near_duplicate_is_deduped() {
 
     // Another event about the same order for the same contact inside the window: DEDUPED.
     let (status, near) = api
-        .post("/events", order_created("evt-2", "O-100", "contact-9"))
+        .post("/v1/events", order_created("evt-2", "O-100", "contact-9"))
         .await;
     assert_eq!(status, 202);
     let id = near["communicationIds"][0].as_str().unwrap().to_string();
-    let (_, view) = api.get(&format!("/communications/{id}")).await;
+    let (_, view) = api.get(&format!("/v1/communications/{id}")).await;
     assert_eq!(view["status"], "SUPPRESSED");
     assert_eq!(view["failureCode"], "DEDUPED");
     assert!(view["decisions"]
@@ -95,11 +94,10 @@ async fn fallout_reaches_the_operations_group_in_the_engine() {
         "eventId": format!("fallout-{s}"),
         "eventType": "FalloutCaseOpened",
         "occurredAt": "2026-11-26T10:00:00Z",
-        "tenantId": "acme",
         "orderId": "O-7",
         "data": {"falloutCaseId": format!("FC-{s}"), "orderNumber": "O-7", "reason": "provisioning rejected the order"}
     });
-    let (status, body) = api.post("/events", event).await;
+    let (status, body) = api.post("/v1/events", event).await;
     assert_eq!(status, 202, "{body}");
     let ours = [format!("{u1}@corp.example"), format!("{u2}@corp.example")];
     let mails = wait_for("both operators' alerts", Duration::from_secs(30), || {
@@ -130,15 +128,15 @@ async fn fallout_reaches_the_operations_group_in_the_engine() {
     .await
     .unwrap();
     assert_eq!(channels, [("EMAIL".to_string(),), ("IN_APP".to_string(),)]);
-    let inbox = |query: String| {
+    let globex = api.as_tenant("globex").await;
+    let inbox = |api: &Api, query: &str| {
         let request = api
-            .http
-            .get(format!("{}/inbox/user:{u1}?{query}", api.base))
+            .request(reqwest::Method::GET, &format!("/v1/inbox/user:{u1}{query}"))
             .send();
         async move { request.await.unwrap().json::<Value>().await.unwrap() }
     };
     let listed = wait_for("the alert in the inbox", Duration::from_secs(30), || {
-        let listed = inbox("tenantId=acme".into());
+        let listed = inbox(&api, "");
         async move {
             let listed = listed.await;
             (listed["notifications"].as_array().unwrap().len() == 1).then_some(listed)
@@ -159,30 +157,28 @@ async fn fallout_reaches_the_operations_group_in_the_engine() {
         "provisioning rejected the order"
     );
     assert_eq!(note["communicationType"], "FALLOUT_ALERT");
-    let other_tenant = inbox("tenantId=globex".into()).await;
+    let other_tenant = inbox(&globex, "").await;
     assert!(
         other_tenant["notifications"].as_array().unwrap().is_empty(),
         "{other_tenant}"
     );
 
     let id = note["notificationId"].as_str().unwrap();
-    let (status, read) = api
-        .post(&format!("/inbox/{id}/read?tenantId=acme"), Value::Null)
-        .await;
+    let (status, read) = api.post(&format!("/v1/inbox/{id}/read"), Value::Null).await;
     assert_eq!(status, 200, "{read}");
     assert!(read["readAt"].is_string(), "{read}");
     assert_eq!(
-        inbox("tenantId=acme&unread=true".into()).await["notifications"],
+        inbox(&api, "?unread=true").await["notifications"],
         json!([])
     );
-    let (_, record) = api.get(&format!("/communications/{id}")).await;
+    let (_, record) = api.get(&format!("/v1/communications/{id}")).await;
     assert_eq!(
         record["status"], "OPENED",
         "a read notification is an opened communication"
     );
     assert_eq!(record["channel"], "IN_APP");
-    let (status, _) = api
-        .post(&format!("/inbox/{id}/read?tenantId=globex"), Value::Null)
+    let (status, _) = globex
+        .post(&format!("/v1/inbox/{id}/read"), Value::Null)
         .await;
     assert_eq!(status, 404, "another tenant cannot touch it");
 }
@@ -193,7 +189,7 @@ async fn bad_input_is_refused_with_its_problems_and_writes_nothing() {
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let (_herald, api) = Api::start(&db, &sink.url(), &[]).await;
     let (status, body) = api
-        .post("/contacts/acme/import",
+        .post("/v1/contacts/import",
             json!([
                 {"contactId": "c-1", "displayName": "Good One", "email": "good@customer.example"},
                 {"contactId": "c-2", "displayName": "Bad One", "email": "not an address", "timezone": "Mars/Olympus"},
@@ -201,9 +197,9 @@ async fn bad_input_is_refused_with_its_problems_and_writes_nothing() {
         )
         .await;
     assert_eq!(status, 400);
-    let problems = body["problems"].to_string();
+    let problems = body["errors"].to_string();
     assert!(
-        problems.contains("[1].email") && problems.contains("[1].timezone"),
+        problems.contains("/1/email") && problems.contains("/1/timezone"),
         "{body}"
     );
     assert_eq!(
@@ -213,7 +209,7 @@ async fn bad_input_is_refused_with_its_problems_and_writes_nothing() {
     );
 
     let (status, body) = api
-        .post("/contacts/acme/import",
+        .post("/v1/contacts/import",
             json!([
                 {"contactId": "c-1", "displayName": "Good One", "email": "good@customer.example"},
                 {"contactId": "c-2", "displayName": "Fixed One", "email": "fixed@customer.example", "quietStart": "20:00", "quietEnd": "07:00"},
@@ -223,48 +219,52 @@ async fn bad_input_is_refused_with_its_problems_and_writes_nothing() {
     assert_eq!((status, body["upserted"].as_i64()), (200, Some(2)));
 
     let (status, body) = api
-        .post("/events", json!({"eventType": "OrderCreated"}))
+        .post("/v1/events", json!({"eventType": "OrderCreated"}))
         .await;
     assert_eq!(status, 400);
-    assert!(body["problems"].to_string().contains("eventId"), "{body}");
+    assert!(body["errors"].to_string().contains("eventId"), "{body}");
     // An event a rule cannot use (no customerContactId): refused, not recorded, can be sent again.
     let mut event = order_created("evt-x", "O-1", "c-1");
     event["data"]
         .as_object_mut()
         .unwrap()
         .remove("customerContactId");
-    let (status, body) = api.post("/events", event).await;
+    let (status, body) = api.post("/v1/events", event).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(db.scalar_i64("SELECT count(*) FROM inbound_event").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn documents_announced_by_events_supersede_older_ones_and_the_token_is_required() {
+async fn documents_announced_by_events_supersede_older_ones_and_a_key_is_required() {
     let db = TestDb::create().await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
-    let (_herald, api) = Api::start(&db, &sink.url(), &[("HERALD_API__TOKEN", "s3cret")]).await;
+    let (_herald, api) = Api::start(&db, &sink.url(), &[]).await;
     let announce = |id: &str| {
         json!({
             "eventId": format!("doc-{id}"),
             "eventType": "DocumentArtifactAvailable",
             "occurredAt": "2026-11-26T10:00:00Z",
-            "tenantId": "acme",
             "data": {"artifactId": id, "artifactType": "PROPOSAL_DOCUMENT", "quoteId": "Q-D1", "revisionNo": 4,
                      "storageLocation": "file:///srv/docs/x.pdf", "fileName": "x.pdf", "sizeBytes": 1000}
         })
     };
-    let (status, _) = api.post("/events", announce("doc-a")).await;
-    assert_eq!(status, 401, "without the bearer token");
+    let anonymous = api
+        .http
+        .post(api.url("/v1/events"))
+        .header("Idempotency-Key", "k-anon")
+        .json(&announce("doc-a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401, "without a key");
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        "Bearer realm=\"herald\""
+    );
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM artifact").await, 0);
     for id in ["doc-a", "doc-b"] {
-        let response = api
-            .http
-            .post(format!("{}/events", api.base))
-            .bearer_auth("s3cret")
-            .json(&announce(id))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 202);
+        let (status, body) = api.post("/v1/events", announce(id)).await;
+        assert_eq!(status, 202, "{body}");
     }
     let statuses: Vec<(String, String)> =
         sqlx::query_as("SELECT artifact_id, status FROM artifact ORDER BY artifact_id")
@@ -286,18 +286,18 @@ async fn the_proposal_command_is_idempotent_and_its_note_cannot_inject_anything(
     db.add_proposal_document("acme", "Q-API").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let (_herald, api) = Api::start(&db, &sink.url(), &[]).await;
-    let path = "/quotes/Q-API/revisions/4/communications/proposal";
+    let path = "/v1/quotes/Q-API/revisions/4/communications/proposal";
     let command = json!({
-        "tenantId": "acme",
         "artifactId": "doc-Q-API",
         "recipientEmail": "buyer@customer.example",
         "deliveryMode": "PORTAL_LINK",
-        "messageNote": "Happy to discuss <script>alert('x')</script><b>pricing</b>\r\nBcc: victim@evil.example",
+        "messageNote": "Happy to discuss <script>alert('x')</script><b>pricing</b>\nBcc: victim@evil.example",
     });
     let post = |key: &'static str, body: Value| {
         let request = api
             .http
-            .post(format!("{}{path}", api.base))
+            .post(api.url(path))
+            .bearer_auth(&api.key)
             .header("Idempotency-Key", key)
             .json(&body)
             .send();
@@ -309,6 +309,17 @@ async fn the_proposal_command_is_idempotent_and_its_note_cannot_inject_anything(
             )
         }
     };
+    // A carriage return could start a mail header: refused, nothing written.
+    let mut injecting = command.clone();
+    injecting["messageNote"] = json!("Hi\r\nBcc: victim@evil.example");
+    let (status, refused) = post("key-0", injecting).await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["errors"][0]["pointer"], "/messageNote", "{refused}");
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM communication_record")
+            .await,
+        0
+    );
     let (status, first) = post("key-1", command.clone()).await;
     assert_eq!(status, 201, "{first}");
     assert_eq!(first["communicationType"], "QUOTE_PROPOSAL_DELIVERY");
@@ -318,9 +329,20 @@ async fn the_proposal_command_is_idempotent_and_its_note_cannot_inject_anything(
     let mut other = command.clone();
     other["recipientEmail"] = json!("someone-else@customer.example");
     let (status, conflict) = post("key-1", other).await;
-    assert_eq!(status, 409, "{conflict}");
-    let (status, missing) = api.post(path, command).await;
-    assert_eq!(status, 400, "no Idempotency-Key: {missing}");
+    assert_eq!(status, 422, "{conflict}");
+    let missing = api
+        .http
+        .post(api.url(path))
+        .bearer_auth(&api.key)
+        .json(&command)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 400, "no Idempotency-Key");
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
 
     let mails = sink.wait_for(1, Duration::from_secs(30)).await;
     assert_eq!(mails.len(), 1);
@@ -375,12 +397,12 @@ async fn a_template_that_retains_bodies_keeps_them_encrypted() {
     )
     .await;
     api.put(
-        "/contacts/acme/contact-k",
+        "/v1/contacts/contact-k",
         json!({"displayName": "Kim Keep", "email": "kim@customer.example"}),
     )
     .await;
     let (status, body) = api
-        .post("/events", order_created("evt-k", "O-KEEP", "contact-k"))
+        .post("/v1/events", order_created("evt-k", "O-KEEP", "contact-k"))
         .await;
     assert_eq!(status, 202, "{body}");
     sink.wait_for(1, Duration::from_secs(30)).await;

@@ -16,7 +16,6 @@ fn order_created(event_id: &str, order: &str, contact: &str) -> Value {
         "eventId": event_id,
         "eventType": "OrderCreated",
         "occurredAt": "2026-11-26T10:00:00Z",
-        "tenantId": "acme",
         "orderId": order,
         "data": {"orderNumber": order, "customerContactId": contact}
     })
@@ -31,7 +30,7 @@ async fn confirm_order(
     contact: &str,
 ) -> (String, String) {
     let (status, body) = api
-        .post("/events", order_created(event_id, order, contact))
+        .post("/v1/events", order_created(event_id, order, contact))
         .await;
     assert_eq!(status, 202, "{body}");
     let id = body["communicationIds"][0].as_str().unwrap().to_string();
@@ -49,7 +48,7 @@ async fn confirm_order(
 }
 
 async fn record(api: &Api, id: &str) -> Value {
-    api.get(&format!("/communications/{id}")).await.1
+    api.get(&format!("/v1/communications/{id}")).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,11 +75,15 @@ async fn a_hard_bounce_suppresses_the_address_and_raises_fallout() {
         "feedbackId": "bnc-1", "type": "HARD_BOUNCE", "messageId": message_id,
         "occurredAt": "2026-11-26T10:05:00Z", "detail": "550 5.1.1 <bo@customer.example> unknown"
     });
-    let (status, applied) = api.post("/feedback/email", bounce.clone()).await;
+    // Feedback spans tenants: a tenant's key may not post it, a platform key of `operate` may.
+    let (status, refused) = api.post("/v1/feedback/email", bounce.clone()).await;
+    assert_eq!(status, 403, "{refused}");
+    let ops = api.as_platform(&[herald::api::keys::Scope::Operate]).await;
+    let (status, applied) = ops.post("/v1/feedback/email", bounce.clone()).await;
     assert_eq!(status, 202, "{applied}");
     assert_eq!(applied["status"], "BOUNCED");
     assert_eq!(applied["effects"], json!(["BOUNCED", "SUPPRESSION_LIST"]));
-    let (status, again) = api.post("/feedback/email", bounce).await;
+    let (status, again) = ops.post("/v1/feedback/email", bounce).await;
     assert_eq!((status, &again["duplicate"]), (200, &json!(true)));
 
     let bounced = record(&api, &id).await;
@@ -114,7 +117,7 @@ async fn a_hard_bounce_suppresses_the_address_and_raises_fallout() {
 
     // The next message to the address is suppressed, not sent.
     let (status, next) = api
-        .post("/events", order_created("oc-2", "O-2", "c-bounce"))
+        .post("/v1/events", order_created("oc-2", "O-2", "c-bounce"))
         .await;
     assert_eq!(status, 202, "{next}");
     let next = record(&api, next["communicationIds"][0].as_str().unwrap()).await;
@@ -122,22 +125,18 @@ async fn a_hard_bounce_suppresses_the_address_and_raises_fallout() {
     assert_eq!(next["failureCode"], "ADDRESS_SUPPRESSED");
 
     // Feedback that names nothing herald sent is kept, unmatched; bad feedback is refused.
-    let (status, unmatched) = api
+    let (status, unmatched) = ops
         .post(
-            "/feedback/email",
+            "/v1/feedback/email",
             json!({"feedbackId": "bnc-x", "type": "SOFT_BOUNCE", "providerMessageId": "nope"}),
         )
         .await;
     assert_eq!((status, &unmatched["matched"]), (202, &json!(false)));
-    let (status, refused) = api
-        .post("/feedback/email", json!({"type": "EXPLODED"}))
+    let (status, refused) = ops
+        .post("/v1/feedback/email", json!({"type": "EXPLODED"}))
         .await;
     assert_eq!(status, 400, "{refused}");
-    assert_eq!(
-        refused["problems"].as_array().unwrap().len(),
-        3,
-        "{refused}"
-    );
+    assert_eq!(refused["errors"].as_array().unwrap().len(), 3, "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +160,7 @@ async fn postmark_deliveries_and_unsubscribes_are_applied_with_basic_authenticat
     let post = |body: Value, credentials: &str| {
         let request = api
             .http
-            .post(format!("{}/feedback/email", api.base))
+            .post(api.url("/v1/feedback/postmark"))
             .header(
                 "authorization",
                 format!(

@@ -370,13 +370,13 @@ async fn internal_event_data_mapped_into_a_customer_field_is_refused_before_anyt
     )
     .await;
     api.put(
-        "/contacts/acme/contact-leak",
+        "/v1/contacts/contact-leak",
         json!({"displayName": "Lee Buyer", "email": "lee@customer.example"}),
     )
     .await;
     let (status, body) = api
         .post(
-            "/events",
+            "/v1/events",
             order_created(
                 "evt-leak",
                 "O-LEAK",
@@ -434,7 +434,7 @@ async fn the_contacts_market_and_the_events_choose_the_market_version() {
     for (id, market) in [("contact-ch", Some("CH")), ("contact-any", None)] {
         let (status, body) = api
             .put(
-                &format!("/contacts/acme/{id}"),
+                &format!("/v1/contacts/{id}"),
                 json!({"displayName": "Mia", "email": format!("{id}@customer.example"), "market": market}),
             )
             .await;
@@ -457,14 +457,14 @@ async fn the_contacts_market_and_the_events_choose_the_market_version() {
         ("evt-any", "O-ANY", "contact-any", json!({})),
     ] {
         let (status, body) = api
-            .post("/events", order_created(event, order, contact, data))
+            .post("/v1/events", order_created(event, order, contact, data))
             .await;
         assert_eq!(status, 202, "{body}");
     }
     // The event names the market when the contact has none.
     let mut by_event = order_created("evt-by-event", "O-EVT", "contact-any", json!({}));
     by_event["market"] = json!("CH");
-    let (status, body) = api.post("/events", by_event).await;
+    let (status, body) = api.post("/v1/events", by_event).await;
     assert_eq!(status, 202, "{body}");
 
     assert_eq!(version_of("O-CH").await, "2026.11.0-ch");
@@ -604,8 +604,16 @@ async fn a_message_queued_with_a_version_withdrawn_since_is_never_sent() {
     )
     .await;
     let base = format!("http://{}", intake.api_address.unwrap());
+    let key = api_key(
+        &db.pool,
+        Some(API_TENANT),
+        &[herald::api::keys::Scope::Send],
+    )
+    .await;
     let answer = reqwest::Client::new()
-        .post(format!("{base}/events"))
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(&key)
+        .header("Idempotency-Key", "k-w")
         .json(&order_created("evt-w", "O-W", "contact-w", json!({})))
         .send()
         .await
@@ -684,7 +692,7 @@ async fn the_proposal_commands_market_or_the_contacts_chooses_the_market_version
     .await;
     let (status, _) = api
         .put(
-            "/contacts/acme/contact-mkt",
+            "/v1/contacts/contact-mkt",
             json!({"displayName": "Urs", "email": "urs@customer.example", "market": "CH"}),
         )
         .await;
@@ -692,10 +700,8 @@ async fn the_proposal_commands_market_or_the_contacts_chooses_the_market_version
     let send = |key: &'static str, body: serde_json::Value| {
         let request = api
             .http
-            .post(format!(
-                "{}/quotes/Q-MKT/revisions/4/communications/proposal",
-                api.base
-            ))
+            .post(api.url("/v1/quotes/Q-MKT/revisions/4/communications/proposal"))
+            .bearer_auth(&api.key)
             .header("Idempotency-Key", key)
             .json(&body)
             .send();
@@ -709,17 +715,17 @@ async fn the_proposal_commands_market_or_the_contacts_chooses_the_market_version
     };
     let by_command = send(
         "mkt-1",
-        json!({"tenantId": "acme", "artifactId": "doc-Q-MKT", "recipientEmail": "anna@customer.example", "market": "CH"}),
+        json!({"artifactId": "doc-Q-MKT", "recipientEmail": "anna@customer.example", "market": "CH"}),
     )
     .await;
     let by_contact = send(
         "mkt-2",
-        json!({"tenantId": "acme", "artifactId": "doc-Q-MKT", "recipientContactId": "contact-mkt"}),
+        json!({"artifactId": "doc-Q-MKT", "recipientContactId": "contact-mkt"}),
     )
     .await;
     let neither = send(
         "mkt-3",
-        json!({"tenantId": "acme", "artifactId": "doc-Q-MKT", "recipientEmail": "bert@customer.example"}),
+        json!({"artifactId": "doc-Q-MKT", "recipientEmail": "bert@customer.example"}),
     )
     .await;
     let version = |id: String| {
@@ -890,10 +896,10 @@ reason = "data.reason"
     .await;
     let (status, body) = api
         .post(
-            "/events",
+            "/v1/events",
             json!({
                 "eventId": "evt-noaddr", "eventType": "FalloutCaseOpened",
-                "occurredAt": "2026-11-26T10:00:00Z", "tenantId": "acme",
+                "occurredAt": "2026-11-26T10:00:00Z",
                 "data": {"falloutCaseId": "FC-N", "orderNumber": "O-N", "reason": "billing down", "notify": operator}
             }),
         )

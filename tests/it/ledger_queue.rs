@@ -98,7 +98,7 @@ async fn a_sender_that_lost_its_lease_cannot_record_and_the_next_one_takes_over(
         .finish_attempt(&second[0], "sender-b", sent())
         .await
         .unwrap());
-    let view = ledger.get(id).await.unwrap().unwrap();
+    let view = ledger.get("acme", id).await.unwrap().unwrap();
     assert_eq!(view.status, "SENT");
     let statuses: Vec<&str> = view.attempts.iter().map(|a| a.status.as_str()).collect();
     assert_eq!(statuses, vec!["ABANDONED", "ACCEPTED"]);
@@ -151,10 +151,13 @@ async fn an_inbox_notification_read_before_its_attempt_was_recorded_ends_opened(
     .unwrap();
     let read = ledger.mark_read("acme", id.0).await.unwrap().unwrap();
     assert!(read.read_at.is_some());
-    assert_eq!(ledger.get(id).await.unwrap().unwrap().status, "SENDING");
+    assert_eq!(
+        ledger.get("acme", id).await.unwrap().unwrap().status,
+        "SENDING"
+    );
     assert!(ledger.finish_attempt(&job, "sender", sent()).await.unwrap());
     assert_eq!(
-        ledger.get(id).await.unwrap().unwrap().status,
+        ledger.get("acme", id).await.unwrap().unwrap().status,
         "OPENED",
         "the read is not lost"
     );
@@ -212,7 +215,7 @@ async fn ended_attempts_recorded_together_each_get_their_own_outcome_and_event()
     let status = |key: &'static str| {
         let id = job(key).communication_id;
         let ledger = ledger.clone();
-        async move { ledger.get(id).await.unwrap().unwrap() }
+        async move { ledger.get("acme", id).await.unwrap().unwrap() }
     };
     let sent_view = status("b-sent").await;
     assert_eq!(sent_view.status, "SENT");
@@ -279,7 +282,7 @@ async fn a_job_whose_channel_is_unknown_fails_for_good_instead_of_staying_sendin
     // A channel this herald does not know (written by a newer version, or by hand).
     let (ledger, bad) = spoiled_and_sound(&db, "channel = 'PIGEON'").await;
     // Reading it back is an error too, never a default.
-    let read = ledger.get(bad).await.unwrap_err();
+    let read = ledger.get("acme", bad).await.unwrap_err();
     assert!(
         matches!(read, herald::ledger::LedgerError::Corrupt(ref v) if v.value == "PIGEON"),
         "{read}"

@@ -58,13 +58,13 @@ async fn with_rules(
 fn event(kind: &str, id: &str, order: &str) -> Value {
     json!({
         "eventId": id, "eventType": kind, "occurredAt": "2026-11-26T10:00:00Z",
-        "tenantId": "acme", "orderId": order,
+        "orderId": order,
         "data": {"orderNumber": order, "customerContactId": "c-busy"}
     })
 }
 
 async fn post(api: &Api, body: Value) -> String {
-    let (status, answer) = api.post("/events", body).await;
+    let (status, answer) = api.post("/v1/events", body).await;
     assert_eq!(status, 202, "{answer}");
     answer["communicationIds"][0].as_str().unwrap().to_string()
 }
@@ -113,7 +113,7 @@ async fn a_rate_limit_delays_critical_excess_and_suppresses_the_rest() {
     // A fulfillment update is not critical, and its limit counts everything the recipient got
     // this hour: suppressed.
     let update = post(&api, event("OrderFulfillmentUpdated", "e4", "O-1")).await;
-    let (_, record) = api.get(&format!("/communications/{update}")).await;
+    let (_, record) = api.get(&format!("/v1/communications/{update}")).await;
     assert_eq!(record["status"], "SUPPRESSED", "{record}");
     assert_eq!(record["failureCode"], "RATE_LIMITED");
     assert_eq!(sink.received().len(), 2);
@@ -140,7 +140,7 @@ status = "data.status"
 fn update(id: &str, contact: &str, order: &str, status: &str) -> Value {
     json!({
         "eventId": id, "eventType": "OrderFulfillmentUpdated", "occurredAt": "2026-11-26T10:00:00Z",
-        "tenantId": "acme", "orderId": order,
+        "orderId": order,
         "data": {"orderNumber": order, "customerContactId": contact, "status": status}
     })
 }
@@ -162,11 +162,11 @@ async fn low_priority_updates_go_out_as_one_digest_per_recipient_and_window() {
     ];
     // The same event again adds nothing.
     let (status, _) = api
-        .post("/events", update("u2", "c-many", "O-2", "shipped"))
+        .post("/v1/events", update("u2", "c-many", "O-2", "shipped"))
         .await;
     assert_eq!(status, 200);
     for id in &items {
-        let (_, record) = api.get(&format!("/communications/{id}")).await;
+        let (_, record) = api.get(&format!("/v1/communications/{id}")).await;
         assert_eq!(
             (record["status"].as_str(), record["failureCode"].as_str()),
             (Some("SUPPRESSED"), Some("DIGESTED")),
@@ -247,7 +247,6 @@ reason = "data.reason"
 fn fallout(case: &str, reason: &str, operator: &str) -> Value {
     json!({
         "eventId": case, "eventType": "FalloutCaseOpened", "occurredAt": "2026-11-26T10:00:00Z",
-        "tenantId": "acme",
         "data": {"falloutCaseId": case, "reason": reason, "notify": operator}
     })
 }

@@ -115,7 +115,7 @@ async fn proposal_process_ends_after_the_email_arrives() {
     // The ledger: one record, SENT, with one accepted attempt carrying the provider's id.
     let ledger = Ledger::new(db.pool.clone(), Duration::from_secs(60));
     let record = ledger
-        .get(communication_id.parse::<CommunicationId>().unwrap())
+        .get("acme", communication_id.parse::<CommunicationId>().unwrap())
         .await
         .unwrap()
         .expect("record exists");

@@ -16,7 +16,6 @@ fn quote_accepted(event_id: &str, quote: &str) -> Value {
         "eventId": event_id,
         "eventType": "QuoteAccepted",
         "occurredAt": "2026-11-26T10:00:00Z",
-        "tenantId": "acme",
         "quoteId": quote,
         "data": {"quoteId": quote, "revisionNo": 3, "customerId": "CUST-9",
                  "margin": 0.31, "approvalReason": "strategic account"}
@@ -31,8 +30,9 @@ async fn start(db: &TestDb, extra: &[(&str, &str)]) -> (InProcess, Api) {
 
 async fn subscribe(api: &Api, url: &str) -> Value {
     let (status, body) = api
-        .post("/webhooks/subscriptions",
-            json!({"tenantId": "acme", "url": url, "eventTypes": ["quote.accepted"], "secret": SECRET}),
+        .post(
+            "/v1/webhooks/subscriptions",
+            json!({"url": url, "eventTypes": ["quote.accepted"], "secret": SECRET}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -41,7 +41,9 @@ async fn subscribe(api: &Api, url: &str) -> Value {
 
 /// Sends the event and returns the one communication it made.
 async fn accept_quote(api: &Api, event_id: &str, quote: &str) -> String {
-    let (status, body) = api.post("/events", quote_accepted(event_id, quote)).await;
+    let (status, body) = api
+        .post("/v1/events", quote_accepted(event_id, quote))
+        .await;
     assert_eq!(status, 202, "{body}");
     let ids = body["communicationIds"].as_array().unwrap();
     assert_eq!(ids.len(), 1, "{body}");
@@ -49,7 +51,7 @@ async fn accept_quote(api: &Api, event_id: &str, quote: &str) -> String {
 }
 
 async fn communication(api: &Api, id: &str) -> Value {
-    let (status, body) = api.get(&format!("/communications/{id}")).await;
+    let (status, body) = api.get(&format!("/v1/communications/{id}")).await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -130,7 +132,9 @@ async fn a_5xx_is_retried_with_the_same_webhook_id_until_it_succeeds() {
         "a success closes the circuit"
     );
     // The same event again changes nothing.
-    let (status, again) = api.post("/events", quote_accepted("qa-1", "Q-100")).await;
+    let (status, again) = api
+        .post("/v1/events", quote_accepted("qa-1", "Q-100"))
+        .await;
     assert_eq!(status, 200, "{again}");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(receiver.received().len(), 3);
@@ -150,11 +154,9 @@ async fn a_4xx_is_final_without_a_retry_and_an_operator_can_replay_it() {
     assert_eq!(failed["attempts"].as_array().unwrap().len(), 1);
 
     // Another tenant cannot replay it.
-    let (status, _) = api
-        .post(
-            &format!("/communications/{id}/replay?tenantId=globex"),
-            Value::Null,
-        )
+    let globex = api.as_tenant("globex").await;
+    let (status, _) = globex
+        .post(&format!("/v1/communications/{id}/replay"), Value::Null)
         .await;
     assert_eq!(
         status, 404,
@@ -165,10 +167,8 @@ async fn a_4xx_is_final_without_a_retry_and_an_operator_can_replay_it() {
     let replay = |key: &'static str| {
         let request = api
             .http
-            .post(format!(
-                "{}/communications/{id}/replay?tenantId=acme",
-                api.base
-            ))
+            .post(api.url(&format!("/v1/communications/{id}/replay")))
+            .bearer_auth(&api.key)
             .header("Idempotency-Key", key)
             .send();
         async move {
@@ -201,7 +201,7 @@ async fn a_4xx_is_final_without_a_retry_and_an_operator_can_replay_it() {
     );
     let (status, body) = api
         .post(
-            &format!("/communications/{replay_id}/replay?tenantId=acme"),
+            &format!("/v1/communications/{replay_id}/replay"),
             Value::Null,
         )
         .await;
@@ -235,8 +235,8 @@ async fn the_ssrf_guard_refuses_internal_endpoints_at_registration_and_at_send_t
     ] {
         let (status, body) = api
             .post(
-                "/webhooks/subscriptions",
-                json!({"tenantId": "acme", "url": url, "eventTypes": ["quote.accepted"]}),
+                "/v1/webhooks/subscriptions",
+                json!({"url": url, "eventTypes": ["quote.accepted"]}),
             )
             .await;
         assert_eq!(status, 400, "{url}: {body}");
@@ -280,14 +280,12 @@ async fn after_a_rotation_messages_verify_with_the_old_and_the_new_secret() {
         subscription.get("secret").is_some(),
         "the secret is shown once, at creation"
     );
-    let (_, shown) = api
-        .get(&format!("/webhooks/subscriptions/{sid}?tenantId=acme"))
-        .await;
+    let (_, shown) = api.get(&format!("/v1/webhooks/subscriptions/{sid}")).await;
     assert!(shown.get("secret").is_none(), "and never again: {shown}");
 
     let (status, rotated) = api
         .post(
-            &format!("/webhooks/subscriptions/{sid}/rotate?tenantId=acme"),
+            &format!("/v1/webhooks/subscriptions/{sid}/rotate"),
             Value::Null,
         )
         .await;
@@ -374,31 +372,23 @@ async fn a_failing_endpoint_is_disabled_its_messages_dead_lettered_and_replayed_
     let failed = wait_status(&api, &id, "FAILED_FINAL").await;
     assert_eq!(failed["failureCode"], "ENDPOINT_DISABLED");
     assert_eq!(receiver.received().len(), 2);
-    let (_, subscription) = api
-        .get(&format!("/webhooks/subscriptions/{sid}?tenantId=acme"))
-        .await;
+    let (_, subscription) = api.get(&format!("/v1/webhooks/subscriptions/{sid}")).await;
     assert_eq!(subscription["status"], "DISABLED", "{subscription}");
 
     let (status, refused) = api
-        .post(
-            &format!("/communications/{id}/replay?tenantId=acme"),
-            Value::Null,
-        )
+        .post(&format!("/v1/communications/{id}/replay"), Value::Null)
         .await;
     assert_eq!(status, 409, "a disabled endpoint gets no replay: {refused}");
     receiver.set_script("503,503,200");
     let (status, enabled) = api
         .post(
-            &format!("/webhooks/subscriptions/{sid}/enable?tenantId=acme"),
+            &format!("/v1/webhooks/subscriptions/{sid}/enable"),
             Value::Null,
         )
         .await;
     assert_eq!((status, &enabled["status"]), (200, &json!("ACTIVE")));
     let (status, replay) = api
-        .post(
-            &format!("/communications/{id}/replay?tenantId=acme"),
-            Value::Null,
-        )
+        .post(&format!("/v1/communications/{id}/replay"), Value::Null)
         .await;
     assert_eq!(status, 202, "{replay}");
     wait_status(&api, replay["communicationId"].as_str().unwrap(), "SENT").await;
@@ -417,8 +407,9 @@ async fn an_endpoint_rate_limit_shared_by_two_senders_spaces_the_requests_withou
     // A second sender on the same queue: the limit holds across the fleet.
     let _second = sender(&db, "smtp://127.0.0.1:9", "second", &[]);
     let (status, body) = api
-        .post("/webhooks/subscriptions",
-            json!({"tenantId": "acme", "url": receiver.url("/limited"), "eventTypes": ["quote.accepted"],
+        .post(
+            "/v1/webhooks/subscriptions",
+            json!({"url": receiver.url("/limited"), "eventTypes": ["quote.accepted"],
                    "secret": SECRET, "rateLimitPerSecond": 5}),
         )
         .await;
@@ -426,8 +417,8 @@ async fn an_endpoint_rate_limit_shared_by_two_senders_spaces_the_requests_withou
     assert_eq!(body["rateLimitPerSecond"], 5);
     let (status, body) = api
         .post(
-            "/webhooks/subscriptions",
-            json!({"tenantId": "acme", "url": receiver.url("/x"), "eventTypes": ["quote.accepted"],
+            "/v1/webhooks/subscriptions",
+            json!({"url": receiver.url("/x"), "eventTypes": ["quote.accepted"],
                    "rateLimitPerSecond": 0}),
         )
         .await;

@@ -482,7 +482,7 @@ pub async fn completed_communication(
         .parse()
         .expect("a communication id");
     herald::ledger::Ledger::new(db.pool.clone(), Duration::from_secs(60))
-        .get(id)
+        .get("acme", id)
         .await
         .expect("the ledger answers")
         .expect("the communication is recorded")
@@ -771,21 +771,53 @@ pub async fn start_proposal(
         .expect("start quote-proposal")
 }
 
-/// A herald process with its API listening, and an HTTP client for it.
+/// A herald process with its API listening, an HTTP client for it, and an API key of tenant
+/// `acme` with every scope, which the calls below send.
+#[derive(Clone)]
 pub struct Api {
     pub base: String,
     pub http: reqwest::Client,
+    pub key: String,
+    pub db: PgPool,
+}
+
+/// The tenant of `Api`'s key.
+pub const API_TENANT: &str = "acme";
+
+/// Makes an API key straight in the database (as `herald api-keys create` does).
+pub async fn api_key(
+    pool: &PgPool,
+    tenant: Option<&str>,
+    scopes: &[herald::api::keys::Scope],
+) -> String {
+    use secrecy::ExposeSecret;
+    let (_, key) = herald::api::keys::ApiKeys::new(pool.clone())
+        .create(
+            "test",
+            herald::api::keys::NewKey {
+                tenant: tenant.map(str::to_string),
+                scopes: scopes.to_vec(),
+                name: "tests".into(),
+                expires_in: None,
+            },
+        )
+        .await
+        .expect("make an API key");
+    key.expose_secret().to_string()
 }
 
 impl Api {
     /// herald in the test process with its API on a port of its own, once it answers.
     pub async fn start(db: &TestDb, smtp_url: &str, extra: &[(&str, &str)]) -> (InProcess, Api) {
+        let key = api_key(&db.pool, Some(API_TENANT), &herald::api::keys::Scope::ALL).await;
         let settings = test_settings(db, smtp_url, &new_lane(), extra);
         let herald = spawn_herald(settings, herald::runtime::Components::all()).await;
         let address = herald.api_address.expect("the API listens");
         let api = Api {
             base: format!("http://{address}"),
             http: reqwest::Client::new(),
+            key,
+            db: db.pool.clone(),
         };
         wait_for("the API to answer", Duration::from_secs(30), || {
             let request = api.http.get(format!("{}/health", api.base)).send();
@@ -801,6 +833,42 @@ impl Api {
         (herald, api)
     }
 
+    /// The same API with a key of another tenant (every scope).
+    pub async fn as_tenant(&self, tenant: &str) -> Api {
+        let key = api_key(&self.db, Some(tenant), &herald::api::keys::Scope::ALL).await;
+        Api {
+            key,
+            ..self.clone()
+        }
+    }
+
+    /// The same API with a platform key of these scopes.
+    pub async fn as_platform(&self, scopes: &[herald::api::keys::Scope]) -> Api {
+        let key = api_key(&self.db, None, scopes).await;
+        Api {
+            key,
+            ..self.clone()
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request with `Api`'s key (and a fresh Idempotency-Key on a POST).
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let post = method == reqwest::Method::POST;
+        let builder = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.key);
+        if post {
+            builder.header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        } else {
+            builder
+        }
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.send(reqwest::Method::POST, path, body).await
     }
@@ -810,17 +878,17 @@ impl Api {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(reqwest::Method::GET, path, Value::Null).await
-    }
-
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
         let response = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .json(&body)
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let response = self.request(method, path).json(&body).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }

@@ -1,0 +1,240 @@
+//! Who calls: every route under `/v1/` but the provider feedback needs
+//! `Authorization: Bearer <API key>`. The credential decides the tenant; a platform credential
+//! names the tenant it acts for in `Herald-Tenant`. The layer authenticates once per request and
+//! leaves an [`Authenticated`] in the request's extensions; handlers take a [`Caller`] of the
+//! scope they need, so that a route cannot forget the check.
+
+use std::marker::PhantomData;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::keys::{check_tenant, KeyLookup, Scope};
+use super::problem::{ApiError, ProblemKind};
+use super::ApiState;
+
+/// The header a platform credential names its tenant with.
+pub const TENANT_HEADER: &str = "herald-tenant";
+
+/// The credential a request was made with, as the audit records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    ApiKey(Uuid),
+    Jwt { subject: String },
+}
+
+impl Credential {
+    /// The key the rate limit counts under.
+    pub fn limit_key(&self) -> String {
+        match self {
+            Credential::ApiKey(id) => format!("key:{id}"),
+            Credential::Jwt { subject } => format!("jwt:{subject}"),
+        }
+    }
+}
+
+/// An authenticated request: its credential, the scopes it holds, and the tenant it acts for
+/// (`None` for a platform credential that named none).
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub credential: Credential,
+    pub platform: bool,
+    pub scopes: Vec<Scope>,
+    pub tenant: Option<String>,
+}
+
+/// A scope a route needs, as a type: `Caller<Read>`.
+pub trait NeedsScope {
+    const SCOPE: Scope;
+}
+
+macro_rules! scope_marker {
+    ($name:ident, $scope:expr) => {
+        #[derive(Debug)]
+        pub struct $name;
+        impl NeedsScope for $name {
+            const SCOPE: Scope = $scope;
+        }
+    };
+}
+
+scope_marker!(Send, Scope::Send);
+scope_marker!(Read, Scope::Read);
+scope_marker!(Operate, Scope::Operate);
+scope_marker!(Admin, Scope::Admin);
+
+/// A caller holding scope `S`, acting for `tenant`.
+#[derive(Debug)]
+pub struct Caller<S: NeedsScope> {
+    pub tenant: String,
+    pub credential: Credential,
+    scope: PhantomData<S>,
+}
+
+impl<S: NeedsScope, St: Sync> FromRequestParts<St> for Caller<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &St) -> Result<Self, Self::Rejection> {
+        let caller = scoped(parts, S::SCOPE)?;
+        let tenant = caller.tenant.clone().ok_or_else(|| {
+            ApiError::invalid(vec![super::problem::FieldProblem::at(
+                "header:Herald-Tenant",
+                "a platform credential names the tenant it acts for in the Herald-Tenant header",
+            )])
+        })?;
+        Ok(Caller {
+            tenant,
+            credential: caller.credential.clone(),
+            scope: PhantomData,
+        })
+    }
+}
+
+/// A platform caller holding scope `S` (for what spans tenants, such as provider feedback).
+#[derive(Debug)]
+pub struct PlatformCaller<S: NeedsScope> {
+    pub credential: Credential,
+    scope: PhantomData<S>,
+}
+
+impl<S: NeedsScope, St: Sync> FromRequestParts<St> for PlatformCaller<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &St) -> Result<Self, Self::Rejection> {
+        let caller = scoped(parts, S::SCOPE)?;
+        if !caller.platform {
+            return Err(ApiError::new(
+                ProblemKind::Forbidden,
+                "this route needs a platform credential",
+            ));
+        }
+        Ok(PlatformCaller {
+            credential: caller.credential.clone(),
+            scope: PhantomData,
+        })
+    }
+}
+
+fn scoped(parts: &Parts, scope: Scope) -> Result<&Authenticated, ApiError> {
+    let caller = parts
+        .extensions
+        .get::<Authenticated>()
+        .ok_or_else(|| ApiError::internal("a route needing a caller is outside the auth layer"))?;
+    if caller.scopes.contains(&scope) {
+        Ok(caller)
+    } else {
+        Err(ApiError::new(
+            ProblemKind::Forbidden,
+            format!("this route needs the '{scope}' scope"),
+        )
+        .with_header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_str(&format!(
+                "Bearer realm=\"herald\", error=\"insufficient_scope\", scope=\"{scope}\""
+            ))
+            .expect("a scope name is a header value"),
+        ))
+    }
+}
+
+/// 401 with the `WWW-Authenticate` challenge of RFC 6750.
+pub fn unauthorized(detail: &str, token_given: bool) -> ApiError {
+    let challenge = if token_given {
+        format!("Bearer realm=\"herald\", error=\"invalid_token\", error_description=\"{detail}\"")
+    } else {
+        "Bearer realm=\"herald\"".to_string()
+    };
+    ApiError::new(ProblemKind::Unauthorized, detail).with_header(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_str(&challenge).expect("the challenge is a header value"),
+    )
+}
+
+/// The bearer token of a request, if it has one.
+pub fn bearer(headers: &HeaderMap) -> Option<SecretString> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .map(|t| SecretString::from(t.to_string()))
+}
+
+/// Authenticates a request's headers: the credential, then the tenant it acts for.
+pub async fn authenticate(
+    state: &ApiState,
+    headers: &HeaderMap,
+) -> Result<Authenticated, ApiError> {
+    let token = bearer(headers)
+        .ok_or_else(|| unauthorized("this route needs Authorization: Bearer <API key>", false))?;
+    let (credential, home, platform, scopes) = match state.keys.authenticate(&token).await {
+        Ok(KeyLookup::Valid(key)) => (
+            Credential::ApiKey(key.key_id),
+            key.tenant_id,
+            key.platform,
+            key.scopes,
+        ),
+        Ok(KeyLookup::Revoked) => return Err(unauthorized("the API key is revoked", true)),
+        Ok(KeyLookup::Expired) => return Err(unauthorized("the API key has expired", true)),
+        Ok(KeyLookup::Unknown) => {
+            return Err(unauthorized(
+                "the bearer token is not a valid credential",
+                true,
+            ))
+        }
+        Err(err) => return Err(ApiError::unavailable(err)),
+    };
+    let named = headers
+        .get(TENANT_HEADER)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .filter(|t| check_tenant(t).is_ok())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    ApiError::invalid(vec![super::problem::FieldProblem::at(
+                        "header:Herald-Tenant",
+                        "a tenant id has 1 to 64 letters, digits, '.', '_' or '-'",
+                    )])
+                })
+        })
+        .transpose()?;
+    let tenant = match (home, named) {
+        (Some(home), Some(named)) if home != named => {
+            return Err(ApiError::new(
+                ProblemKind::Forbidden,
+                "this credential acts for its own tenant only; leave out Herald-Tenant",
+            ))
+        }
+        (Some(home), _) => Some(home),
+        (None, named) => named,
+    };
+    Ok(Authenticated {
+        credential,
+        platform,
+        scopes,
+        tenant,
+    })
+}
+
+/// The layer of the authenticated routes: authenticate, count against the credential's rate,
+/// run the route, audit what changed state.
+pub async fn layer(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+    let caller = match authenticate(&state, request.headers()).await {
+        Ok(caller) => caller,
+        Err(err) => return err.into_response(),
+    };
+    if let Err(err) = state.limits.check(&caller.credential) {
+        return err.into_response();
+    }
+    request.extensions_mut().insert(caller.clone());
+    super::audit::around(&state, caller, request, next).await
+}

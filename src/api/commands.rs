@@ -1,0 +1,294 @@
+//! The commands: a business event, an artifact of the registry, a quote revision's proposal.
+//! Each acts for the caller's tenant; a body that names a tenant is refused.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::artifacts::{Artifact, DeliveryMode};
+use crate::intake::events::{ingest, EventError};
+use crate::intake::proposal::{ProposalInput, ProposalKey, RecipientInput};
+use crate::intake::IntakeError;
+use crate::ledger::Channel;
+
+use super::auth::{Caller, Send};
+use super::input::{check_texts, Body, PathOf, Text};
+use super::problem::{ApiError, ProblemKind};
+use super::{accepted_unless, ApiState};
+
+/// `POST /v1/events`: a business event for the caller's tenant.
+pub async fn post_event(
+    State(state): State<ApiState>,
+    caller: Caller<Send>,
+    Body(mut event): Body<Value>,
+) -> Result<Response, ApiError> {
+    let Some(fields) = event.as_object_mut() else {
+        return Err(ApiError::bad(vec!["an event is a JSON object".into()]));
+    };
+    if fields.contains_key("tenantId") {
+        return Err(ApiError::bad(vec![
+            "tenantId: the tenant comes from the credential; leave it out".into(),
+        ]));
+    }
+    fields.insert("tenantId".into(), Value::String(caller.tenant.clone()));
+    match ingest(&state.intake, &state.rules, &event).await {
+        Ok(outcome) => Ok((
+            accepted_unless(outcome.duplicate),
+            Json(json!({
+                "eventId": outcome.event_id,
+                "duplicate": outcome.duplicate,
+                "communicationIds": outcome.communication_ids,
+            })),
+        )
+            .into_response()),
+        Err(EventError::Invalid(m)) => Err(ApiError::bad(vec![m])),
+        Err(EventError::Rule(m)) => Err(ApiError::new(ProblemKind::Unprocessable, m)),
+        Err(EventError::Unavailable(m)) => Err(ApiError::unavailable(m)),
+    }
+}
+
+/// A document of the registry, as the API takes it (the tenant is the caller's).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArtifactInput {
+    artifact_id: String,
+    subject_type: String,
+    subject_id: String,
+    artifact_type: String,
+    status: String,
+    #[serde(default)]
+    content_hash: Option<String>,
+    storage_location: String,
+    #[serde(default)]
+    size_bytes: Option<i64>,
+    media_type: String,
+    file_name: String,
+}
+
+/// `POST /v1/artifacts`: registers (or updates) a document.
+pub async fn post_artifact(
+    State(state): State<ApiState>,
+    caller: Caller<Send>,
+    Body(input): Body<ArtifactInput>,
+) -> Result<Response, ApiError> {
+    let mut problems = Vec::new();
+    for (name, value) in [
+        ("artifactId", &input.artifact_id),
+        ("subjectId", &input.subject_id),
+        ("artifactType", &input.artifact_type),
+        ("storageLocation", &input.storage_location),
+        ("fileName", &input.file_name),
+    ] {
+        if value.trim().is_empty() {
+            problems.push(format!("{name}: must not be empty"));
+        }
+    }
+    problems.extend(check_texts([
+        ("artifactId", Some(input.artifact_id.as_str()), Text::Id),
+        ("subjectType", Some(input.subject_type.as_str()), Text::Id),
+        ("subjectId", Some(input.subject_id.as_str()), Text::Id),
+        ("artifactType", Some(input.artifact_type.as_str()), Text::Id),
+        ("mediaType", Some(input.media_type.as_str()), Text::Id),
+        ("fileName", Some(input.file_name.as_str()), Text::Name),
+        (
+            "storageLocation",
+            Some(input.storage_location.as_str()),
+            Text::Url,
+        ),
+        ("contentHash", input.content_hash.as_deref(), Text::Id),
+    ]));
+    if !matches!(
+        input.status.as_str(),
+        "AVAILABLE" | "PENDING" | "SUPERSEDED"
+    ) {
+        problems.push("status: AVAILABLE, PENDING or SUPERSEDED".into());
+    }
+    if input.size_bytes.is_some_and(|n| n < 0) {
+        problems.push("sizeBytes: must not be negative".into());
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::bad(problems));
+    }
+    let artifact = Artifact {
+        tenant_id: caller.tenant,
+        artifact_id: input.artifact_id,
+        subject_type: input.subject_type,
+        subject_id: input.subject_id,
+        artifact_type: input.artifact_type,
+        status: input.status,
+        content_hash: input.content_hash,
+        storage_location: input.storage_location,
+        size_bytes: input.size_bytes,
+        media_type: input.media_type,
+        file_name: input.file_name,
+    };
+    state
+        .intake
+        .registry
+        .register(&artifact)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"artifactId": artifact.artifact_id, "status": artifact.status})),
+    )
+        .into_response())
+}
+
+/// The proposal command: a quote revision's proposal to a contact or an address.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProposalCommand {
+    artifact_id: String,
+    #[serde(default)]
+    recipient_contact_id: Option<String>,
+    #[serde(default)]
+    recipient_email: Option<String>,
+    #[serde(default)]
+    channel: Option<Channel>,
+    #[serde(default)]
+    delivery_mode: Option<DeliveryMode>,
+    #[serde(default)]
+    message_note: Option<String>,
+    #[serde(default)]
+    locale: Option<String>,
+    /// The market whose template version wins (`DE`, `CH`); the contact's when not given.
+    #[serde(default)]
+    market: Option<String>,
+}
+
+/// `POST /v1/quotes/{quoteId}/revisions/{revisionNo}/communications/proposal` with an
+/// `Idempotency-Key`: the same key returns the same communication; the same key with another
+/// request is refused.
+pub async fn post_proposal(
+    State(state): State<ApiState>,
+    caller: Caller<Send>,
+    headers: HeaderMap,
+    PathOf((quote_id, revision)): PathOf<(String, i64)>,
+    Body(command): Body<ProposalCommand>,
+) -> Result<Response, ApiError> {
+    let proposals = state
+        .proposals
+        .clone()
+        .ok_or_else(|| ApiError::not_found("no send-proposal topic is configured"))?;
+    let mut problems = Vec::new();
+    let key = headers
+        .get("Idempotency-Key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 200);
+    if key.is_none() {
+        return Err(ApiError::new(
+            ProblemKind::IdempotencyKeyMissing,
+            "the Idempotency-Key header is required (1 to 200 characters)",
+        ));
+    }
+    let recipient = match (&command.recipient_email, &command.recipient_contact_id) {
+        (Some(email), None) => Some(RecipientInput::Email(email.trim().to_string())),
+        (None, Some(contact)) => Some(RecipientInput::Contact(contact.trim().to_string())),
+        _ => {
+            problems.push("give exactly one of recipientEmail and recipientContactId".into());
+            None
+        }
+    };
+    if command.channel.is_some_and(|c| c != Channel::Email) {
+        problems.push("channel: proposals go by EMAIL".into());
+    }
+    if command.artifact_id.trim().is_empty() {
+        problems.push("artifactId: must not be empty".into());
+    }
+    if revision < 0 {
+        problems.push("revisionNo: must not be negative".into());
+    }
+    problems.extend(check_texts([
+        ("quoteId", Some(quote_id.as_str()), Text::Id),
+        ("artifactId", Some(command.artifact_id.as_str()), Text::Id),
+        (
+            "recipientContactId",
+            command.recipient_contact_id.as_deref(),
+            Text::Id,
+        ),
+        (
+            "recipientEmail",
+            command.recipient_email.as_deref(),
+            Text::Id,
+        ),
+        ("locale", command.locale.as_deref(), Text::Id),
+        ("market", command.market.as_deref(), Text::Id),
+        ("messageNote", command.message_note.as_deref(), Text::Note),
+    ]));
+    if let Some(problem) = command
+        .recipient_email
+        .as_deref()
+        .filter(|e| e.trim().parse::<lettre::Address>().is_err())
+        .map(|_| "recipientEmail: not a valid email address".to_string())
+    {
+        problems.push(problem);
+    }
+    let (Some(key), Some(recipient), true) = (key, recipient, problems.is_empty()) else {
+        return Err(ApiError::bad(problems));
+    };
+    let expected_ref = recipient.recipient_ref();
+    let input = ProposalInput {
+        quote_id: quote_id.clone(),
+        revision_no: revision,
+        artifact_id: command.artifact_id.trim().to_string(),
+        tenant_id: caller.tenant.clone(),
+        recipient,
+        locale: command.locale,
+        market: command.market,
+        delivery_mode: command.delivery_mode.unwrap_or(DeliveryMode::PortalLink),
+        message_note: command
+            .message_note
+            .as_deref()
+            .map(crate::templates::sanitize_note)
+            .filter(|n| !n.is_empty()),
+    };
+    let scoped = format!("quote-proposal-delivery:api:{quote_id}/{revision}:{key}");
+    let outcome = proposals
+        .request(&input, ProposalKey::Given(scoped), None)
+        .await
+        .map_err(|err| {
+            let kind = match err {
+                IntakeError::NotYet { .. } => ProblemKind::NotYet,
+                IntakeError::Permanent { .. } => ProblemKind::Unprocessable,
+                IntakeError::Unavailable { .. } => ProblemKind::Unavailable,
+            };
+            ApiError::new(kind, err.to_string())
+        })?;
+    if !outcome.created {
+        let ledger = &state.intake.ledger;
+        let existing = ledger
+            .get(&caller.tenant, outcome.communication_id)
+            .await
+            .map_err(ApiError::unavailable)?
+            .ok_or_else(|| ApiError::internal("a communication just found is gone"))?;
+        let artifacts = ledger
+            .artifact_ids(outcome.communication_id)
+            .await
+            .map_err(ApiError::unavailable)?;
+        if existing.recipient_ref != expected_ref || artifacts != vec![input.artifact_id.clone()] {
+            return Err(ApiError::new(
+                ProblemKind::IdempotencyKeyReused,
+                "this Idempotency-Key was used for another request; use a new key",
+            ));
+        }
+    }
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({
+            "communicationId": outcome.communication_id,
+            "status": outcome.status,
+            "communicationType": "QUOTE_PROPOSAL_DELIVERY",
+        })),
+    )
+        .into_response())
+}

@@ -1,0 +1,231 @@
+//! The contact directory and preferences of the caller's tenant.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::ledger::{Channel, MessageCategory};
+use crate::policy::directory::Contact;
+
+use super::auth::{Caller, Operate};
+use super::input::{check_text, check_texts, Body, PathOf, Text};
+use super::problem::ApiError;
+use super::ApiState;
+
+/// A contact of the directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContactInput {
+    #[serde(default)]
+    pub contact_id: Option<String>,
+    pub display_name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub locale: Option<String>,
+    /// The contact's market (`DE`, `CH`): template versions made for it win.
+    #[serde(default)]
+    pub market: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Quiet hours, `HH:MM`, both or neither.
+    #[serde(default)]
+    pub quiet_start: Option<String>,
+    #[serde(default)]
+    pub quiet_end: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+type QuietTimes = (Option<chrono::NaiveTime>, Option<chrono::NaiveTime>);
+
+fn check_contact(contact: &ContactInput, at: &str) -> Result<QuietTimes, Vec<String>> {
+    let mut problems = Vec::new();
+    if contact.display_name.trim().is_empty() {
+        problems.push(format!("{at}.displayName: must not be empty"));
+    }
+    let field = |name: &str| format!("{at}.{name}");
+    let (id, name, email, locale, market) = (
+        field("contactId"),
+        field("displayName"),
+        field("email"),
+        field("locale"),
+        field("market"),
+    );
+    problems.extend(check_texts([
+        (id.as_str(), contact.contact_id.as_deref(), Text::Id),
+        (
+            name.as_str(),
+            Some(contact.display_name.as_str()),
+            Text::Name,
+        ),
+        (email.as_str(), contact.email.as_deref(), Text::Id),
+        (locale.as_str(), contact.locale.as_deref(), Text::Id),
+        (market.as_str(), contact.market.as_deref(), Text::Id),
+    ]));
+    if let Some(email) = contact.email.as_deref().filter(|e| !e.is_empty()) {
+        if email.parse::<lettre::Address>().is_err() {
+            problems.push(format!("{at}.email: not a valid email address"));
+        }
+    }
+    if let Some(zone) = &contact.timezone {
+        if zone.parse::<chrono_tz::Tz>().is_err() {
+            problems.push(format!("{at}.timezone: not an IANA time zone"));
+        }
+    }
+    let time = |field: &str, value: &Option<String>, problems: &mut Vec<String>| {
+        value
+            .as_deref()
+            .and_then(|v| match chrono::NaiveTime::parse_from_str(v, "%H:%M") {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    problems.push(format!("{at}.{field}: not HH:MM"));
+                    None
+                }
+            })
+    };
+    let start = time("quietStart", &contact.quiet_start, &mut problems);
+    let end = time("quietEnd", &contact.quiet_end, &mut problems);
+    if contact.quiet_start.is_some() != contact.quiet_end.is_some() {
+        problems.push(format!(
+            "{at}.quietEnd: quietStart and quietEnd go together"
+        ));
+    }
+    if problems.is_empty() {
+        Ok((start, end))
+    } else {
+        Err(problems)
+    }
+}
+
+/// A checked contact of the API, as the directory keeps it.
+fn contact_record<'a>(id: &'a str, contact: &'a ContactInput, quiet: QuietTimes) -> Contact<'a> {
+    Contact {
+        contact_id: id,
+        display_name: &contact.display_name,
+        email: contact.email.as_deref(),
+        locale: contact.locale.as_deref(),
+        market: contact.market.as_deref(),
+        timezone: contact.timezone.as_deref(),
+        active: contact.active,
+        quiet,
+    }
+}
+
+/// `PUT /v1/contacts/{contactId}`.
+pub async fn put_contact(
+    State(state): State<ApiState>,
+    caller: Caller<Operate>,
+    PathOf(contact_id): PathOf<String>,
+    Body(contact): Body<ContactInput>,
+) -> Result<Response, ApiError> {
+    // The body is the contact: its fields' problems point at the root.
+    let checked = check_contact(&contact, "");
+    let mut problems = checked.as_ref().err().cloned().unwrap_or_default();
+    problems.extend(check_text("path.contactId", &contact_id, Text::Id));
+    if contact
+        .contact_id
+        .as_deref()
+        .is_some_and(|id| id != contact_id)
+    {
+        problems.push(".contactId: differs from the path's".into());
+    }
+    let quiet = match checked {
+        Ok(quiet) if problems.is_empty() => quiet,
+        _ => return Err(ApiError::bad(problems)),
+    };
+    state
+        .intake
+        .directory
+        .upsert_contacts(
+            &caller.tenant,
+            &[contact_record(&contact_id, &contact, quiet)],
+        )
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Json(json!({"contactId": contact_id, "upserted": true})).into_response())
+}
+
+/// `POST /v1/contacts/import`: upserts a whole list in one transaction; any invalid entry and
+/// nothing is written.
+pub async fn import_contacts(
+    State(state): State<ApiState>,
+    caller: Caller<Operate>,
+    Body(contacts): Body<Vec<ContactInput>>,
+) -> Result<Response, ApiError> {
+    let mut problems = Vec::new();
+    let mut checked = Vec::with_capacity(contacts.len());
+    for (n, contact) in contacts.iter().enumerate() {
+        let at = format!("[{n}]");
+        match (&contact.contact_id, check_contact(contact, &at)) {
+            (Some(id), Ok(quiet)) if !id.trim().is_empty() => {
+                checked.push((id.trim().to_string(), contact, quiet))
+            }
+            (_, Err(mut p)) => problems.append(&mut p),
+            _ => problems.push(format!("{at}.contactId: required in an import")),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::bad(problems));
+    }
+    let records: Vec<Contact> = checked
+        .iter()
+        .map(|(id, contact, quiet)| contact_record(id, contact, *quiet))
+        .collect();
+    state
+        .intake
+        .directory
+        .upsert_contacts(&caller.tenant, &records)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Json(json!({"upserted": checked.len()})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PreferenceInput {
+    recipient_ref: String,
+    category: MessageCategory,
+    channel: Channel,
+    opted_in: bool,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+/// `PUT /v1/preferences`: a recipient's opt-in or opt-out for a category on a channel.
+pub async fn put_preference(
+    State(state): State<ApiState>,
+    caller: Caller<Operate>,
+    Body(pref): Body<PreferenceInput>,
+) -> Result<Response, ApiError> {
+    let mut problems = check_texts([
+        ("recipientRef", Some(pref.recipient_ref.as_str()), Text::Id),
+        ("source", pref.source.as_deref(), Text::Name),
+    ]);
+    if pref.recipient_ref.trim().is_empty() {
+        problems.push("recipientRef: must not be empty".into());
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::bad(problems));
+    }
+    state
+        .intake
+        .directory
+        .set_preference(
+            &caller.tenant,
+            pref.recipient_ref.trim(),
+            pref.category,
+            pref.channel,
+            pref.opted_in,
+            pref.source.as_deref().unwrap_or("api"),
+        )
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Json(json!({"recipientRef": pref.recipient_ref, "optedIn": pref.opted_in})).into_response())
+}
