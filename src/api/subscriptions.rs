@@ -61,6 +61,9 @@ impl From<SubscriptionError> for ApiError {
             SubscriptionError::Invalid(m) => ApiError::bad(vec![m]),
             SubscriptionError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             SubscriptionError::Database(e) => ApiError::unavailable(e),
+            SubscriptionError::Key(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
         }
     }
 }

@@ -13,6 +13,8 @@ pub(super) const SECRETS: &[(&str, &str)] = &[
     ("artifacts.link_secret", "HERALD_ARTIFACTS__LINK_SECRET"),
     ("api.token", "HERALD_API__TOKEN"),
     ("content.key", "HERALD_CONTENT__KEY"),
+    ("keys.encryption", "HERALD_KEYS__ENCRYPTION"),
+    ("keys.recipient_ref", "HERALD_KEYS__RECIPIENT_REF"),
     (
         "feedback.postmark_credentials",
         "HERALD_FEEDBACK__POSTMARK_CREDENTIALS",
@@ -34,6 +36,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "artifacts",
     "api",
     "content",
+    "keys",
     "webhooks",
     "feedback",
 ];
