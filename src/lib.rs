@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod feedback;
 pub mod intake;
 pub mod iso8601;
+pub mod keyring;
 pub mod ledger;
 pub mod pause;
 pub mod policy;

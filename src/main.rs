@@ -42,6 +42,9 @@ enum Command {
     /// request names in Herald-Tenant) with the scopes it was given.
     #[command(subcommand)]
     ApiKeys(ApiKeysCommand),
+    /// Manage the keys of secrets at rest (HERALD_KEYS__ENCRYPTION).
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 #[derive(Subcommand)]
@@ -93,6 +96,21 @@ struct ListKeysArgs {
 struct RevokeKeyArgs {
     /// The key's id (from list).
     id: uuid::Uuid,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-encrypt every stored ciphertext (webhook signing secrets, retained bodies, inbox
+    /// bodies) under the current key, the first of HERALD_KEYS__ENCRYPTION; prints the counts.
+    /// Exit 1 naming a row that does not open with the configured keys.
+    Rotate(RotateArgs),
+}
+
+#[derive(Args)]
+struct RotateArgs {
+    /// Rows re-encrypted per transaction.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..))]
+    batch: i64,
 }
 
 #[derive(Subcommand)]
@@ -329,6 +347,18 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::ApiKeys(command) => api_keys(&settings, command).await?,
+        Command::Keys(KeysCommand::Rotate(args)) => {
+            match herald::keyring::rotate::rotate_configured(&settings, args.batch).await {
+                Ok((key_id, rotated)) => println!(
+                    "re-encrypted under key {key_id}: {} webhook signing secrets, {} retained bodies, {} inbox bodies",
+                    rotated.webhook_secrets, rotated.bodies, rotated.inbox_bodies
+                ),
+                Err(e) => {
+                    eprintln!("herald keys rotate: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Run(args) => {
             let components = if args.only.is_empty() {
                 Components::all()

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::instrument::WithSubscriber;
 
-use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::camunda::worker::{self, WorkerOptions};
@@ -45,6 +44,12 @@ pub enum RuntimeError {
     Rules(Vec<String>),
     #[error(transparent)]
     Api(#[from] crate::api::StartError),
+    #[error(transparent)]
+    Keys(#[from] crate::keyring::KeyError),
+    #[error("{0} webhook subscription(s) exist, and no encryption key is configured to open or seal their signing secrets: set HERALD_KEYS__ENCRYPTION (e.g. k1:<64 hex>)")]
+    SubscriptionsWithoutKey(i64),
+    #[error("sealing the plaintext webhook signing secrets: {0}")]
+    Seal(#[from] crate::keyring::rotate::RotateError),
 }
 
 /// Which parts run in this process.
@@ -190,6 +195,10 @@ pub async fn start(
             Err(err) => return Err(err.into()),
         }
     }
+    let keys = crate::keyring::Keys::from_settings(&settings)?;
+    if components.api || components.delivery {
+        secure_webhook_secrets(&pool, keys.ring.as_ref(), &shutdown).await?;
+    }
     let camunda = CamundaClient::new(&settings.camunda_url)?;
     // Read once: the API's proposals, the workers' subscriptions and the relay's waiting topics.
     let topics = if components.api || components.workers || components.relay {
@@ -208,7 +217,8 @@ pub async fn start(
         templates.clone(),
         settings.artifacts.clone(),
         worker_id.clone(),
-    );
+    )
+    .with_keys(keys.clone());
     if components.api {
         let rules = RuleSet::load(&settings.paths.rules).map_err(RuntimeError::Rules)?;
         let keys = crate::api::keys::ApiKeys::new(pool.clone());
@@ -286,20 +296,7 @@ pub async fn start(
                 lease: settings.delivery.lease,
                 poll_interval: settings.delivery.poll_interval,
                 retry: RetryPolicy::from_settings(&settings.delivery)?,
-                content_key: match settings
-                    .content
-                    .key
-                    .as_ref()
-                    .map(|k| k.expose_secret())
-                    .filter(|k| !k.is_empty())
-                {
-                    Some(key) => Some(crate::content::ContentKey::from_hex(key).map_err(|e| {
-                        RuntimeError::Config(ConfigError::Invalid(format!(
-                            "HERALD_CONTENT__KEY: {e}"
-                        )))
-                    })?),
-                    None => None,
-                },
+                keyring: keys.ring.clone(),
             },
         );
         engine.register(Arc::new(EmailAdapter::new(&EmailSettings {
@@ -312,9 +309,9 @@ pub async fn start(
             pool_get_timeout: settings.smtp.pool_get_timeout,
         })?));
         engine.register(Arc::new(
-            WebhookAdapter::new(pool.clone(), &settings.webhooks).map_err(|e| {
-                RuntimeError::Config(ConfigError::Invalid(format!("webhooks: {e}")))
-            })?,
+            WebhookAdapter::new(pool.clone(), &settings.webhooks, keys.ring.clone()).map_err(
+                |e| RuntimeError::Config(ConfigError::Invalid(format!("webhooks: {e}"))),
+            )?,
         ));
         engine.register(Arc::new(InAppAdapter::new(pool.clone())));
         tasks.spawn(
@@ -368,4 +365,56 @@ pub async fn start(
         tasks,
         shutdown,
     }))
+}
+
+/// Webhook signing secrets are never kept in plaintext: with a keyring, the ones rows written
+/// before secrets were sealed still hold are sealed now; without one, the API and the delivery
+/// do not start while subscriptions exist (they could neither open nor seal a secret).
+async fn secure_webhook_secrets(
+    pool: &sqlx::PgPool,
+    keyring: Option<&crate::keyring::Keyring>,
+    shutdown: &CancellationToken,
+) -> Result<(), RuntimeError> {
+    let mut wait = Duration::from_millis(250);
+    loop {
+        let attempt = async {
+            match keyring {
+                Some(keyring) => {
+                    let sealed =
+                        crate::keyring::rotate::seal_plaintext_secrets(pool, keyring, 500).await?;
+                    if sealed > 0 {
+                        tracing::info!(
+                            sealed,
+                            key_id = keyring.current_id(),
+                            "plaintext webhook signing secrets sealed"
+                        );
+                    }
+                    Ok(())
+                }
+                None => {
+                    let count: i64 =
+                        sqlx::query_scalar("SELECT count(*) FROM webhook_subscription")
+                            .fetch_one(pool)
+                            .await
+                            .map_err(crate::keyring::rotate::RotateError::Database)?;
+                    if count > 0 {
+                        return Err(RuntimeError::SubscriptionsWithoutKey(count));
+                    }
+                    Ok(())
+                }
+            }
+        };
+        match attempt.await {
+            Err(RuntimeError::Seal(crate::keyring::rotate::RotateError::Database(err)))
+                if !shutdown.is_cancelled() =>
+            {
+                tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "database not reachable to check the webhook signing secrets");
+                if !crate::pause::sleep_or_shutdown(wait, shutdown).await {
+                    return Ok(());
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
 }

@@ -231,7 +231,7 @@ pub async fn post_proposal(
     let (Some(key), Some(recipient), true) = (key, recipient, problems.is_empty()) else {
         return Err(ApiError::bad(problems));
     };
-    let expected_ref = recipient.recipient_ref();
+    let expected_refs = recipient.recipient_refs(state.intake.keys.recipient_ref.as_ref());
     let input = ProposalInput {
         quote_id: quote_id.clone(),
         revision_no: revision,
@@ -270,7 +270,9 @@ pub async fn post_proposal(
             .artifact_ids(outcome.communication_id)
             .await
             .map_err(ApiError::unavailable)?;
-        if existing.recipient_ref != expected_ref || artifacts != vec![input.artifact_id.clone()] {
+        if !expected_refs.contains(&existing.recipient_ref)
+            || artifacts != vec![input.artifact_id.clone()]
+        {
             return Err(ApiError::new(
                 ProblemKind::IdempotencyKeyReused,
                 "this Idempotency-Key was used for another request; use a new key",

@@ -34,6 +34,7 @@ impl From<SubscriptionError> for ApiError {
             SubscriptionError::Invalid(m) => ApiError::bad(vec![m]),
             SubscriptionError::NotFound(_) => ApiError::not_found("no such webhook subscription"),
             SubscriptionError::Database(e) => ApiError::unavailable(e),
+            SubscriptionError::Key(_) => ApiError::new(ProblemKind::Unavailable, e.to_string()),
         }
     }
 }

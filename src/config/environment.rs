@@ -12,6 +12,8 @@ pub(super) const SECRETS: &[(&str, &str)] = &[
     ("smtp.password", "HERALD_SMTP__PASSWORD"),
     ("artifacts.link_secret", "HERALD_ARTIFACTS__LINK_SECRET"),
     ("content.key", "HERALD_CONTENT__KEY"),
+    ("keys.encryption", "HERALD_KEYS__ENCRYPTION"),
+    ("keys.recipient_ref", "HERALD_KEYS__RECIPIENT_REF"),
     (
         "feedback.postmark_credentials",
         "HERALD_FEEDBACK__POSTMARK_CREDENTIALS",
@@ -33,6 +35,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "artifacts",
     "api",
     "content",
+    "keys",
     "webhooks",
     "feedback",
 ];

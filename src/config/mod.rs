@@ -71,6 +71,8 @@ pub struct Settings {
     pub api: ApiSettings,
     #[serde(default)]
     pub content: ContentSettings,
+    #[serde(default)]
+    pub keys: KeySettings,
     pub webhooks: WebhookSettings,
     #[serde(default)]
     pub feedback: FeedbackSettings,
@@ -118,10 +120,22 @@ pub struct WebhookSettings {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContentSettings {
-    /// Secret: 64 hex characters; encrypts the bodies of templates with retention
-    /// ENCRYPTED_BODY.
+    /// Secret: 64 hex characters; the older name of one encryption key (the key `content` of
+    /// the keyring, current when `keys.encryption` is unset).
     #[serde(serialize_with = "redacted", skip_serializing_if = "Option::is_none")]
     pub key: Option<SecretString>,
+}
+
+/// The keys of secrets at rest (`crate::keyring`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    /// Secret: the encryption keys, `id:<64 hex>` comma-separated, the first one current.
+    #[serde(serialize_with = "redacted", skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<SecretString>,
+    /// Secret: 64 hex characters; the HMAC key of explicit addresses' recipient references.
+    #[serde(serialize_with = "redacted", skip_serializing_if = "Option::is_none")]
+    pub recipient_ref: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

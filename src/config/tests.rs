@@ -314,6 +314,8 @@ fn with_secrets() -> Settings {
             ("HERALD_SMTP__PASSWORD", "smtp-pass-1"),
             ("HERALD_ARTIFACTS__LINK_SECRET", "link-secret-2"),
             ("HERALD_CONTENT__KEY", "content-key-4"),
+            ("HERALD_KEYS__ENCRYPTION", "k1:encryption-key-6"),
+            ("HERALD_KEYS__RECIPIENT_REF", "recipient-ref-key-7"),
             ("HERALD_FEEDBACK__POSTMARK_CREDENTIALS", "user:postmark-5"),
             ("HERALD_DELIVERY__LEASE_MS", "2000"),
             ("HERALD_CAMUNDA__LANE", "lane-x"),
@@ -327,6 +329,8 @@ const SECRET_VALUES: &[&str] = &[
     "link-secret-2",
     "content-key-4",
     "postmark-5",
+    "encryption-key-6",
+    "recipient-ref-key-7",
 ];
 
 #[test]
@@ -366,6 +370,7 @@ fn config_show_redacts_secrets_and_shows_overrides() {
     }
     let table: toml::Table = shown.parse().unwrap();
     assert_eq!(table["smtp"]["password"].as_str(), Some("[redacted]"));
+    assert_eq!(table["keys"]["encryption"].as_str(), Some("[redacted]"));
     assert_eq!(table["delivery"]["lease"].as_str(), Some("2s"));
     assert_eq!(table["camunda"]["lane"].as_str(), Some("lane-x"));
     assert_eq!(table["artifacts"]["link_ttl"].as_str(), Some("14days"));

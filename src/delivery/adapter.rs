@@ -25,6 +25,9 @@ pub struct OutboundMessage {
     pub html: String,
     pub text: String,
     pub attachments: Vec<OutboundAttachment>,
+    /// The body sealed, when the template keeps bodies encrypted: what a provider that
+    /// stores the message (the inbox) keeps instead of the plaintext.
+    pub retained: Option<crate::keyring::Sealed>,
 }
 
 /// A file sent with the message.

@@ -1,5 +1,9 @@
 //! Webhook subscriptions: a tenant's endpoints, the event types they receive, their signing
 //! secrets (Standard Webhooks `whsec_…`, two valid during a rotation) and their health.
+//!
+//! Secrets are stored sealed under the keyring's current key (`crate::keyring`); rows written
+//! before that keep their plaintext columns until [`encrypt_plaintext`] seals them (at start,
+//! or `herald keys rotate`). Without a keyring no subscription can be created.
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -7,6 +11,7 @@ use rand::RngCore;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
+use crate::keyring::{KeyError, Keyring, Sealed};
 use crate::ledger::{Channel, RecipientType, ResolvedRecipient, SubscriptionStatus};
 
 use crate::policy::Resolution;
@@ -19,6 +24,8 @@ pub enum SubscriptionError {
     Invalid(String),
     #[error("no webhook subscription '{0}'")]
     NotFound(String),
+    #[error("webhook signing secrets: {0}")]
+    Key(#[from] KeyError),
     #[error("ledger database unavailable: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -45,6 +52,8 @@ pub struct Subscription {
 #[derive(Debug, Clone)]
 pub struct SigningKeys {
     pub keys: Vec<Vec<u8>>,
+    /// Why a stored secret could not be used (it does not open, or is no whsec_ secret).
+    pub problem: Option<String>,
 }
 
 /// A new `whsec_` secret: 32 random bytes.
@@ -98,11 +107,23 @@ const COLUMNS: &str =
 #[derive(Clone)]
 pub struct Endpoints {
     pool: PgPool,
+    /// Seals the secrets of new and rotated subscriptions (None: none can be made).
+    keyring: Option<Keyring>,
 }
 
 impl Endpoints {
-    pub fn new(pool: PgPool) -> Endpoints {
-        Endpoints { pool }
+    pub fn new(pool: PgPool, keyring: Option<Keyring>) -> Endpoints {
+        Endpoints { pool, keyring }
+    }
+
+    /// The same table, sealing with `keyring`.
+    pub fn with_keyring(self, keyring: Option<Keyring>) -> Endpoints {
+        Endpoints { keyring, ..self }
+    }
+
+    fn seal(&self, secret: &str) -> Result<Sealed, SubscriptionError> {
+        let keyring = self.keyring.as_ref().ok_or(KeyError::NoKeyring)?;
+        Ok(keyring.seal(secret.as_bytes()))
     }
 
     /// Registers an endpoint (already checked by the SSRF guard); returns it with its secret,
@@ -127,19 +148,23 @@ impl Endpoints {
         }
         let secret = secret.unwrap_or_else(generate_secret);
         secret_key(&secret).map_err(|e| SubscriptionError::Invalid(format!("secret: {e}")))?;
+        let sealed = self.seal(&secret)?;
         let id = format!("ws_{}", uuid::Uuid::now_v7().simple());
         let row = sqlx::query(&format!(
-        "INSERT INTO webhook_subscription (subscription_id, tenant_id, endpoint_url, event_types, secret, rate_limit_per_s)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
-    ))
-    .bind(&id)
-    .bind(tenant_id)
-    .bind(endpoint_url)
-    .bind(event_types)
-    .bind(&secret)
-    .bind(rate_limit_per_s)
-    .fetch_one(&self.pool)
-    .await?;
+            "INSERT INTO webhook_subscription (subscription_id, tenant_id, endpoint_url, event_types,
+                 secret_key_id, secret_nonce, secret_ciphertext, rate_limit_per_s)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
+        ))
+        .bind(&id)
+        .bind(tenant_id)
+        .bind(endpoint_url)
+        .bind(event_types)
+        .bind(&sealed.key_id)
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
+        .bind(rate_limit_per_s)
+        .fetch_one(&self.pool)
+        .await?;
         Ok((subscription(&row)?, secret))
     }
 
@@ -163,16 +188,24 @@ impl Endpoints {
         grace: std::time::Duration,
     ) -> Result<String, SubscriptionError> {
         let secret = generate_secret();
+        let sealed = self.seal(&secret)?;
         let until = Utc::now() + chrono::Duration::from_std(grace).unwrap_or_default();
+        // The current secret becomes the previous one in the form it is stored in (a row
+        // written before secrets were sealed may still hold it in plaintext until it is sealed).
         let done = sqlx::query(
-            "UPDATE webhook_subscription SET previous_secret = secret, previous_secret_until = $3,
-             secret = $4, updated_at = now()
-         WHERE subscription_id = $1 AND tenant_id = $2",
+            "UPDATE webhook_subscription SET previous_secret = secret,
+                 previous_secret_key_id = secret_key_id, previous_secret_nonce = secret_nonce,
+                 previous_secret_ciphertext = secret_ciphertext, previous_secret_until = $3,
+                 secret = NULL, secret_key_id = $4, secret_nonce = $5, secret_ciphertext = $6,
+                 updated_at = now()
+             WHERE subscription_id = $1 AND tenant_id = $2",
         )
         .bind(id)
         .bind(tenant_id)
         .bind(until)
-        .bind(&secret)
+        .bind(&sealed.key_id)
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
@@ -269,27 +302,83 @@ pub struct Endpoint {
     pub rate_limit_per_s: Option<i32>,
 }
 
-pub async fn endpoint(pool: &PgPool, id: &str) -> Result<Option<Endpoint>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT tenant_id, endpoint_url, status, secret, previous_secret, previous_secret_until,
+/// A stored secret (`prefix` = `secret` or `previous_secret`): sealed, in plaintext (a row
+/// written before secrets were sealed), or absent.
+pub(crate) fn stored_secret(
+    row: &sqlx::postgres::PgRow,
+    prefix: &str,
+) -> Result<Option<StoredSecret>, sqlx::Error> {
+    let key_id: Option<String> = row.try_get(format!("{prefix}_key_id").as_str())?;
+    let nonce: Option<Vec<u8>> = row.try_get(format!("{prefix}_nonce").as_str())?;
+    let ciphertext: Option<Vec<u8>> = row.try_get(format!("{prefix}_ciphertext").as_str())?;
+    if let (Some(key_id), Some(nonce), Some(ciphertext)) = (key_id, nonce, ciphertext) {
+        return Ok(Some(StoredSecret::Sealed(Sealed {
+            key_id,
+            nonce,
+            ciphertext,
+        })));
+    }
+    Ok(row
+        .try_get::<Option<String>, _>(prefix)?
+        .map(StoredSecret::Plain))
+}
+
+/// A signing secret as a row holds it.
+pub(crate) enum StoredSecret {
+    Sealed(Sealed),
+    Plain(String),
+}
+
+impl StoredSecret {
+    /// The whsec_ secret.
+    pub(crate) fn reveal(&self, keyring: Option<&Keyring>) -> Result<String, KeyError> {
+        match self {
+            StoredSecret::Plain(secret) => Ok(secret.clone()),
+            StoredSecret::Sealed(sealed) => {
+                let keyring = keyring.ok_or(KeyError::NoKeyring)?;
+                let plain = keyring.open(sealed)?;
+                String::from_utf8(secrecy::ExposeSecret::expose_secret(&plain).to_vec())
+                    .map_err(|_| KeyError::Decrypt(sealed.key_id.clone()))
+            }
+        }
+    }
+}
+
+const SECRET_COLUMNS: &str = "secret, secret_key_id, secret_nonce, secret_ciphertext,
+     previous_secret, previous_secret_key_id, previous_secret_nonce, previous_secret_ciphertext";
+
+pub async fn endpoint(
+    pool: &PgPool,
+    keyring: Option<&Keyring>,
+    id: &str,
+) -> Result<Option<Endpoint>, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "SELECT tenant_id, endpoint_url, status, {SECRET_COLUMNS}, previous_secret_until,
                 circuit_open_until, consecutive_failures, rate_limit_per_s
-         FROM webhook_subscription WHERE subscription_id = $1",
-    )
+         FROM webhook_subscription WHERE subscription_id = $1"
+    ))
     .bind(id)
     .fetch_optional(pool)
     .await?;
     row.map(|row| {
         let now = Utc::now();
         let mut keys = Vec::new();
-        if let Ok(key) = secret_key(&row.get::<String, _>("secret")) {
-            keys.push(key);
-        }
-        let previous: Option<String> = row.get("previous_secret");
+        let mut problem = None;
         let until: Option<DateTime<Utc>> = row.get("previous_secret_until");
-        if let (Some(previous), Some(until)) = (previous, until) {
-            if until > now {
-                if let Ok(key) = secret_key(&previous) {
-                    keys.push(key);
+        let previous_valid = until.is_some_and(|until| until > now);
+        for (prefix, valid) in [("secret", true), ("previous_secret", previous_valid)] {
+            let Some(stored) = stored_secret(&row, prefix)?.filter(|_| valid) else {
+                continue;
+            };
+            match stored
+                .reveal(keyring)
+                .map_err(|e| e.to_string())
+                .and_then(|secret| secret_key(&secret))
+            {
+                Ok(key) => keys.push(key),
+                Err(e) => {
+                    tracing::warn!(subscription = id, which = prefix, error = %e, "a signing secret cannot be used");
+                    problem.get_or_insert(format!("{prefix}: {e}"));
                 }
             }
         }
@@ -297,7 +386,7 @@ pub async fn endpoint(pool: &PgPool, id: &str) -> Result<Option<Endpoint>, sqlx:
             tenant_id: row.get("tenant_id"),
             url: row.get("endpoint_url"),
             status: row.try_get("status")?,
-            keys: SigningKeys { keys },
+            keys: SigningKeys { keys, problem },
             circuit_open_until: row.get("circuit_open_until"),
             consecutive_failures: row.get("consecutive_failures"),
             rate_limit_per_s: row.get("rate_limit_per_s"),

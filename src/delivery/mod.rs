@@ -38,8 +38,8 @@ pub struct DeliveryOptions {
     pub lease: Duration,
     pub poll_interval: Duration,
     pub retry: RetryPolicy,
-    /// Encrypts the bodies that templates ask to retain.
-    pub content_key: Option<crate::content::ContentKey>,
+    /// Seals the bodies that templates ask to retain (and their inbox notifications).
+    pub keyring: Option<crate::keyring::Keyring>,
 }
 
 pub struct DeliveryEngine {
@@ -306,20 +306,23 @@ impl DeliveryEngine {
         };
         // A body the template says to keep is kept encrypted, or the message is not sent.
         let retained = if template.meta.retention == crate::content::ENCRYPTED_BODY {
-            let Some(key) = &self.options.content_key else {
+            let Some(keyring) = &self.options.keyring else {
                 return final_config(
                     "CONTENT_KEY_MISSING",
                     format!(
-                        "{} keeps bodies encrypted: set HERALD_CONTENT__KEY",
+                        "{} keeps bodies encrypted: set HERALD_KEYS__ENCRYPTION",
                         template.id()
                     ),
                 );
             };
-            Some(key.seal(&crate::content::RetainedBody {
-                subject: rendered.subject.clone(),
-                text: rendered.text.clone(),
-                html: rendered.html.clone(),
-            }))
+            Some(
+                crate::content::RetainedBody {
+                    subject: rendered.subject.clone(),
+                    text: rendered.text.clone(),
+                    html: rendered.html.clone(),
+                }
+                .seal(keyring),
+            )
         } else {
             None
         };
@@ -347,6 +350,7 @@ impl DeliveryEngine {
             html: rendered.html,
             text: rendered.text,
             attachments,
+            retained: retained.clone(),
         };
         // A send must end well inside the lease, or another sender could take the job over
         // while this one is still talking to the provider.

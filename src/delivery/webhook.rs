@@ -18,6 +18,7 @@ use url::Url;
 use crate::camunda::worker::BoxFuture;
 use crate::config::WebhookSettings;
 use crate::delivery::endpoints::{self, Endpoint, Slot};
+use crate::keyring::Keyring;
 use crate::ledger::wakeup::{Heard, Wakeup};
 use crate::ledger::{Channel, SubscriptionStatus};
 
@@ -211,6 +212,8 @@ pub struct WebhookAdapter {
     guard: EndpointGuard,
     settings: WebhookSettings,
     endpoints: Arc<EndpointCache>,
+    /// Opens the endpoints' signing secrets.
+    keyring: Option<Keyring>,
 }
 
 /// Endpoints read within `endpoint_cache_ms`: one read per endpoint and interval, not one per
@@ -294,7 +297,11 @@ impl EndpointCache {
 }
 
 impl WebhookAdapter {
-    pub fn new(pool: PgPool, settings: &WebhookSettings) -> Result<WebhookAdapter, reqwest::Error> {
+    pub fn new(
+        pool: PgPool,
+        settings: &WebhookSettings,
+        keyring: Option<Keyring>,
+    ) -> Result<WebhookAdapter, reqwest::Error> {
         let guard = EndpointGuard::new(settings);
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
@@ -310,6 +317,7 @@ impl WebhookAdapter {
             .build()?;
         Ok(WebhookAdapter {
             pool,
+            keyring,
             client,
             guard,
             settings: settings.clone(),
@@ -327,7 +335,8 @@ impl WebhookAdapter {
         if let Some(endpoint) = self.endpoints.get(id) {
             return Ok(Some(endpoint));
         }
-        let Some(endpoint) = endpoints::endpoint(&self.pool, id).await? else {
+        let Some(endpoint) = endpoints::endpoint(&self.pool, self.keyring.as_ref(), id).await?
+        else {
             return Ok(None);
         };
         let endpoint = Arc::new(endpoint);
@@ -415,7 +424,12 @@ impl WebhookAdapter {
             return failed(
                 FailureClass::Configuration,
                 None,
-                format!("subscription {subscription_id} has no valid signing secret"),
+                match &endpoint.keys.problem {
+                    Some(problem) => format!(
+                        "subscription {subscription_id} has no valid signing secret ({problem})"
+                    ),
+                    None => format!("subscription {subscription_id} has no valid signing secret"),
+                },
                 None,
             );
         }

@@ -181,10 +181,16 @@ async fn prepare(
                 .await
                 .map_err(db)?]
         }
-        RecipientSpec::Email(path) => vec![explicit_email(
-            text(event, path).ok_or_else(|| missing(path))?,
-            None,
-        )],
+        RecipientSpec::Email(path) => {
+            let key = intake
+                .ref_key(&format!("rule '{}'", rule.id))
+                .map_err(|e| EventError::Rule(e.to_string()))?;
+            vec![explicit_email(
+                key,
+                text(event, path).ok_or_else(|| missing(path))?,
+                None,
+            )]
+        }
         RecipientSpec::CamundaUser(path) => {
             let user = text(event, path).ok_or_else(|| missing(path))?;
             let profile = intake.camunda.user_profile(user).await.map_err(engine)?;
@@ -247,13 +253,32 @@ async fn prepare(
             ),
             _ => (None, field_text(event, "market"), None),
         };
-        let base_key = format!(
-            "{}:v{}:{}:{}",
-            rule.id,
-            rule.version,
-            event_id,
-            resolution.recipient_ref()
-        );
+        let base_key = |recipient_ref: &str| {
+            format!("{}:v{}:{}:{recipient_ref}", rule.id, rule.version, event_id)
+        };
+        // An event applied in part before explicit addresses' references were keyed: its
+        // records keep their key and reference (one channel: explicit addresses are email's).
+        let (base_key, resolution) = match &spec {
+            RecipientSpec::Email(path) => {
+                let earlier_ref = crate::policy::earlier_address_ref(
+                    text(event, path).ok_or_else(|| missing(path))?,
+                );
+                let first = purpose.channels.first().copied().unwrap_or(Channel::Email);
+                let (_, resolution) = intake
+                    .keep_earlier_ref(
+                        &purpose.label,
+                        tenant_id,
+                        purpose.key_on(&base_key(resolution.recipient_ref()), first),
+                        resolution,
+                        purpose.key_on(&base_key(&earlier_ref), first),
+                        earlier_ref,
+                    )
+                    .await
+                    .map_err(rule_error)?;
+                (base_key(resolution.recipient_ref()), resolution)
+            }
+            _ => (base_key(resolution.recipient_ref()), resolution),
+        };
         let admitted_on_channels = intake
             .admit(&purpose, tenant_id, &resolution, locale.clone())
             .await

@@ -21,6 +21,7 @@ use crate::artifacts::Registry;
 use crate::camunda::CamundaClient;
 use crate::config::ArtifactSettings;
 use crate::delivery::endpoints::Endpoints;
+use crate::keyring::{Keys, RefKey};
 use crate::ledger::{
     Channel, Classification, Ledger, LedgerError, NewCommunication, RecipientType, RequestOutcome,
 };
@@ -28,6 +29,7 @@ use crate::policy::business_hours::BusinessHours;
 use crate::policy::channel_choice::{family_for, ChannelMode};
 use crate::policy::directory::Directory;
 use crate::policy::noise::RateLimit;
+use crate::policy::Resolution;
 use crate::templates::{Origin, Template, TemplateRegistry};
 
 /// What the intake works with: the ledger it hands requests to, the directory, artifact
@@ -48,6 +50,8 @@ pub struct Intake {
     pub artifacts: ArtifactSettings,
     /// The worker id: a process's communications are requested by `camunda:<worker id>`.
     pub requested_by: String,
+    /// The keyring (webhook secrets, inbox bodies) and the key of explicit addresses' refs.
+    pub keys: Keys,
 }
 
 /// What a topic file or an event rule says about the communications it asks for; both go
@@ -125,6 +129,9 @@ pub const HINT_TEMPLATE_LEAK: &str =
 /// What an operator is told to do about a key pattern that cannot be filled.
 pub const HINT_KEY_PATTERN: &str =
     "Fix the key pattern (idempotency_key, parent_key) in the topic file, then increment the retries.";
+/// What an operator is told to do when explicit addresses cannot be given a reference.
+pub const HINT_RECIPIENT_REF_KEY: &str =
+    "Set HERALD_KEYS__RECIPIENT_REF (64 hex characters) in herald's environment, then increment the retries.";
 /// What an operator is told to do when portal links cannot be signed.
 pub const HINT_LINK_SECRET: &str =
     "Set HERALD_ARTIFACTS__LINK_SECRET in herald's environment, then increment the retries.";
@@ -185,12 +192,62 @@ impl Intake {
             ledger: Ledger::new(pool.clone(), correlation_deadline),
             directory: Directory::new(pool.clone()),
             registry: Registry::new(pool.clone()),
-            endpoints: Endpoints::new(pool),
+            endpoints: Endpoints::new(pool, None),
             camunda,
             templates,
             artifacts,
             requested_by,
+            keys: Keys::default(),
         }
+    }
+
+    /// The intake with the keys of the settings: its ledger opens sealed inbox bodies, its
+    /// subscriptions seal their secrets, explicit addresses get keyed references.
+    pub fn with_keys(mut self, keys: Keys) -> Intake {
+        self.ledger = self.ledger.with_keyring(keys.ring.clone());
+        self.endpoints = self.endpoints.with_keyring(keys.ring.clone());
+        self.keys = keys;
+        self
+    }
+
+    /// The key of explicit addresses' references, or the error that names the setting.
+    pub fn ref_key(&self, label: &str) -> Result<&RefKey, IntakeError> {
+        self.keys.recipient_ref.as_ref().ok_or_else(|| {
+            IntakeError::permanent(
+                format!("{label}: explicit addresses need HERALD_KEYS__RECIPIENT_REF"),
+                HINT_RECIPIENT_REF_KEY,
+            )
+        })
+    }
+
+    /// Upgrade safety of explicit addresses. Before their references were keyed (HMAC), a
+    /// record carried `earlier_ref` and its idempotency key was made with it (`earlier_key`).
+    /// When the tenant has a record under that key, the request takes that key and reference,
+    /// so a re-fetched task or a retried command finds the record instead of making a second
+    /// one; otherwise it keeps `key` and `resolution` as they are.
+    pub async fn keep_earlier_ref(
+        &self,
+        label: &str,
+        tenant_id: &str,
+        key: String,
+        resolution: Resolution,
+        earlier_key: String,
+        earlier_ref: String,
+    ) -> Result<(String, Resolution), IntakeError> {
+        // A key that does not name the recipient (an API caller's) finds the record anyway.
+        if resolution.recipient_ref() == earlier_ref || key == earlier_key {
+            return Ok((key, resolution));
+        }
+        let made_before = self
+            .ledger
+            .has_key(tenant_id, &earlier_key)
+            .await
+            .map_err(|e| IntakeError::ledger(label, e))?;
+        Ok(if made_before {
+            (earlier_key, resolution.with_recipient_ref(earlier_ref))
+        } else {
+            (key, resolution)
+        })
     }
 
     /// The template version `purpose`'s communication on `channel` uses now, for `locale` and

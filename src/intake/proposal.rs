@@ -44,11 +44,17 @@ pub enum RecipientInput {
 }
 
 impl RecipientInput {
-    /// The recipient reference a record for this recipient carries (before resolution).
-    pub fn recipient_ref(&self) -> String {
+    /// The recipient references a record for this recipient may carry (before resolution):
+    /// a contact's id; for an explicit address its keyed reference (when the key is set) and
+    /// the one records made before references were keyed carry.
+    pub fn recipient_refs(&self, key: Option<&crate::keyring::RefKey>) -> Vec<String> {
         match self {
-            RecipientInput::Email(address) => policy::address_ref(address.trim()),
-            RecipientInput::Contact(contact) => contact.clone(),
+            RecipientInput::Email(address) => key
+                .map(|key| policy::address_ref(key, address.trim()))
+                .into_iter()
+                .chain([policy::earlier_address_ref(address.trim())])
+                .collect(),
+            RecipientInput::Contact(contact) => vec![contact.clone()],
         }
     }
 }
@@ -194,9 +200,11 @@ impl Proposals {
     ) -> Result<RequestOutcome, IntakeError> {
         let label = &self.purpose.label;
         let resolution = match &input.recipient {
-            RecipientInput::Email(address) => {
-                policy::recipients::explicit_email(address, input.locale.as_deref())
-            }
+            RecipientInput::Email(address) => policy::recipients::explicit_email(
+                self.intake.ref_key(label)?,
+                address,
+                input.locale.as_deref(),
+            ),
             RecipientInput::Contact(contact_id) => self
                 .intake
                 .directory
@@ -204,7 +212,26 @@ impl Proposals {
                 .await
                 .map_err(|e| IntakeError::ledger_down(label, e))?,
         };
-        let idempotency_key = self.key(input, &resolution, key)?;
+        let idempotency_key = self.key(input, resolution.recipient_ref(), key.clone())?;
+        // A proposal to an explicit address recorded before references were keyed keeps its
+        // key and reference.
+        let (idempotency_key, resolution) = match &input.recipient {
+            RecipientInput::Email(address) => {
+                let earlier_ref = policy::earlier_address_ref(address.trim());
+                let earlier_key = self.key(input, &earlier_ref, key)?;
+                self.intake
+                    .keep_earlier_ref(
+                        label,
+                        &input.tenant_id,
+                        idempotency_key,
+                        resolution,
+                        earlier_key,
+                        earlier_ref,
+                    )
+                    .await?
+            }
+            RecipientInput::Contact(_) => (idempotency_key, resolution),
+        };
         let (locale, market, display_name) = match &resolution {
             Resolution::Resolved {
                 recipient,
@@ -287,7 +314,7 @@ impl Proposals {
     fn key(
         &self,
         input: &ProposalInput,
-        resolution: &Resolution,
+        recipient_ref: &str,
         key: ProposalKey,
     ) -> Result<String, IntakeError> {
         let business_key = match key {
@@ -299,7 +326,7 @@ impl Proposals {
         values.insert("revisionNo", input.revision_no.to_string());
         values.insert("artifactId", input.artifact_id.clone());
         values.insert("tenantId", input.tenant_id.clone());
-        values.insert("recipientRef", resolution.recipient_ref().to_string());
+        values.insert("recipientRef", recipient_ref.to_string());
         values.insert("businessKey", business_key);
         derive_key(&self.key_pattern, &values).map_err(|e| {
             IntakeError::permanent(format!("{}: {e}", self.purpose.label), HINT_KEY_PATTERN)

@@ -6,6 +6,9 @@ use serde::Serialize;
 use sqlx::Row;
 use uuid::Uuid;
 
+use crate::content::RetainedBody;
+use crate::keyring::{KeyError, Keyring, Sealed};
+
 use super::{
     transition, CommunicationId, CommunicationStatus, CommunicationType, Ledger, LedgerError,
     StatusChange,
@@ -25,15 +28,43 @@ pub struct InboxNotification {
 }
 
 const NOTIFICATION_COLUMNS: &str =
-    "notification_id, communication_type, title, body_text, body_html, created_at, read_at";
+    "notification_id, communication_type, title, body_text, body_html, created_at, read_at,
+     body_key_id, body_nonce, body_ciphertext";
 
-fn notification(row: &sqlx::postgres::PgRow) -> Result<InboxNotification, LedgerError> {
+/// A notification as read: a sealed one (a template that keeps bodies encrypted) opened.
+fn notification(
+    row: &sqlx::postgres::PgRow,
+    keyring: Option<&Keyring>,
+) -> Result<InboxNotification, LedgerError> {
+    let sealed: Option<(String, Vec<u8>, Vec<u8>)> = match (
+        row.try_get("body_key_id")?,
+        row.try_get("body_nonce")?,
+        row.try_get("body_ciphertext")?,
+    ) {
+        (Some(key_id), Some(nonce), Some(ciphertext)) => Some((key_id, nonce, ciphertext)),
+        _ => None,
+    };
+    let (title, body_text, body_html) = match sealed {
+        Some((key_id, nonce, ciphertext)) => {
+            let keyring = keyring.ok_or(KeyError::NoKeyring)?;
+            let body = RetainedBody::open(
+                keyring,
+                &Sealed {
+                    key_id,
+                    nonce,
+                    ciphertext,
+                },
+            )?;
+            (body.subject, body.text, body.html)
+        }
+        None => (row.get("title"), row.get("body_text"), row.get("body_html")),
+    };
     Ok(InboxNotification {
         notification_id: row.get("notification_id"),
         communication_type: row.try_get("communication_type")?,
-        title: row.get("title"),
-        body_text: row.get("body_text"),
-        body_html: row.get("body_html"),
+        title,
+        body_text,
+        body_html,
         created_at: row.get("created_at"),
         read_at: row.get("read_at"),
     })
@@ -59,7 +90,9 @@ impl Ledger {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(notification).collect()
+        rows.iter()
+            .map(|row| notification(row, self.keyring.as_ref()))
+            .collect()
     }
 
     /// Marks a notification read (once; reading again changes nothing) and its communication
@@ -106,6 +139,8 @@ impl Ledger {
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        row.as_ref().map(notification).transpose()
+        row.as_ref()
+            .map(|row| notification(row, self.keyring.as_ref()))
+            .transpose()
     }
 }

@@ -48,6 +48,9 @@ pub enum LedgerError {
     },
     #[error("corrupt ledger value: {0}")]
     Corrupt(#[from] UnknownValue),
+    /// A sealed body that does not open (no keyring, a key id the ring lacks, a wrong key).
+    #[error("sealed content: {0}")]
+    Sealed(#[from] crate::keyring::KeyError),
 }
 
 impl From<sqlx::Error> for LedgerError {
@@ -80,6 +83,8 @@ pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, 
 pub struct Ledger {
     pool: PgPool,
     correlation_deadline: Duration,
+    /// Opens the sealed bodies of inbox notifications.
+    keyring: Option<crate::keyring::Keyring>,
 }
 
 impl Ledger {
@@ -87,7 +92,14 @@ impl Ledger {
         Ledger {
             pool,
             correlation_deadline,
+            keyring: None,
         }
+    }
+
+    /// The ledger that opens sealed inbox bodies with `keyring`.
+    pub fn with_keyring(mut self, keyring: Option<crate::keyring::Keyring>) -> Ledger {
+        self.keyring = keyring;
+        self
     }
 
     /// A listener for the notifications of `channel` (on a connection of its own).

@@ -46,7 +46,7 @@ pub enum AttemptResult {
         /// (artifact id, sha256 of the bytes sent) of each attachment.
         attachment_hashes: Vec<(String, String)>,
         /// The encrypted body, when the template's retention policy keeps it.
-        retained: Option<crate::content::Sealed>,
+        retained: Option<crate::keyring::Sealed>,
     },
     Retry {
         failure_class: FailureClass,
@@ -238,10 +238,11 @@ impl Ledger {
             };
             if let Some(sealed) = retained {
                 sqlx::query(
-                    "INSERT INTO communication_content (communication_id, nonce, ciphertext) VALUES ($1, $2, $3)
-                     ON CONFLICT (communication_id) DO UPDATE SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext",
+                    "INSERT INTO communication_content (communication_id, key_id, nonce, ciphertext) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (communication_id) DO UPDATE SET key_id = EXCLUDED.key_id, nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext",
                 )
                 .bind(job.communication_id.0)
+                .bind(&sealed.key_id)
                 .bind(&sealed.nonce)
                 .bind(&sealed.ciphertext)
                 .execute(&mut *tx)

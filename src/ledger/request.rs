@@ -288,6 +288,21 @@ impl Ledger {
         self.conclude(tx, parent, outcome).await
     }
 
+    /// Whether the tenant has a communication with this idempotency key.
+    pub async fn has_key(
+        &self,
+        tenant_id: &str,
+        idempotency_key: &str,
+    ) -> Result<bool, LedgerError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM communication_record WHERE tenant_id = $1 AND idempotency_key = $2)",
+        )
+        .bind(tenant_id)
+        .bind(idempotency_key)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Whether the recipient got a communication of this type about this subject within the
     /// window (not counting failed or suppressed ones, nor the one with `exclude_key`).
     pub async fn recent_duplicate(

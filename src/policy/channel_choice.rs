@@ -196,7 +196,10 @@ mod tests {
 
     #[test]
     fn explicit_addresses_have_no_inbox_and_people_no_webhook() {
-        let address = crate::policy::recipients::explicit_email("a@b.example", None);
+        let key = crate::keyring::RefKey::from_setting(Some(&"ab".repeat(32)))
+            .unwrap()
+            .unwrap();
+        let address = crate::policy::recipients::explicit_email(&key, "a@b.example", None);
         assert!(matches!(
             on_channel(&address, Channel::InApp),
             Resolution::Failed {

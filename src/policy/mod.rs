@@ -12,4 +12,6 @@ pub mod recipients;
 pub mod rules;
 
 pub use keys::{derive_key, KeyError};
-pub use recipients::{address_ref, hash_address, mask_address, redact_addresses, Resolution};
+pub use recipients::{
+    address_ref, earlier_address_ref, hash_address, mask_address, redact_addresses, Resolution,
+};

@@ -4,6 +4,7 @@
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
+use crate::keyring::RefKey;
 use crate::ledger::{Channel, RecipientType, ResolvedRecipient};
 
 /// What resolution found.
@@ -46,6 +47,16 @@ impl Resolution {
             | Resolution::Suppressed { recipient_ref, .. } => recipient_ref,
         }
     }
+
+    /// The same recipient under another reference (the one an earlier record carries).
+    pub fn with_recipient_ref(mut self, reference: String) -> Resolution {
+        match &mut self {
+            Resolution::Resolved { recipient, .. } => recipient.recipient_ref = reference,
+            Resolution::Failed { recipient_ref, .. }
+            | Resolution::Suppressed { recipient_ref, .. } => *recipient_ref = reference,
+        }
+        self
+    }
 }
 
 /// sha256 of the normalised address: for dedupe, search and suppression without the address.
@@ -55,9 +66,20 @@ pub fn hash_address(address: &str) -> String {
     ))
 }
 
-/// The recipient reference of an address given explicitly (`address:<first 16 hex of its
-/// hash>`): the one place this format is made.
-pub fn address_ref(address: &str) -> String {
+/// The recipient reference of an address given explicitly: `address:<HMAC-SHA256 of the
+/// normalised address>` under the key of `HERALD_KEYS__RECIPIENT_REF` (without the key, the
+/// reference cannot be guessed from the address); the one place this format is made.
+pub fn address_ref(key: &RefKey, address: &str) -> String {
+    format!(
+        "address:{}",
+        key.mac_hex(address.trim().to_ascii_lowercase().as_bytes())
+    )
+}
+
+/// The reference explicit addresses had before it was keyed (`address:<first 16 hex of the
+/// address's sha256>`): records made then keep it, and a request for the same communication
+/// finds them by it (`Intake::keep_earlier_ref`). Never made for a new record.
+pub fn earlier_address_ref(address: &str) -> String {
     format!("address:{}", &hash_address(address)[..16])
 }
 
@@ -99,9 +121,9 @@ pub(crate) fn valid_email(address: &str) -> Result<(), String> {
 }
 
 /// An address given explicitly in the process variables.
-pub fn explicit_email(address: &str, locale: Option<&str>) -> Resolution {
+pub fn explicit_email(key: &RefKey, address: &str, locale: Option<&str>) -> Resolution {
     let address = address.trim();
-    let recipient_ref = address_ref(address);
+    let recipient_ref = address_ref(key, address);
     if let Err(reason) = valid_email(address) {
         return Resolution::Failed {
             recipient_type: RecipientType::Address,
@@ -236,9 +258,15 @@ mod tests {
         assert_eq!(hash_address("a@b.c").len(), 64);
     }
 
+    fn key(byte: &str) -> RefKey {
+        RefKey::from_setting(Some(&byte.repeat(32)))
+            .unwrap()
+            .unwrap()
+    }
+
     #[test]
     fn explicit_addresses_are_validated_and_never_become_the_ref() {
-        match explicit_email("jane@example.com", Some("de")) {
+        match explicit_email(&key("ab"), "jane@example.com", Some("de")) {
             Resolution::Resolved { recipient, .. } => {
                 assert!(recipient.recipient_ref.starts_with("address:"));
                 assert!(!recipient.recipient_ref.contains('@'));
@@ -246,9 +274,31 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match explicit_email("not an address", None) {
+        match explicit_email(&key("ab"), "not an address", None) {
             Resolution::Failed { code, .. } => assert_eq!(code, "INVALID_ADDRESS"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_explicit_address_ref_is_a_keyed_mac_of_the_normalised_address() {
+        let reference = address_ref(&key("ab"), " Jane@Example.com ");
+        assert_eq!(reference, address_ref(&key("ab"), "jane@example.com"));
+        assert_eq!(reference.len(), "address:".len() + 64);
+        assert_ne!(reference, address_ref(&key("cd"), "jane@example.com"));
+        // Not the unkeyed hash anyone could compute from the address.
+        let unkeyed = hash_address("jane@example.com");
+        assert!(!reference.contains(&unkeyed) && !reference.contains(&unkeyed[..16]));
+        assert_eq!(
+            earlier_address_ref("Jane@Example.com"),
+            format!("address:{}", &unkeyed[..16])
+        );
+        let failed = explicit_email(&key("ab"), "nope", None);
+        assert_eq!(
+            failed
+                .with_recipient_ref("address:0123456789abcdef".into())
+                .recipient_ref(),
+            "address:0123456789abcdef"
+        );
     }
 }

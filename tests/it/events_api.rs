@@ -392,6 +392,8 @@ async fn a_template_that_retains_bodies_keeps_them_encrypted() {
         &sink.url(),
         &[
             ("HERALD_PATHS__TEMPLATES", templates.to_str().unwrap()),
+            // The older setting alone: its key is the keyring's current one.
+            ("HERALD_KEYS__ENCRYPTION", ""),
             ("HERALD_CONTENT__KEY", &key),
         ],
     )
@@ -406,9 +408,9 @@ async fn a_template_that_retains_bodies_keeps_them_encrypted() {
         .await;
     assert_eq!(status, 202, "{body}");
     sink.wait_for(1, Duration::from_secs(30)).await;
-    let (version, nonce, ciphertext): (String, Vec<u8>, Vec<u8>) = wait_for("the retained body", Duration::from_secs(10), || async {
+    let (version, key_id, nonce, ciphertext): (String, String, Vec<u8>, Vec<u8>) = wait_for("the retained body", Duration::from_secs(10), || async {
         sqlx::query_as(
-            "SELECT r.template_version, c.nonce, c.ciphertext FROM communication_content c JOIN communication_record r USING (communication_id)",
+            "SELECT r.template_version, c.key_id, c.nonce, c.ciphertext FROM communication_content c JOIN communication_record r USING (communication_id)",
         )
         .fetch_optional(&db.pool)
         .await
@@ -420,10 +422,20 @@ async fn a_template_that_retains_bodies_keeps_them_encrypted() {
         !String::from_utf8_lossy(&ciphertext).contains("Kim Keep"),
         "stored encrypted"
     );
-    let body = herald::content::ContentKey::from_hex(&key)
+    // The older setting's key is the keyring's key `content`.
+    assert_eq!(key_id, herald::keyring::LEGACY_CONTENT_KEY_ID);
+    let keyring = herald::keyring::Keyring::from_settings(None, Some(&key))
         .unwrap()
-        .open(&herald::content::Sealed { nonce, ciphertext })
         .unwrap();
+    let body = herald::content::RetainedBody::open(
+        &keyring,
+        &herald::keyring::Sealed {
+            key_id,
+            nonce,
+            ciphertext,
+        },
+    )
+    .unwrap();
     assert_eq!(body.subject, "Your order O-KEEP is confirmed");
     assert!(body.text.contains("Dear Kim Keep"));
 }

@@ -433,7 +433,7 @@ async fn one_delivery_round_and_one_relay_round_step_by_step() {
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             retry: RetryPolicy::default(),
-            content_key: None,
+            keyring: None,
         },
     );
     engine.register(std::sync::Arc::new(

@@ -25,6 +25,7 @@ mod noise;
 mod policy;
 mod proposal_e2e;
 mod retries;
+mod secrets_at_rest;
 mod templates_governance;
 mod topic_rules;
 mod webhooks;

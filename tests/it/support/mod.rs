@@ -34,6 +34,20 @@ pub fn herald_bin() -> PathBuf {
 
 /// The portal link secret herald gets in the tests.
 pub const TEST_LINK_SECRET: &str = "test-link-secret";
+/// The keyring of a test's herald (HERALD_KEYS__ENCRYPTION): one key, `t1`.
+pub const TEST_ENCRYPTION_KEYS: &str =
+    "t1:7465737420656e6372797074696f6e206b6579206f6620686572616c64212121";
+/// The recipient-reference key of a test's herald (HERALD_KEYS__RECIPIENT_REF).
+pub const TEST_RECIPIENT_REF_KEY: &str =
+    "7465737420726563697069656e74207265666572656e6365206b657921212121";
+
+/// The keys of a test's herald, as the settings make them.
+pub fn test_keys() -> herald::keyring::Keys {
+    herald::keyring::Keys {
+        ring: herald::keyring::Keyring::from_settings(Some(TEST_ENCRYPTION_KEYS), None).unwrap(),
+        recipient_ref: herald::keyring::RefKey::from_setting(Some(TEST_RECIPIENT_REF_KEY)).unwrap(),
+    }
+}
 
 /// Artifact settings as herald gets them in the tests (for handlers run in the test process).
 pub fn test_artifact_settings() -> herald::config::ArtifactSettings {
@@ -191,7 +205,8 @@ fn replace_db_name(url: &str, name: &str) -> String {
 }
 
 /// The environment of a test's herald: the test database, SMTP server and lane, short polls and
-/// long polls, the portal link secret, the API on port 0, plain-http webhooks to loopback.
+/// long polls, the portal link secret, the test keys, the API on port 0, plain-http webhooks to
+/// loopback.
 pub fn test_env(db: &TestDb, smtp_url: &str, lane: &str) -> Vec<(String, String)> {
     [
         ("HERALD_DATABASE_URL", db.url.as_str()),
@@ -203,6 +218,8 @@ pub fn test_env(db: &TestDb, smtp_url: &str, lane: &str) -> Vec<(String, String)
         ("HERALD_RELAY__POLL_INTERVAL_MS", "1000"),
         ("HERALD_DELIVERY__POLL_INTERVAL_MS", "1000"),
         ("HERALD_ARTIFACTS__LINK_SECRET", TEST_LINK_SECRET),
+        ("HERALD_KEYS__ENCRYPTION", TEST_ENCRYPTION_KEYS),
+        ("HERALD_KEYS__RECIPIENT_REF", TEST_RECIPIENT_REF_KEY),
         ("HERALD_ARTIFACTS__WAIT_RETRY_MS", "500"),
         ("HERALD_API__LISTEN", "127.0.0.1:0"),
         ("HERALD_LOG__FILTER", "info,herald=debug"),
@@ -752,6 +769,7 @@ pub fn intake(db: &TestDb, camunda: &CamundaClient) -> herald::intake::Intake {
         test_artifact_settings(),
         "doomed-worker".into(),
     )
+    .with_keys(test_keys())
 }
 
 /// Starts a quote-proposal process in `lane` with the business key `<quote>-<lane>`.
