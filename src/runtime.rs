@@ -224,6 +224,11 @@ pub async fn start(
             proposals,
             webhooks: settings.webhooks.clone(),
             feedback: settings.feedback.clone(),
+            idempotency: crate::api::IdempotencyStore::new(
+                pool.clone(),
+                crate::api::IdempotencyStore::DEFAULT_TTL,
+                crate::api::IdempotencyStore::DEFAULT_LEASE,
+            ),
         })
         .layer(axum::middleware::from_fn(with_current_logger()));
         let stop = shutdown.clone();

@@ -4,7 +4,10 @@
 //! (a rule cannot be applied) or 503 (try again).
 
 mod feedback;
+mod idempotency;
 mod subscriptions;
+
+pub use idempotency::IdempotencyStore;
 
 use std::sync::Arc;
 
@@ -36,9 +39,15 @@ pub struct ApiState {
     pub proposals: Option<Arc<Proposals>>,
     pub webhooks: crate::config::WebhookSettings,
     pub feedback: crate::config::FeedbackSettings,
+    /// The stored responses of the POST commands' `Idempotency-Key`s.
+    pub idempotency: IdempotencyStore,
 }
 
 pub fn router(state: ApiState) -> Router {
+    let idempotent =
+        axum::middleware::from_fn_with_state(state.idempotency.clone(), idempotency::layer);
+    // interim: the lead replaces this with the caller's tenant
+    let scoped = axum::middleware::from_fn_with_state(state.clone(), interim_scope);
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/events", post(post_event))
@@ -69,9 +78,28 @@ pub fn router(state: ApiState) -> Router {
         .route("/inbox/{id}/read", post(subscriptions::read_notification))
         .route(
             "/quotes/{quote}/revisions/{revision}/communications/proposal",
-            post(post_proposal),
+            post(post_proposal)
+                .route_layer(idempotent)
+                .route_layer(scoped),
         )
         .with_state(state)
+}
+
+/// interim: the lead replaces this with the caller's tenant. Checks the bearer token before the
+/// idempotency layer (a stored response is never replayed to a caller without it) and scopes
+/// every key to one pseudo-tenant.
+async fn interim_scope(
+    State(state): State<ApiState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Err(refused) = authorize(&state, request.headers()) {
+        return refused.into_response();
+    }
+    request.extensions_mut().insert(idempotency::Scope {
+        tenant: "unscoped".into(),
+    });
+    next.run(request).await
 }
 
 /// An API error: a status and a message, with the problems of the input when there are several.
@@ -456,8 +484,9 @@ struct ProposalCommand {
 }
 
 /// `POST /quotes/{quoteId}/revisions/{revisionNo}/communications/proposal` with an
-/// `Idempotency-Key`: the same key returns the same communication; the same key with another
-/// request is a conflict.
+/// `Idempotency-Key`: the idempotency layer replays the first response to a retry; past the
+/// key's lifetime, the same key still names the same communication (the ledger's idempotency
+/// key derives from it), and names it for this request only (409 for another).
 async fn post_proposal(
     State(state): State<ApiState>,
     _caller: Authorized,
@@ -472,14 +501,9 @@ async fn post_proposal(
         )
     })?;
     let mut problems = Vec::new();
-    let key = headers
-        .get("Idempotency-Key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 200);
-    if key.is_none() {
-        problems.push("Idempotency-Key header: required (at most 200 characters)".to_string());
-    }
+    let key = idempotency::request_key(&headers)
+        .map_err(|e| problems.push(e.to_string()))
+        .ok();
     let recipient = match (&command.recipient_email, &command.recipient_contact_id) {
         (Some(email), None) => Some(RecipientInput::Email(email.trim().to_string())),
         (None, Some(contact)) => Some(RecipientInput::Contact(contact.trim().to_string())),

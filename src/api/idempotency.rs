@@ -1,0 +1,713 @@
+//! The HTTP `Idempotency-Key` of the POST commands (draft-ietf-httpapi-idempotency-key-header,
+//! with Stripe's conventions where the draft is silent): a middleware that the router puts on
+//! the routes that need it.
+//!
+//! Per tenant (the [`Scope`] the auth layer inserts before this layer runs) and key, the store
+//! keeps a fingerprint of the first request (SHA-256 of method, path with query and body bytes)
+//! and, once it ran, its response. A retry with the same key and fingerprint gets that response
+//! byte for byte (same status, content type and body) with `Idempotent-Replayed: true`, and the
+//! handler does not run again; the same key with another fingerprint is 422; the same key while
+//! the first request still runs is 409. A key without a stored response (the handler failed with
+//! a 5xx or told the client to try again later, or the request was refused before it ran) is
+//! released: the client may retry with it. A key lives for the store's TTL (24 h by default);
+//! after that it counts as unknown. A herald that crashed mid-request leaves its key in flight
+//! until the lease it renews while the handler runs runs out; a retry then takes the key over.
+//! The table is `api_idempotency` (`migrations/20261202000020_api_idempotency.sql`).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tracing::instrument::WithSubscriber;
+use uuid::Uuid;
+
+use super::ApiError;
+
+/// The request header that carries the key.
+pub const KEY_HEADER: &str = "Idempotency-Key";
+/// The response header that marks a replayed response.
+pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
+/// The longest key accepted, in characters.
+pub const MAX_KEY_CHARS: usize = 255;
+/// How often (at most) one herald purges the expired keys.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+/// How many expired keys one purge deletes at most.
+const PURGE_BATCH: i64 = 1000;
+
+/// The tenant a request acts for: the auth layer inserts it as a request extension before the
+/// idempotency layer runs. Keys of different tenants never meet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub tenant: String,
+}
+
+/// The state of a key, as the table's CHECK constraint lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyState {
+    /// Its first request runs now (or its herald crashed: see the lease).
+    InFlight,
+    /// Its first request ran; the response is stored.
+    Done,
+}
+
+impl KeyState {
+    const ALL: [KeyState; 2] = [KeyState::InFlight, KeyState::Done];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyState::InFlight => "IN_FLIGHT",
+            KeyState::Done => "DONE",
+        }
+    }
+
+    fn parse(text: &str) -> Result<KeyState, IdempotencyError> {
+        KeyState::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| IdempotencyError::Corrupt(format!("unknown state '{text}'")))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdempotencyError {
+    #[error("idempotency store: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("idempotency store: a stored key is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// Why a request's `Idempotency-Key` header is refused (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the Idempotency-Key header is required on this command")]
+    Missing,
+    #[error("the Idempotency-Key header is given more than once")]
+    Repeated,
+    #[error("the Idempotency-Key header is empty")]
+    Empty,
+    #[error("the Idempotency-Key header has {0} characters; at most 255")]
+    TooLong(usize),
+    #[error("the Idempotency-Key header is not a string: printable ASCII, bare or as a quoted structured-field string")]
+    Malformed,
+}
+
+/// The key of a request: the header's value, bare (`abc-123`, as Stripe's clients send it) or
+/// as the draft's structured-field string (`"abc-123"`, unquoted here, so both name one key).
+pub fn request_key(headers: &HeaderMap) -> Result<String, KeyError> {
+    let mut values = headers.get_all(KEY_HEADER).iter();
+    let value = values.next().ok_or(KeyError::Missing)?;
+    if values.next().is_some() {
+        return Err(KeyError::Repeated);
+    }
+    let text = value.to_str().map_err(|_| KeyError::Malformed)?.trim();
+    let key = match text.strip_prefix('"') {
+        Some(quoted) => unquote(quoted)?,
+        None if text.contains('"') => return Err(KeyError::Malformed),
+        None => text.to_string(),
+    };
+    if key.chars().any(|c| !(' '..='~').contains(&c)) {
+        return Err(KeyError::Malformed);
+    }
+    match key.chars().count() {
+        0 => Err(KeyError::Empty),
+        n if n > MAX_KEY_CHARS => Err(KeyError::TooLong(n)),
+        _ => Ok(key),
+    }
+}
+
+/// The inside of an sf-string (RFC 8941 §3.3.3) after its opening quote.
+fn unquote(rest: &str) -> Result<String, KeyError> {
+    let mut key = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(escaped @ ('"' | '\\')) => key.push(escaped),
+                _ => return Err(KeyError::Malformed),
+            },
+            '"' if chars.as_str().is_empty() => return Ok(key),
+            '"' => return Err(KeyError::Malformed),
+            other => key.push(other),
+        }
+    }
+    Err(KeyError::Malformed)
+}
+
+/// SHA-256 over the method, the path with its query and the body bytes (the first two cannot
+/// hold a line feed, so the framing is unambiguous).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    pub fn of(method: &Method, path_and_query: &str, body: &[u8]) -> Fingerprint {
+        let mut hash = Sha256::new();
+        hash.update(method.as_str().as_bytes());
+        hash.update(b"\n");
+        hash.update(path_and_query.as_bytes());
+        hash.update(b"\n");
+        hash.update(body);
+        Fingerprint(hash.finalize().into())
+    }
+}
+
+/// Whether the handler's response is kept for replay. Not kept, so that the client may retry
+/// with the same key: a 5xx (the server failed), 401 and 403 (the caller's credentials are not
+/// part of the fingerprint), and the answers that say "not now" (408, 409, 425, 429: a proposal
+/// whose document is not available yet answers 409, and must not answer it for a day).
+pub fn keeps(status: StatusCode) -> bool {
+    !(status.is_server_error()
+        || matches!(
+            status,
+            StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+                | StatusCode::REQUEST_TIMEOUT
+                | StatusCode::CONFLICT
+                | StatusCode::TOO_EARLY
+                | StatusCode::TOO_MANY_REQUESTS
+        ))
+}
+
+/// A response as stored, and replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StoredResponse {
+    status: StatusCode,
+    content_type: Option<HeaderValue>,
+    body: Bytes,
+}
+
+impl StoredResponse {
+    fn replay(self) -> Response {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        if let Some(content_type) = self.content_type {
+            headers.insert(header::CONTENT_TYPE, content_type);
+        }
+        headers.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+        response
+    }
+}
+
+/// What a request found for its key.
+enum Claim {
+    /// The request holds the key now: a new key, an expired one, or one whose lease ran out.
+    Taken { claim_id: Uuid, reused: bool },
+    /// Another request holds the key, or ran with it.
+    Held {
+        fingerprint: Fingerprint,
+        state: KeyState,
+        response: Option<StoredResponse>,
+    },
+    /// The key vanished between two looks (its request failed and released it): look again.
+    Gone,
+}
+
+/// The keys, in PostgreSQL; cheap to clone.
+#[derive(Clone)]
+pub struct IdempotencyStore {
+    pool: PgPool,
+    ttl: Duration,
+    lease: Duration,
+    body_limit: usize,
+    /// When this herald last purged expired keys (Unix seconds).
+    last_purge: Arc<AtomicI64>,
+}
+
+impl IdempotencyStore {
+    /// How long a key is kept by default.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+    /// How long a request holds its key without renewing the lease, by default.
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+    /// The largest request body read by default (beyond it: 413).
+    pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+    /// Keys kept for `ttl`; a request holds its key for `lease` past its last renewal.
+    pub fn new(pool: PgPool, ttl: Duration, lease: Duration) -> IdempotencyStore {
+        IdempotencyStore {
+            pool,
+            ttl,
+            lease,
+            body_limit: IdempotencyStore::DEFAULT_BODY_LIMIT,
+            last_purge: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// Reads request bodies up to `bytes` (beyond: 413).
+    pub fn with_body_limit(mut self, bytes: usize) -> IdempotencyStore {
+        self.body_limit = bytes;
+        self
+    }
+
+    async fn claim(
+        &self,
+        scope: &Scope,
+        key: &str,
+        fingerprint: &Fingerprint,
+    ) -> Result<Claim, IdempotencyError> {
+        let claim_id = Uuid::new_v4();
+        // One statement, so that concurrent requests race in PostgreSQL: a new key is inserted,
+        // an expired one or (for the same request) one whose lease ran out is taken over, and a
+        // live one is left alone. `xmax <> 0` tells a row updated by the upsert.
+        let taken: Option<bool> = sqlx::query_scalar(
+            "INSERT INTO api_idempotency AS k (tenant_id, idempotency_key, fingerprint, state, claim_id,
+                 lease_until, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), now(),
+                 now() + make_interval(secs => $7))
+             ON CONFLICT (tenant_id, idempotency_key) DO UPDATE
+             SET fingerprint = EXCLUDED.fingerprint, state = EXCLUDED.state, claim_id = EXCLUDED.claim_id,
+                 lease_until = EXCLUDED.lease_until, created_at = EXCLUDED.created_at,
+                 expires_at = EXCLUDED.expires_at, response_status = NULL,
+                 response_content_type = NULL, response_body = NULL
+             WHERE k.expires_at <= now()
+                OR (k.state = $4 AND k.lease_until <= now() AND k.fingerprint = EXCLUDED.fingerprint)
+             RETURNING k.xmax <> 0",
+        )
+        .bind(&scope.tenant)
+        .bind(key)
+        .bind(fingerprint.0.as_slice())
+        .bind(KeyState::InFlight.as_str())
+        .bind(claim_id)
+        .bind(self.lease.as_secs_f64())
+        .bind(self.ttl.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(reused) = taken {
+            return Ok(Claim::Taken { claim_id, reused });
+        }
+        let row: Option<(
+            Vec<u8>,
+            String,
+            Option<i16>,
+            Option<String>,
+            Option<Vec<u8>>,
+        )> = sqlx::query_as(
+            "SELECT fingerprint, state, response_status, response_content_type, response_body
+                 FROM api_idempotency
+                 WHERE tenant_id = $1 AND idempotency_key = $2 AND expires_at > now()",
+        )
+        .bind(&scope.tenant)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((stored, state, status, content_type, body)) = row else {
+            return Ok(Claim::Gone);
+        };
+        let fingerprint =
+            Fingerprint(stored.try_into().map_err(|_| {
+                IdempotencyError::Corrupt("a fingerprint of the wrong size".into())
+            })?);
+        let state = KeyState::parse(&state)?;
+        let response = match (state, status, body) {
+            (KeyState::Done, Some(status), Some(body)) => Some(StoredResponse {
+                status: u16::try_from(status)
+                    .ok()
+                    .and_then(|s| StatusCode::from_u16(s).ok())
+                    .ok_or_else(|| IdempotencyError::Corrupt(format!("status {status}")))?,
+                content_type: content_type
+                    .map(|c| HeaderValue::try_from(c.as_str()))
+                    .transpose()
+                    .map_err(|_| IdempotencyError::Corrupt("a content type".into()))?,
+                body: Bytes::from(body),
+            }),
+            (KeyState::InFlight, None, None) => None,
+            _ => {
+                return Err(IdempotencyError::Corrupt(format!(
+                    "a {} key with{} a response",
+                    state.as_str(),
+                    if state == KeyState::Done { "out" } else { "" }
+                )))
+            }
+        };
+        Ok(Claim::Held {
+            fingerprint,
+            state,
+            response,
+        })
+    }
+
+    /// Extends the lease of the request holding `claim_id`; false when it no longer holds it.
+    async fn renew(&self, scope: &Scope, key: &str, claim_id: Uuid) -> Result<bool, sqlx::Error> {
+        let renewed = sqlx::query(
+            "UPDATE api_idempotency SET lease_until = now() + make_interval(secs => $4)
+             WHERE tenant_id = $1 AND idempotency_key = $2 AND claim_id = $3",
+        )
+        .bind(&scope.tenant)
+        .bind(key)
+        .bind(claim_id)
+        .bind(self.lease.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    /// Stores the response of the request holding `claim_id`; false when it no longer holds it.
+    async fn store(
+        &self,
+        scope: &Scope,
+        key: &str,
+        claim_id: Uuid,
+        response: &StoredResponse,
+    ) -> Result<bool, sqlx::Error> {
+        let stored = sqlx::query(
+            "UPDATE api_idempotency SET state = $4, claim_id = NULL, lease_until = NULL,
+                 response_status = $5, response_content_type = $6, response_body = $7
+             WHERE tenant_id = $1 AND idempotency_key = $2 AND claim_id = $3",
+        )
+        .bind(&scope.tenant)
+        .bind(key)
+        .bind(claim_id)
+        .bind(KeyState::Done.as_str())
+        .bind(response.status.as_u16() as i16)
+        .bind(response.content_type.as_ref().and_then(|c| c.to_str().ok()))
+        .bind(response.body.as_ref())
+        .execute(&self.pool)
+        .await?;
+        Ok(stored.rows_affected() == 1)
+    }
+
+    /// Gives the key of the request holding `claim_id` back: the client may retry with it.
+    async fn release(&self, scope: &Scope, key: &str, claim_id: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "DELETE FROM api_idempotency
+             WHERE tenant_id = $1 AND idempotency_key = $2 AND claim_id = $3",
+        )
+        .bind(&scope.tenant)
+        .bind(key)
+        .bind(claim_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes expired keys (a batch at most); how many.
+    pub async fn purge_expired(&self) -> Result<u64, sqlx::Error> {
+        let purged = sqlx::query(
+            "DELETE FROM api_idempotency WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM api_idempotency WHERE expires_at <= now() LIMIT $1))",
+        )
+        .bind(PURGE_BATCH)
+        .execute(&self.pool)
+        .await?;
+        Ok(purged.rows_affected())
+    }
+
+    /// Purges expired keys in the background, at most once per [`PURGE_EVERY`] per herald.
+    fn purge_now_and_then(&self) {
+        let now = chrono::Utc::now().timestamp();
+        let last = self.last_purge.load(Ordering::Relaxed);
+        if now - last < PURGE_EVERY.as_secs() as i64
+            || self
+                .last_purge
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(
+            async move {
+                match store.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(purged, "expired idempotency keys purged"),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "purging expired idempotency keys failed")
+                    }
+                }
+            }
+            .with_current_subscriber(),
+        );
+    }
+}
+
+/// The middleware (`axum::middleware::from_fn_with_state(store, idempotency::layer)`).
+pub async fn layer(
+    State(store): State<IdempotencyStore>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match idempotent(&store, request, next).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn idempotent(
+    store: &IdempotencyStore,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(scope) = request.extensions().get::<Scope>().cloned() else {
+        tracing::error!(
+            path = request.uri().path(),
+            "an idempotent route without a tenant scope: the auth layer must insert it first"
+        );
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error: the request was not scoped to a tenant; nothing was done",
+        ));
+    };
+    let key = request_key(request.headers()).map_err(|e| ApiError::bad(vec![e.to_string()]))?;
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, store.body_limit).await?;
+    // The path as the client sent it (a nested router sees its own part only).
+    let uri = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&parts.uri, |original| &original.0);
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let fingerprint = Fingerprint::of(&parts.method, path, &body);
+    store.purge_now_and_then();
+    let unavailable = |err: IdempotencyError| match err {
+        IdempotencyError::Database(err) => ApiError::unavailable(err),
+        corrupt @ IdempotencyError::Corrupt(_) => {
+            tracing::error!(error = %corrupt, "idempotency key unreadable");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error: the stored Idempotency-Key is unreadable; nothing was done",
+            )
+        }
+    };
+    // A key released between the two looks of a claim is claimed again; twice is plenty.
+    for _ in 0..3 {
+        match store
+            .claim(&scope, &key, &fingerprint)
+            .await
+            .map_err(unavailable)?
+        {
+            Claim::Taken { claim_id, reused } => {
+                if reused {
+                    tracing::info!(tenant = %scope.tenant, "an expired Idempotency-Key, or one whose request's lease ran out, is used again");
+                }
+                let request = Request::from_parts(parts, Body::from(body));
+                return Ok(run_holding(store, &scope, &key, claim_id, request, next).await);
+            }
+            Claim::Held {
+                fingerprint: held, ..
+            } if held != fingerprint => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "this Idempotency-Key was used for another request (another method, path or body); use a new key",
+                ))
+            }
+            Claim::Held {
+                state: KeyState::InFlight,
+                ..
+            } => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "the first request with this Idempotency-Key is still being processed; retry later",
+                ))
+            }
+            Claim::Held {
+                response: Some(response),
+                ..
+            } => return Ok(response.replay()),
+            Claim::Held { response: None, .. } => {
+                return Err(unavailable(IdempotencyError::Corrupt(
+                    "a done key without a response".into(),
+                )))
+            }
+            Claim::Gone => continue,
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the Idempotency-Key is being released by a failed request; try again",
+    ))
+}
+
+/// Reads the body up to `limit` bytes: 413 beyond, 400 when it cannot be read.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {limit} bytes; nothing was done"),
+        )),
+        Err(err) => Err(ApiError::bad(vec![format!(
+            "the request body could not be read: {err}"
+        )])),
+    }
+}
+
+/// Runs the handler while holding the key (renewing its lease), then stores its response or
+/// releases the key.
+async fn run_holding(
+    store: &IdempotencyStore,
+    scope: &Scope,
+    key: &str,
+    claim_id: Uuid,
+    request: Request,
+    next: Next,
+) -> Response {
+    let handler = next.run(request);
+    tokio::pin!(handler);
+    let mut renewal = tokio::time::interval((store.lease / 3).max(Duration::from_millis(100)));
+    renewal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    renewal.tick().await;
+    let response = loop {
+        tokio::select! {
+            response = &mut handler => break response,
+            _ = renewal.tick() => match store.renew(scope, key, claim_id).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(tenant = %scope.tenant, "a request lost its Idempotency-Key to a retry (its lease ran out)"),
+                Err(err) => tracing::warn!(error = %err, "renewing an Idempotency-Key's lease failed"),
+            },
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            tracing::error!(error = %err, "a handler's response body failed; the key is released");
+            if let Err(err) = store.release(scope, key, claim_id).await {
+                tracing::warn!(error = %err, "releasing an Idempotency-Key failed; its lease frees it");
+            }
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error: the response could not be produced; retry with the same key",
+            )
+            .into_response();
+        }
+    };
+    if keeps(parts.status) {
+        let stored = StoredResponse {
+            status: parts.status,
+            content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+            body: body.clone(),
+        };
+        match store.store(scope, key, claim_id, &stored).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(tenant = %scope.tenant, "a response was not stored: a retry took its Idempotency-Key over")
+            }
+            // The command ran: its answer goes out; a retry after the lease runs it again.
+            Err(err) => {
+                tracing::warn!(error = %err, "storing a response under its Idempotency-Key failed")
+            }
+        }
+    } else if let Err(err) = store.release(scope, key, claim_id).await {
+        tracing::warn!(error = %err, "releasing an Idempotency-Key failed; its lease frees it");
+    }
+    Response::from_parts(parts, Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(KEY_HEADER, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_key_is_taken_bare_or_as_a_structured_field_string() {
+        assert_eq!(request_key(&headers(&["abc-123"])), Ok("abc-123".into()));
+        assert_eq!(request_key(&headers(&["  abc-123 "])), Ok("abc-123".into()));
+        assert_eq!(
+            request_key(&headers(&["\"8e03978e-40d5-43e8-bc93-6894a57f9324\""])),
+            Ok("8e03978e-40d5-43e8-bc93-6894a57f9324".into())
+        );
+        assert_eq!(
+            request_key(&headers(&[r#""say \"hi\" \\ bye""#])),
+            Ok(r#"say "hi" \ bye"#.into())
+        );
+        let longest = "k".repeat(MAX_KEY_CHARS);
+        assert_eq!(request_key(&headers(&[&longest])), Ok(longest.clone()));
+    }
+
+    #[test]
+    fn a_missing_empty_long_repeated_or_malformed_key_is_refused() {
+        assert_eq!(request_key(&HeaderMap::new()), Err(KeyError::Missing));
+        assert_eq!(request_key(&headers(&[""])), Err(KeyError::Empty));
+        assert_eq!(request_key(&headers(&["   "])), Err(KeyError::Empty));
+        assert_eq!(request_key(&headers(&["\"\""])), Err(KeyError::Empty));
+        assert_eq!(
+            request_key(&headers(&[&"k".repeat(MAX_KEY_CHARS + 1)])),
+            Err(KeyError::TooLong(256))
+        );
+        assert_eq!(request_key(&headers(&["a", "b"])), Err(KeyError::Repeated));
+        for malformed in [
+            "\"open",
+            "\"a\"b\"",
+            "a\"b",
+            r#""bad \n escape""#,
+            "tab\there",
+        ] {
+            assert_eq!(
+                request_key(&headers(&[malformed])),
+                Err(KeyError::Malformed),
+                "{malformed}"
+            );
+        }
+        let mut non_ascii = HeaderMap::new();
+        non_ascii.insert(KEY_HEADER, HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        assert_eq!(request_key(&non_ascii), Err(KeyError::Malformed));
+    }
+
+    #[test]
+    fn the_fingerprint_covers_method_path_query_and_body() {
+        let base = Fingerprint::of(&Method::POST, "/quotes/Q/revisions/4", b"{\"a\":1}");
+        assert_eq!(
+            base,
+            Fingerprint::of(&Method::POST, "/quotes/Q/revisions/4", b"{\"a\":1}")
+        );
+        for other in [
+            Fingerprint::of(&Method::PUT, "/quotes/Q/revisions/4", b"{\"a\":1}"),
+            Fingerprint::of(&Method::POST, "/quotes/Q/revisions/5", b"{\"a\":1}"),
+            Fingerprint::of(&Method::POST, "/quotes/Q/revisions/4?x=1", b"{\"a\":1}"),
+            Fingerprint::of(&Method::POST, "/quotes/Q/revisions/4", b"{\"a\": 1}"),
+            // The framing keeps path and body apart.
+            Fingerprint::of(&Method::POST, "/quotes/Q/revisions/4\n{", b"\"a\":1}"),
+        ] {
+            assert_ne!(base, other);
+        }
+        // SHA-256 of "POST\n/p\n" (printf 'POST\n/p\n' | sha256sum).
+        assert_eq!(
+            hex::encode(Fingerprint::of(&Method::POST, "/p", b"").0),
+            hex::encode(Sha256::digest(b"POST\n/p\n"))
+        );
+    }
+
+    #[test]
+    fn failures_and_not_now_answers_are_not_kept() {
+        for kept in [200, 201, 202, 400, 404, 413, 415, 422] {
+            assert!(keeps(StatusCode::from_u16(kept).unwrap()), "{kept}");
+        }
+        for released in [401, 403, 408, 409, 425, 429, 500, 502, 503, 504] {
+            assert!(
+                !keeps(StatusCode::from_u16(released).unwrap()),
+                "{released}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_migration_checks_the_states_this_module_knows() {
+        let migration = include_str!("../../migrations/20261202000020_api_idempotency.sql");
+        let states: Vec<String> = KeyState::ALL
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        assert!(
+            migration.contains(&format!("CHECK (state IN ({}))", states.join(", "))),
+            "the CHECK of api_idempotency.state lists {states:?}"
+        );
+        for state in KeyState::ALL {
+            assert_eq!(KeyState::parse(state.as_str()).unwrap(), state);
+        }
+        assert!(KeyState::parse("PENDING").is_err());
+    }
+}
