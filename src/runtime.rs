@@ -239,6 +239,12 @@ pub async fn start(
                 proposals,
                 webhooks: settings.webhooks.clone(),
                 feedback: settings.feedback.clone(),
+                idempotency: crate::api::IdempotencyStore::new(
+                    pool.clone(),
+                    settings.api.idempotency_ttl,
+                    crate::api::IdempotencyStore::DEFAULT_LEASE,
+                )
+                .with_body_limit(settings.api.max_body_bytes),
             },
             settings.api.max_body_bytes,
         )

@@ -235,6 +235,14 @@ pub async fn layer(State(state): State<ApiState>, mut request: Request, next: Ne
     if let Err(err) = state.limits.check(&caller.credential) {
         return err.into_response();
     }
+    // Idempotency-Keys are kept per tenant (a platform caller that named none has keys of its
+    // own, and its commands are refused for the missing Herald-Tenant anyway).
+    request.extensions_mut().insert(super::idempotency::Scope {
+        tenant: caller
+            .tenant
+            .clone()
+            .unwrap_or_else(|| "(platform)".to_string()),
+    });
     request.extensions_mut().insert(caller.clone());
     super::audit::around(&state, caller, request, next).await
 }

@@ -175,17 +175,11 @@ pub async fn post_proposal(
         .clone()
         .ok_or_else(|| ApiError::not_found("no send-proposal topic is configured"))?;
     let mut problems = Vec::new();
-    let key = headers
-        .get("Idempotency-Key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 200);
-    if key.is_none() {
-        return Err(ApiError::new(
-            ProblemKind::IdempotencyKeyMissing,
-            "the Idempotency-Key header is required (1 to 200 characters)",
-        ));
-    }
+    // The idempotency layer replays a retry's first answer; past the key's lifetime, the same
+    // key still names the same communication (the ledger's key derives from it).
+    let key = super::idempotency::request_key(&headers)
+        .map_err(|e| ApiError::new(ProblemKind::IdempotencyKeyMissing, e.to_string()))?;
+    let key = Some(key.as_str());
     let recipient = match (&command.recipient_email, &command.recipient_contact_id) {
         (Some(email), None) => Some(RecipientInput::Email(email.trim().to_string())),
         (None, Some(contact)) => Some(RecipientInput::Contact(contact.trim().to_string())),

@@ -11,6 +11,7 @@ mod commands;
 mod communications;
 mod directory;
 mod feedback;
+pub mod idempotency;
 pub mod input;
 pub mod keys;
 pub mod limit;
@@ -30,6 +31,7 @@ use crate::intake::proposal::Proposals;
 use crate::intake::Intake;
 use crate::policy::rules::RuleSet;
 
+pub use idempotency::IdempotencyStore;
 pub use problem::{ApiError, ProblemKind};
 
 #[derive(Clone)]
@@ -44,10 +46,13 @@ pub struct ApiState {
     pub proposals: Option<Arc<Proposals>>,
     pub webhooks: crate::config::WebhookSettings,
     pub feedback: crate::config::FeedbackSettings,
+    /// The stored answers of the POST commands' `Idempotency-Key`s.
+    pub idempotency: IdempotencyStore,
 }
 
 pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
-    let authenticated = Router::new()
+    // The POST commands: each needs an Idempotency-Key, its first answer is replayed.
+    let commands = Router::new()
         .route("/v1/events", post(commands::post_event))
         .route("/v1/artifacts", post(commands::post_artifact))
         .route(
@@ -55,12 +60,6 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
             post(commands::post_proposal),
         )
         .route("/v1/contacts/import", post(directory::import_contacts))
-        .route("/v1/contacts/{contactId}", put(directory::put_contact))
-        .route("/v1/preferences", put(directory::put_preference))
-        .route(
-            "/v1/communications/{id}",
-            get(communications::get_communication),
-        )
         .route(
             "/v1/communications/{id}/replay",
             post(subscriptions::replay),
@@ -70,10 +69,6 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
             post(subscriptions::post_subscription),
         )
         .route(
-            "/v1/webhooks/subscriptions/{id}",
-            get(subscriptions::get_subscription),
-        )
-        .route(
             "/v1/webhooks/subscriptions/{id}/rotate",
             post(subscriptions::rotate_subscription),
         )
@@ -81,12 +76,29 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
             "/v1/webhooks/subscriptions/{id}/enable",
             post(subscriptions::enable_subscription),
         )
-        .route("/v1/inbox/{recipientRef}", get(subscriptions::get_inbox))
-        .route("/v1/feedback/email", post(feedback::post_email_feedback))
         .route(
             "/v1/inbox/{id}/read",
             post(subscriptions::read_notification),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.idempotency.clone(),
+            idempotency::layer,
+        ));
+    let authenticated = Router::new()
+        .route("/v1/contacts/{contactId}", put(directory::put_contact))
+        .route("/v1/preferences", put(directory::put_preference))
+        .route(
+            "/v1/communications/{id}",
+            get(communications::get_communication),
+        )
+        .route(
+            "/v1/webhooks/subscriptions/{id}",
+            get(subscriptions::get_subscription),
+        )
+        .route("/v1/inbox/{recipientRef}", get(subscriptions::get_inbox))
+        // Provider feedback is matched across tenants, and deduplicated by its feedbackId.
+        .route("/v1/feedback/email", post(feedback::post_email_feedback))
+        .merge(commands)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::layer,

@@ -151,6 +151,9 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// Requests a second per credential.
     pub rate_limit: RateLimitSettings,
+    /// How long an Idempotency-Key and its stored answer are kept.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
 }
 
 /// A token bucket per credential: `per_second` on average, `burst` at once.
