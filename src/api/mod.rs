@@ -4,6 +4,7 @@
 //! (a rule cannot be applied) or 503 (try again).
 
 mod feedback;
+pub mod jwt;
 mod subscriptions;
 
 use std::sync::Arc;
