@@ -338,13 +338,10 @@ impl JwtVerifier {
         }
         self.refresh_if_due().await;
         let kid = header.kid.as_deref();
-        let keys = match self.current().find(kid, header.alg) {
-            Lookup::UnknownKid => {
-                self.refetch_for_unknown_kid(kid.unwrap_or_default()).await;
-                self.current()
-            }
-            _ => self.current(),
-        };
+        if matches!(self.current().find(kid, header.alg), Lookup::UnknownKid) {
+            self.refetch_for_unknown_kid(kid.unwrap_or_default()).await;
+        }
+        let keys = self.current();
         let key = match keys.find(kid, header.alg) {
             Lookup::Found(key) => key,
             Lookup::UnknownKid => return Err(JwtRejection::UnknownKey),
