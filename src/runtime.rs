@@ -223,6 +223,14 @@ pub async fn start(
         let rules = RuleSet::load(&settings.paths.rules).map_err(RuntimeError::Rules)?;
         let keys = crate::api::keys::ApiKeys::new(pool.clone());
         let listener = crate::api::bind(&settings.api, &keys).await?;
+        let jwt = match settings.api.jwt.clone() {
+            Some(jwt) => Some(
+                crate::api::jwt::JwtVerifier::new(jwt, reqwest::Client::new())
+                    .await
+                    .map_err(crate::api::StartError::from)?,
+            ),
+            None => None,
+        };
         api_address = listener.local_addr().ok();
         let address = api_address.map(|a| a.to_string()).unwrap_or_default();
         let proposals = topics
@@ -235,6 +243,7 @@ pub async fn start(
                 rules: Arc::new(rules),
                 db: pool.clone(),
                 keys,
+                jwt,
                 limits: crate::api::limit::Limits::new(settings.api.rate_limit),
                 proposals,
                 webhooks: settings.webhooks.clone(),

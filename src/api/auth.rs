@@ -175,22 +175,9 @@ pub async fn authenticate(
 ) -> Result<Authenticated, ApiError> {
     let token = bearer(headers)
         .ok_or_else(|| unauthorized("this route needs Authorization: Bearer <API key>", false))?;
-    let (credential, home, platform, scopes) = match state.keys.authenticate(&token).await {
-        Ok(KeyLookup::Valid(key)) => (
-            Credential::ApiKey(key.key_id),
-            key.tenant_id,
-            key.platform,
-            key.scopes,
-        ),
-        Ok(KeyLookup::Revoked) => return Err(unauthorized("the API key is revoked", true)),
-        Ok(KeyLookup::Expired) => return Err(unauthorized("the API key has expired", true)),
-        Ok(KeyLookup::Unknown) => {
-            return Err(unauthorized(
-                "the bearer token is not a valid credential",
-                true,
-            ))
-        }
-        Err(err) => return Err(ApiError::unavailable(err)),
+    let (credential, home, platform, scopes) = match (&state.jwt, looks_like_jwt(&token)) {
+        (Some(verifier), true) => from_jwt(verifier, &token).await?,
+        _ => from_key(state, &token).await?,
     };
     let named = headers
         .get(TENANT_HEADER)
@@ -223,6 +210,79 @@ pub async fn authenticate(
         scopes,
         tenant,
     })
+}
+
+type Identity = (Credential, Option<String>, bool, Vec<Scope>);
+
+/// A JWT has three dot-separated parts; herald's keys have none.
+fn looks_like_jwt(token: &SecretString) -> bool {
+    use secrecy::ExposeSecret;
+    token.expose_secret().split('.').count() == 3
+}
+
+async fn from_key(state: &ApiState, token: &SecretString) -> Result<Identity, ApiError> {
+    match state.keys.authenticate(token).await {
+        Ok(KeyLookup::Valid(key)) => Ok((
+            Credential::ApiKey(key.key_id),
+            key.tenant_id,
+            key.platform,
+            key.scopes,
+        )),
+        Ok(KeyLookup::Revoked) => Err(unauthorized("the API key is revoked", true)),
+        Ok(KeyLookup::Expired) => Err(unauthorized("the API key has expired", true)),
+        Ok(KeyLookup::Unknown) => Err(unauthorized(
+            "the bearer token is not a valid credential",
+            true,
+        )),
+        Err(err) => Err(ApiError::unavailable(err)),
+    }
+}
+
+/// A verified JWT: its subject, tenant and herald's scopes among its scopes (an identity
+/// provider's tokens carry others too, such as `openid`: those are not herald's to judge).
+async fn from_jwt(
+    verifier: &super::jwt::JwtVerifier,
+    token: &SecretString,
+) -> Result<Identity, ApiError> {
+    use secrecy::ExposeSecret;
+    let verified = verifier
+        .verify(token.expose_secret())
+        .await
+        .map_err(|rejection| {
+            ApiError::new(ProblemKind::Unauthorized, rejection.to_string()).with_header(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_str(&rejection.www_authenticate())
+                    .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"herald\"")),
+            )
+        })?;
+    if let Some(tenant) = verified.tenant.as_deref() {
+        if check_tenant(tenant).is_err() {
+            return Err(unauthorized(
+                "the token's tenant claim is not a tenant id",
+                true,
+            ));
+        }
+    }
+    let mut scopes: Vec<Scope> = verified
+        .scopes
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    scopes.sort();
+    scopes.dedup();
+    let home = if verified.platform {
+        None
+    } else {
+        verified.tenant
+    };
+    Ok((
+        Credential::Jwt {
+            subject: verified.subject,
+        },
+        home,
+        verified.platform,
+        scopes,
+    ))
 }
 
 /// The layer of the authenticated routes: authenticate, count against the credential's rate,

@@ -13,6 +13,7 @@ mod directory;
 mod feedback;
 pub mod idempotency;
 pub mod input;
+pub mod jwt;
 pub mod keys;
 pub mod limit;
 pub mod problem;
@@ -41,6 +42,8 @@ pub struct ApiState {
     /// The API's own tables (api_key, api_audit): a handle of its own on the database.
     pub db: PgPool,
     pub keys: keys::ApiKeys,
+    /// The verifier of JWT bearer tokens, when `[api.jwt]` is configured.
+    pub jwt: Option<jwt::JwtVerifier>,
     pub limits: limit::Limits,
     /// The send-proposal handler, when the topic is configured.
     pub proposals: Option<Arc<Proposals>>,
@@ -136,14 +139,17 @@ pub enum StartError {
     #[error("api: cannot listen on {0}: {1}")]
     Listen(String, #[source] std::io::Error),
     #[error(
-        "api: refusing to listen on {0} without credentials: no API key can be used. Create one \
-         (herald api-keys create --tenant T --scope …), or listen on a loopback address"
+        "api: refusing to listen on {0} without credentials: no API key can be used and no \
+         [api.jwt] is configured. Create a key (herald api-keys create --tenant T --scope …), \
+         configure JWTs, or listen on a loopback address"
     )]
     Insecure(std::net::SocketAddr),
     #[error("api: {0}")]
     Settings(String),
     #[error("api: {0}")]
     Keys(#[from] keys::KeyError),
+    #[error("api.jwt: {0}")]
+    Jwt(#[from] jwt::JwtError),
 }
 
 /// Binds the API's address, secure by default: any address but a loopback one only with
@@ -153,6 +159,7 @@ pub async fn bind(
     settings: &crate::config::ApiSettings,
     keys: &keys::ApiKeys,
 ) -> Result<tokio::net::TcpListener, StartError> {
+    let jwt = settings.jwt.is_some();
     keys::check_environment(&settings.key_environment).map_err(StartError::Settings)?;
     if settings.max_body_bytes == 0 {
         return Err(StartError::Settings(
@@ -165,7 +172,7 @@ pub async fn bind(
     let address = listener
         .local_addr()
         .map_err(|e| StartError::Listen(settings.listen.clone(), e))?;
-    if !keys.any_usable().await? {
+    if !jwt && !keys.any_usable().await? {
         if !address.ip().is_loopback() {
             return Err(StartError::Insecure(address));
         }

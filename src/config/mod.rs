@@ -12,6 +12,7 @@
 
 mod delays;
 mod environment;
+pub mod jwt;
 #[cfg(test)]
 mod tests;
 
@@ -154,6 +155,10 @@ pub struct ApiSettings {
     /// How long an Idempotency-Key and its stored answer are kept.
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
+    /// JWT bearer tokens of an identity provider, beside the API keys (`[api.jwt]`); unset: API
+    /// keys only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<jwt::JwtSettings>,
 }
 
 /// A token bucket per credential: `per_second` on average, `burst` at once.

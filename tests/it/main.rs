@@ -20,6 +20,7 @@ mod governance_reach;
 mod governance_releases;
 mod idempotency;
 mod incidents;
+mod jwt;
 mod ledger_queue;
 mod lock_loss;
 mod noise;
