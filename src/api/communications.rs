@@ -13,8 +13,12 @@ use super::ApiState;
 
 /// A communication id of a path: one that does not parse is a 400.
 pub fn communication_id(id: &str) -> Result<CommunicationId, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::bad(vec!["id: not a communication id (a UUID)".into()]))
+    id.parse().map_err(|_| {
+        ApiError::invalid(vec![super::problem::FieldProblem::at(
+            "path:id",
+            "not a communication id (a UUID)",
+        )])
+    })
 }
 
 /// `GET /v1/communications/{id}`: the record with its attempts, its policy decisions and (for a

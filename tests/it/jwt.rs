@@ -21,14 +21,14 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::RngCore;
 use serde_json::{json, Value};
 
-const ISSUER: &str = "https://idp.loopback.test";
-const AUDIENCE: &str = "herald";
+pub(crate) const ISSUER: &str = "https://idp.loopback.test";
+pub(crate) const AUDIENCE: &str = "herald";
 
-struct TestKey {
-    kid: String,
-    alg: Algorithm,
-    encoding: EncodingKey,
-    jwk: Value,
+pub(crate) struct TestKey {
+    pub(crate) kid: String,
+    pub(crate) alg: Algorithm,
+    pub(crate) encoding: EncodingKey,
+    pub(crate) jwk: Value,
 }
 
 fn seed() -> [u8; 32] {
@@ -37,7 +37,7 @@ fn seed() -> [u8; 32] {
     bytes
 }
 
-fn ec_key(kid: &str) -> TestKey {
+pub(crate) fn ec_key(kid: &str) -> TestKey {
     let signing = loop {
         if let Ok(key) = p256::ecdsa::SigningKey::from_slice(&seed()) {
             break key;
@@ -56,7 +56,7 @@ fn ec_key(kid: &str) -> TestKey {
     }
 }
 
-fn ed_key(kid: &str) -> TestKey {
+pub(crate) fn ed_key(kid: &str) -> TestKey {
     let signing = ed25519_dalek::SigningKey::from_bytes(&seed());
     TestKey {
         kid: kid.into(),
@@ -69,7 +69,7 @@ fn ed_key(kid: &str) -> TestKey {
     }
 }
 
-fn jwks(keys: &[&TestKey]) -> Value {
+pub(crate) fn jwks(keys: &[&TestKey]) -> Value {
     json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()})
 }
 
