@@ -26,90 +26,74 @@ struct Route {
 const NOBODY: &str = "0194f7a0-0000-7000-8000-000000000000";
 
 fn routes() -> Vec<Route> {
-    let route = |method: Method, path: &'static str, scope: Option<Scope>, body: Value| Route {
+    use Method as M;
+    let (send, read, operate) = (Some(Scope::Send), Some(Scope::Read), Some(Scope::Operate));
+    let nothing = Value::Null;
+    [
+        (M::POST, "/v1/events", send, json!({})),
+        (M::POST, "/v1/artifacts", send, json!({})),
+        (
+            M::POST,
+            "/v1/quotes/Q-1/revisions/1/communications/proposal",
+            send,
+            json!({}),
+        ),
+        (M::POST, "/v1/contacts/import", operate, json!([])),
+        (
+            M::PUT,
+            "/v1/contacts/c-1",
+            operate,
+            json!({"displayName": "Kim"}),
+        ),
+        (M::PUT, "/v1/preferences", operate, json!({})),
+        (
+            M::GET,
+            "/v1/communications/0194f7a0-0000-7000-8000-000000000000",
+            read,
+            nothing.clone(),
+        ),
+        (
+            M::POST,
+            "/v1/communications/0194f7a0-0000-7000-8000-000000000000/replay",
+            operate,
+            nothing.clone(),
+        ),
+        (M::POST, "/v1/webhooks/subscriptions", operate, json!({})),
+        (
+            M::GET,
+            "/v1/webhooks/subscriptions/ws-x",
+            read,
+            nothing.clone(),
+        ),
+        (
+            M::POST,
+            "/v1/webhooks/subscriptions/ws-x/rotate",
+            operate,
+            nothing.clone(),
+        ),
+        (
+            M::POST,
+            "/v1/webhooks/subscriptions/ws-x/enable",
+            operate,
+            nothing.clone(),
+        ),
+        (M::GET, "/v1/inbox/user:kim", read, nothing.clone()),
+        (
+            M::POST,
+            "/v1/inbox/0194f7a0-0000-7000-8000-000000000000/read",
+            read,
+            nothing.clone(),
+        ),
+        (M::POST, "/v1/feedback/email", None, json!({})),
+    ]
+    .into_iter()
+    .map(|(method, path, scope, body)| Route {
         method,
         path,
         scope,
         body,
-    };
-    let contact = json!({"displayName": "Kim"});
-    vec![
-        route(Method::POST, "/v1/events", Some(Scope::Send), json!({})),
-        route(Method::POST, "/v1/artifacts", Some(Scope::Send), json!({})),
-        route(
-            Method::POST,
-            "/v1/quotes/Q-1/revisions/1/communications/proposal",
-            Some(Scope::Send),
-            json!({}),
-        ),
-        route(
-            Method::POST,
-            "/v1/contacts/import",
-            Some(Scope::Operate),
-            json!([]),
-        ),
-        route(
-            Method::PUT,
-            "/v1/contacts/c-1",
-            Some(Scope::Operate),
-            contact,
-        ),
-        route(
-            Method::PUT,
-            "/v1/preferences",
-            Some(Scope::Operate),
-            json!({}),
-        ),
-        route(
-            Method::GET,
-            "/v1/communications/0194f7a0-0000-7000-8000-000000000000",
-            Some(Scope::Read),
-            Value::Null,
-        ),
-        route(
-            Method::POST,
-            "/v1/communications/0194f7a0-0000-7000-8000-000000000000/replay",
-            Some(Scope::Operate),
-            Value::Null,
-        ),
-        route(
-            Method::POST,
-            "/v1/webhooks/subscriptions",
-            Some(Scope::Operate),
-            json!({}),
-        ),
-        route(
-            Method::GET,
-            "/v1/webhooks/subscriptions/ws-x",
-            Some(Scope::Read),
-            Value::Null,
-        ),
-        route(
-            Method::POST,
-            "/v1/webhooks/subscriptions/ws-x/rotate",
-            Some(Scope::Operate),
-            Value::Null,
-        ),
-        route(
-            Method::POST,
-            "/v1/webhooks/subscriptions/ws-x/enable",
-            Some(Scope::Operate),
-            Value::Null,
-        ),
-        route(
-            Method::GET,
-            "/v1/inbox/user:kim",
-            Some(Scope::Read),
-            Value::Null,
-        ),
-        route(
-            Method::POST,
-            "/v1/inbox/0194f7a0-0000-7000-8000-000000000000/read",
-            Some(Scope::Read),
-            Value::Null,
-        ),
-        route(Method::POST, "/v1/feedback/email", None, json!({})),
-    ]
+    })
+    .collect()
 }
 
 /// Sends `route` with `bearer` (none when `None`), JSON body and a fresh Idempotency-Key.

@@ -9,41 +9,19 @@ use std::time::Duration;
 
 use crate::support::webhook_receiver::WebhookReceiver;
 use crate::support::*;
+use crate::webhooks::{quote_accepted, start, SECRET};
 use herald::camunda::worker::{HandlerOutcome, TaskHandler};
 use herald::content::RetainedBody;
 use herald::keyring::{Keyring, Sealed};
 use herald::workers::send_proposal::SendProposal;
 use serde_json::{json, Value};
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const EARLIER_SECRET: &str = "whsec_c2VjcmV0IG9mIHRoZSBlYXJsaWVyIHZlcnNpb24h";
 /// The key a rotation puts in front of the test ring.
 const NEW_KEY: &str = "t2:6e6577206b6579206f662074686520726f746174696f6e207465737421212121";
 
-fn quote_accepted(event_id: &str, quote: &str) -> Value {
-    json!({
-        "eventId": event_id,
-        "eventType": "QuoteAccepted",
-        "occurredAt": "2026-11-26T10:00:00Z",
-        "quoteId": quote,
-        "data": {"quoteId": quote, "revisionNo": 3, "customerId": "CUST-9"}
-    })
-}
-
-async fn start(db: &TestDb, extra: &[(&str, &str)]) -> (InProcess, Api) {
-    let mut env = vec![("HERALD_DELIVERY__RETRY_SCHEDULE_S", "0,0.4,0.4")];
-    env.extend_from_slice(extra);
-    Api::start(db, "smtp://127.0.0.1:9", &env).await
-}
-
 async fn subscribe(api: &Api, url: &str) -> String {
-    let (status, body) = api
-        .post(
-            "/v1/webhooks/subscriptions",
-            json!({"url": url, "eventTypes": ["quote.accepted"], "secret": SECRET}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let body = crate::webhooks::subscribe(api, url).await;
     assert_eq!(body["secret"], SECRET, "shown once, at creation");
     body["subscriptionId"].as_str().unwrap().to_string()
 }

@@ -9,9 +9,9 @@ use crate::support::webhook_receiver::WebhookReceiver;
 use crate::support::*;
 use serde_json::{json, Value};
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-fn quote_accepted(event_id: &str, quote: &str) -> Value {
+pub(crate) fn quote_accepted(event_id: &str, quote: &str) -> Value {
     json!({
         "eventId": event_id,
         "eventType": "QuoteAccepted",
@@ -22,13 +22,13 @@ fn quote_accepted(event_id: &str, quote: &str) -> Value {
     })
 }
 
-async fn start(db: &TestDb, extra: &[(&str, &str)]) -> (InProcess, Api) {
+pub(crate) async fn start(db: &TestDb, extra: &[(&str, &str)]) -> (InProcess, Api) {
     let mut env = vec![("HERALD_DELIVERY__RETRY_SCHEDULE_S", "0,0.4,0.4,0.4,0.4,0.4")];
     env.extend_from_slice(extra);
     Api::start(db, "smtp://127.0.0.1:9", &env).await
 }
 
-async fn subscribe(api: &Api, url: &str) -> Value {
+pub(crate) async fn subscribe(api: &Api, url: &str) -> Value {
     let (status, body) = api
         .post(
             "/v1/webhooks/subscriptions",
