@@ -6,11 +6,9 @@
 
 use std::marker::PhantomData;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 use uuid::Uuid;
 
@@ -283,26 +281,4 @@ async fn from_jwt(
         verified.platform,
         scopes,
     ))
-}
-
-/// The layer of the authenticated routes: authenticate, count against the credential's rate,
-/// run the route, audit what changed state.
-pub async fn layer(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
-    let caller = match authenticate(&state, request.headers()).await {
-        Ok(caller) => caller,
-        Err(err) => return err.into_response(),
-    };
-    if let Err(err) = state.limits.check(&caller.credential) {
-        return err.into_response();
-    }
-    // Idempotency-Keys are kept per tenant (a platform caller that named none has keys of its
-    // own, and its commands are refused for the missing Herald-Tenant anyway).
-    request.extensions_mut().insert(super::idempotency::Scope {
-        tenant: caller
-            .tenant
-            .clone()
-            .unwrap_or_else(|| "(platform)".to_string()),
-    });
-    request.extensions_mut().insert(caller.clone());
-    super::audit::around(&state, caller, request, next).await
 }

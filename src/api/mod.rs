@@ -11,6 +11,7 @@ mod commands;
 mod communications;
 mod directory;
 mod feedback;
+mod gate;
 pub mod idempotency;
 pub mod input;
 pub mod jwt;
@@ -104,7 +105,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .merge(commands)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::layer,
+            gate::layer,
         ));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))

@@ -11,7 +11,7 @@ use rand::RngCore;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
-use crate::keyring::{KeyError, Keyring, Sealed};
+use crate::keyring::{stored_secret, KeyError, Keyring, Sealed};
 use crate::ledger::{Channel, RecipientType, ResolvedRecipient, SubscriptionStatus};
 
 use crate::policy::Resolution;
@@ -300,48 +300,6 @@ pub struct Endpoint {
     pub circuit_open_until: Option<DateTime<Utc>>,
     pub consecutive_failures: i32,
     pub rate_limit_per_s: Option<i32>,
-}
-
-/// A stored secret (`prefix` = `secret` or `previous_secret`): sealed, in plaintext (a row
-/// written before secrets were sealed), or absent.
-pub(crate) fn stored_secret(
-    row: &sqlx::postgres::PgRow,
-    prefix: &str,
-) -> Result<Option<StoredSecret>, sqlx::Error> {
-    let key_id: Option<String> = row.try_get(format!("{prefix}_key_id").as_str())?;
-    let nonce: Option<Vec<u8>> = row.try_get(format!("{prefix}_nonce").as_str())?;
-    let ciphertext: Option<Vec<u8>> = row.try_get(format!("{prefix}_ciphertext").as_str())?;
-    if let (Some(key_id), Some(nonce), Some(ciphertext)) = (key_id, nonce, ciphertext) {
-        return Ok(Some(StoredSecret::Sealed(Sealed {
-            key_id,
-            nonce,
-            ciphertext,
-        })));
-    }
-    Ok(row
-        .try_get::<Option<String>, _>(prefix)?
-        .map(StoredSecret::Plain))
-}
-
-/// A signing secret as a row holds it.
-pub(crate) enum StoredSecret {
-    Sealed(Sealed),
-    Plain(String),
-}
-
-impl StoredSecret {
-    /// The whsec_ secret.
-    pub(crate) fn reveal(&self, keyring: Option<&Keyring>) -> Result<String, KeyError> {
-        match self {
-            StoredSecret::Plain(secret) => Ok(secret.clone()),
-            StoredSecret::Sealed(sealed) => {
-                let keyring = keyring.ok_or(KeyError::NoKeyring)?;
-                let plain = keyring.open(sealed)?;
-                String::from_utf8(secrecy::ExposeSecret::expose_secret(&plain).to_vec())
-                    .map_err(|_| KeyError::Decrypt(sealed.key_id.clone()))
-            }
-        }
-    }
 }
 
 const SECRET_COLUMNS: &str = "secret, secret_key_id, secret_nonce, secret_ciphertext,

@@ -246,6 +246,48 @@ impl RefKey {
     }
 }
 
+/// A stored secret, in the columns `<prefix>_key_id`, `<prefix>_nonce`, `<prefix>_ciphertext`
+/// (sealed) or `<prefix>` (in plaintext: a row written before secrets were sealed), or absent.
+pub(crate) fn stored_secret(
+    row: &sqlx::postgres::PgRow,
+    prefix: &str,
+) -> Result<Option<StoredSecret>, sqlx::Error> {
+    let key_id: Option<String> = sqlx::Row::try_get(row, format!("{prefix}_key_id").as_str())?;
+    let nonce: Option<Vec<u8>> = sqlx::Row::try_get(row, format!("{prefix}_nonce").as_str())?;
+    let ciphertext: Option<Vec<u8>> = sqlx::Row::try_get(row, format!("{prefix}_ciphertext").as_str())?;
+    if let (Some(key_id), Some(nonce), Some(ciphertext)) = (key_id, nonce, ciphertext) {
+        return Ok(Some(StoredSecret::Sealed(Sealed {
+            key_id,
+            nonce,
+            ciphertext,
+        })));
+    }
+    Ok(sqlx::Row::try_get::<Option<String>, _>(row, prefix)?
+        .map(StoredSecret::Plain))
+}
+
+/// A signing secret as a row holds it.
+pub(crate) enum StoredSecret {
+    Sealed(Sealed),
+    Plain(String),
+}
+
+impl StoredSecret {
+    /// The whsec_ secret.
+    pub(crate) fn reveal(&self, keyring: Option<&Keyring>) -> Result<String, KeyError> {
+        match self {
+            StoredSecret::Plain(secret) => Ok(secret.clone()),
+            StoredSecret::Sealed(sealed) => {
+                let keyring = keyring.ok_or(KeyError::NoKeyring)?;
+                let plain = keyring.open(sealed)?;
+                String::from_utf8(secrecy::ExposeSecret::expose_secret(&plain).to_vec())
+                    .map_err(|_| KeyError::Decrypt(sealed.key_id.clone()))
+            }
+        }
+    }
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,8 +9,7 @@
 
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
-use super::{KeyError, Keyring, Sealed};
-use crate::delivery::endpoints::{stored_secret, StoredSecret};
+use super::{stored_secret, KeyError, Keyring, Sealed, StoredSecret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RotateError {
