@@ -8,9 +8,9 @@
 mod audit;
 pub mod auth;
 mod commands;
-mod communications;
 mod directory;
 mod feedback;
+mod history;
 pub mod idempotency;
 pub mod input;
 pub mod keys;
@@ -87,9 +87,11 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
     let authenticated = Router::new()
         .route("/v1/contacts/{contactId}", put(directory::put_contact))
         .route("/v1/preferences", put(directory::put_preference))
+        .route("/v1/communications", get(history::list_communications))
+        .route("/v1/communications/{id}", get(history::get_communication))
         .route(
-            "/v1/communications/{id}",
-            get(communications::get_communication),
+            "/v1/quotes/{quoteId}/communications",
+            get(history::list_quote_communications),
         )
         .route(
             "/v1/webhooks/subscriptions/{id}",
