@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod input;
 pub mod keys;
 pub mod limit;
+mod orders;
 pub mod problem;
 mod subscriptions;
 
@@ -58,6 +59,14 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route(
             "/v1/quotes/{quoteId}/revisions/{revisionNo}/communications/proposal",
             post(commands::post_proposal),
+        )
+        .route(
+            "/v1/orders/{orderId}/communications/confirmation",
+            post(orders::post_order_confirmation),
+        )
+        .route(
+            "/v1/fallout/{caseId}/escalations",
+            post(orders::post_escalation),
         )
         .route("/v1/contacts/import", post(directory::import_contacts))
         .route(

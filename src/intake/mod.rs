@@ -8,6 +8,7 @@
 //! The flow and the rooms around it: `docs/architecture.md`.
 
 pub mod admission;
+pub mod commands;
 pub mod events;
 pub mod proposal;
 
