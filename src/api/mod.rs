@@ -17,6 +17,7 @@ pub mod keys;
 pub mod limit;
 mod orders;
 pub mod problem;
+mod resend;
 mod subscriptions;
 
 use std::sync::Arc;
@@ -69,6 +70,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
             post(orders::post_escalation),
         )
         .route("/v1/contacts/import", post(directory::import_contacts))
+        .route("/v1/communications/{id}/resend", post(resend::post_resend))
         .route(
             "/v1/communications/{id}/replay",
             post(subscriptions::replay),

@@ -11,6 +11,7 @@ pub mod admission;
 pub mod commands;
 pub mod events;
 pub mod proposal;
+pub mod resend;
 
 use std::collections::HashMap;
 use std::sync::Arc;

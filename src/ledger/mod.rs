@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod queue;
 pub mod replay;
 pub mod request;
+pub mod resend;
 pub mod transition;
 pub mod wakeup;
 
