@@ -5,6 +5,7 @@
 
 mod support;
 
+mod api_history;
 mod api_idempotency;
 mod approval_notices;
 mod artifacts;
