@@ -8,16 +8,18 @@
 mod audit;
 pub mod auth;
 mod commands;
-mod communications;
 mod directory;
 mod feedback;
 mod gate;
+mod history;
 pub mod idempotency;
 pub mod input;
 pub mod jwt;
 pub mod keys;
 pub mod limit;
+mod orders;
 pub mod problem;
+mod resend;
 mod subscriptions;
 
 use std::sync::Arc;
@@ -63,7 +65,16 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
             "/v1/quotes/{quoteId}/revisions/{revisionNo}/communications/proposal",
             post(commands::post_proposal),
         )
+        .route(
+            "/v1/orders/{orderId}/communications/confirmation",
+            post(orders::post_order_confirmation),
+        )
+        .route(
+            "/v1/fallout/{caseId}/escalations",
+            post(orders::post_escalation),
+        )
         .route("/v1/contacts/import", post(directory::import_contacts))
+        .route("/v1/communications/{id}/resend", post(resend::post_resend))
         .route(
             "/v1/communications/{id}/replay",
             post(subscriptions::replay),
@@ -91,9 +102,11 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
     let authenticated = Router::new()
         .route("/v1/contacts/{contactId}", put(directory::put_contact))
         .route("/v1/preferences", put(directory::put_preference))
+        .route("/v1/communications", get(history::list_communications))
+        .route("/v1/communications/{id}", get(history::get_communication))
         .route(
-            "/v1/communications/{id}",
-            get(communications::get_communication),
+            "/v1/quotes/{quoteId}/communications",
+            get(history::list_quote_communications),
         )
         .route(
             "/v1/webhooks/subscriptions/{id}",

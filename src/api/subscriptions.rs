@@ -14,7 +14,7 @@ use crate::ledger::replay::ReplayError;
 use crate::ledger::CommunicationId;
 
 use super::auth::{Caller, Operate, Read};
-use super::communications::communication_id;
+use super::history::communication_id;
 use super::input::{check_texts, Body, PathOf, QueryOf, Text};
 use super::problem::{ApiError, ProblemKind};
 use super::ApiState;

@@ -46,7 +46,7 @@ fn text<'a>(event: &'a Value, path: &str) -> Option<&'a str> {
         .filter(|s| !s.trim().is_empty())
 }
 
-fn field_text(event: &Value, path: &str) -> Option<String> {
+pub(super) fn field_text(event: &Value, path: &str) -> Option<String> {
     match lookup(event, path)? {
         Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -99,7 +99,17 @@ pub async fn ingest(
 
     let mut requests = Vec::new();
     for rule in rules.matching(&event_type, Utc::now()) {
-        requests.extend(prepare(intake, rule, event, &event_id, &tenant_id).await?);
+        let key = |recipient_ref: &str| {
+            format!("{}:v{}:{}:{recipient_ref}", rule.id, rule.version, event_id)
+        };
+        let occasion = Occasion {
+            key: &key,
+            requested_by: format!("event:{}", rule.trigger),
+            correlation_id: field_text(event, "correlationId").unwrap_or_else(|| event_id.clone()),
+            locale: None,
+            market: None,
+        };
+        requests.extend(prepare(intake, rule, event, tenant_id.as_str(), &occasion).await?);
     }
     let mut ids = Vec::with_capacity(requests.len());
     for Prepared {
@@ -156,13 +166,27 @@ fn artifact_of(event: &Value, tenant_id: &str) -> Result<Artifact, EventError> {
     })
 }
 
+/// How the communications of a rule are keyed and attributed: an event's, or a command's
+/// (`intake::commands`).
+pub(super) struct Occasion<'a> {
+    /// The idempotency key of a recipient's communication, from its reference (the channel is
+    /// appended when the rule sends on every one of several channels).
+    pub key: &'a (dyn Fn(&str) -> String + Sync),
+    pub requested_by: String,
+    pub correlation_id: String,
+    /// The locale asked for (a contact's own wins).
+    pub locale: Option<&'a str>,
+    /// The market whose template version wins over the recipient's.
+    pub market: Option<&'a str>,
+}
+
 /// The communications one rule asks for, one per recipient, ready for the ledger.
-async fn prepare(
+pub(super) async fn prepare(
     intake: &Intake,
     rule: &EventRule,
     event: &Value,
-    event_id: &str,
     tenant_id: &str,
+    occasion: &Occasion<'_>,
 ) -> Result<Vec<Prepared>, EventError> {
     let missing = |path: &str| {
         EventError::Invalid(format!("rule '{}' needs the event field '{path}'", rule.id))
@@ -177,7 +201,7 @@ async fn prepare(
             let id = text(event, path).ok_or_else(|| missing(path))?;
             vec![intake
                 .directory
-                .contact_email(tenant_id, id, None)
+                .contact_email(tenant_id, id, occasion.locale)
                 .await
                 .map_err(db)?]
         }
@@ -188,7 +212,7 @@ async fn prepare(
             vec![explicit_email(
                 key,
                 text(event, path).ok_or_else(|| missing(path))?,
-                None,
+                occasion.locale,
             )]
         }
         RecipientSpec::CamundaUser(path) => {
@@ -245,17 +269,23 @@ async fn prepare(
                 display_name,
             } => (
                 recipient.locale.clone(),
-                recipient
+                occasion
                     .market
-                    .clone()
+                    .map(str::to_string)
+                    .or_else(|| recipient.market.clone())
                     .or_else(|| field_text(event, "market")),
                 display_name.clone(),
             ),
-            _ => (None, field_text(event, "market"), None),
+            _ => (
+                occasion.locale.map(str::to_string),
+                occasion
+                    .market
+                    .map(str::to_string)
+                    .or_else(|| field_text(event, "market")),
+                None,
+            ),
         };
-        let base_key = |recipient_ref: &str| {
-            format!("{}:v{}:{}:{recipient_ref}", rule.id, rule.version, event_id)
-        };
+        let base_key = occasion.key;
         // An event applied in part before explicit addresses' references were keyed: its
         // records keep their key and reference (one channel: explicit addresses are email's).
         let (base_key, resolution) = match &spec {
@@ -366,8 +396,8 @@ async fn prepare(
                 _ => None,
             };
             let provenance = Provenance::new(
-                format!("event:{}", rule.trigger),
-                field_text(event, "correlationId").unwrap_or_else(|| event_id.to_string()),
+                occasion.requested_by.clone(),
+                occasion.correlation_id.clone(),
                 &purpose.rule_ref,
             )
             .in_group(group_key);
@@ -396,7 +426,7 @@ async fn prepare(
 const NO_NAME: &str = "there";
 
 /// What a rule asks for, as the intake admits it.
-fn rule_purpose(rule: &EventRule) -> Result<Purpose, EventError> {
+pub(super) fn rule_purpose(rule: &EventRule) -> Result<Purpose, EventError> {
     let dedupe = match &rule.dedupe_window {
         Some(written) => Some(Dedupe {
             window: parse_duration(written).map_err(EventError::Rule)?,
@@ -423,13 +453,20 @@ fn rule_purpose(rule: &EventRule) -> Result<Purpose, EventError> {
 }
 
 /// A communication ready for the ledger, and the digest it goes out in, if its rule collects.
-struct Prepared {
-    request: NewCommunication,
+pub(super) struct Prepared {
+    pub request: NewCommunication,
     digest: Option<DigestPlan>,
 }
 
+impl Prepared {
+    /// Whether the communication goes out in a digest (commands never do).
+    pub fn collected(&self) -> bool {
+        self.digest.is_some()
+    }
+}
+
 /// The digest an item goes into: the record for the item's window, and the item's line.
-struct DigestPlan {
+pub(super) struct DigestPlan {
     digest: NewCommunication,
     key_prefix: String,
     period: std::time::Duration,

@@ -8,8 +8,10 @@
 //! The flow and the rooms around it: `docs/architecture.md`.
 
 pub mod admission;
+pub mod commands;
 pub mod events;
 pub mod proposal;
+pub mod resend;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -198,6 +198,35 @@ impl Proposals {
         key: ProposalKey,
         origin: Option<ProcessOrigin>,
     ) -> Result<RequestOutcome, IntakeError> {
+        self.request_as(input, key, origin, None).await
+    }
+
+    /// A resend of proposal `original`: a new record linked to it, made as a new proposal is
+    /// (recipient admitted, document checked, a fresh portal link), with the operator's reason
+    /// as a decision.
+    pub async fn resend(
+        &self,
+        input: &ProposalInput,
+        key: String,
+        original: crate::ledger::CommunicationId,
+        reason: Option<String>,
+    ) -> Result<RequestOutcome, IntakeError> {
+        self.request_as(
+            input,
+            ProposalKey::Given(key),
+            None,
+            Some((original, reason)),
+        )
+        .await
+    }
+
+    async fn request_as(
+        &self,
+        input: &ProposalInput,
+        key: ProposalKey,
+        origin: Option<ProcessOrigin>,
+        resend: Option<(crate::ledger::CommunicationId, Option<String>)>,
+    ) -> Result<RequestOutcome, IntakeError> {
         let label = &self.purpose.label;
         let resolution = match &input.recipient {
             RecipientInput::Email(address) => policy::recipients::explicit_email(
@@ -274,9 +303,10 @@ impl Proposals {
         if let Some((code, message)) = document.refusal {
             mark_failed(&mut admitted, "artifact", code, message);
         }
-        let requested_by = match &origin {
-            Some(_) => format!("camunda:{}", self.intake.requested_by),
-            None => "api".to_string(),
+        let requested_by = match (&origin, &resend) {
+            (Some(_), _) => format!("camunda:{}", self.intake.requested_by),
+            (None, Some(_)) => "api:resend".to_string(),
+            (None, None) => "api".to_string(),
         };
         let mut provenance = Provenance::new(
             requested_by,
@@ -284,6 +314,12 @@ impl Proposals {
             &self.purpose.rule_ref,
         );
         provenance.origin = origin;
+        if let Some((original, reason)) = resend {
+            provenance = provenance.resend_of(original);
+            admitted
+                .decisions
+                .insert(0, super::resend::decision(original, reason));
+        }
         let new = NewCommunication::new(
             &input.tenant_id,
             idempotency_key,

@@ -254,7 +254,8 @@ pub(crate) fn stored_secret(
 ) -> Result<Option<StoredSecret>, sqlx::Error> {
     let key_id: Option<String> = sqlx::Row::try_get(row, format!("{prefix}_key_id").as_str())?;
     let nonce: Option<Vec<u8>> = sqlx::Row::try_get(row, format!("{prefix}_nonce").as_str())?;
-    let ciphertext: Option<Vec<u8>> = sqlx::Row::try_get(row, format!("{prefix}_ciphertext").as_str())?;
+    let ciphertext: Option<Vec<u8>> =
+        sqlx::Row::try_get(row, format!("{prefix}_ciphertext").as_str())?;
     if let (Some(key_id), Some(nonce), Some(ciphertext)) = (key_id, nonce, ciphertext) {
         return Ok(Some(StoredSecret::Sealed(Sealed {
             key_id,
@@ -262,8 +263,7 @@ pub(crate) fn stored_secret(
             ciphertext,
         })));
     }
-    Ok(sqlx::Row::try_get::<Option<String>, _>(row, prefix)?
-        .map(StoredSecret::Plain))
+    Ok(sqlx::Row::try_get::<Option<String>, _>(row, prefix)?.map(StoredSecret::Plain))
 }
 
 /// A signing secret as a row holds it.
@@ -286,7 +286,6 @@ impl StoredSecret {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -8,11 +8,13 @@ pub mod feedback;
 pub mod history;
 pub mod inbound;
 pub mod inbox;
+pub mod listing;
 pub mod model;
 pub mod outbox;
 pub mod queue;
 pub mod replay;
 pub mod request;
+pub mod resend;
 pub mod transition;
 pub mod wakeup;
 
@@ -21,7 +23,9 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 pub use correlation::{CorrelationJob, TaskRun};
-pub use history::{AttemptView, CommunicationView, DecisionView};
+pub use history::{
+    ArtifactView, AttemptView, CommunicationDetail, CommunicationView, DecisionView, EventView,
+};
 pub use model::*;
 pub use queue::{provider_name, AttemptResult, ClaimedJob};
 pub use request::{

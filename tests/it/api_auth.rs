@@ -85,6 +85,26 @@ fn routes() -> Vec<Route> {
             nothing.clone(),
         ),
         (M::POST, "/v1/feedback/email", None, json!({})),
+        (M::GET, "/v1/communications", read, nothing.clone()),
+        (
+            M::GET,
+            "/v1/quotes/Q-1/communications",
+            read,
+            nothing.clone(),
+        ),
+        (
+            M::POST,
+            "/v1/communications/0194f7a0-0000-7000-8000-000000000000/resend",
+            operate,
+            json!({}),
+        ),
+        (
+            M::POST,
+            "/v1/orders/O-1/communications/confirmation",
+            send,
+            json!({}),
+        ),
+        (M::POST, "/v1/fallout/FC-1/escalations", send, json!({})),
     ]
     .into_iter()
     .map(|(method, path, scope, body)| Route {

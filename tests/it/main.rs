@@ -6,6 +6,7 @@
 mod support;
 
 mod api_auth;
+mod api_history;
 mod api_idempotency;
 mod approval_notices;
 mod artifacts;
