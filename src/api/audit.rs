@@ -53,6 +53,7 @@ pub async fn around(
     let (kind, key_id, subject) = match &caller.credential {
         Credential::ApiKey(id) => ("API_KEY", Some(*id), None),
         Credential::Jwt { subject } => ("JWT", None, Some(subject.clone())),
+        Credential::Provider(name) => ("PROVIDER", None, Some(name.to_string())),
     };
     let written = sqlx::query(
         "INSERT INTO api_audit (credential_kind, key_id, subject, tenant_id, platform, method, route,

@@ -24,6 +24,8 @@ pub const TENANT_HEADER: &str = "herald-tenant";
 pub enum Credential {
     ApiKey(Uuid),
     Jwt { subject: String },
+    /// A provider's callback under its own credentials (Postmark's basic authentication).
+    Provider(&'static str),
 }
 
 impl Credential {
@@ -32,6 +34,7 @@ impl Credential {
         match self {
             Credential::ApiKey(id) => format!("key:{id}"),
             Credential::Jwt { subject } => format!("jwt:{subject}"),
+            Credential::Provider(name) => format!("provider:{name}"),
         }
     }
 }

@@ -68,6 +68,25 @@ pub async fn post_email_feedback(
     apply(&state, feedback).await
 }
 
+/// The audit of Postmark's calls (they carry no API credential): each call that passed the
+/// basic authentication is recorded under the provider's name.
+pub async fn audited(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Err(refused) = postmark_authorized(&state, request.headers()) {
+        return refused.into_response();
+    }
+    let caller = super::auth::Authenticated {
+        credential: super::auth::Credential::Provider("postmark"),
+        platform: true,
+        scopes: Vec::new(),
+        tenant: None,
+    };
+    super::audit::around(&state, caller, request, next).await
+}
+
 /// `POST /v1/feedback/postmark`: Postmark's webhook; record types herald does not use are
 /// acknowledged and ignored.
 pub async fn post_postmark_feedback(

@@ -125,7 +125,9 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         // Postmark calls this one with its own credentials (see feedback.rs).
         .route(
             "/v1/feedback/postmark",
-            post(feedback::post_postmark_feedback),
+            post(feedback::post_postmark_feedback).route_layer(
+                axum::middleware::from_fn_with_state(state.clone(), feedback::audited),
+            ),
         )
         .merge(authenticated)
         .fallback(|| async { ApiError::not_found("no such route") })

@@ -187,6 +187,24 @@ async fn postmark_deliveries_and_unsubscribes_are_applied_with_basic_authenticat
     let (status, applied) = post(delivery, POSTMARK).await;
     assert_eq!(status, 202, "{applied}");
     assert_eq!(record(&api, &id).await["status"], "DELIVERED");
+    // Audited under the provider's name; the refused call is not.
+    let audited: Vec<(String, Option<String>, String, Option<String>, i32)> = sqlx::query_as(
+        "SELECT credential_kind, subject, route, target_id, status FROM api_audit
+         WHERE route LIKE '/v1/feedback/%'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        vec![(
+            "PROVIDER".into(),
+            Some("postmark".into()),
+            "/v1/feedback/postmark".into(),
+            Some(id.clone()),
+            202
+        )]
+    );
 
     let unsubscribe = json!({
         "RecordType": "SubscriptionChange", "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
