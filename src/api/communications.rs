@@ -19,6 +19,19 @@ pub fn communication_id(id: &str) -> Result<CommunicationId, ApiError> {
 
 /// `GET /v1/communications/{id}`: the record with its attempts, its policy decisions and (for a
 /// parent) its children. Another tenant's answers 404, as one that does not exist.
+#[utoipa::path(
+    get,
+    path = "/v1/communications/{id}",
+    tag = "history",
+    operation_id = "getCommunication",
+    security(("apiKey" = ["read"]), ("jwt" = ["read"])),
+    params(("id" = String, Path, format = Uuid, description = "The communication")),
+    responses(
+        (status = 200, description = "The communication with its attempts, decisions and children", body = Object),
+        (status = 400, description = "The id is not a communication id"),
+        (status = 404, description = "No such communication (or another tenant's)"),
+    )
+)]
 pub async fn get_communication(
     State(state): State<ApiState>,
     caller: Caller<Read>,

@@ -3,8 +3,8 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::ledger::{Channel, MessageCategory};
 use crate::policy::directory::Contact;
@@ -15,8 +15,13 @@ use super::problem::ApiError;
 use super::ApiState;
 
 /// A contact of the directory.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "contactId": "c-1", "displayName": "Kim Meier", "email": "kim@example.com",
+    "locale": "de-CH", "market": "CH", "timezone": "Europe/Zurich",
+    "quietStart": "22:00", "quietEnd": "07:00"
+}))]
 pub struct ContactInput {
     #[serde(default)]
     pub contact_id: Option<String>,
@@ -31,6 +36,7 @@ pub struct ContactInput {
     #[serde(default)]
     pub timezone: Option<String>,
     #[serde(default = "yes")]
+    #[schema(default = true)]
     pub active: bool,
     /// Quiet hours, `HH:MM`, both or neither.
     #[serde(default)]
@@ -118,7 +124,27 @@ fn contact_record<'a>(id: &'a str, contact: &'a ContactInput, quiet: QuietTimes)
     }
 }
 
+/// The answer to a contact written.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactUpserted {
+    contact_id: String,
+    upserted: bool,
+}
+
 /// `PUT /v1/contacts/{contactId}`.
+#[utoipa::path(
+    put,
+    path = "/v1/contacts/{contactId}",
+    tag = "contacts",
+    operation_id = "putContact",
+    security(("apiKey" = ["operate"]), ("jwt" = ["operate"])),
+    params(("contactId" = String, Path, description = "The contact (a contactId in the body must be the same)")),
+    request_body = ContactInput,
+    responses(
+        (status = 200, description = "The contact is written (created or replaced)", body = ContactUpserted),
+    )
+)]
 pub async fn put_contact(
     State(state): State<ApiState>,
     caller: Caller<Operate>,
@@ -149,11 +175,33 @@ pub async fn put_contact(
         )
         .await
         .map_err(ApiError::unavailable)?;
-    Ok(Json(json!({"contactId": contact_id, "upserted": true})).into_response())
+    Ok(Json(ContactUpserted {
+        contact_id,
+        upserted: true,
+    })
+    .into_response())
+}
+
+/// The answer to an import.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContactsImported {
+    /// How many contacts were written.
+    upserted: usize,
 }
 
 /// `POST /v1/contacts/import`: upserts a whole list in one transaction; any invalid entry and
 /// nothing is written.
+#[utoipa::path(
+    post,
+    path = "/v1/contacts/import",
+    tag = "contacts",
+    operation_id = "importContacts",
+    security(("apiKey" = ["operate"]), ("jwt" = ["operate"])),
+    request_body(content = Vec<ContactInput>, description = "The contacts, each with its contactId"),
+    responses(
+        (status = 200, description = "Every contact is written, in one transaction", body = ContactsImported),
+    )
+)]
 pub async fn import_contacts(
     State(state): State<ApiState>,
     caller: Caller<Operate>,
@@ -184,10 +232,14 @@ pub async fn import_contacts(
         .upsert_contacts(&caller.tenant, &records)
         .await
         .map_err(ApiError::unavailable)?;
-    Ok(Json(json!({"upserted": checked.len()})).into_response())
+    Ok(Json(ContactsImported {
+        upserted: checked.len(),
+    })
+    .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// A recipient's opt-in or opt-out for a category on a channel.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PreferenceInput {
     recipient_ref: String,
@@ -198,7 +250,26 @@ pub struct PreferenceInput {
     source: Option<String>,
 }
 
+/// The answer to a preference written.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferenceSet {
+    recipient_ref: String,
+    opted_in: bool,
+}
+
 /// `PUT /v1/preferences`: a recipient's opt-in or opt-out for a category on a channel.
+#[utoipa::path(
+    put,
+    path = "/v1/preferences",
+    tag = "contacts",
+    operation_id = "putPreference",
+    security(("apiKey" = ["operate"]), ("jwt" = ["operate"])),
+    request_body = PreferenceInput,
+    responses(
+        (status = 200, description = "The preference is written", body = PreferenceSet),
+    )
+)]
 pub async fn put_preference(
     State(state): State<ApiState>,
     caller: Caller<Operate>,
@@ -227,5 +298,9 @@ pub async fn put_preference(
         )
         .await
         .map_err(ApiError::unavailable)?;
-    Ok(Json(json!({"recipientRef": pref.recipient_ref, "optedIn": pref.opted_in})).into_response())
+    Ok(Json(PreferenceSet {
+        recipient_ref: pref.recipient_ref,
+        opted_in: pref.opted_in,
+    })
+    .into_response())
 }
