@@ -85,17 +85,40 @@ pub async fn post_event(
     "mediaType": "application/pdf", "fileName": "Proposal Q-1001.pdf"
 }))]
 pub struct ArtifactInput {
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     artifact_id: String,
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     subject_type: String,
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     subject_id: String,
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     artifact_type: String,
     status: ArtifactStatus,
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     #[serde(default)]
     content_hash: Option<String>,
+    #[schema(max_length = 2048, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]+$")]
     storage_location: String,
     #[serde(default)]
     size_bytes: Option<i64>,
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     media_type: String,
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     file_name: String,
 }
 
@@ -231,6 +254,54 @@ pub struct ProposalCommand {
     market: Option<String>,
 }
 
+/// The schema of a [`ProposalCommand`] with what its checks add: exactly one recipient, EMAIL
+/// as the only channel, ids without blanks or control characters, a note without a carriage
+/// return.
+pub struct ProposalBody;
+
+impl utoipa::PartialSchema for ProposalBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        const ID: &str =
+            r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$";
+        let mut schema = serde_json::to_value(<ProposalCommand as utoipa::PartialSchema>::schema())
+            .expect("a schema serialises");
+        let fields = &mut schema["properties"];
+        for id in ["artifactId", "recipientContactId", "locale", "market"] {
+            fields[id]["pattern"] = ID.into();
+        }
+        fields["recipientEmail"]["format"] = "email".into();
+        fields["recipientEmail"]["maxLength"] = 200.into();
+        fields["channel"] = serde_json::json!({
+            "type": ["string", "null"], "enum": ["EMAIL", null], "description": "Proposals go by EMAIL"
+        });
+        fields["messageNote"]["maxLength"] = 2000.into();
+        fields["messageNote"]["pattern"] = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$".into();
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let object: utoipa::openapi::Schema =
+            serde_json::from_value(schema).expect("the proposal's schema is a schema");
+        let given = |field: &str| {
+            ObjectBuilder::new()
+                .required(field)
+                .property(field, ObjectBuilder::new().schema_type(Type::String))
+        };
+        // Exactly one recipient: one of the two is a string, not both (oneOf).
+        AllOfBuilder::new()
+            .item(object)
+            .item(
+                OneOfBuilder::new()
+                    .item(given("recipientEmail"))
+                    .item(given("recipientContactId")),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for ProposalBody {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>) {
+        <ProposalCommand as ToSchema>::schemas(schemas);
+    }
+}
+
 /// The answer to a proposal command: the communication it made (or found).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -253,7 +324,7 @@ pub struct ProposalAccepted {
         ("quoteId" = String, Path, description = "The quote"),
         ("revisionNo" = i64, Path, minimum = 0, description = "The quote's revision"),
     ),
-    request_body = ProposalCommand,
+    request_body = ProposalBody,
     responses(
         (status = 201, description = "The proposal's communication was requested", body = ProposalAccepted),
         (status = 200, description = "The communication this key made before (its lifetime past)", body = ProposalAccepted),

@@ -25,6 +25,10 @@ use super::ApiState;
 pub struct ContactInput {
     #[serde(default)]
     pub contact_id: Option<String>,
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub display_name: String,
     #[serde(default)]
     pub email: Option<String>,
@@ -43,6 +47,30 @@ pub struct ContactInput {
     pub quiet_start: Option<String>,
     #[serde(default)]
     pub quiet_end: Option<String>,
+}
+
+/// The body of `PUT /v1/contacts/{contactId}`: a [`ContactInput`] whose id is the path's (a
+/// `contactId` in the body is taken when it is the same, refused otherwise).
+pub struct ContactOfPath;
+
+impl utoipa::PartialSchema for ContactOfPath {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        let mut schema = serde_json::to_value(<ContactInput as utoipa::PartialSchema>::schema())
+            .expect("a schema serialises");
+        for part in ["properties", "example"] {
+            if let Some(fields) = schema[part].as_object_mut() {
+                fields.remove("contactId");
+            }
+        }
+        schema["description"] = "A contact of the directory; its id is the path's.".into();
+        serde_json::from_value(schema).expect("a schema less a field is a schema")
+    }
+}
+
+impl ToSchema for ContactOfPath {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>) {
+        <ContactInput as ToSchema>::schemas(schemas);
+    }
 }
 
 fn yes() -> bool {
@@ -140,7 +168,7 @@ pub struct ContactUpserted {
     operation_id = "putContact",
     security(("apiKey" = ["operate"]), ("jwt" = ["operate"])),
     params(("contactId" = String, Path, description = "The contact (a contactId in the body must be the same)")),
-    request_body = ContactInput,
+    request_body = ContactOfPath,
     responses(
         (status = 200, description = "The contact is written (created or replaced)", body = ContactUpserted),
     )
@@ -242,6 +270,10 @@ pub async fn import_contacts(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PreferenceInput {
+    /// The recipient (`contact:…`, `address:…`), as herald's records name it.
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     recipient_ref: String,
     category: MessageCategory,
     channel: Channel,

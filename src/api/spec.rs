@@ -83,7 +83,6 @@ pub fn idempotent(openapi: &mut OpenApi) {
                     "maxLength": MAX_KEY_CHARS,
                     "pattern": "^[!#-~]([ !#-~]*[!#-~])?$",
                 },
-                "example": "5f0c7a4e-2b1d-4c8e-9a3f-6d2e1b0c9f87",
             }),
         );
         add_problem(
@@ -129,6 +128,11 @@ pub fn authenticated(openapi: &mut OpenApi) {
                 "description": "The tenant a platform credential acts for. A tenant's own credential acts for its tenant only: leave it out (another tenant is 403).",
                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
             }),
+        );
+        add_problem(
+            operation,
+            400,
+            "Herald-Tenant is malformed, or a platform credential names no tenant",
         );
         add_problem(
             operation,
@@ -427,12 +431,11 @@ impl utoipa::PartialSchema for EventInput {
             "description": "A business event: applied once per eventId; rules matching its eventType make communications. The tenant is the caller's: a tenantId is refused.",
             "required": ["eventId", "eventType", "occurredAt"],
             "properties": {
-                "eventId": {"type": "string", "minLength": 1, "description": "The event's id: the same id again is a duplicate (200)"},
-                "eventType": {"type": "string", "minLength": 1, "example": "OrderConfirmed"},
+                "eventId": {"type": "string", "pattern": "\\S", "description": "The event's id: the same id again is a duplicate (200)"},
+                "eventType": {"type": "string", "pattern": "\\S", "example": "OrderConfirmed"},
                 "occurredAt": {"type": "string", "format": "date-time"},
                 "data": {"type": "object", "description": "The event's payload, as the rules read it"},
             },
-            "not": {"required": ["tenantId"]},
             "example": {
                 "eventId": "evt-2026-0001",
                 "eventType": "OrderConfirmed",
