@@ -514,6 +514,45 @@ mod tests {
     }
 
     #[test]
+    fn every_reference_resolves() {
+        fn refs(value: &Value, found: &mut Vec<String>) {
+            match value {
+                Value::Object(fields) => {
+                    if let Some(Value::String(target)) = fields.get("$ref") {
+                        found.push(target.clone());
+                    }
+                    fields.values().for_each(|v| refs(v, found));
+                }
+                Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+                _ => {}
+            }
+        }
+        let document = serde_json::to_value(crate::api::openapi()).unwrap();
+        let mut found = Vec::new();
+        refs(&document, &mut found);
+        assert!(found.len() > 50);
+        for target in found {
+            let pointer = target.strip_prefix('#').expect("a local reference");
+            assert!(
+                document.pointer(pointer).is_some(),
+                "{target} does not resolve"
+            );
+        }
+    }
+
+    #[test]
+    fn text_enums_are_documented_with_their_stored_texts() {
+        use crate::ledger::{Channel, CommunicationStatus};
+        let document = serde_json::to_value(crate::api::openapi()).unwrap();
+        let schemas = &document["components"]["schemas"];
+        let texts = |name: &str| schemas[name]["enum"].clone();
+        let channels: Vec<Value> = Channel::ALL.iter().map(|c| json!(c)).collect();
+        assert_eq!(texts("Channel"), json!(channels));
+        let statuses: Vec<Value> = CommunicationStatus::ALL.iter().map(|c| json!(c)).collect();
+        assert_eq!(texts("CommunicationStatus"), json!(statuses));
+    }
+
+    #[test]
     fn every_problem_answer_is_a_problem_document_with_examples_of_its_status() {
         let mut openapi = crate::api::openapi();
         let mut seen = 0;

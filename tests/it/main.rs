@@ -6,6 +6,7 @@
 mod support;
 
 mod api_idempotency;
+mod api_openapi;
 mod approval_notices;
 mod artifacts;
 mod bpmn_patterns;
