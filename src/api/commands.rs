@@ -109,7 +109,8 @@ pub struct ArtifactInput {
     content_hash: Option<String>,
     #[schema(max_length = 2048, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]+$")]
     storage_location: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::input::whole_number")]
+    #[schema(minimum = 0)]
     size_bytes: Option<i64>,
     #[schema(
         pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
@@ -321,7 +322,7 @@ pub struct ProposalAccepted {
     operation_id = "postProposal",
     security(("apiKey" = ["send"]), ("jwt" = ["send"])),
     params(
-        ("quoteId" = String, Path, description = "The quote"),
+        ("quoteId" = String, Path, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$", description = "The quote"),
         ("revisionNo" = i64, Path, minimum = 0, description = "The quote's revision"),
     ),
     request_body = ProposalBody,

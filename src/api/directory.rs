@@ -49,29 +49,91 @@ pub struct ContactInput {
     pub quiet_end: Option<String>,
 }
 
-/// The body of `PUT /v1/contacts/{contactId}`: a [`ContactInput`] whose id is the path's (a
-/// `contactId` in the body is taken when it is the same, refused otherwise).
-pub struct ContactOfPath;
-
-impl utoipa::PartialSchema for ContactOfPath {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-        let mut schema = serde_json::to_value(<ContactInput as utoipa::PartialSchema>::schema())
-            .expect("a schema serialises");
+/// The schema of a contact with what [`check_contact`] adds to the derived one: ids without
+/// blanks or control characters, an email address, an IANA time zone, quiet hours `HH:MM`,
+/// both or neither; the contactId required (an import) or left out (the path's).
+fn contact_schema(with_id: bool) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use serde_json::json;
+    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Type};
+    const ID: &str =
+        r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$";
+    let mut schema = serde_json::to_value(<ContactInput as utoipa::PartialSchema>::schema())
+        .expect("a schema serialises");
+    let fields = &mut schema["properties"];
+    for id in ["contactId", "locale", "market"] {
+        fields[id]["pattern"] = ID.into();
+    }
+    fields["email"]["format"] = "email".into();
+    fields["email"]["pattern"] = ID.into();
+    let zones: Vec<serde_json::Value> = chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|zone| json!(zone.name()))
+        .chain([serde_json::Value::Null])
+        .collect();
+    fields["timezone"]["enum"] = zones.into();
+    for quiet in ["quietStart", "quietEnd"] {
+        fields[quiet]["pattern"] = "^([01][0-9]|2[0-3]):[0-5][0-9]$".into();
+    }
+    if with_id {
+        fields["contactId"]["type"] = "string".into();
+        schema["required"] = json!(["contactId", "displayName"]);
+        schema["description"] = "A contact of the directory, with its id.".into();
+    } else {
         for part in ["properties", "example"] {
             if let Some(fields) = schema[part].as_object_mut() {
                 fields.remove("contactId");
             }
         }
         schema["description"] = "A contact of the directory; its id is the path's.".into();
-        serde_json::from_value(schema).expect("a schema less a field is a schema")
+    }
+    let object: utoipa::openapi::Schema =
+        serde_json::from_value(schema).expect("the contact's schema is a schema");
+    let quiet = |ty: Type| {
+        ObjectBuilder::new()
+            .property("quietStart", ObjectBuilder::new().schema_type(ty.clone()))
+            .property("quietEnd", ObjectBuilder::new().schema_type(ty.clone()))
+    };
+    // Quiet hours go together: both strings, or neither (absent or null).
+    AllOfBuilder::new()
+        .item(object)
+        .item(
+            OneOfBuilder::new()
+                .item(
+                    quiet(Type::String)
+                        .required("quietStart")
+                        .required("quietEnd"),
+                )
+                .item(quiet(Type::Null)),
+        )
+        .into()
+}
+
+/// A contact of an import (`POST /v1/contacts/import`): a [`ContactInput`] with its id.
+pub struct ContactBody;
+
+impl utoipa::PartialSchema for ContactBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        contact_schema(true)
     }
 }
 
-impl ToSchema for ContactOfPath {
-    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>) {
-        <ContactInput as ToSchema>::schemas(schemas);
+impl ToSchema for ContactBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Contact".into()
     }
 }
+
+/// The body of `PUT /v1/contacts/{contactId}`: a [`ContactInput`] whose id is the path's (a
+/// `contactId` in the body is taken when it is the same, refused otherwise).
+pub struct ContactOfPath;
+
+impl utoipa::PartialSchema for ContactOfPath {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        contact_schema(false)
+    }
+}
+
+impl ToSchema for ContactOfPath {}
 
 fn yes() -> bool {
     true
@@ -167,7 +229,7 @@ pub struct ContactUpserted {
     tag = "contacts",
     operation_id = "putContact",
     security(("apiKey" = ["operate"]), ("jwt" = ["operate"])),
-    params(("contactId" = String, Path, description = "The contact (a contactId in the body must be the same)")),
+    params(("contactId" = String, Path, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$", description = "The contact (a contactId in the body must be the same)")),
     request_body = ContactOfPath,
     responses(
         (status = 200, description = "The contact is written (created or replaced)", body = ContactUpserted),
@@ -225,7 +287,7 @@ pub struct ContactsImported {
     tag = "contacts",
     operation_id = "importContacts",
     security(("apiKey" = ["operate"]), ("jwt" = ["operate"])),
-    request_body(content = Vec<ContactInput>, description = "The contacts, each with its contactId"),
+    request_body(content = Vec<ContactBody>, description = "The contacts, each with its contactId"),
     responses(
         (status = 200, description = "Every contact is written, in one transaction", body = ContactsImported),
     )
@@ -278,7 +340,9 @@ pub struct PreferenceInput {
     category: MessageCategory,
     channel: Channel,
     opted_in: bool,
+    /// Who made the choice (`api` when not given).
     #[serde(default)]
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     source: Option<String>,
 }
 

@@ -58,7 +58,7 @@ pub struct SubscriptionInput {
     #[serde(default)]
     secret: Option<String>,
     /// At most this many messages a second to the endpoint, across all senders.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::input::whole_number")]
     rate_limit_per_second: Option<i32>,
 }
 
