@@ -28,16 +28,24 @@ ensure_toolchain() {
 }
 
 # The tests' webhook receivers verify signatures with the independent standardwebhooks package
-# (PyPI), installed in a virtual environment of the stack.
+# (PyPI); scripts/api-conformance validates the OpenAPI document with openapi-spec-validator and
+# runs schemathesis against a herald. All pinned, in a virtual environment of the stack.
+PYTHON_PACKAGES=('standardwebhooks==1.1.0' 'openapi-spec-validator==0.9.0' 'schemathesis==4.32.5')
 ensure_python_venv() {
   local venv="$REPO_ROOT/.stack/venv"
-  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import standardwebhooks' 2>/dev/null; then
-    return 0
+  local installed package missing=0
+  if [ -x "$venv/bin/pip" ]; then
+    installed=$("$venv/bin/pip" freeze --disable-pip-version-check 2>/dev/null || true)
+    for package in "${PYTHON_PACKAGES[@]}"; do
+      grep -qixF -- "$package" <<<"$installed" || missing=1
+    done
+    [ "$missing" -eq 0 ] && return 0
   fi
   python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
-  say "installing standardwebhooks (PyPI) in .stack/venv"
+  say "installing ${PYTHON_PACKAGES[*]} (PyPI) in .stack/venv"
   mkdir -p "$REPO_ROOT/.stack"
-  python3 -m venv "$venv" || { rm -rf "$venv"; apt_install python3-venv; python3 -m venv "$venv"; }
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'standardwebhooks==1.1.0' ||
-    fail "could not install standardwebhooks from PyPI into .stack/venv"
+  [ -x "$venv/bin/python" ] ||
+    python3 -m venv "$venv" || { rm -rf "$venv"; apt_install python3-venv; python3 -m venv "$venv"; }
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_PACKAGES[@]}" ||
+    fail "could not install ${PYTHON_PACKAGES[*]} from PyPI into .stack/venv"
 }

@@ -39,7 +39,7 @@ pub enum ArtifactCheck {
 }
 
 /// How a proposal carries its document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeliveryMode {
     PortalLink,

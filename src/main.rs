@@ -32,6 +32,8 @@ enum Command {
     /// Write the Camunda Modeler element templates of topics/ into
     /// element-templates/herald.json (paths.element_templates).
     ElementTemplates(ElementTemplatesArgs),
+    /// Write the API's OpenAPI document (generated from the handlers) to docs/openapi.json.
+    Openapi(OpenapiArgs),
     /// Inspect the settings.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -174,6 +176,16 @@ struct ElementTemplatesArgs {
 }
 
 #[derive(Args)]
+struct OpenapiArgs {
+    /// Write nothing: fail unless the file is what the handlers generate.
+    #[arg(long)]
+    check: bool,
+    /// Where the document is kept.
+    #[arg(long, default_value = herald::api::spec::DOCUMENT_PATH)]
+    path: PathBuf,
+}
+
+#[derive(Args)]
 struct DeployArgs {
     /// The deployment's name in the engine.
     #[arg(long, default_value = "herald")]
@@ -288,6 +300,22 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 element_templates::write(&topics, topics_dir, dir)
                     .map(|path| format!("wrote {} ({} templates)", path.display(), topics.len()))
+            };
+            match done {
+                Ok(message) => println!("{message}"),
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Openapi(args) => {
+            use herald::api::spec;
+            let done = if args.check {
+                spec::check_document(&args.path)
+                    .map(|()| format!("ok: {} is what the handlers generate", args.path.display()))
+            } else {
+                spec::write_document(&args.path).map(|()| format!("wrote {}", args.path.display()))
             };
             match done {
                 Ok(message) => println!("{message}"),

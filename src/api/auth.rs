@@ -23,7 +23,9 @@ pub const TENANT_HEADER: &str = "herald-tenant";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     ApiKey(Uuid),
-    Jwt { subject: String },
+    Jwt {
+        subject: String,
+    },
     /// A provider's callback under its own credentials (Postmark's basic authentication).
     Provider(&'static str),
 }

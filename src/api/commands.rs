@@ -5,21 +5,46 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::artifacts::{Artifact, DeliveryMode};
 use crate::intake::events::{ingest, EventError};
 use crate::intake::proposal::{ProposalInput, ProposalKey, RecipientInput};
 use crate::intake::IntakeError;
-use crate::ledger::Channel;
+use crate::ledger::{Channel, CommunicationId, CommunicationStatus, CommunicationType};
 
 use super::auth::{Caller, Send};
 use super::input::{check_texts, Body, PathOf, Text};
 use super::problem::{ApiError, ProblemKind};
 use super::{accepted_unless, ApiState};
 
+/// The answer to an event: the communications its rules made.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventAccepted {
+    event_id: String,
+    /// The event was applied before (by its eventId): nothing new was made.
+    duplicate: bool,
+    communication_ids: Vec<CommunicationId>,
+}
+
 /// `POST /v1/events`: a business event for the caller's tenant.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "commands",
+    operation_id = "postEvent",
+    security(("apiKey" = ["send"]), ("jwt" = ["send"])),
+    request_body = super::spec::EventInput,
+    responses(
+        (status = 202, description = "The event was applied: its rules' communications were requested", body = EventAccepted),
+        (status = 200, description = "The event was applied before (the same eventId): nothing new", body = EventAccepted),
+        (status = 400, description = "The event is malformed or lacks a field a rule needs (or names a tenantId)"),
+        (status = 422, description = "A matching rule cannot be applied (its template or mapping is wrong)"),
+    )
+)]
 pub async fn post_event(
     State(state): State<ApiState>,
     caller: Caller<Send>,
@@ -37,11 +62,11 @@ pub async fn post_event(
     match ingest(&state.intake, &state.rules, &event).await {
         Ok(outcome) => Ok((
             accepted_unless(outcome.duplicate),
-            Json(json!({
-                "eventId": outcome.event_id,
-                "duplicate": outcome.duplicate,
-                "communicationIds": outcome.communication_ids,
-            })),
+            Json(EventAccepted {
+                event_id: outcome.event_id,
+                duplicate: outcome.duplicate,
+                communication_ids: outcome.communication_ids,
+            }),
         )
             .into_response()),
         Err(EventError::Invalid(m)) => Err(ApiError::bad(vec![m])),
@@ -51,24 +76,92 @@ pub async fn post_event(
 }
 
 /// A document of the registry, as the API takes it (the tenant is the caller's).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "artifactId": "A-1", "subjectType": "QUOTE_REVISION", "subjectId": "Q-1001/3",
+    "artifactType": "PROPOSAL_PDF", "status": "AVAILABLE",
+    "storageLocation": "https://docs.example.com/q-1001-3.pdf", "sizeBytes": 48213,
+    "mediaType": "application/pdf", "fileName": "Proposal Q-1001.pdf"
+}))]
 pub struct ArtifactInput {
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     artifact_id: String,
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     subject_type: String,
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     subject_id: String,
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     artifact_type: String,
-    status: String,
+    status: ArtifactStatus,
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     #[serde(default)]
     content_hash: Option<String>,
+    #[schema(max_length = 2048, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]+$")]
     storage_location: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::input::whole_number")]
+    #[schema(minimum = 0)]
     size_bytes: Option<i64>,
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     media_type: String,
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     file_name: String,
 }
 
+/// Whether a document can be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ArtifactStatus {
+    Available,
+    Pending,
+    Superseded,
+}
+
+impl ArtifactStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            ArtifactStatus::Available => "AVAILABLE",
+            ArtifactStatus::Pending => "PENDING",
+            ArtifactStatus::Superseded => "SUPERSEDED",
+        }
+    }
+}
+
+/// The answer to a registered document.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactRegistered {
+    artifact_id: String,
+    status: ArtifactStatus,
+}
+
 /// `POST /v1/artifacts`: registers (or updates) a document.
+#[utoipa::path(
+    post,
+    path = "/v1/artifacts",
+    tag = "commands",
+    operation_id = "postArtifact",
+    security(("apiKey" = ["send"]), ("jwt" = ["send"])),
+    request_body = ArtifactInput,
+    responses(
+        (status = 201, description = "The document is registered (or updated)", body = ArtifactRegistered),
+    )
+)]
 pub async fn post_artifact(
     State(state): State<ApiState>,
     caller: Caller<Send>,
@@ -100,12 +193,6 @@ pub async fn post_artifact(
         ),
         ("contentHash", input.content_hash.as_deref(), Text::Id),
     ]));
-    if !matches!(
-        input.status.as_str(),
-        "AVAILABLE" | "PENDING" | "SUPERSEDED"
-    ) {
-        problems.push("status: AVAILABLE, PENDING or SUPERSEDED".into());
-    }
     if input.size_bytes.is_some_and(|n| n < 0) {
         problems.push("sizeBytes: must not be negative".into());
     }
@@ -118,7 +205,7 @@ pub async fn post_artifact(
         subject_type: input.subject_type,
         subject_id: input.subject_id,
         artifact_type: input.artifact_type,
-        status: input.status,
+        status: input.status.as_str().to_string(),
         content_hash: input.content_hash,
         storage_location: input.storage_location,
         size_bytes: input.size_bytes,
@@ -133,13 +220,21 @@ pub async fn post_artifact(
         .map_err(ApiError::unavailable)?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"artifactId": artifact.artifact_id, "status": artifact.status})),
+        Json(ArtifactRegistered {
+            artifact_id: artifact.artifact_id,
+            status: input.status,
+        }),
     )
         .into_response())
 }
 
-/// The proposal command: a quote revision's proposal to a contact or an address.
-#[derive(Debug, Deserialize)]
+/// The proposal command: a quote revision's proposal to a contact or an address (exactly one of
+/// `recipientContactId` and `recipientEmail`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "artifactId": "A-1", "recipientEmail": "kim@example.com",
+    "deliveryMode": "PORTAL_LINK", "messageNote": "As discussed on Monday."
+}))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProposalCommand {
     artifact_id: String,
@@ -160,9 +255,85 @@ pub struct ProposalCommand {
     market: Option<String>,
 }
 
+/// The schema of a [`ProposalCommand`] with what its checks add: exactly one recipient, EMAIL
+/// as the only channel, ids without blanks or control characters, a note without a carriage
+/// return.
+pub struct ProposalBody;
+
+impl utoipa::PartialSchema for ProposalBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        const ID: &str =
+            r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$";
+        let mut schema = serde_json::to_value(<ProposalCommand as utoipa::PartialSchema>::schema())
+            .expect("a schema serialises");
+        let fields = &mut schema["properties"];
+        for id in ["artifactId", "recipientContactId", "locale", "market"] {
+            fields[id]["pattern"] = ID.into();
+        }
+        fields["recipientEmail"]["format"] = "email".into();
+        fields["recipientEmail"]["maxLength"] = 200.into();
+        fields["channel"] = serde_json::json!({
+            "type": ["string", "null"], "enum": ["EMAIL", null], "description": "Proposals go by EMAIL"
+        });
+        fields["messageNote"]["maxLength"] = 2000.into();
+        fields["messageNote"]["pattern"] = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$".into();
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let object: utoipa::openapi::Schema =
+            serde_json::from_value(schema).expect("the proposal's schema is a schema");
+        let given = |field: &str| {
+            ObjectBuilder::new()
+                .required(field)
+                .property(field, ObjectBuilder::new().schema_type(Type::String))
+        };
+        // Exactly one recipient: one of the two is a string, not both (oneOf).
+        AllOfBuilder::new()
+            .item(object)
+            .item(
+                OneOfBuilder::new()
+                    .item(given("recipientEmail"))
+                    .item(given("recipientContactId")),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for ProposalBody {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>) {
+        <ProposalCommand as ToSchema>::schemas(schemas);
+    }
+}
+
+/// The answer to a proposal command: the communication it made (or found).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProposalAccepted {
+    communication_id: CommunicationId,
+    status: CommunicationStatus,
+    communication_type: CommunicationType,
+}
+
 /// `POST /v1/quotes/{quoteId}/revisions/{revisionNo}/communications/proposal` with an
 /// `Idempotency-Key`: the same key returns the same communication; the same key with another
 /// request is refused.
+#[utoipa::path(
+    post,
+    path = "/v1/quotes/{quoteId}/revisions/{revisionNo}/communications/proposal",
+    tag = "commands",
+    operation_id = "postProposal",
+    security(("apiKey" = ["send"]), ("jwt" = ["send"])),
+    params(
+        ("quoteId" = String, Path, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$", description = "The quote"),
+        ("revisionNo" = i64, Path, minimum = 0, description = "The quote's revision"),
+    ),
+    request_body = ProposalBody,
+    responses(
+        (status = 201, description = "The proposal's communication was requested", body = ProposalAccepted),
+        (status = 200, description = "The communication this key made before (its lifetime past)", body = ProposalAccepted),
+        (status = 404, description = "No send-proposal topic is configured"),
+        (status = 409, description = "The document is not available yet; the same request may succeed later"),
+        (status = 422, description = "The proposal cannot be made (no template, an unknown contact, …)"),
+    )
+)]
 pub async fn post_proposal(
     State(state): State<ApiState>,
     caller: Caller<Send>,
@@ -280,11 +451,11 @@ pub async fn post_proposal(
     };
     Ok((
         status,
-        Json(json!({
-            "communicationId": outcome.communication_id,
-            "status": outcome.status,
-            "communicationType": "QUOTE_PROPOSAL_DELIVERY",
-        })),
+        Json(ProposalAccepted {
+            communication_id: outcome.communication_id,
+            status: outcome.status,
+            communication_type: CommunicationType::QuoteProposalDelivery,
+        }),
     )
         .into_response())
 }

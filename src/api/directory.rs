@@ -3,8 +3,8 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::ledger::{Channel, MessageCategory};
 use crate::policy::directory::Contact;
@@ -15,11 +15,20 @@ use super::problem::ApiError;
 use super::ApiState;
 
 /// A contact of the directory.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "contactId": "c-1", "displayName": "Kim Meier", "email": "kim@example.com",
+    "locale": "de-CH", "market": "CH", "timezone": "Europe/Zurich",
+    "quietStart": "22:00", "quietEnd": "07:00"
+}))]
 pub struct ContactInput {
     #[serde(default)]
     pub contact_id: Option<String>,
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub display_name: String,
     #[serde(default)]
     pub email: Option<String>,
@@ -31,6 +40,7 @@ pub struct ContactInput {
     #[serde(default)]
     pub timezone: Option<String>,
     #[serde(default = "yes")]
+    #[schema(default = true)]
     pub active: bool,
     /// Quiet hours, `HH:MM`, both or neither.
     #[serde(default)]
@@ -38,6 +48,92 @@ pub struct ContactInput {
     #[serde(default)]
     pub quiet_end: Option<String>,
 }
+
+/// The schema of a contact with what [`check_contact`] adds to the derived one: ids without
+/// blanks or control characters, an email address, an IANA time zone, quiet hours `HH:MM`,
+/// both or neither; the contactId required (an import) or left out (the path's).
+fn contact_schema(with_id: bool) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use serde_json::json;
+    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Type};
+    const ID: &str =
+        r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$";
+    let mut schema = serde_json::to_value(<ContactInput as utoipa::PartialSchema>::schema())
+        .expect("a schema serialises");
+    let fields = &mut schema["properties"];
+    for id in ["contactId", "locale", "market"] {
+        fields[id]["pattern"] = ID.into();
+    }
+    fields["email"]["format"] = "email".into();
+    fields["email"]["pattern"] = ID.into();
+    let zones: Vec<serde_json::Value> = chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|zone| json!(zone.name()))
+        .chain([serde_json::Value::Null])
+        .collect();
+    fields["timezone"]["enum"] = zones.into();
+    for quiet in ["quietStart", "quietEnd"] {
+        fields[quiet]["pattern"] = "^([01][0-9]|2[0-3]):[0-5][0-9]$".into();
+    }
+    if with_id {
+        fields["contactId"]["type"] = "string".into();
+        schema["required"] = json!(["contactId", "displayName"]);
+        schema["description"] = "A contact of the directory, with its id.".into();
+    } else {
+        for part in ["properties", "example"] {
+            if let Some(fields) = schema[part].as_object_mut() {
+                fields.remove("contactId");
+            }
+        }
+        schema["description"] = "A contact of the directory; its id is the path's.".into();
+    }
+    let object: utoipa::openapi::Schema =
+        serde_json::from_value(schema).expect("the contact's schema is a schema");
+    let quiet = |ty: Type| {
+        ObjectBuilder::new()
+            .property("quietStart", ObjectBuilder::new().schema_type(ty.clone()))
+            .property("quietEnd", ObjectBuilder::new().schema_type(ty.clone()))
+    };
+    // Quiet hours go together: both strings, or neither (absent or null).
+    AllOfBuilder::new()
+        .item(object)
+        .item(
+            OneOfBuilder::new()
+                .item(
+                    quiet(Type::String)
+                        .required("quietStart")
+                        .required("quietEnd"),
+                )
+                .item(quiet(Type::Null)),
+        )
+        .into()
+}
+
+/// A contact of an import (`POST /v1/contacts/import`): a [`ContactInput`] with its id.
+pub struct ContactBody;
+
+impl utoipa::PartialSchema for ContactBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        contact_schema(true)
+    }
+}
+
+impl ToSchema for ContactBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Contact".into()
+    }
+}
+
+/// The body of `PUT /v1/contacts/{contactId}`: a [`ContactInput`] whose id is the path's (a
+/// `contactId` in the body is taken when it is the same, refused otherwise).
+pub struct ContactOfPath;
+
+impl utoipa::PartialSchema for ContactOfPath {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        contact_schema(false)
+    }
+}
+
+impl ToSchema for ContactOfPath {}
 
 fn yes() -> bool {
     true
@@ -118,7 +214,27 @@ fn contact_record<'a>(id: &'a str, contact: &'a ContactInput, quiet: QuietTimes)
     }
 }
 
+/// The answer to a contact written.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactUpserted {
+    contact_id: String,
+    upserted: bool,
+}
+
 /// `PUT /v1/contacts/{contactId}`.
+#[utoipa::path(
+    put,
+    path = "/v1/contacts/{contactId}",
+    tag = "contacts",
+    operation_id = "putContact",
+    security(("apiKey" = ["operate"]), ("jwt" = ["operate"])),
+    params(("contactId" = String, Path, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$", description = "The contact (a contactId in the body must be the same)")),
+    request_body = ContactOfPath,
+    responses(
+        (status = 200, description = "The contact is written (created or replaced)", body = ContactUpserted),
+    )
+)]
 pub async fn put_contact(
     State(state): State<ApiState>,
     caller: Caller<Operate>,
@@ -149,11 +265,33 @@ pub async fn put_contact(
         )
         .await
         .map_err(ApiError::unavailable)?;
-    Ok(Json(json!({"contactId": contact_id, "upserted": true})).into_response())
+    Ok(Json(ContactUpserted {
+        contact_id,
+        upserted: true,
+    })
+    .into_response())
+}
+
+/// The answer to an import.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContactsImported {
+    /// How many contacts were written.
+    upserted: usize,
 }
 
 /// `POST /v1/contacts/import`: upserts a whole list in one transaction; any invalid entry and
 /// nothing is written.
+#[utoipa::path(
+    post,
+    path = "/v1/contacts/import",
+    tag = "contacts",
+    operation_id = "importContacts",
+    security(("apiKey" = ["operate"]), ("jwt" = ["operate"])),
+    request_body(content = Vec<ContactBody>, description = "The contacts, each with its contactId"),
+    responses(
+        (status = 200, description = "Every contact is written, in one transaction", body = ContactsImported),
+    )
+)]
 pub async fn import_contacts(
     State(state): State<ApiState>,
     caller: Caller<Operate>,
@@ -184,21 +322,50 @@ pub async fn import_contacts(
         .upsert_contacts(&caller.tenant, &records)
         .await
         .map_err(ApiError::unavailable)?;
-    Ok(Json(json!({"upserted": checked.len()})).into_response())
+    Ok(Json(ContactsImported {
+        upserted: checked.len(),
+    })
+    .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// A recipient's opt-in or opt-out for a category on a channel.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PreferenceInput {
+    /// The recipient (`contact:…`, `address:…`), as herald's records name it.
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     recipient_ref: String,
     category: MessageCategory,
     channel: Channel,
     opted_in: bool,
+    /// Who made the choice (`api` when not given).
     #[serde(default)]
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     source: Option<String>,
 }
 
+/// The answer to a preference written.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferenceSet {
+    recipient_ref: String,
+    opted_in: bool,
+}
+
 /// `PUT /v1/preferences`: a recipient's opt-in or opt-out for a category on a channel.
+#[utoipa::path(
+    put,
+    path = "/v1/preferences",
+    tag = "contacts",
+    operation_id = "putPreference",
+    security(("apiKey" = ["operate"]), ("jwt" = ["operate"])),
+    request_body = PreferenceInput,
+    responses(
+        (status = 200, description = "The preference is written", body = PreferenceSet),
+    )
+)]
 pub async fn put_preference(
     State(state): State<ApiState>,
     caller: Caller<Operate>,
@@ -227,5 +394,9 @@ pub async fn put_preference(
         )
         .await
         .map_err(ApiError::unavailable)?;
-    Ok(Json(json!({"recipientRef": pref.recipient_ref, "optedIn": pref.opted_in})).into_response())
+    Ok(Json(PreferenceSet {
+        recipient_ref: pref.recipient_ref,
+        opted_in: pref.opted_in,
+    })
+    .into_response())
 }

@@ -36,6 +36,18 @@ pub fn communication_id(id: &str) -> Result<CommunicationId, ApiError> {
 /// attached; never a link), its outbox events (type, version, status, times), its children (a
 /// fan-out parent's recipients), `resendOf` and the ids of its `resends`. Another tenant's
 /// answers 404, as one that does not exist.
+#[utoipa::path(
+    get,
+    path = "/v1/communications/{id}",
+    tag = "history",
+    operation_id = "getCommunication",
+    security(("apiKey" = ["read"]), ("jwt" = ["read"])),
+    params(("id" = String, Path, format = Uuid, description = "The communication")),
+    responses(
+        (status = 200, description = "The communication with its attempts, decisions, artifacts, events, children and resends", body = crate::ledger::history::CommunicationDetail),
+        (status = 404, description = "No such communication (or another tenant's)"),
+    )
+)]
 pub async fn get_communication(
     State(state): State<ApiState>,
     caller: Caller<Read>,
@@ -55,8 +67,9 @@ pub async fn get_communication(
 /// The filters and page of a history list. Every parameter is optional; an unknown one, an
 /// unknown status, type or channel, a time that is not RFC 3339, a limit outside 1..=200 or a
 /// cursor this list did not make is a 400.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Only communications in this status (`SENT`, `SUPPRESSED`, …).
     #[serde(default)]
@@ -68,11 +81,23 @@ pub struct HistoryQuery {
     #[serde(default)]
     channel: Option<Channel>,
     #[serde(default)]
+    #[param(
+        max_length = 200,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     quote_id: Option<String>,
     #[serde(default)]
+    #[param(
+        max_length = 200,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     order_id: Option<String>,
     /// Only communications to this recipient reference (a contact id, `user:…`, …).
     #[serde(default)]
+    #[param(
+        max_length = 200,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     recipient_ref: Option<String>,
     /// Made at or after this time (RFC 3339).
     #[serde(default)]
@@ -82,6 +107,7 @@ pub struct HistoryQuery {
     to: Option<DateTime<Utc>>,
     /// Communications per page: 1 to 200, 50 when not given.
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// Where the page starts: the `cursor` of the previous page's `next` link.
     #[serde(default)]
@@ -90,7 +116,7 @@ pub struct HistoryQuery {
 
 /// A page of communications, newest first; `next` is the path of the next page (same filters)
 /// when there may be more, `null` on the last.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommunicationList {
     pub data: Vec<Summary>,
@@ -102,6 +128,18 @@ pub struct CommunicationList {
 /// time; follow `next` for the next page. Every row that existed when the first page was read
 /// appears exactly once across the pages, whatever is inserted meanwhile
 /// (`ledger::listing` says what holds for rows inserted while paging).
+#[utoipa::path(
+    get,
+    path = "/v1/communications",
+    tag = "history",
+    operation_id = "listCommunications",
+    security(("apiKey" = ["read"]), ("jwt" = ["read"])),
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "A page of the tenant's communications, newest first", body = CommunicationList),
+        (status = 400, description = "A filter, the limit or the cursor is invalid"),
+    )
+)]
 pub async fn list_communications(
     State(state): State<ApiState>,
     caller: Caller<Read>,
@@ -112,6 +150,21 @@ pub async fn list_communications(
 
 /// `GET /v1/quotes/{quoteId}/communications`: the same list for one quote (the records, not
 /// provider logs). A quote of another tenant, or one without communications, is an empty list.
+#[utoipa::path(
+    get,
+    path = "/v1/quotes/{quoteId}/communications",
+    tag = "history",
+    operation_id = "listQuoteCommunications",
+    security(("apiKey" = ["read"]), ("jwt" = ["read"])),
+    params(
+        ("quoteId" = String, Path, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$", description = "The quote"),
+        HistoryQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of the quote's communications, newest first", body = CommunicationList),
+        (status = 400, description = "A filter, the limit or the cursor is invalid (or the query names a quoteId)"),
+    )
+)]
 pub async fn list_quote_communications(
     State(state): State<ApiState>,
     caller: Caller<Read>,

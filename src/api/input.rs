@@ -105,6 +105,31 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// An optional whole number of a JSON body (`#[serde(default, deserialize_with = ...)]`): JSON
+/// Schema, and so the API's document, counts `1256.0` as an integer, so herald takes it as one;
+/// a fraction, or a number out of the field's range, is refused.
+pub fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::de::Error;
+    use serde::Deserialize;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number.as_i64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
+            .map(|f| f as i64)
+    });
+    let whole = whole.ok_or_else(|| D::Error::custom(format!("{number} is not a whole number")))?;
+    T::try_from(whole)
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("{number} is out of range")))
+}
+
 /// Path segments of type `T`; one that does not parse is a 400 naming it.
 pub struct PathOf<T>(pub T);
 
@@ -246,6 +271,24 @@ mod tests {
             trailing.errors[0].detail.contains("not valid JSON"),
             "{trailing:?}"
         );
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_as_floats_and_fractions_are_refused() {
+        #[derive(Debug, Deserialize)]
+        struct Size {
+            #[serde(default, deserialize_with = "whole_number")]
+            n: Option<i32>,
+        }
+        let n = |text: &str| parse_json::<Size>(text.as_bytes()).map(|s| s.n);
+        assert_eq!(n(r#"{"n": 1256}"#).unwrap(), Some(1256));
+        assert_eq!(n(r#"{"n": 1256.0}"#).unwrap(), Some(1256));
+        assert_eq!(n(r#"{"n": null}"#).unwrap(), None);
+        assert_eq!(n("{}").unwrap(), None);
+        let fraction = n(r#"{"n": 1.5}"#).unwrap_err();
+        assert_eq!(fraction.errors[0].pointer.as_deref(), Some("/n"));
+        assert!(n(r#"{"n": 3000000000}"#).is_err());
+        assert!(n(r#"{"n": "1"}"#).is_err());
     }
 
     #[test]

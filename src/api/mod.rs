@@ -4,6 +4,20 @@
 //! tenant (`Authorization: Bearer <API key>`, see `auth`); the tenant comes from the credential,
 //! never from the request. Errors are problem documents (`problem`); bodies are checked strictly
 //! (`input`).
+//!
+//! ## Adding a route (routes and spec cannot drift)
+//! 1. Write the handler with `#[utoipa::path(method, path = "/v1/…", tag = "…", security(…),
+//!    params(…), request_body = T, responses(…))]`: `security` names the scope of the handler's
+//!    `Caller<S>` for both schemes (`security(("apiKey" = ["read"]), ("jwt" = ["read"]))`;
+//!    the `api_openapi` tests check it against the extractor), `responses` the successes as
+//!    named `ToSchema` types and the problems only this handler answers (`(status = 404,
+//!    description = "…")`, no body: [`spec::finish`] gives every problem answer the `Problem`
+//!    schema and its examples).
+//! 2. Register it with `.routes(routes!(module::handler))` in the group of [`routes`] whose layers
+//!    it needs: `commands` (POST commands: Idempotency-Key), `authenticated` (a credential) or the
+//!    public top. The group documents what its layer adds (the headers, 401/403/429/503,
+//!    409/422), and a JSON body gets 400/413/415 by itself.
+//! 3. `cargo run -- openapi` rewrites `docs/openapi.json` (a unit test fails until it does).
 
 mod audit;
 pub mod auth;
@@ -17,19 +31,21 @@ pub mod input;
 pub mod jwt;
 pub mod keys;
 pub mod limit;
+mod meta;
 mod orders;
 pub mod problem;
 mod resend;
+pub mod spec;
 mod subscriptions;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
 use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::intake::proposal::Proposals;
 use crate::intake::Intake;
@@ -56,80 +72,73 @@ pub struct ApiState {
     pub idempotency: IdempotencyStore,
 }
 
-pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
+/// The API's routes with their spec: `state` is `None` only to read the spec ([`openapi`]), which
+/// the layers do not change.
+fn routes(state: Option<&ApiState>) -> OpenApiRouter<ApiState> {
     // The POST commands: each needs an Idempotency-Key, its first answer is replayed.
-    let commands = Router::new()
-        .route("/v1/events", post(commands::post_event))
-        .route("/v1/artifacts", post(commands::post_artifact))
-        .route(
-            "/v1/quotes/{quoteId}/revisions/{revisionNo}/communications/proposal",
-            post(commands::post_proposal),
-        )
-        .route(
-            "/v1/orders/{orderId}/communications/confirmation",
-            post(orders::post_order_confirmation),
-        )
-        .route(
-            "/v1/fallout/{caseId}/escalations",
-            post(orders::post_escalation),
-        )
-        .route("/v1/contacts/import", post(directory::import_contacts))
-        .route("/v1/communications/{id}/resend", post(resend::post_resend))
-        .route(
-            "/v1/communications/{id}/replay",
-            post(subscriptions::replay),
-        )
-        .route(
-            "/v1/webhooks/subscriptions",
-            post(subscriptions::post_subscription),
-        )
-        .route(
-            "/v1/webhooks/subscriptions/{id}/rotate",
-            post(subscriptions::rotate_subscription),
-        )
-        .route(
-            "/v1/webhooks/subscriptions/{id}/enable",
-            post(subscriptions::enable_subscription),
-        )
-        .route(
-            "/v1/inbox/{id}/read",
-            post(subscriptions::read_notification),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
+    let mut commands = OpenApiRouter::new()
+        .routes(routes!(commands::post_event))
+        .routes(routes!(commands::post_artifact))
+        .routes(routes!(commands::post_proposal))
+        .routes(routes!(orders::post_order_confirmation))
+        .routes(routes!(orders::post_escalation))
+        .routes(routes!(resend::post_resend))
+        .routes(routes!(directory::import_contacts))
+        .routes(routes!(subscriptions::replay))
+        .routes(routes!(subscriptions::post_subscription))
+        .routes(routes!(subscriptions::rotate_subscription))
+        .routes(routes!(subscriptions::enable_subscription))
+        .routes(routes!(subscriptions::read_notification));
+    spec::idempotent(commands.get_openapi_mut());
+    if let Some(state) = state {
+        commands = commands.route_layer(axum::middleware::from_fn_with_state(
             state.idempotency.clone(),
             idempotency::layer,
         ));
-    let authenticated = Router::new()
-        .route("/v1/contacts/{contactId}", put(directory::put_contact))
-        .route("/v1/preferences", put(directory::put_preference))
-        .route("/v1/communications", get(history::list_communications))
-        .route("/v1/communications/{id}", get(history::get_communication))
-        .route(
-            "/v1/quotes/{quoteId}/communications",
-            get(history::list_quote_communications),
-        )
-        .route(
-            "/v1/webhooks/subscriptions/{id}",
-            get(subscriptions::get_subscription),
-        )
-        .route("/v1/inbox/{recipientRef}", get(subscriptions::get_inbox))
+    }
+    let mut authenticated = OpenApiRouter::new()
+        .routes(routes!(directory::put_contact))
+        .routes(routes!(directory::put_preference))
+        .routes(routes!(history::list_communications))
+        .routes(routes!(history::get_communication))
+        .routes(routes!(history::list_quote_communications))
+        .routes(routes!(subscriptions::get_subscription))
+        .routes(routes!(subscriptions::get_inbox))
         // Provider feedback is matched across tenants, and deduplicated by its feedbackId.
-        .route("/v1/feedback/email", post(feedback::post_email_feedback))
-        .merge(commands)
-        .route_layer(axum::middleware::from_fn_with_state(
+        .routes(routes!(feedback::post_email_feedback))
+        .merge(commands);
+    spec::authenticated(authenticated.get_openapi_mut());
+    if let Some(state) = state {
+        authenticated = authenticated.route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             gate::layer,
         ));
-    Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+    }
+    // Postmark's calls are audited under the provider's name once its credentials pass.
+    let mut postmark = OpenApiRouter::new().routes(routes!(feedback::post_postmark_feedback));
+    if let Some(state) = state {
+        postmark = postmark.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            feedback::audited,
+        ));
+    }
+    OpenApiRouter::new()
+        .routes(routes!(meta::health))
+        .routes(routes!(meta::openapi_json))
         // Postmark calls this one with its own credentials (see feedback.rs).
-        .route(
-            "/v1/feedback/postmark",
-            post(feedback::post_postmark_feedback).route_layer(
-                axum::middleware::from_fn_with_state(state.clone(), feedback::audited),
-            ),
-        )
+        .merge(postmark)
         .merge(authenticated)
+}
+
+/// The OpenAPI document of the API (what `GET /v1/openapi.json` serves and
+/// `docs/openapi.json` keeps), built from the routes without a database.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    spec::finish(routes(None).into_openapi())
+}
+
+pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
+    let (router, _) = routes(Some(&state)).split_for_parts();
+    router
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

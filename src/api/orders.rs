@@ -20,44 +20,77 @@ use super::problem::{ApiError, ProblemKind};
 use super::ApiState;
 
 /// The order confirmation command: to a contact of the directory or an explicit address.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderConfirmationCommand {
+    /// The contact of the directory to confirm to (this or `recipientEmail`).
     #[serde(default)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     recipient_contact_id: Option<String>,
+    /// The address to confirm to (this or `recipientContactId`).
     #[serde(default)]
+    #[schema(max_length = 200, format = Email)]
     recipient_email: Option<String>,
     /// The order number the customer sees; the order id when not given.
     #[serde(default)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     order_number: Option<String>,
     /// The locale of the message when the recipient has none (`en`, `de`).
     #[serde(default)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     locale: Option<String>,
     /// The market whose template version wins (`DE`, `CH`); the contact's when not given.
     #[serde(default)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     market: Option<String>,
 }
 
 /// The manual escalation of a fallout case.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EscalationCommand {
     /// The Camunda group whose members are told (`operations`).
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     group: String,
     /// The escalation level, from 1 (the same case, group and level is one escalation).
+    #[schema(minimum = 1)]
     level: u32,
     /// Why the case is escalated, as the operators read it.
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
+    )]
     reason: String,
     /// A note added to the reason.
     #[serde(default)]
+    #[schema(max_length = 2000, pattern = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$")]
     note: Option<String>,
     /// The order number of the case, when there is one.
     #[serde(default)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     order_number: Option<String>,
 }
 
 /// What a command made: its communication (201), or the one its key named before (200).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommandAnswer {
     pub communication_id: CommunicationId,
@@ -122,6 +155,20 @@ pub(super) fn one_recipient(
 /// order's confirmation to a contact or an address, with the template family and policy of the
 /// confirmations that `OrderCreated` events make. The ledger's key is
 /// `order-confirmation:{orderId}:{recipientRef}:v1` scoped with the `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{orderId}/communications/confirmation",
+    tag = "commands",
+    operation_id = "postOrderConfirmation",
+    security(("apiKey" = ["send"]), ("jwt" = ["send"])),
+    params(("orderId" = String, Path, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$", description = "The order")),
+    request_body = OrderConfirmationCommand,
+    responses(
+        (status = 201, description = "The confirmation's communication was requested", body = CommandAnswer),
+        (status = 200, description = "The communication this key made before (its lifetime past)", body = CommandAnswer),
+        (status = 422, description = "The confirmation cannot be made (an unknown contact, no rule, …)"),
+    )
+)]
 pub async fn post_order_confirmation(
     State(state): State<ApiState>,
     caller: Caller<Send>,
@@ -171,6 +218,20 @@ pub async fn post_order_confirmation(
 /// communication (its children are the members' messages, one per member and channel); its key
 /// is `fallout-alert:{falloutCaseId}:{recipientGroup}:{escalationLevel}:v1`, so the same
 /// escalation asked for again is the same communication (200).
+#[utoipa::path(
+    post,
+    path = "/v1/fallout/{caseId}/escalations",
+    tag = "commands",
+    operation_id = "postEscalation",
+    security(("apiKey" = ["send"]), ("jwt" = ["send"])),
+    params(("caseId" = String, Path, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$", description = "The fallout case")),
+    request_body = EscalationCommand,
+    responses(
+        (status = 201, description = "The escalation's communication (a parent of one per member and channel) was requested", body = CommandAnswer),
+        (status = 200, description = "The same case, group and level was escalated before", body = CommandAnswer),
+        (status = 422, description = "The escalation cannot be made (no rule, …)"),
+    )
+)]
 pub async fn post_escalation(
     State(state): State<ApiState>,
     caller: Caller<Send>,

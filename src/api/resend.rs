@@ -16,17 +16,23 @@ use super::problem::{ApiError, ProblemKind};
 use super::ApiState;
 
 /// A resend: to the original's recipient unless one is given, with an optional reason.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResendCommand {
-    /// Another address to send to.
+    /// Another address to send to (at most one of this and `recipientContactId`).
     #[serde(default)]
+    #[schema(max_length = 200, format = Email)]
     recipient_email: Option<String>,
     /// Another contact of the directory to send to.
     #[serde(default)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     recipient_contact_id: Option<String>,
     /// Why it is resent, as history shows it.
     #[serde(default)]
+    #[schema(max_length = 2000, pattern = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$")]
     reason: Option<String>,
 }
 
@@ -38,6 +44,21 @@ pub struct ResendCommand {
 /// fresh portal link); another communication is resent while herald still holds its content
 /// (409 once only its hash is kept); a webhook is replayed instead (409). Another tenant's
 /// communication answers 404, as one that does not exist.
+#[utoipa::path(
+    post,
+    path = "/v1/communications/{id}/resend",
+    tag = "commands",
+    operation_id = "postResend",
+    security(("apiKey" = ["operate"]), ("jwt" = ["operate"])),
+    params(("id" = String, Path, format = Uuid, description = "The original communication")),
+    request_body = ResendCommand,
+    responses(
+        (status = 201, description = "The resend's communication was requested", body = super::orders::CommandAnswer),
+        (status = 200, description = "The resend this key made before (its lifetime past)", body = super::orders::CommandAnswer),
+        (status = 404, description = "No such communication (or another tenant's)"),
+        (status = 409, description = "The communication cannot be resent (its content is no longer kept, or a webhook: replay it)"),
+    )
+)]
 pub async fn post_resend(
     State(state): State<ApiState>,
     caller: Caller<Operate>,

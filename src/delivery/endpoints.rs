@@ -31,7 +31,7 @@ pub enum SubscriptionError {
 }
 
 /// A subscription as the API shows it: never its secrets.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
     pub subscription_id: String,

@@ -14,7 +14,7 @@ use super::{
 
 pub use super::listing::{Cursor, CursorError, HistoryFilter, Page, Summary};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommunicationView {
     pub communication_id: CommunicationId,
@@ -50,7 +50,7 @@ pub struct CommunicationView {
 }
 
 /// One decision of the intake, as history shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DecisionView {
     pub check: String,
@@ -60,7 +60,7 @@ pub struct DecisionView {
 }
 
 /// One delivery attempt: the provider's summary of it, never its payloads.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptView {
     pub attempt_no: i32,
@@ -77,7 +77,7 @@ pub struct AttemptView {
 
 /// A document a communication carries: its id and role, and the hash of the bytes attached
 /// (a portal link has none). Never a signed link.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArtifactView {
     pub artifact_id: String,
@@ -87,7 +87,7 @@ pub struct ArtifactView {
 
 /// An event of the communication in the outbox: what it was and whether it was published. The
 /// payload is left out: it holds no raw address, but it repeats the record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventView {
     pub event_id: Uuid,
@@ -101,7 +101,7 @@ pub struct EventView {
 /// A communication's whole history: the record with its attempts, the intake's decisions, the
 /// documents it carries, its outbox events, its children (a fan-out parent's recipients) and
 /// the communications that resend it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommunicationDetail {
     #[serde(flatten)]

@@ -15,7 +15,7 @@ use super::{
 };
 
 /// A notification of an inbox.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InboxNotification {
     pub notification_id: Uuid,

@@ -91,7 +91,7 @@ pub struct HistoryFilter {
 }
 
 /// One communication in a list: the record without its attempts and history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub communication_id: CommunicationId,

@@ -39,6 +39,18 @@ macro_rules! text_enum {
             }
         }
 
+        /// The API's schema of the set: a string, one of the texts.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         /// Compares with the value as stored (`status == "SENT"`).
         impl PartialEq<&str> for $name {
             fn eq(&self, other: &&str) -> bool {
@@ -489,7 +501,9 @@ pub fn checked_columns() -> Vec<(&'static str, &'static str, String)> {
 }
 
 /// A communication's id (what processes hold as `communicationId`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(transparent)]
 pub struct CommunicationId(pub Uuid);
 

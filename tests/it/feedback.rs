@@ -188,7 +188,8 @@ async fn postmark_deliveries_and_unsubscribes_are_applied_with_basic_authenticat
     assert_eq!(status, 202, "{applied}");
     assert_eq!(record(&api, &id).await["status"], "DELIVERED");
     // Audited under the provider's name; the refused call is not.
-    let audited: Vec<(String, Option<String>, String, Option<String>, i32)> = sqlx::query_as(
+    type Audited = (String, Option<String>, String, Option<String>, i32);
+    let audited: Vec<Audited> = sqlx::query_as(
         "SELECT credential_kind, subject, route, target_id, status FROM api_audit
          WHERE route LIKE '/v1/feedback/%'",
     )

@@ -8,6 +8,7 @@ mod support;
 mod api_auth;
 mod api_history;
 mod api_idempotency;
+mod api_openapi;
 mod approval_notices;
 mod artifacts;
 mod bpmn_patterns;
