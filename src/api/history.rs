@@ -114,6 +114,67 @@ pub struct HistoryQuery {
     cursor: Option<String>,
 }
 
+/// The filters and page of a quote's history list (the path names the quote). Every parameter is optional; an unknown one, an
+/// unknown status, type or channel, a time that is not RFC 3339, a limit outside 1..=200 or a
+/// cursor this list did not make is a 400.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct QuoteHistoryQuery {
+    /// Only communications in this status (`SENT`, `SUPPRESSED`, …).
+    #[serde(default)]
+    status: Option<CommunicationStatus>,
+    /// Only communications of this type (`ORDER_CONFIRMATION`, …).
+    #[serde(default, rename = "type")]
+    communication_type: Option<CommunicationType>,
+    /// Only communications on this channel (`EMAIL`, `IN_APP`, `WEBHOOK`).
+    #[serde(default)]
+    channel: Option<Channel>,
+    #[serde(default)]
+    #[param(
+        max_length = 200,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
+    order_id: Option<String>,
+    /// Only communications to this recipient reference (a contact id, `user:…`, …).
+    #[serde(default)]
+    #[param(
+        max_length = 200,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
+    recipient_ref: Option<String>,
+    /// Made at or after this time (RFC 3339).
+    #[serde(default)]
+    from: Option<DateTime<Utc>>,
+    /// Made before this time (RFC 3339).
+    #[serde(default)]
+    to: Option<DateTime<Utc>>,
+    /// Communications per page: 1 to 200, 50 when not given.
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<u32>,
+    /// Where the page starts: the `cursor` of the previous page's `next` link.
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+impl From<QuoteHistoryQuery> for HistoryQuery {
+    fn from(q: QuoteHistoryQuery) -> HistoryQuery {
+        HistoryQuery {
+            status: q.status,
+            communication_type: q.communication_type,
+            channel: q.channel,
+            order_id: q.order_id,
+            recipient_ref: q.recipient_ref,
+            from: q.from,
+            to: q.to,
+            limit: q.limit,
+            cursor: q.cursor,
+            quote_id: None,
+        }
+    }
+}
+
 /// A page of communications, newest first; `next` is the path of the next page (same filters)
 /// when there may be more, `null` on the last.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -158,27 +219,24 @@ pub async fn list_communications(
     security(("apiKey" = ["read"]), ("jwt" = ["read"])),
     params(
         ("quoteId" = String, Path, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$", description = "The quote"),
-        HistoryQuery,
+        QuoteHistoryQuery,
     ),
     responses(
         (status = 200, description = "A page of the quote's communications, newest first", body = CommunicationList),
-        (status = 400, description = "A filter, the limit or the cursor is invalid (or the query names a quoteId)"),
+        (status = 400, description = "A filter, the limit or the cursor is invalid"),
     )
 )]
 pub async fn list_quote_communications(
     State(state): State<ApiState>,
     caller: Caller<Read>,
     PathOf(quote_id): PathOf<String>,
-    QueryOf(query): QueryOf<HistoryQuery>,
+    QueryOf(query): QueryOf<QuoteHistoryQuery>,
 ) -> Result<Response, ApiError> {
-    let mut problems = check_texts([("quoteId", Some(quote_id.as_str()), Text::Id)]);
-    if query.quote_id.is_some() {
-        problems.push("quoteId: the path names the quote; leave it out of the query".into());
-    }
+    let problems = check_texts([("quoteId", Some(quote_id.as_str()), Text::Id)]);
     if !problems.is_empty() {
         return Err(ApiError::bad(problems));
     }
-    list(&state, &caller.tenant, query, Some(quote_id)).await
+    list(&state, &caller.tenant, query.into(), Some(quote_id)).await
 }
 
 async fn list(

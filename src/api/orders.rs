@@ -57,6 +57,21 @@ pub struct OrderConfirmationCommand {
     market: Option<String>,
 }
 
+/// The schema of [`OrderConfirmationCommand`] with what its check adds: exactly one recipient.
+pub struct OrderConfirmationBody;
+
+impl utoipa::PartialSchema for OrderConfirmationBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        super::spec::with_recipients::<OrderConfirmationCommand>(true)
+    }
+}
+
+impl utoipa::ToSchema for OrderConfirmationBody {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>) {
+        <OrderConfirmationCommand as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 /// The manual escalation of a fallout case.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -162,7 +177,7 @@ pub(super) fn one_recipient(
     operation_id = "postOrderConfirmation",
     security(("apiKey" = ["send"]), ("jwt" = ["send"])),
     params(("orderId" = String, Path, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$", description = "The order")),
-    request_body = OrderConfirmationCommand,
+    request_body = OrderConfirmationBody,
     responses(
         (status = 201, description = "The confirmation's communication was requested", body = CommandAnswer),
         (status = 200, description = "The communication this key made before (its lifetime past)", body = CommandAnswer),

@@ -36,6 +36,21 @@ pub struct ResendCommand {
     reason: Option<String>,
 }
 
+/// The schema of [`ResendCommand`] with what its check adds: at most one recipient.
+pub struct ResendBody;
+
+impl utoipa::PartialSchema for ResendBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        super::spec::with_recipients::<ResendCommand>(false)
+    }
+}
+
+impl utoipa::ToSchema for ResendBody {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>) {
+        <ResendCommand as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 /// `POST /v1/communications/{id}/resend` with an `Idempotency-Key` (scope operate): a new
 /// communication linked to the original (`resendOf` in its history, listed in the original's
 /// `resends`), to the same recipient unless `recipientEmail` or `recipientContactId` names
@@ -51,7 +66,7 @@ pub struct ResendCommand {
     operation_id = "postResend",
     security(("apiKey" = ["operate"]), ("jwt" = ["operate"])),
     params(("id" = String, Path, format = Uuid, description = "The original communication")),
-    request_body = ResendCommand,
+    request_body = ResendBody,
     responses(
         (status = 201, description = "The resend's communication was requested", body = super::orders::CommandAnswer),
         (status = 200, description = "The resend this key made before (its lifetime past)", body = super::orders::CommandAnswer),

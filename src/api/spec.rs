@@ -448,6 +448,22 @@ impl utoipa::PartialSchema for EventInput {
 
 impl utoipa::ToSchema for EventInput {}
 
+/// The schema of a command body `T` with the rule of its recipient fields (`recipientEmail`,
+/// `recipientContactId`) that the handler checks: `exactly` one of them, or at most one.
+pub fn with_recipients<T: utoipa::PartialSchema>(exactly: bool) -> RefOr<utoipa::openapi::Schema> {
+    let given = |field: &str| json!({"type": "object", "required": [field], "properties": {field: {"type": "string"}}});
+    let mut choices = vec![given("recipientEmail"), given("recipientContactId")];
+    if !exactly {
+        // Neither: both absent or null (one that is a string matches its own choice).
+        choices.push(json!({"type": "object", "properties": {
+            "recipientEmail": {"type": "null"}, "recipientContactId": {"type": "null"}}}));
+    }
+    let rule = json!({"oneOf": choices});
+    let body = serde_json::to_value(T::schema()).expect("a schema serialises");
+    serde_json::from_value(json!({"allOf": [body, rule]}))
+        .expect("the recipients' rule is a schema")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

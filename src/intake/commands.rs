@@ -130,6 +130,8 @@ impl Intake {
             correlation_id: Provenance::fresh_correlation_id(),
             locale: command.locale.as_deref(),
             market: command.market.as_deref(),
+            // An explicit address: the customer is greeted as such ("Dear customer").
+            unnamed: matches!(command.recipient, RecipientInput::Email(_)).then_some("customer"),
         };
         let requests =
             requests(prepare(self, &rule, &event, &command.tenant_id, &occasion).await?)?;
@@ -180,6 +182,7 @@ impl Intake {
             correlation_id: correlation_id.clone(),
             locale: None,
             market: None,
+            unnamed: None,
         };
         let children =
             requests(prepare(self, &rule, &event, &command.tenant_id, &occasion).await?)?;

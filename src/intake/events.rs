@@ -108,6 +108,7 @@ pub async fn ingest(
             correlation_id: field_text(event, "correlationId").unwrap_or_else(|| event_id.clone()),
             locale: None,
             market: None,
+            unnamed: None,
         };
         requests.extend(prepare(intake, rule, event, tenant_id.as_str(), &occasion).await?);
     }
@@ -178,6 +179,9 @@ pub(super) struct Occasion<'a> {
     pub locale: Option<&'a str>,
     /// The market whose template version wins over the recipient's.
     pub market: Option<&'a str>,
+    /// The `recipientName` of a recipient whose name herald does not know, where the rule names
+    /// none (an explicit address of a command: "customer"), for a template that greets.
+    pub unnamed: Option<&'static str>,
 }
 
 /// The communications one rule asks for, one per recipient, ready for the ledger.
@@ -322,10 +326,13 @@ pub(super) async fn prepare(
             // reached by email or, without an address, in the inbox (where the name was not
             // looked up: a neutral greeting, as digests have).
             let mut data = Value::Object(payload.clone());
-            let fills_name = rule.recipient_name().is_some();
+            let fills_name = rule.recipient_name().is_some() || occasion.unnamed.is_some();
             if let Some(fields) = data.as_object_mut() {
                 if fills_name && template.meta.payload.contains_key("recipientName") {
-                    let name = display_name.as_deref().unwrap_or(NO_NAME);
+                    let name = display_name
+                        .as_deref()
+                        .or(occasion.unnamed)
+                        .unwrap_or(NO_NAME);
                     fields.insert("recipientName".into(), json!(name));
                 }
             }
