@@ -64,99 +64,75 @@ pub async fn get_communication(
     Ok(Json(detail).into_response())
 }
 
-/// The filters and page of a history list. Every parameter is optional; an unknown one, an
-/// unknown status, type or channel, a time that is not RFC 3339, a limit outside 1..=200 or a
-/// cursor this list did not make is a 400.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct HistoryQuery {
-    /// Only communications in this status (`SENT`, `SUPPRESSED`, …).
-    #[serde(default)]
-    status: Option<CommunicationStatus>,
-    /// Only communications of this type (`ORDER_CONFIRMATION`, …).
-    #[serde(default, rename = "type")]
-    communication_type: Option<CommunicationType>,
-    /// Only communications on this channel (`EMAIL`, `IN_APP`, `WEBHOOK`).
-    #[serde(default)]
-    channel: Option<Channel>,
-    #[serde(default)]
-    #[param(
-        max_length = 200,
-        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
-    )]
-    quote_id: Option<String>,
-    #[serde(default)]
-    #[param(
-        max_length = 200,
-        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
-    )]
-    order_id: Option<String>,
-    /// Only communications to this recipient reference (a contact id, `user:…`, …).
-    #[serde(default)]
-    #[param(
-        max_length = 200,
-        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
-    )]
-    recipient_ref: Option<String>,
-    /// Made at or after this time (RFC 3339).
-    #[serde(default)]
-    from: Option<DateTime<Utc>>,
-    /// Made before this time (RFC 3339).
-    #[serde(default)]
-    to: Option<DateTime<Utc>>,
-    /// Communications per page: 1 to 200, 50 when not given.
-    #[serde(default)]
-    #[param(minimum = 1, maximum = 200)]
-    limit: Option<u32>,
-    /// Where the page starts: the `cursor` of the previous page's `next` link.
-    #[serde(default)]
-    cursor: Option<String>,
+/// Declares a history list's query: the filters and page every list takes (`status`, `type`,
+/// `channel`, `orderId`, `recipientRef`, `from`, `to`, `limit`, `cursor`), then its own fields.
+/// Every parameter is optional; an unknown one, an unknown status, type or channel, a time that
+/// is not RFC 3339, a limit outside 1..=200 or a cursor this list did not make is a 400.
+macro_rules! history_query {
+    ($(#[$meta:meta])* $name:ident { $($(#[$own:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        #[into_params(parameter_in = Query)]
+        pub struct $name {
+            /// Only communications in this status (`SENT`, `SUPPRESSED`, …).
+            #[serde(default)]
+            status: Option<CommunicationStatus>,
+            /// Only communications of this type (`ORDER_CONFIRMATION`, …).
+            #[serde(default, rename = "type")]
+            communication_type: Option<CommunicationType>,
+            /// Only communications on this channel (`EMAIL`, `IN_APP`, `WEBHOOK`).
+            #[serde(default)]
+            channel: Option<Channel>,
+            /// Only communications of this order.
+            #[serde(default)]
+            #[param(
+                max_length = 200,
+                pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+            )]
+            order_id: Option<String>,
+            /// Only communications to this recipient reference (a contact id, `user:…`, …).
+            #[serde(default)]
+            #[param(
+                max_length = 200,
+                pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+            )]
+            recipient_ref: Option<String>,
+            /// Made at or after this time (RFC 3339).
+            #[serde(default)]
+            from: Option<DateTime<Utc>>,
+            /// Made before this time (RFC 3339).
+            #[serde(default)]
+            to: Option<DateTime<Utc>>,
+            /// Communications per page: 1 to 200, 50 when not given.
+            #[serde(default)]
+            #[param(minimum = 1, maximum = 200)]
+            limit: Option<u32>,
+            /// Where the page starts: the `cursor` of the previous page's `next` link.
+            #[serde(default)]
+            cursor: Option<String>,
+            $($(#[$own])* $field: $ty,)*
+        }
+    };
 }
 
-/// The filters and page of a quote's history list (the path names the quote). Every parameter is optional; an unknown one, an
-/// unknown status, type or channel, a time that is not RFC 3339, a limit outside 1..=200 or a
-/// cursor this list did not make is a 400.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct QuoteHistoryQuery {
-    /// Only communications in this status (`SENT`, `SUPPRESSED`, …).
-    #[serde(default)]
-    status: Option<CommunicationStatus>,
-    /// Only communications of this type (`ORDER_CONFIRMATION`, …).
-    #[serde(default, rename = "type")]
-    communication_type: Option<CommunicationType>,
-    /// Only communications on this channel (`EMAIL`, `IN_APP`, `WEBHOOK`).
-    #[serde(default)]
-    channel: Option<Channel>,
-    #[serde(default)]
-    #[param(
-        max_length = 200,
-        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
-    )]
-    order_id: Option<String>,
-    /// Only communications to this recipient reference (a contact id, `user:…`, …).
-    #[serde(default)]
-    #[param(
-        max_length = 200,
-        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
-    )]
-    recipient_ref: Option<String>,
-    /// Made at or after this time (RFC 3339).
-    #[serde(default)]
-    from: Option<DateTime<Utc>>,
-    /// Made before this time (RFC 3339).
-    #[serde(default)]
-    to: Option<DateTime<Utc>>,
-    /// Communications per page: 1 to 200, 50 when not given.
-    #[serde(default)]
-    #[param(minimum = 1, maximum = 200)]
-    limit: Option<u32>,
-    /// Where the page starts: the `cursor` of the previous page's `next` link.
-    #[serde(default)]
-    cursor: Option<String>,
-}
+history_query!(
+    /// The query of `GET /v1/communications`.
+    HistoryQuery {
+        /// Only communications of this quote.
+        #[serde(default)]
+        #[param(
+            max_length = 200,
+            pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
+        )]
+        quote_id: Option<String>,
+    }
+);
+
+history_query!(
+    /// The query of `GET /v1/quotes/{quoteId}/communications` (the path names the quote).
+    QuoteHistoryQuery {}
+);
 
 impl From<QuoteHistoryQuery> for HistoryQuery {
     fn from(q: QuoteHistoryQuery) -> HistoryQuery {

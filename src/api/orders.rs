@@ -57,20 +57,12 @@ pub struct OrderConfirmationCommand {
     market: Option<String>,
 }
 
-/// The schema of [`OrderConfirmationCommand`] with what its check adds: exactly one recipient.
-pub struct OrderConfirmationBody;
-
-impl utoipa::PartialSchema for OrderConfirmationBody {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-        super::spec::with_recipients::<OrderConfirmationCommand>(true)
-    }
-}
-
-impl utoipa::ToSchema for OrderConfirmationBody {
-    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>) {
-        <OrderConfirmationCommand as utoipa::ToSchema>::schemas(schemas);
-    }
-}
+super::spec::recipient_body!(
+    /// The schema of [`OrderConfirmationCommand`] with what its check adds: exactly one recipient.
+    OrderConfirmationBody,
+    OrderConfirmationCommand,
+    exactly = true
+);
 
 /// The manual escalation of a fallout case.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

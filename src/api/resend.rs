@@ -36,20 +36,12 @@ pub struct ResendCommand {
     reason: Option<String>,
 }
 
-/// The schema of [`ResendCommand`] with what its check adds: at most one recipient.
-pub struct ResendBody;
-
-impl utoipa::PartialSchema for ResendBody {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-        super::spec::with_recipients::<ResendCommand>(false)
-    }
-}
-
-impl utoipa::ToSchema for ResendBody {
-    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>) {
-        <ResendCommand as utoipa::ToSchema>::schemas(schemas);
-    }
-}
+super::spec::recipient_body!(
+    /// The schema of [`ResendCommand`] with what its check adds: at most one recipient.
+    ResendBody,
+    ResendCommand,
+    exactly = false
+);
 
 /// `POST /v1/communications/{id}/resend` with an `Idempotency-Key` (scope operate): a new
 /// communication linked to the original (`resendOf` in its history, listed in the original's

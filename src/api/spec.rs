@@ -448,6 +448,30 @@ impl utoipa::PartialSchema for EventInput {
 
 impl utoipa::ToSchema for EventInput {}
 
+/// Declares `$body`, the schema of the command body `$command` with its recipient rule (see
+/// [`with_recipients`]): `exactly` one recipient, or at most one.
+macro_rules! recipient_body {
+    ($(#[$meta:meta])* $body:ident, $command:ty, exactly = $exactly:expr) => {
+        $(#[$meta])*
+        pub struct $body;
+
+        impl utoipa::PartialSchema for $body {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+                super::spec::with_recipients::<$command>($exactly)
+            }
+        }
+
+        impl utoipa::ToSchema for $body {
+            fn schemas(
+                schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>,
+            ) {
+                <$command as utoipa::ToSchema>::schemas(schemas);
+            }
+        }
+    };
+}
+pub(super) use recipient_body;
+
 /// The schema of a command body `T` with the rule of its recipient fields (`recipientEmail`,
 /// `recipientContactId`) that the handler checks: `exactly` one of them, or at most one.
 pub fn with_recipients<T: utoipa::PartialSchema>(exactly: bool) -> RefOr<utoipa::openapi::Schema> {
