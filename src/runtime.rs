@@ -253,7 +253,8 @@ pub async fn start(
                     settings.api.idempotency_ttl,
                     crate::api::IdempotencyStore::DEFAULT_LEASE,
                 )
-                .with_body_limit(settings.api.max_body_bytes),
+                .with_body_limit(settings.api.max_body_bytes)
+                .with_keyring(intake.keys.ring.clone()),
             },
             settings.api.max_body_bytes,
         )

@@ -22,6 +22,7 @@ pub async fn layer(State(state): State<ApiState>, mut request: Request, next: Ne
     // Idempotency-Keys are kept per tenant (a platform caller that named none has keys of its
     // own, and its commands are refused for the missing Herald-Tenant anyway).
     request.extensions_mut().insert(super::idempotency::Scope {
+        credential: caller.credential.limit_key(),
         tenant: caller
             .tenant
             .clone()

@@ -3,7 +3,7 @@
 //! the routes that need it.
 //!
 //! Per tenant (the [`Scope`] the auth layer inserts before this layer runs) and key, the store
-//! keeps a fingerprint of the first request (SHA-256 of method, path with query and body bytes)
+//! keeps a fingerprint of the first request (SHA-256 of credential, method, path with query and body)
 //! and, once it ran, its response. A retry with the same key and fingerprint gets that response
 //! byte for byte (same status, content type and body) with `Idempotent-Replayed: true`, and the
 //! handler does not run again; the same key with another fingerprint is 422; the same key while
@@ -43,6 +43,10 @@ pub const MAX_KEY_CHARS: usize = 255;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     pub tenant: String,
+    /// The credential that made the request (`key:<id>`, `jwt:<subject>`): part of the
+    /// fingerprint, so that a stored answer is replayed only to the credential that got it
+    /// (another one, perhaps of fewer scopes, gets 422).
+    pub credential: String,
 }
 
 /// Why a request's `Idempotency-Key` header is refused (400).
@@ -108,8 +112,10 @@ fn unquote(rest: &str) -> Result<String, KeyError> {
 pub struct Fingerprint([u8; 32]);
 
 impl Fingerprint {
-    pub fn of(method: &Method, path_and_query: &str, body: &[u8]) -> Fingerprint {
+    pub fn of(credential: &str, method: &Method, path_and_query: &str, body: &[u8]) -> Fingerprint {
         let mut hash = Sha256::new();
+        hash.update(credential.as_bytes());
+        hash.update(b"\n");
         hash.update(method.as_str().as_bytes());
         hash.update(b"\n");
         hash.update(path_and_query.as_bytes());
@@ -165,7 +171,7 @@ async fn idempotent(
         .get::<OriginalUri>()
         .map_or(&parts.uri, |original| &original.0);
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let fingerprint = Fingerprint::of(&parts.method, path, &body);
+    let fingerprint = Fingerprint::of(&scope.credential, &parts.method, path, &body);
     store.purge_now_and_then();
     let unavailable = |err: IdempotencyError| match err {
         IdempotencyError::Database(err) => ApiError::unavailable(err),
@@ -358,25 +364,62 @@ mod tests {
 
     #[test]
     fn the_fingerprint_covers_method_path_query_and_body() {
-        let base = Fingerprint::of(&Method::POST, "/quotes/Q/revisions/4", b"{\"a\":1}");
+        let base = Fingerprint::of(
+            "key:k",
+            &Method::POST,
+            "/quotes/Q/revisions/4",
+            b"{\"a\":1}",
+        );
         assert_eq!(
             base,
-            Fingerprint::of(&Method::POST, "/quotes/Q/revisions/4", b"{\"a\":1}")
+            Fingerprint::of(
+                "key:k",
+                &Method::POST,
+                "/quotes/Q/revisions/4",
+                b"{\"a\":1}"
+            )
         );
         for other in [
-            Fingerprint::of(&Method::PUT, "/quotes/Q/revisions/4", b"{\"a\":1}"),
-            Fingerprint::of(&Method::POST, "/quotes/Q/revisions/5", b"{\"a\":1}"),
-            Fingerprint::of(&Method::POST, "/quotes/Q/revisions/4?x=1", b"{\"a\":1}"),
-            Fingerprint::of(&Method::POST, "/quotes/Q/revisions/4", b"{\"a\": 1}"),
+            Fingerprint::of("key:k", &Method::PUT, "/quotes/Q/revisions/4", b"{\"a\":1}"),
+            Fingerprint::of(
+                "key:k",
+                &Method::POST,
+                "/quotes/Q/revisions/5",
+                b"{\"a\":1}",
+            ),
+            Fingerprint::of(
+                "key:k",
+                &Method::POST,
+                "/quotes/Q/revisions/4?x=1",
+                b"{\"a\":1}",
+            ),
+            Fingerprint::of(
+                "key:k",
+                &Method::POST,
+                "/quotes/Q/revisions/4",
+                b"{\"a\": 1}",
+            ),
             // The framing keeps path and body apart.
-            Fingerprint::of(&Method::POST, "/quotes/Q/revisions/4\n{", b"\"a\":1}"),
+            Fingerprint::of(
+                "key:k",
+                &Method::POST,
+                "/quotes/Q/revisions/4\n{",
+                b"\"a\":1}",
+            ),
+            // Another credential's request is another request.
+            Fingerprint::of(
+                "key:other",
+                &Method::POST,
+                "/quotes/Q/revisions/4",
+                b"{\"a\":1}",
+            ),
         ] {
             assert_ne!(base, other);
         }
-        // SHA-256 of "POST\n/p\n" (printf 'POST\n/p\n' | sha256sum).
+        // SHA-256 of "key:k\nPOST\n/p\n".
         assert_eq!(
-            hex::encode(Fingerprint::of(&Method::POST, "/p", b"").0),
-            hex::encode(Sha256::digest(b"POST\n/p\n"))
+            hex::encode(Fingerprint::of("key:k", &Method::POST, "/p", b"").0),
+            hex::encode(Sha256::digest(b"key:k\nPOST\n/p\n"))
         );
     }
 

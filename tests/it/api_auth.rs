@@ -805,3 +805,45 @@ async fn bad_input_is_a_problem_document_and_writes_nothing() {
     // The same request, corrected, goes through.
     assert_eq!(api.post(path, good).await.0, 201);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_answer_is_replayed_to_its_own_credential_only_and_kept_sealed() {
+    let db = TestDb::create().await;
+    let (_herald, api) = Api::start(&db, "smtp://127.0.0.1:9", &[]).await;
+    let create = |key: &str| {
+        api.http
+            .post(api.url("/v1/webhooks/subscriptions"))
+            .bearer_auth(key)
+            .header("Idempotency-Key", "sub-1")
+            .json(&json!({"url": "http://127.0.0.1:9/hooks", "eventTypes": ["quote.accepted"]}))
+            .send()
+    };
+    let first = create(&api.key).await.unwrap();
+    assert_eq!(first.status().as_u16(), 201);
+    let first: Value = first.json().await.unwrap();
+    let secret = first["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"));
+    // The same credential gets the answer again; another one of the tenant (here of every
+    // scope, so that only the credential differs) does not: the secret is shown to its owner.
+    let again = create(&api.key).await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    let colleague = api_key(&db.pool, Some("acme"), &Scope::ALL).await;
+    let other = create(&colleague).await.unwrap();
+    assert_eq!(other.status().as_u16(), 422);
+    assert!(!other.text().await.unwrap().contains(&secret));
+    // The kept answer is sealed: no secret in the table.
+    let bodies: Vec<(Vec<u8>, Option<String>)> =
+        sqlx::query_as("SELECT response_body, response_key_id FROM api_idempotency")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(bodies.len(), 1);
+    assert!(bodies[0].1.is_some(), "sealed under a key id");
+    assert!(!String::from_utf8_lossy(&bodies[0].0).contains("whsec_"));
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM webhook_subscription")
+            .await,
+        1
+    );
+}

@@ -146,9 +146,14 @@ async fn wait_in_flight(db: &TestDb, key: &str) {
     .await;
 }
 
-/// SHA-256 of method, path and body, as herald fingerprints a request.
-fn fingerprint(path: &str, body: &[u8]) -> Vec<u8> {
-    let mut framed = format!("POST\n{path}\n").into_bytes();
+/// SHA-256 of credential, method, path and body, as herald fingerprints a request of `api`'s
+/// key (the only key of the test's database).
+async fn fingerprint(db: &TestDb, path: &str, body: &[u8]) -> Vec<u8> {
+    let key_id: uuid::Uuid = sqlx::query_scalar("SELECT key_id FROM api_key")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let mut framed = format!("key:{key_id}\nPOST\n{path}\n").into_bytes();
     framed.extend_from_slice(body);
     sha2::Sha256::digest(&framed).to_vec()
 }
@@ -406,7 +411,12 @@ async fn a_crashed_request_past_its_lease_is_taken_over() {
             .unwrap();
         }
     };
-    crashed("crash-1", fingerprint(&path("Q-L1"), &body), "1 hour").await;
+    crashed(
+        "crash-1",
+        fingerprint(&db, &path("Q-L1"), &body).await,
+        "1 hour",
+    )
+    .await;
     let busy = post(&api, &path("Q-L1"), Some("crash-1"), &body).await;
     assert_eq!(busy.status, 409, "within its lease: {busy:?}");
     assert_eq!(proposal_records(&db).await, 0);
@@ -427,7 +437,12 @@ async fn a_crashed_request_past_its_lease_is_taken_over() {
     assert_eq!(retry, taken.replayed());
 
     // A lease that ran out is taken over by the same request only.
-    crashed("crash-2", fingerprint(&path("Q-L1"), b"{}"), "-1 second").await;
+    crashed(
+        "crash-2",
+        fingerprint(&db, &path("Q-L1"), b"{}").await,
+        "-1 second",
+    )
+    .await;
     let other = post(&api, &path("Q-L1"), Some("crash-2"), &body).await;
     assert_eq!(other.status, 422, "{other:?}");
     assert_eq!(proposal_records(&db).await, 1);

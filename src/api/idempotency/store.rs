@@ -99,6 +99,8 @@ struct KeyRow {
     response_status: Option<i16>,
     response_content_type: Option<String>,
     response_body: Option<Vec<u8>>,
+    response_key_id: Option<String>,
+    response_nonce: Option<Vec<u8>>,
 }
 
 /// The keys, in PostgreSQL; cheap to clone.
@@ -110,6 +112,9 @@ pub struct IdempotencyStore {
     pub(super) body_limit: usize,
     /// When this herald last purged expired keys (Unix seconds).
     last_purge: Arc<AtomicI64>,
+    /// Seals the stored answers (they may carry a secret shown once); none: kept as they are
+    /// (then no answer carries one: webhook subscriptions need the keyring).
+    keyring: Option<crate::keyring::Keyring>,
 }
 
 impl IdempotencyStore {
@@ -128,7 +133,14 @@ impl IdempotencyStore {
             lease,
             body_limit: IdempotencyStore::DEFAULT_BODY_LIMIT,
             last_purge: Arc::new(AtomicI64::new(0)),
+            keyring: None,
         }
+    }
+
+    /// Seals the stored answers with `keyring` (the current key; older ones open theirs).
+    pub fn with_keyring(mut self, keyring: Option<crate::keyring::Keyring>) -> IdempotencyStore {
+        self.keyring = keyring;
+        self
     }
 
     /// Reads request bodies up to `bytes` (beyond: 413).
@@ -174,7 +186,8 @@ impl IdempotencyStore {
             return Ok(Claim::Taken { claim_id, reused });
         }
         let row: Option<KeyRow> = sqlx::query_as(
-            "SELECT fingerprint, state, response_status, response_content_type, response_body
+            "SELECT fingerprint, state, response_status, response_content_type, response_body,
+                    response_key_id, response_nonce
                  FROM api_idempotency
                  WHERE tenant_id = $1 AND idempotency_key = $2 AND expires_at > now()",
         )
@@ -188,6 +201,8 @@ impl IdempotencyStore {
             response_status: status,
             response_content_type: content_type,
             response_body: body,
+            response_key_id: key_id,
+            response_nonce: nonce,
         }) = row
         else {
             return Ok(Claim::Gone);
@@ -197,6 +212,28 @@ impl IdempotencyStore {
                 IdempotencyError::Corrupt("a fingerprint of the wrong size".into())
             })?);
         let state = KeyState::parse(&state)?;
+        let body = match (body, key_id, nonce) {
+            (Some(ciphertext), Some(key_id), Some(nonce)) => {
+                let keyring = self.keyring.as_ref().ok_or_else(|| {
+                    IdempotencyError::Corrupt("a sealed answer, and no keyring to open it".into())
+                })?;
+                let sealed = crate::keyring::Sealed {
+                    key_id,
+                    nonce,
+                    ciphertext,
+                };
+                let plain = keyring
+                    .open(&sealed)
+                    .map_err(|e| IdempotencyError::Corrupt(format!("a sealed answer: {e}")))?;
+                Some(secrecy::ExposeSecret::expose_secret(&plain).to_vec())
+            }
+            (body, None, None) => body,
+            _ => {
+                return Err(IdempotencyError::Corrupt(
+                    "a sealed answer without its key id or nonce".into(),
+                ))
+            }
+        };
         let response = match (state, status, body) {
             (KeyState::Done, Some(status), Some(body)) => Some(StoredResponse {
                 status: u16::try_from(status)
@@ -253,9 +290,19 @@ impl IdempotencyStore {
         claim_id: Uuid,
         response: &StoredResponse,
     ) -> Result<bool, sqlx::Error> {
+        let sealed = self.keyring.as_ref().map(|k| k.seal(&response.body));
+        let (body, key_id, nonce) = match &sealed {
+            Some(sealed) => (
+                sealed.ciphertext.as_slice(),
+                Some(sealed.key_id.as_str()),
+                Some(sealed.nonce.as_slice()),
+            ),
+            None => (response.body.as_ref(), None, None),
+        };
         let stored = sqlx::query(
             "UPDATE api_idempotency SET state = $4, claim_id = NULL, lease_until = NULL,
-                 response_status = $5, response_content_type = $6, response_body = $7
+                 response_status = $5, response_content_type = $6, response_body = $7,
+                 response_key_id = $8, response_nonce = $9
              WHERE tenant_id = $1 AND idempotency_key = $2 AND claim_id = $3",
         )
         .bind(&scope.tenant)
@@ -264,7 +311,9 @@ impl IdempotencyStore {
         .bind(KeyState::Done.as_str())
         .bind(response.status.as_u16() as i16)
         .bind(response.content_type.as_ref().and_then(|c| c.to_str().ok()))
-        .bind(response.body.as_ref())
+        .bind(body)
+        .bind(key_id)
+        .bind(nonce)
         .execute(&self.pool)
         .await?;
         Ok(stored.rows_affected() == 1)
