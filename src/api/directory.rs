@@ -165,7 +165,8 @@ fn check_contact(contact: &ContactInput, at: &str) -> Result<QuietTimes, Vec<Str
         (locale.as_str(), contact.locale.as_deref(), Text::Id),
         (market.as_str(), contact.market.as_deref(), Text::Id),
     ]));
-    if let Some(email) = contact.email.as_deref().filter(|e| !e.is_empty()) {
+    // No address is no `email` field (or null), never an empty string.
+    if let Some(email) = contact.email.as_deref() {
         if email.parse::<lettre::Address>().is_err() {
             problems.push(format!("{at}.email: not a valid email address"));
         }

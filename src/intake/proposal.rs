@@ -318,7 +318,7 @@ impl Proposals {
             provenance = provenance.resend_of(original);
             admitted
                 .decisions
-                .insert(0, super::resend::decision(original, reason));
+                .insert(0, crate::ledger::Decision::resend(original, reason));
         }
         let new = NewCommunication::new(
             &input.tenant_id,

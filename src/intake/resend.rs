@@ -8,8 +8,8 @@
 use crate::artifacts::DeliveryMode;
 use crate::ledger::resend::ResendSource;
 use crate::ledger::{
-    Channel, CommunicationId, CommunicationType, Decision, DecisionOutcome, NewCommunication,
-    Provenance, RecipientType, Rendering, RequestOutcome, DEFAULT_PRIORITY,
+    Channel, CommunicationId, CommunicationType, Decision, NewCommunication, Provenance,
+    RecipientType, Rendering, RequestOutcome, DEFAULT_PRIORITY,
 };
 use crate::policy::channel_choice::{on_channel, ChannelMode};
 use crate::policy::identity::engine_user;
@@ -43,19 +43,6 @@ pub enum ResendError {
     Refused(String),
     #[error(transparent)]
     Intake(#[from] IntakeError),
-}
-
-/// The decision a resend records first: what it resends, and why.
-pub fn decision(original: CommunicationId, reason: Option<String>) -> Decision {
-    Decision {
-        check: "resend",
-        outcome: DecisionOutcome::Allow,
-        reason_code: "RESEND".into(),
-        detail: match reason {
-            Some(reason) => format!("resend of {original}: {reason}"),
-            None => format!("resend of {original}"),
-        },
-    }
 }
 
 impl Intake {
@@ -191,7 +178,7 @@ impl Intake {
             .await?;
         admitted
             .decisions
-            .insert(0, decision(source.id, input.reason.clone()));
+            .insert(0, Decision::resend(source.id, input.reason.clone()));
         let new = NewCommunication::new(
             &input.tenant_id,
             input.key.clone(),

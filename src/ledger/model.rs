@@ -583,6 +583,21 @@ pub struct Decision {
     pub detail: String,
 }
 
+impl Decision {
+    /// The decision a resend records first: what it resends, and why.
+    pub fn resend(original: CommunicationId, reason: Option<String>) -> Decision {
+        Decision {
+            check: "resend",
+            outcome: DecisionOutcome::Allow,
+            reason_code: "RESEND".into(),
+            detail: match reason {
+                Some(reason) => format!("resend of {original}: {reason}"),
+                None => format!("resend of {original}"),
+            },
+        }
+    }
+}
+
 text_enum!(
     DecisionOutcome {
         Allow = "ALLOW",

@@ -193,13 +193,16 @@ async fn bad_input_is_refused_with_its_problems_and_writes_nothing() {
             json!([
                 {"contactId": "c-1", "displayName": "Good One", "email": "good@customer.example"},
                 {"contactId": "c-2", "displayName": "Bad One", "email": "not an address", "timezone": "Mars/Olympus"},
+                {"contactId": "c-3", "displayName": "Empty One", "email": ""},
             ]),
         )
         .await;
     assert_eq!(status, 400);
     let problems = body["errors"].to_string();
     assert!(
-        problems.contains("/1/email") && problems.contains("/1/timezone"),
+        problems.contains("/1/email")
+            && problems.contains("/1/timezone")
+            && problems.contains("/2/email"),
         "{body}"
     );
     assert_eq!(
