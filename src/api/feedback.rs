@@ -27,8 +27,7 @@ pub struct EmailFeedback;
 
 impl utoipa::PartialSchema for EmailFeedback {
     fn schema() -> RefOr<Schema> {
-        RefOr::T(
-            serde_json::from_value(json!({
+        let body = json!({
                 "type": "object",
                 "description": "Provider feedback on a message: applied once per feedbackId. The message is named by communicationId (or messageId, the same), else by providerMessageId.",
                 "required": ["feedbackId", "type"],
@@ -36,14 +35,18 @@ impl utoipa::PartialSchema for EmailFeedback {
                     "feedbackId": {"type": "string", "minLength": 1, "description": "The provider's event id"},
                     "type": {"type": "string", "enum": ["HARD_BOUNCE", "SOFT_BOUNCE", "COMPLAINT", "UNSUBSCRIBE", "DELIVERED", "OPENED", "CLICKED"]},
                     "communicationId": {"type": "string", "format": "uuid"},
-                    "messageId": {"type": "string", "format": "uuid"},
+                    "messageId": {"type": "string", "minLength": 1, "description": "The Message-ID header herald set (`<communicationId@host>`)"},
                     "providerMessageId": {"type": "string", "minLength": 1},
                     "occurredAt": {"type": "string", "format": "date-time"},
                     "detail": {"type": "string", "description": "The provider's description (addresses masked, at most 500 characters kept)"},
                 },
                 "example": {"feedbackId": "pm-bounce-8812", "type": "HARD_BOUNCE", "providerMessageId": "b7bc2f4a-e38e-4336-af7d-e6c392c2f817", "occurredAt": "2026-12-01T09:31:00Z"},
-            }))
-            .expect("the schema is a schema"),
+        });
+        // The message must be named, one way or another.
+        let named = |field: &str| json!({"type": "object", "required": [field]});
+        let rule = json!({"anyOf": [named("communicationId"), named("messageId"), named("providerMessageId")]});
+        RefOr::T(
+            serde_json::from_value(json!({"allOf": [body, rule]})).expect("the schema is a schema"),
         )
     }
 }

@@ -1,16 +1,18 @@
 //! What the API takes in, checked before a handler sees it: JSON bodies (`application/json`
 //! only, within the body limit, parsed strictly with the pointer of the first wrong field), path
-//! segments and query strings, each refused as a problem document, never half-read. And the checks
-//! of free text: no control characters (so nothing reaches a mail header that could start a new
-//! one), no over-long strings.
+//! segments and query strings, each refused as a problem document, never half-read. Each is then
+//! checked against its schema in the API's document (`contract`). And the checks of free text: no
+//! control characters (so nothing reaches a mail header that could start a new one), no over-long
+//! strings.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, RawPathParams, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use super::contract;
 use super::problem::{ApiError, FieldProblem, ProblemKind};
 
 /// A JSON body of type `T`, parsed with `deny_unknown_fields` where `T` asks for it.
@@ -25,10 +27,19 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         require_json(req.headers())?;
+        let method = req.method().clone();
+        let route = req.extensions().get::<MatchedPath>().cloned();
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection)?;
-        parse_json(&bytes).map(Body)
+        let value = parse_json(&bytes)?;
+        if let Some(route) = route {
+            // The document's rules: parse_json took the body, so it is JSON.
+            let document: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|_| ApiError::new(ProblemKind::InvalidRequest, "the body is not JSON"))?;
+            contract::check_body(&method, route.as_str(), &document)?;
+        }
+        Ok(Body(value))
     }
 }
 
@@ -141,12 +152,18 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
+        let value = axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| PathOf(p.0))
             .map_err(|e: PathRejection| {
                 ApiError::invalid(vec![FieldProblem::at("path", e.body_text())])
-            })
+            })?;
+        if let Some(route) = parts.extensions.get::<MatchedPath>().cloned() {
+            if let Ok(segments) = RawPathParams::from_request_parts(parts, state).await {
+                contract::check_path(&parts.method, route.as_str(), segments.iter())?;
+            }
+        }
+        Ok(value)
     }
 }
 
@@ -161,12 +178,20 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
+        let value = axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| QueryOf(q.0))
             .map_err(|e: QueryRejection| {
                 ApiError::invalid(vec![FieldProblem::at("query", e.body_text())])
-            })
+            })?;
+        if let Some(route) = parts.extensions.get::<MatchedPath>() {
+            contract::check_query(
+                &parts.method,
+                route.as_str(),
+                parts.uri.query().unwrap_or(""),
+            )?;
+        }
+        Ok(value)
     }
 }
 

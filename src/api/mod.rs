@@ -3,7 +3,8 @@
 //! communication history. Every route but the provider feedback needs a credential of the
 //! tenant (`Authorization: Bearer <API key>`, see `auth`); the tenant comes from the credential,
 //! never from the request. Errors are problem documents (`problem`); bodies are checked strictly
-//! (`input`).
+//! (`input`), and every body, path segment and query parameter against its schema in the API's
+//! own document (`contract`): what the document says a request may hold is the check.
 //!
 //! ## Adding a route (routes and spec cannot drift)
 //! 1. Write the handler with `#[utoipa::path(method, path = "/v1/…", tag = "…", security(…),
@@ -22,6 +23,7 @@
 mod audit;
 pub mod auth;
 mod commands;
+pub mod contract;
 mod directory;
 mod feedback;
 mod gate;
@@ -137,6 +139,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
+    contract::prepare();
     let (router, _) = routes(Some(&state)).split_for_parts();
     router
         .fallback(|| async { ApiError::not_found("no such route") })
