@@ -12,125 +12,29 @@ use herald::api::keys::Scope;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::api_openapi::Operation;
 use crate::jwt::{ec_key, jwks, TestKey, AUDIENCE, ISSUER};
 use crate::support::*;
 
-/// A route of the API, the scope it needs (`None`: a platform key of `operate`), and a body.
-struct Route {
-    method: Method,
-    path: &'static str,
-    scope: Option<Scope>,
-    body: Value,
-}
-
 const NOBODY: &str = "0194f7a0-0000-7000-8000-000000000000";
 
-fn routes() -> Vec<Route> {
-    use Method as M;
-    let (send, read, operate) = (Some(Scope::Send), Some(Scope::Read), Some(Scope::Operate));
-    let nothing = Value::Null;
-    [
-        (M::POST, "/v1/events", send, json!({})),
-        (M::POST, "/v1/artifacts", send, json!({})),
-        (
-            M::POST,
-            "/v1/quotes/Q-1/revisions/1/communications/proposal",
-            send,
-            json!({}),
-        ),
-        (M::POST, "/v1/contacts/import", operate, json!([])),
-        (
-            M::PUT,
-            "/v1/contacts/c-1",
-            operate,
-            json!({"displayName": "Kim"}),
-        ),
-        (M::PUT, "/v1/preferences", operate, json!({})),
-        (
-            M::GET,
-            "/v1/communications/0194f7a0-0000-7000-8000-000000000000",
-            read,
-            nothing.clone(),
-        ),
-        (
-            M::POST,
-            "/v1/communications/0194f7a0-0000-7000-8000-000000000000/replay",
-            operate,
-            nothing.clone(),
-        ),
-        (M::POST, "/v1/webhooks/subscriptions", operate, json!({})),
-        (
-            M::GET,
-            "/v1/webhooks/subscriptions/ws-x",
-            read,
-            nothing.clone(),
-        ),
-        (
-            M::POST,
-            "/v1/webhooks/subscriptions/ws-x/rotate",
-            operate,
-            nothing.clone(),
-        ),
-        (
-            M::POST,
-            "/v1/webhooks/subscriptions/ws-x/enable",
-            operate,
-            nothing.clone(),
-        ),
-        (M::GET, "/v1/inbox/user:kim", read, nothing.clone()),
-        (
-            M::POST,
-            "/v1/inbox/0194f7a0-0000-7000-8000-000000000000/read",
-            read,
-            nothing.clone(),
-        ),
-        (M::POST, "/v1/feedback/email", None, json!({})),
-        (M::GET, "/v1/communications", read, nothing.clone()),
-        (
-            M::GET,
-            "/v1/quotes/Q-1/communications",
-            read,
-            nothing.clone(),
-        ),
-        (
-            M::POST,
-            "/v1/communications/0194f7a0-0000-7000-8000-000000000000/resend",
-            operate,
-            json!({}),
-        ),
-        (
-            M::POST,
-            "/v1/orders/O-1/communications/confirmation",
-            send,
-            json!({}),
-        ),
-        (M::POST, "/v1/fallout/FC-1/escalations", send, json!({})),
-    ]
-    .into_iter()
-    .map(|(method, path, scope, body)| Route {
-        method,
-        path,
-        scope,
-        body,
-    })
-    .collect()
-}
-
-/// Sends `route` with `bearer` (none when `None`), JSON body and a fresh Idempotency-Key.
+/// Sends `method path` with `bearer` (none when `None`), a JSON body unless a GET, and a fresh
+/// Idempotency-Key.
 async fn call(
     api: &Api,
-    route: &Route,
+    method: &Method,
+    path: &str,
     bearer: Option<&str>,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
     let mut request = api
         .http
-        .request(route.method.clone(), api.url(route.path))
+        .request(method.clone(), api.url(path))
         .header("Idempotency-Key", uuid::Uuid::new_v4().to_string());
     if let Some(bearer) = bearer {
         request = request.bearer_auth(bearer);
     }
-    if !route.body.is_null() {
-        request = request.json(&route.body);
+    if method != Method::GET {
+        request = request.json(&json!({}));
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
@@ -174,9 +78,16 @@ async fn every_route_needs_a_credential_with_its_scope_and_refuses_revoked_and_e
     .execute(&db.pool)
     .await
     .unwrap();
-    for route in routes() {
+    // Every operation of the API's document but the public ones.
+    let operations: Vec<Operation> = crate::api_openapi::operations()
+        .into_iter()
+        .filter(|o| o.scope.is_some())
+        .collect();
+    assert!(operations.len() >= 20, "{operations:?}");
+    for route in operations {
         let at = format!("{} {}", route.method, route.path);
-        let (status, headers, body) = call(&api, &route, None).await;
+        let (method, path) = (&route.method, route.path.as_str());
+        let (status, headers, body) = call(&api, method, path, None).await;
         assert_eq!(status, 401, "{at}: {body}");
         assert_eq!(headers["content-type"], "application/problem+json", "{at}");
         assert_eq!(
@@ -185,7 +96,7 @@ async fn every_route_needs_a_credential_with_its_scope_and_refuses_revoked_and_e
         );
         assert_eq!(problem_type(&body), "unauthorized", "{at}");
         for (key, what) in [(&revoked, "revoked"), (&expired, "expired")] {
-            let (status, headers, body) = call(&api, &route, Some(key)).await;
+            let (status, headers, body) = call(&api, method, path, Some(key)).await;
             assert_eq!(status, 401, "{at} with a {what} key: {body}");
             assert!(
                 headers["www-authenticate"]
@@ -199,7 +110,7 @@ async fn every_route_needs_a_credential_with_its_scope_and_refuses_revoked_and_e
                 "{at}: {body}"
             );
         }
-        let (status, _, body) = call(&api, &route, Some("herald_test_not-a-key")).await;
+        let (status, _, body) = call(&api, method, path, Some("herald_test_not-a-key")).await;
         assert_eq!(status, 401, "{at} with an unknown key: {body}");
         // A key with every scope but the one the route needs (a tenant key, for a platform route).
         let others: Vec<Scope> = Scope::ALL
@@ -207,7 +118,7 @@ async fn every_route_needs_a_credential_with_its_scope_and_refuses_revoked_and_e
             .filter(|s| Some(*s) != route.scope)
             .collect();
         let lacking = api_key(&db.pool, Some("acme"), &others).await;
-        let (status, headers, body) = call(&api, &route, Some(&lacking)).await;
+        let (status, headers, body) = call(&api, method, path, Some(&lacking)).await;
         assert_eq!(status, 403, "{at} without its scope: {body}");
         assert_eq!(problem_type(&body), "forbidden", "{at}");
         if let Some(scope) = route.scope {
@@ -262,34 +173,70 @@ async fn another_tenants_resources_answer_as_missing_ones_and_platform_keys_name
     assert_eq!(status, 201, "{subscription}");
     let sid = subscription["subscriptionId"].as_str().unwrap().to_string();
 
+    let before = db
+        .scalar_i64("SELECT count(*) FROM communication_record")
+        .await;
+    let (_, subscription_before) = api.get(&format!("/v1/webhooks/subscriptions/{sid}")).await;
+
+    // Every operation of the document that names a resource, with acme's resources in its path,
+    // called by another tenant, answers exactly as it does for resources that do not exist.
     let globex = api.as_tenant("globex").await;
-    for (theirs, missing) in [
-        (
-            format!("/v1/communications/{id}"),
-            format!("/v1/communications/{NOBODY}"),
-        ),
-        (
-            format!("/v1/webhooks/subscriptions/{sid}"),
-            "/v1/webhooks/subscriptions/ws-nobody".to_string(),
-        ),
-    ] {
-        let (status, body) = globex.get(&theirs).await;
-        assert_eq!(status, 404, "{theirs}: {body}");
-        let (_, nothing) = globex.get(&missing).await;
-        assert_eq!(
-            without_instance(body),
-            without_instance(nothing),
-            "{theirs}"
-        );
+    let acme = crate::api_openapi::operations_with(|route, name| {
+        Some(match name {
+            "id" if route.starts_with("/v1/webhooks/subscriptions/") => sid.clone(),
+            // A notification's id is its communication's.
+            "id" => id.clone(),
+            "orderId" | "quoteId" => "O-1".to_string(),
+            "contactId" => "c-1".to_string(),
+            "recipientRef" => "contact:c-1".to_string(),
+            "revisionNo" => "1".to_string(),
+            "caseId" => "FC-1".to_string(),
+            "addressHash" => "0".repeat(64),
+            "domain" => "customer.example".to_string(),
+            _ => return None,
+        })
+    });
+    let nobody = crate::api_openapi::operations();
+    let mut compared = 0;
+    for theirs in acme
+        .iter()
+        .filter(|o| o.scope.is_some() && o.route.contains('{'))
+    {
+        let missing = nobody
+            .iter()
+            .find(|o| o.method == theirs.method && o.route == theirs.route)
+            .unwrap();
+        let at = format!("{} {}", theirs.method, theirs.path);
+        let (status, _, body) =
+            call(&globex, &theirs.method, &theirs.path, Some(&globex.key)).await;
+        let (missing_status, _, missing_body) =
+            call(&globex, &missing.method, &missing.path, Some(&globex.key)).await;
+        assert_eq!(status, missing_status, "{at}: {body} / {missing_body}");
+        if status == 404 {
+            assert_eq!(
+                without_instance(body.clone()),
+                without_instance(missing_body),
+                "{at}"
+            );
+        }
+        let text = body.to_string();
+        for secret in [id.as_str(), sid.as_str(), "acme", "cara@", "Cara"] {
+            assert!(!text.contains(secret), "{at} shows '{secret}': {text}");
+        }
+        compared += 1;
     }
-    for path in [
-        format!("/v1/communications/{id}/replay"),
-        format!("/v1/webhooks/subscriptions/{sid}/rotate"),
-        format!("/v1/webhooks/subscriptions/{sid}/enable"),
-    ] {
-        let (status, body) = globex.post(&path, Value::Null).await;
-        assert_eq!(status, 404, "{path}: {body}");
-    }
+    assert!(compared >= 12, "{compared} operations compared");
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM communication_record")
+            .await,
+        before,
+        "another tenant's calls made nothing of acme's"
+    );
+    let (_, subscription_after) = api.get(&format!("/v1/webhooks/subscriptions/{sid}")).await;
+    assert_eq!(
+        subscription_before, subscription_after,
+        "its secret was not rotated"
+    );
     let (status, own) = api.get(&format!("/v1/communications/{id}")).await;
     assert_eq!((status, own["tenantId"].as_str()), (200, Some("acme")));
 

@@ -8,31 +8,71 @@ use crate::support::*;
 use herald::api::keys::Scope;
 use serde_json::Value;
 
-/// Every operation of the document: method, path with its parameters filled in, scope.
-fn operations() -> Vec<(reqwest::Method, String, Option<Scope>)> {
+/// An operation of the document: its method, its path with the parameters filled in, the path
+/// as the document writes it, and the scope it names (`None`: a public one).
+#[derive(Debug, Clone)]
+pub struct Operation {
+    pub method: reqwest::Method,
+    pub path: String,
+    pub route: String,
+    pub scope: Option<Scope>,
+}
+
+/// Every operation of the document, each path parameter filled by `fill(route, name)`; a
+/// parameter `fill` does not know fails the test (a new route needs its fixture).
+pub fn operations_with(fill: impl Fn(&str, &str) -> Option<String>) -> Vec<Operation> {
     let document = serde_json::to_value(herald::api::openapi()).unwrap();
     let mut operations = Vec::new();
-    for (path, item) in document["paths"].as_object().unwrap() {
+    for (route, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             let method: reqwest::Method = method.to_uppercase().parse().unwrap();
-            let filled = path
-                .replace("{revisionNo}", "4")
-                .replace("{id}", "0193a1f2-7c4d-7e8a-9b1c-2d3e4f5a6b7c")
-                .replace("{quoteId}", "Q-scope")
-                .replace("{contactId}", "c-scope")
-                .replace("{recipientRef}", "contact:c-scope")
-                .replace("{orderId}", "O-scope")
-                .replace("{caseId}", "FC-scope");
-            assert!(!filled.contains('{'), "a parameter of {path} is not filled");
+            let path = route
+                .split('/')
+                .map(
+                    |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                        Some(name) => fill(route, name).unwrap_or_else(|| {
+                            panic!("{method} {route}: no fixture fills the parameter {{{name}}}")
+                        }),
+                        None => segment.to_string(),
+                    },
+                )
+                .collect::<Vec<_>>()
+                .join("/");
             let scope = operation
                 .get("x-herald-scope")
                 .and_then(Value::as_str)
                 .map(|s| s.parse::<Scope>().unwrap());
-            operations.push((method, filled, scope));
+            operations.push(Operation {
+                method,
+                path,
+                route: route.clone(),
+                scope,
+            });
         }
     }
     assert!(operations.len() >= 17, "{operations:?}");
     operations
+}
+
+/// Every operation of the document, its parameters filled with values that name nothing.
+pub fn operations() -> Vec<Operation> {
+    operations_with(|_, name| {
+        Some(
+            match name {
+                "revisionNo" => "4",
+                "id" => "0193a1f2-7c4d-7e8a-9b1c-2d3e4f5a6b7c",
+                "quoteId" => "Q-scope",
+                "contactId" => "c-scope",
+                "recipientRef" => "contact:c-scope",
+                "orderId" => "O-scope",
+                "caseId" => "FC-scope",
+                "addressHash" => "0000000000000000000000000000000000000000000000000000000000000000",
+                "domain" => "scope.example",
+                _ => return None,
+            }
+            .to_string(),
+        )
+    })
 }
 
 async fn call(api: &Api, method: &reqwest::Method, path: &str) -> reqwest::Response {
@@ -68,7 +108,13 @@ async fn the_document_is_served_and_every_operation_is_routed() {
         "GET /v1/openapi.json differs from docs/openapi.json"
     );
 
-    for (method, path, scope) in operations() {
+    for Operation {
+        method,
+        path,
+        scope,
+        ..
+    } in operations()
+    {
         let response = api
             .http
             .request(method.clone(), api.url(&path))
@@ -98,7 +144,13 @@ async fn every_operation_demands_the_scope_its_document_names() {
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let (herald, api) = Api::start(&db, &sink.url(), &[]).await;
     let mut checked = 0;
-    for (method, path, scope) in operations() {
+    for Operation {
+        method,
+        path,
+        scope,
+        ..
+    } in operations()
+    {
         let Some(scope) = scope else { continue };
         let others: Vec<Scope> = Scope::ALL.into_iter().filter(|s| *s != scope).collect();
         // The provider feedback spans tenants: its callers are platform keys.
