@@ -68,7 +68,8 @@ super::spec::recipient_body!(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EscalationCommand {
-    /// The Camunda group whose members are told (`operations`).
+    /// The Camunda group whose members are told (`operations`): a group of the caller's tenant
+    /// in the engine.
     #[schema(
         max_length = 200,
         pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$"
@@ -224,7 +225,9 @@ pub async fn post_order_confirmation(
 /// policy of the fallout alerts that `FalloutCaseOpened` events make. The answer is the parent
 /// communication (its children are the members' messages, one per member and channel); its key
 /// is `fallout-alert:{falloutCaseId}:{recipientGroup}:{escalationLevel}:v1`, so the same
-/// escalation asked for again is the same communication (200).
+/// escalation asked for again is the same communication (200). The group must be one of the
+/// caller's tenant in the engine (a tenant-group membership in Camunda's identity service):
+/// another tenant's group answers as one that does not exist (422).
 #[utoipa::path(
     post,
     path = "/v1/fallout/{caseId}/escalations",
@@ -236,7 +239,7 @@ pub async fn post_order_confirmation(
     responses(
         (status = 201, description = "The escalation's communication (a parent of one per member and channel) was requested", body = CommandAnswer),
         (status = 200, description = "The same case, group and level was escalated before", body = CommandAnswer),
-        (status = 422, description = "The escalation cannot be made (no rule, …)"),
+        (status = 422, description = "The escalation cannot be made (no group of the tenant of that name, no rule, …)"),
     )
 )]
 pub async fn post_escalation(

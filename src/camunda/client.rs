@@ -578,6 +578,26 @@ impl CamundaClient {
         }
     }
 
+    /// Whether the engine's identity service makes `group_id` a group of `tenant_id` (a
+    /// tenant-group membership: `PUT /tenant/{tenant}/group-members/{group}`).
+    pub async fn group_of_tenant(
+        &self,
+        group_id: &str,
+        tenant_id: &str,
+    ) -> Result<bool, CamundaError> {
+        #[derive(serde::Deserialize, Default)]
+        struct Count {
+            count: u64,
+        }
+        let found: Count = self
+            .get_query(
+                "/group/count",
+                &[("id", group_id), ("memberOfTenant", tenant_id)],
+            )
+            .await?;
+        Ok(found.count > 0)
+    }
+
     /// The members of a group (with their profiles).
     pub async fn group_members(&self, group_id: &str) -> Result<Vec<UserProfile>, CamundaError> {
         self.get_query(

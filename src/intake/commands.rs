@@ -156,6 +156,20 @@ impl Intake {
         rules: &RuleSet,
         command: &Escalation,
     ) -> Result<RequestOutcome, EventError> {
+        // The caller names the group: Camunda's groups span tenants, so only a group the engine
+        // makes one of the caller's tenant may be told (another tenant's answers as a missing one).
+        let ours = self
+            .camunda
+            .group_of_tenant(&command.group, &command.tenant_id)
+            .await
+            .map_err(|e| EventError::Unavailable(format!("escalation: the engine: {e}")))?;
+        if !ours {
+            return Err(EventError::Rule(format!(
+                "'{}' is no group of this tenant in the engine (a tenant-group membership in \
+                 Camunda's identity service makes it one)",
+                command.group
+            )));
+        }
         let rule = command_rule(
             rules,
             "FalloutCaseOpened",

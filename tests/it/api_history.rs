@@ -428,6 +428,32 @@ async fn a_manual_escalation_reaches_the_members_of_the_group() {
     ensure_group(&desk, &[&ada, &bob]).await;
     let path = "/v1/fallout/F-31/escalations";
     let body = json!({"group": desk, "level": 2, "reason": "order stuck in provisioning", "note": "call the carrier"});
+    // Camunda's groups span tenants: one that is not the tenant's is refused, as a missing one.
+    let (status, refused) = api.post(path, body.clone()).await;
+    assert_eq!(status, 422, "{refused}");
+    let theirs = format!("escother{run}");
+    ensure_group(&theirs, &[&ada]).await;
+    tenant_group(&format!("globex{run}"), &theirs).await;
+    let (status, other) = api
+        .post(path, json!({"group": theirs, "level": 2, "reason": "x"}))
+        .await;
+    assert_eq!(status, 422, "{other}");
+    let (status, missing) = api
+        .post(
+            path,
+            json!({"group": format!("nogroup{run}"), "level": 2, "reason": "x"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{missing}");
+    let shape = |p: &Value| (p["type"].clone(), p["title"].clone());
+    assert_eq!(shape(&other), shape(&missing));
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM communication_record")
+            .await,
+        0
+    );
+    assert!(sink.received().is_empty());
+    tenant_group(API_TENANT, &desk).await;
     let (status, made) = api.post(path, body.clone()).await;
     assert_eq!(status, 201, "{made}");
     assert_eq!(made["communicationType"], "FALLOUT_ALERT");

@@ -707,6 +707,30 @@ pub async fn ensure_group(id: &str, members: &[&str]) {
     }
 }
 
+/// Makes `group` a group of `tenant` in the engine's identity service (the tenant made when
+/// missing): what lets a tenant's caller escalate to it.
+pub async fn tenant_group(tenant: &str, group: &str) {
+    let exists = reqwest::get(format!("{}/tenant/{tenant}", camunda_url()))
+        .await
+        .expect("engine reachable")
+        .status()
+        .is_success();
+    if !exists {
+        engine_call(
+            reqwest::Method::POST,
+            "/tenant/create",
+            Some(serde_json::json!({"id": tenant, "name": tenant})),
+        )
+        .await;
+    }
+    engine_call(
+        reqwest::Method::PUT,
+        &format!("/tenant/{tenant}/group-members/{group}"),
+        None,
+    )
+    .await;
+}
+
 /// A topic file as shipped in topics/.
 pub fn shipped_topic(name: &str) -> herald::workers::TopicConfig {
     herald::workers::load_topics(&Path::new(MANIFEST_DIR).join("topics"))
