@@ -133,7 +133,7 @@ async fn an_attachment_goes_out_with_the_hash_of_its_bytes_recorded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn superseded_and_foreign_documents_fail_the_proposal_for_good() {
+async fn superseded_documents_fail_the_proposal_for_good_and_foreign_ones_look_missing() {
     let camunda = camunda();
     deploy(&camunda).await;
     let db = TestDb::create().await;
@@ -155,15 +155,12 @@ async fn superseded_and_foreign_documents_fail_the_proposal_for_good() {
         })
         .await
         .unwrap();
-    // Q-F1: the document id belongs to another tenant.
+    // Q-F1: the document id is another tenant's.
     db.add_proposal_document("globex", "Q-F1").await;
     let sink = smtp_sink::SmtpSink::start().await.unwrap();
     let lane = new_lane();
     let _herald = start_herald(&db, &sink.url(), &lane, &[]).await;
-    for (quote, code) in [
-        ("Q-S1", "ARTIFACT_SUPERSEDED"),
-        ("Q-F1", "ARTIFACT_NOT_AUTHORIZED"),
-    ] {
+    for (quote, code) in [("Q-S1", "ARTIFACT_SUPERSEDED")] {
         let instance = camunda
             .start_process(
                 "quote-proposal",
@@ -178,6 +175,41 @@ async fn superseded_and_foreign_documents_fail_the_proposal_for_good() {
             ("FAILED_FINAL".into(), Some(code.into()))
         );
     }
+    // Another tenant's document is one this tenant does not have: the task waits for it, as
+    // for any document not yet available, and nothing tells that it exists elsewhere.
+    let instance = camunda
+        .start_process(
+            "quote-proposal",
+            &format!("Q-F1-r4-{}", &lane[5..13]),
+            &proposal_vars(&lane, "Q-F1", ("recipientEmail", "buyer@customer.example")),
+        )
+        .await
+        .unwrap();
+    let path = format!("/external-task?processInstanceId={}", instance.id);
+    let task = wait_for("a failure report", Duration::from_secs(30), || {
+        let camunda = camunda.clone();
+        let path = path.clone();
+        async move {
+            let tasks = camunda.get_json(&path).await.unwrap();
+            tasks
+                .as_array()
+                .and_then(|a| a.first().cloned())
+                .filter(|t| t["errorMessage"].is_string())
+        }
+    })
+    .await;
+    let message = task["errorMessage"].as_str().unwrap();
+    assert!(message.contains("not available yet"), "{task}");
+    assert!(
+        !message.contains("tenant") && !message.contains("globex"),
+        "{task}"
+    );
+    assert!(task["retries"].as_i64().unwrap() > 0, "{task}");
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM communication_record WHERE quote_id = 'Q-F1'")
+            .await,
+        0
+    );
     assert!(sink.received_except_alerts().is_empty());
 }
 
