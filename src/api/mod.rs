@@ -126,6 +126,8 @@ fn routes(state: Option<&ApiState>) -> OpenApiRouter<ApiState> {
     }
     OpenApiRouter::new()
         .routes(routes!(meta::health))
+        .routes(routes!(meta::live))
+        .routes(routes!(meta::ready))
         .routes(routes!(meta::openapi_json))
         // Postmark calls this one with its own credentials (see feedback.rs).
         .merge(postmark)

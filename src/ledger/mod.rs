@@ -121,4 +121,19 @@ impl Ledger {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
+
+    /// The migrations of this build the database has not applied successfully (empty: the
+    /// schema is current); an error when the database cannot be asked.
+    pub async fn pending_migrations(&self) -> Result<Vec<i64>, LedgerError> {
+        let applied: Vec<i64> = sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(MIGRATOR
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| applied.binary_search(v).is_err())
+            .collect())
+    }
 }

@@ -1,6 +1,8 @@
 //! Wake-ups through PostgreSQL LISTEN/NOTIFY with a polling fallback: an idle process sleeps
 //! until a notification arrives (new work within milliseconds) or its poll interval ends.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPool};
@@ -10,6 +12,25 @@ pub struct Wakeup {
     pool: PgPool,
     channel: &'static str,
     listener: Option<PgListener>,
+    /// Whether this listener is connected, as readiness reads it ([`listeners`]).
+    connected: Arc<AtomicBool>,
+}
+
+/// The listeners of this process: the channel of each and whether it is connected now.
+static LISTENERS: LazyLock<Mutex<Vec<(&'static str, Weak<AtomicBool>)>>> =
+    LazyLock::new(|| Mutex::new(Vec::new()));
+
+/// Each live listener of this process: its channel, and whether it is connected (a listener
+/// not connected misses notifications and falls back to polling).
+pub fn listeners() -> Vec<(&'static str, bool)> {
+    let mut all = LISTENERS.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|(_, flag)| flag.strong_count() > 0);
+    all.iter()
+        .filter_map(|(channel, flag)| {
+            flag.upgrade()
+                .map(|f| (*channel, f.load(Ordering::Relaxed)))
+        })
+        .collect()
 }
 
 /// What [`Wakeup::hear`] heard.
@@ -42,18 +63,30 @@ pub fn listener_pool(pool: &PgPool) -> PgPool {
 
 impl Wakeup {
     pub fn new(pool: PgPool, channel: &'static str) -> Wakeup {
+        let connected = Arc::new(AtomicBool::new(false));
+        LISTENERS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((channel, Arc::downgrade(&connected)));
         Wakeup {
             pool: listener_pool(&pool),
             channel,
             listener: None,
+            connected,
         }
+    }
+
+    /// Keeps `listener` (or its loss) and says so to readiness.
+    fn keep(&mut self, listener: Option<PgListener>) {
+        self.connected.store(listener.is_some(), Ordering::Relaxed);
+        self.listener = listener;
     }
 
     async fn listener(&mut self) -> Option<&mut PgListener> {
         if self.listener.is_none() {
             match PgListener::connect_with(&self.pool).await {
                 Ok(mut listener) => match listener.listen(self.channel).await {
-                    Ok(()) => self.listener = Some(listener),
+                    Ok(()) => self.keep(Some(listener)),
                     Err(err) => {
                         tracing::warn!(channel = self.channel, error = %err, "LISTEN failed; polling")
                     }
@@ -78,7 +111,7 @@ impl Wakeup {
             Ok(Ok(None)) => Heard::Deaf,
             Ok(Err(err)) => {
                 tracing::warn!(channel = self.channel, error = %err, "listener failed; reconnecting");
-                self.listener = None;
+                self.keep(None);
                 Heard::Deaf
             }
         }
@@ -114,7 +147,7 @@ impl Wakeup {
                 Ok(None) => Woke::Notified,
                 Err(err) => {
                     tracing::warn!(channel, error = %err, "listener failed; reconnecting");
-                    self.listener = None;
+                    self.keep(None);
                     Woke::Notified
                 }
             },

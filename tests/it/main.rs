@@ -21,6 +21,7 @@ mod governance_bpmn;
 mod governance_expressions;
 mod governance_reach;
 mod governance_releases;
+mod health;
 mod idempotency;
 mod incidents;
 mod jwt;
