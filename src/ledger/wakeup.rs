@@ -16,9 +16,11 @@ pub struct Wakeup {
     connected: Arc<AtomicBool>,
 }
 
-/// The listeners of this process: the channel of each and whether it is connected now.
-static LISTENERS: LazyLock<Mutex<Vec<(&'static str, Weak<AtomicBool>)>>> =
-    LazyLock::new(|| Mutex::new(Vec::new()));
+/// A listener as readiness sees it: its channel, and whether it is connected (while it lives).
+type ListenerFlag = (&'static str, Weak<AtomicBool>);
+
+/// The listeners of this process.
+static LISTENERS: LazyLock<Mutex<Vec<ListenerFlag>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 
 /// Each live listener of this process: its channel, and whether it is connected (a listener
 /// not connected misses notifications and falls back to polling).
