@@ -13,6 +13,7 @@ pub mod intake;
 pub mod iso8601;
 pub mod keyring;
 pub mod ledger;
+pub mod metrics;
 pub mod pause;
 pub mod policy;
 pub mod relay;

@@ -179,6 +179,32 @@ pub async fn ready(State(state): State<ApiState>) -> Response {
     (status, Json(answer)).into_response()
 }
 
+/// `GET /metrics`: herald's metrics in Prometheus' text format (no credential needed; no label
+/// names a tenant, a recipient or an id). The ledger's gauges are read at each scrape.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    operation_id = "getMetrics",
+    responses(
+        (status = 200, description = "Every metric, its name starting with herald_", content_type = "text/plain", body = String),
+        (status = 503, description = "The ledger cannot be read for its gauges"),
+    )
+)]
+pub async fn metrics(State(state): State<ApiState>) -> Response {
+    match state.intake.ledger.gauges().await {
+        Ok(gauges) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            crate::metrics::render(&gauges),
+        )
+            .into_response(),
+        Err(err) => super::ApiError::unavailable(err).into_response(),
+    }
+}
+
 /// `GET /v1/openapi.json`: this API's OpenAPI document (no credential needed).
 #[utoipa::path(
     get,

@@ -128,6 +128,7 @@ fn routes(state: Option<&ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(meta::health))
         .routes(routes!(meta::live))
         .routes(routes!(meta::ready))
+        .routes(routes!(meta::metrics))
         .routes(routes!(meta::openapi_json))
         // Postmark calls this one with its own credentials (see feedback.rs).
         .merge(postmark)
@@ -152,7 +153,24 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(counted))
         .with_state(state)
+}
+
+/// Counts each answered request by its documented route (never its ids), method and status.
+async fn counted(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().as_str().to_string();
+    let response = next.run(request).await;
+    crate::metrics::api_request(&route, &method, response.status().as_u16());
+    response
 }
 
 /// 202 for what was taken in now, 200 for a repetition of what was taken in before.

@@ -513,6 +513,7 @@ mod tests {
             "getHealth",
             "getLiveness",
             "getReadiness",
+            "getMetrics",
             "getOpenApi",
             "postPostmarkFeedback",
             // (the last one has its own basic authentication)

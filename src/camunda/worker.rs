@@ -284,6 +284,10 @@ async fn fetch_loop(
             }
             Ok(locked) => {
                 backoff.reset();
+                crate::metrics::fetched(
+                    asked_at.elapsed(),
+                    locked.iter().map(|t| t.topic_name.as_str()),
+                );
                 locked
             }
             Err(CamundaError::Unavailable(err))
@@ -413,6 +417,7 @@ async fn execute(
         let task_id = task.id.clone();
         let lock = sub.lock_duration;
         let stop = keep_alive.clone();
+        let topic = task.topic_name.clone();
         tokio::spawn(
             async move {
                 let every = (lock * 2 / 3).max(Duration::from_millis(200));
@@ -425,6 +430,7 @@ async fn execute(
                         tracing::warn!(error = %err, "could not extend the lock");
                         return;
                     }
+                    crate::metrics::lock_extended(&topic);
                 }
             }
             .with_current_subscriber(),
@@ -520,6 +526,17 @@ async fn report(
     match reported {
         Ok(()) => {
             tracing::debug!("task reported");
+            let counted = match outcome {
+                HandlerOutcome::Complete(_) => crate::metrics::TaskOutcome::Complete,
+                HandlerOutcome::Failure(f)
+                    if sub.incident.next(task.retries, f.permanent).0 == 0 =>
+                {
+                    crate::metrics::TaskOutcome::Incident
+                }
+                HandlerOutcome::Failure(_) => crate::metrics::TaskOutcome::Failure,
+                HandlerOutcome::BpmnError { .. } => crate::metrics::TaskOutcome::BpmnError,
+            };
+            crate::metrics::task_outcome(&task.topic_name, counted);
             true
         }
         Err(CamundaError::NotFound(message)) => {
@@ -529,6 +546,7 @@ async fn report(
             true
         }
         Err(CamundaError::LockLost(message)) => {
+            crate::metrics::lock_lost(&task.topic_name);
             tracing::warn!(%message, "lock lost to another worker; it will report the task");
             false
         }

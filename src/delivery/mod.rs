@@ -355,7 +355,10 @@ impl DeliveryEngine {
         // A send must end well inside the lease, or another sender could take the job over
         // while this one is still talking to the provider.
         let budget = self.options.lease.mul_f64(0.8);
-        let outcome = match tokio::time::timeout(budget, adapter.send(&message)).await {
+        let started = std::time::Instant::now();
+        let sent = tokio::time::timeout(budget, adapter.send(&message)).await;
+        crate::metrics::attempt_took(job.channel.as_str(), started.elapsed());
+        let outcome = match sent {
             Ok(outcome) => outcome,
             Err(_) => DeliveryOutcome::Failed {
                 class: FailureClass::Timeout,

@@ -5,6 +5,7 @@ pub mod correlation;
 pub mod digest;
 pub mod fallout;
 pub mod feedback;
+mod gauges;
 pub mod history;
 pub mod inbound;
 pub mod inbox;

@@ -267,6 +267,22 @@ impl Ledger {
             .await?;
         }
         tx.commit().await?;
+        for (((job, _), end), ended) in finished.iter().zip(&ends).zip(&ended) {
+            if !ended.fenced {
+                continue;
+            }
+            crate::metrics::attempt_ended(
+                job.channel.as_str(),
+                end.attempt_status.as_str(),
+                end.failure_class.map(|c| c.as_str()),
+            );
+            if end.to == CommunicationStatus::Sent {
+                let since = (chrono::Utc::now() - job.requested_at)
+                    .to_std()
+                    .unwrap_or_default();
+                crate::metrics::sent(job.channel.as_str(), since);
+            }
+        }
         Ok(ended.iter().map(|e| e.fenced).collect())
     }
 }
