@@ -2,16 +2,20 @@
 //! that failed for good are resent from the inputs herald keeps sealed (`resend_input`) once
 //! the delivery job erased them, to the same recipient or another; no plaintext of the address
 //! is kept; an expired input is swept and the resend refused; `delivery.resend_window = "0s"`
-//! keeps nothing.
+//! keeps nothing; an engine user is resolved again from the engine.
 
 use std::time::Duration;
 
 use crate::support::*;
 use serde_json::{json, Value};
 
+/// The records but fallout alerts (a failure's alerts to the operations group, whose members
+/// other tests of the shared engine set, are made in the background).
 async fn records(db: &TestDb) -> i64 {
-    db.scalar_i64("SELECT count(*) FROM communication_record")
-        .await
+    db.scalar_i64(
+        "SELECT count(*) FROM communication_record WHERE communication_type <> 'FALLOUT_ALERT'",
+    )
+    .await
 }
 
 /// The order confirmation command, answered 201; the new communication's id.
@@ -102,18 +106,19 @@ async fn a_sent_and_a_failed_confirmation_are_resent_from_their_sealed_inputs() 
     let first = mail_of(&sink, &sent).await;
 
     // The jobs erased payload and address; the kept inputs hold them sealed, not in plaintext.
+    let ours = format!("('{sent}', '{failed}')");
     assert_eq!(
-        db.scalar_i64(
-            "SELECT count(*) FROM delivery_job
-             WHERE render_payload IS NOT NULL OR recipient_address IS NOT NULL"
-        )
+        db.scalar_i64(&format!(
+            "SELECT count(*) FROM delivery_job WHERE communication_id IN {ours}
+               AND (render_payload IS NOT NULL OR recipient_address IS NOT NULL)"
+        ))
         .await,
         0
     );
-    let kept: Vec<(uuid::Uuid, String, Vec<u8>, bool)> = sqlx::query_as(
+    let kept: Vec<(uuid::Uuid, String, Vec<u8>, bool)> = sqlx::query_as(&format!(
         "SELECT communication_id, key_id, ciphertext, kept_until > now() + interval '29 days'
-         FROM resend_input ORDER BY communication_id",
-    )
+         FROM resend_input WHERE communication_id IN {ours}"
+    ))
     .fetch_all(&db.pool)
     .await
     .unwrap();
@@ -248,4 +253,59 @@ async fn a_resend_window_of_zero_keeps_nothing_and_the_resend_is_refused() {
     assert_eq!(db.scalar_i64("SELECT count(*) FROM resend_input").await, 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sink.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sent_reminder_to_an_engine_user_is_resent_to_the_user_the_engine_knows_now() {
+    let db = TestDb::create().await;
+    let sink = smtp_sink::SmtpSink::start().await.unwrap();
+    let (_herald, api) = Api::start(&db, &sink.url(), &[]).await;
+    // A fresh user per run (the engine is shared); the reminder went to the address the user
+    // had then.
+    let user = format!("rita{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    create_user(&user, "Rita", "Now", Some(&format!("{user}@corp.example"))).await;
+    let mut reminder = order_confirmation(&format!("rem-{user}"));
+    reminder.class = herald::ledger::Classification {
+        communication_type: herald::ledger::CommunicationType::ApprovalReminder,
+        category: herald::ledger::MessageCategory::Operational,
+    };
+    reminder.admitted.recipient.recipient_type = herald::ledger::RecipientType::User;
+    reminder.admitted.recipient.recipient_ref = format!("user:{user}");
+    reminder.admitted.recipient.address = Some("rita.then@corp.example".into());
+    reminder.rendering = herald::ledger::Rendering {
+        template_family: "approval-reminder-email".into(),
+        template_version: "2026.11.0".into(),
+        payload: json!({
+            "recipientName": "Rita Then",
+            "taskName": "Approve quote",
+            "businessKey": "Q-U1-r1",
+            "waitedFor": "2 hours",
+            "assigneeName": "Rita Then",
+            "reminderNo": 1
+        }),
+    };
+    let ledger = herald::ledger::Ledger::new(db.pool.clone(), Duration::from_secs(60));
+    let original = ledger
+        .request(&reminder)
+        .await
+        .unwrap()
+        .communication_id
+        .to_string();
+    settled(&api, &original, "SENT").await;
+    let first = mail_of(&sink, &original).await;
+    assert_eq!(first.rcpt_to, ["rita.then@corp.example"]);
+
+    let (status, again) = resend(&api, &original, json!({})).await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again["communicationType"], "APPROVAL_REMINDER");
+    let again = again["communicationId"].as_str().unwrap().to_string();
+    let second = mail_of(&sink, &again).await;
+    assert_eq!(second.rcpt_to, [format!("{user}@corp.example")]);
+    assert_eq!(second.header("Subject"), first.header("Subject"));
+    let text = content(&second);
+    assert!(text.contains("Hello Rita Now,"), "{text}");
+    assert!(text.contains("waiting for 2 hours"), "{text}");
+    let view = settled(&api, &again, "SENT").await;
+    assert_eq!(view["resendOf"], original.as_str());
+    assert_eq!(view["recipientRef"], format!("user:{user}"));
 }
