@@ -1,9 +1,9 @@
 //! `herald keys rotate`: every stored ciphertext moved under the keyring's current key, in
 //! batches of rows locked while they are re-sealed: webhook signing secrets (plaintext ones of
 //! rows written before secrets were sealed included), retained bodies, inbox bodies, the kept
-//! inputs of resends. Rows under
-//! the current key already are left alone, so a second run changes nothing; a row that does
-//! not open stops the run, naming it (what was moved before stays moved).
+//! inputs of resends. Rows under the current key already are left alone, so a second run
+//! changes nothing; a row that does not open stops the run, naming it (what was moved before
+//! stays moved).
 //!
 //! The tables are the ledger's and the delivery's; this is the one place outside them that
 //! writes their ciphertext columns, and it writes nothing else.

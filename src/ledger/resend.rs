@@ -107,8 +107,8 @@ pub(super) async fn keep_inputs(
     Ok(())
 }
 
-/// The original of a resend.
-#[derive(Debug, Clone)]
+/// The original of a resend (its `Debug` leaves out the payload and the address).
+#[derive(Clone)]
 pub struct ResendSource {
     pub id: CommunicationId,
     pub class: Classification,
@@ -132,6 +132,22 @@ pub struct ResendSource {
     pub attachments: Vec<crate::artifacts::AttachmentRef>,
     /// (artifact id, role) of the documents it carries.
     pub artifacts: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for ResendSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResendSource")
+            .field("id", &self.id)
+            .field("class", &self.class)
+            .field("status", &self.status)
+            .field("channel", &self.channel)
+            .field("recipient_type", &self.recipient_type)
+            .field("recipient_ref", &self.recipient_ref)
+            .field("template_family", &self.template_family)
+            .field("template_version", &self.template_version)
+            .field("artifacts", &self.artifacts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ledger {
