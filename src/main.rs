@@ -378,8 +378,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Rotate(args)) => {
             match herald::keyring::rotate::rotate_configured(&settings, args.batch).await {
                 Ok((key_id, rotated)) => println!(
-                    "re-encrypted under key {key_id}: {} webhook signing secrets, {} retained bodies, {} inbox bodies",
-                    rotated.webhook_secrets, rotated.bodies, rotated.inbox_bodies
+                    "re-encrypted under key {key_id}: {} webhook signing secrets, {} retained bodies, {} inbox bodies, {} resend inputs",
+                    rotated.webhook_secrets,
+                    rotated.bodies,
+                    rotated.inbox_bodies,
+                    rotated.resend_inputs
                 ),
                 Err(e) => {
                     eprintln!("herald keys rotate: {e}");

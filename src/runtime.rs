@@ -196,6 +196,16 @@ pub async fn start(
         }
     }
     let keys = crate::keyring::Keys::from_settings(&settings)?;
+    // The delivery's ledger keeps what a resend needs, sealed, as jobs end.
+    let ledger = ledger
+        .with_keyring(keys.ring.clone())
+        .keeping_resend_inputs(settings.delivery.resend_window);
+    if components.delivery && keys.ring.is_none() && !settings.delivery.resend_window.is_zero() {
+        tracing::warn!(
+            "no encryption key (HERALD_KEYS__ENCRYPTION): nothing is kept for resends \
+             (delivery.resend_window); a resend of an ended communication is refused"
+        );
+    }
     if components.api || components.delivery {
         secure_webhook_secrets(&pool, keys.ring.as_ref(), &shutdown).await?;
     }

@@ -48,9 +48,10 @@ super::spec::recipient_body!(
 /// `resends`), to the same recipient unless `recipientEmail` or `recipientContactId` names
 /// another. Policy applies again: a suppressed recipient makes a SUPPRESSED resend, not an
 /// error. Its ledger key is `resend:{id}:api:{Idempotency-Key}`. A proposal is made again (a
-/// fresh portal link); another communication is resent while herald still holds its content
-/// (409 once only its hash is kept); a webhook is replayed instead (409). Another tenant's
-/// communication answers 404, as one that does not exist.
+/// fresh portal link); another communication is resent with its content, kept sealed for
+/// `delivery.resend_window` after its delivery ended (409 once only its hash is kept); a
+/// webhook is replayed instead (409). Another tenant's communication answers 404, as one that
+/// does not exist.
 #[utoipa::path(
     post,
     path = "/v1/communications/{id}/resend",

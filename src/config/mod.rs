@@ -252,6 +252,11 @@ pub struct DeliverySettings {
     pub jitter: f64,
     #[serde(with = "humantime_serde")]
     pub max_retry_after: Duration,
+    /// How long what a resend needs (the render payload and the raw address) is kept, sealed
+    /// with the keyring, after a communication's delivery ended; zero keeps nothing (a resend
+    /// of an ended communication is then refused).
+    #[serde(with = "humantime_serde")]
+    pub resend_window: Duration,
     /// Schedules per communication type or criticality, e.g.
     /// `[delivery.schedules] EXTERNAL_WEBHOOK = ["0s", "1m", "5m"]`, `LOW = ["0s", "10m"]`
     /// (keys from the environment arrive in lower case).

@@ -52,6 +52,7 @@ fn the_defaults_are_the_documented_values() {
     );
     assert_eq!(s.delivery.jitter, 0.1);
     assert_eq!(s.delivery.max_retry_after, secs(3600));
+    assert_eq!(s.delivery.resend_window, secs(30 * 24 * 3600));
     assert!(s.delivery.schedules.is_empty());
     assert_eq!(s.relay.batch_size, 100);
     assert_eq!(s.relay.poll_interval, ms(10_000));
@@ -385,4 +386,16 @@ fn config_show_redacts_secrets_and_shows_overrides() {
         Settings::load_from(Some(&path), []).unwrap().to_toml(),
         plain
     );
+}
+
+#[test]
+fn a_resend_window_of_zero_keeps_nothing_and_one_without_its_unit_is_refused() {
+    let s = Settings::load_from(None, env(&[("HERALD_DELIVERY__RESEND_WINDOW", "0s")])).unwrap();
+    assert_eq!(s.delivery.resend_window, Duration::ZERO);
+    let s = Settings::load_from(None, env(&[("HERALD_DELIVERY__RESEND_WINDOW", "2h")])).unwrap();
+    assert_eq!(s.delivery.resend_window, Duration::from_secs(7200));
+    let err = Settings::load_from(None, env(&[("HERALD_DELIVERY__RESEND_WINDOW", "30")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("resend_window"), "{err}");
 }

@@ -81,6 +81,9 @@ impl DeliveryEngine {
         let claim_at = (max / 4).clamp(1, self.options.batch_size.max(1) as usize);
         let (ended, ended_rx) = tokio::sync::mpsc::unbounded_channel();
         let recorder = tokio::spawn(self.clone().record(ended_rx).with_current_subscriber());
+        let sweeper = tokio::spawn(
+            sweep_resend_inputs(self.ledger.clone(), shutdown.clone()).with_current_subscriber(),
+        );
         let mut running = JoinSet::new();
         tracing::info!(worker_id = %self.options.worker_id, "delivery loop started");
         while !shutdown.is_cancelled() {
@@ -154,6 +157,7 @@ impl DeliveryEngine {
         while running.join_next().await.is_some() {}
         drop(ended);
         let _ = recorder.await;
+        let _ = sweeper.await;
         tracing::info!("delivery loop stopped");
     }
 
@@ -420,6 +424,39 @@ impl DeliveryEngine {
                 response_code,
                 summary,
             },
+        }
+    }
+}
+
+/// How often each delivery loop deletes the resend inputs whose window has passed, and how
+/// many rows one statement deletes at most.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+const SWEEP_BATCH: i64 = 1000;
+
+/// Deletes expired resend inputs (`delivery.resend_window`), now and every [`SWEEP_EVERY`],
+/// until `shutdown`; a failed round is tried again at the next.
+async fn sweep_resend_inputs(ledger: Ledger, shutdown: CancellationToken) {
+    loop {
+        let mut purged = 0;
+        loop {
+            match ledger.purge_expired_resend_inputs(SWEEP_BATCH).await {
+                Ok(n) => {
+                    purged += n;
+                    if n < SWEEP_BATCH as u64 || shutdown.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "deleting expired resend inputs failed");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::debug!(purged, "expired resend inputs deleted");
+        }
+        if !crate::pause::sleep_or_shutdown(SWEEP_EVERY, &shutdown).await {
+            return;
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Resends: a new record linked to the original (`resendOf`), to the same recipient unless
 //! another is given, admitted afresh (preferences, consent and suppression apply; a refusal is
 //! the resend's business status). A proposal is made again as a new one is (the document
-//! checked, a fresh portal link); any other communication is resent with its content while the
-//! delivery job still holds it: once a communication reached a final state herald keeps only
-//! its content hash, and it is asked for again with its command instead.
+//! checked, a fresh portal link); any other communication is resent with its content: the
+//! delivery job's while it holds it, then the inputs the ledger keeps sealed for
+//! `delivery.resend_window` once the job ended (`crate::ledger::resend`). After that herald
+//! keeps only the content hash, and the communication is asked for again with its command.
 
 use crate::artifacts::DeliveryMode;
 use crate::ledger::resend::ResendSource;
@@ -91,7 +92,7 @@ impl Intake {
         self.resend_content(&source, recipient, input).await
     }
 
-    /// A resend of the content the delivery job still holds.
+    /// A resend of the content the delivery job or the kept inputs still hold.
     async fn resend_content(
         &self,
         source: &ResendSource,
@@ -101,8 +102,8 @@ impl Intake {
         let label = "resend";
         let Some(mut payload) = source.payload.clone() else {
             return Err(ResendError::Refused(format!(
-                "the content of this communication was erased when it became {} (herald keeps \
-                 only its hash): ask for it again with its command",
+                "the content of this communication was erased when it became {}: herald keeps \
+                 it for resends for {NOT_KEPT}; ask for it again with its command",
                 source.status
             )));
         };
@@ -199,6 +200,10 @@ impl Intake {
     }
 }
 
+/// How long the inputs of a resend are kept, as a refusal names it.
+const NOT_KEPT: &str = "delivery.resend_window after its delivery ended, with \
+    HERALD_KEYS__ENCRYPTION set (\"0s\" keeps nothing), and only its hash after that";
+
 /// The original's recipient, as a resend asks for it again.
 fn same_recipient(source: &ResendSource) -> Result<RecipientInput, ResendError> {
     match source.recipient_type {
@@ -210,11 +215,10 @@ fn same_recipient(source: &ResendSource) -> Result<RecipientInput, ResendError> 
             .clone()
             .map(RecipientInput::Email)
             .ok_or_else(|| {
-                ResendError::Refused(
-                    "herald no longer holds this communication's address (only its hash): give \
-                     recipientEmail or recipientContactId"
-                        .into(),
-                )
+                ResendError::Refused(format!(
+                    "herald no longer holds this communication's address (it keeps it for \
+                     resends for {NOT_KEPT}): give recipientEmail or recipientContactId"
+                ))
             }),
         other => Err(ResendError::Refused(format!(
             "a communication to a {other} recipient is not resent"

@@ -1,8 +1,9 @@
 //! `herald keys rotate`: every stored ciphertext moved under the keyring's current key, in
 //! batches of rows locked while they are re-sealed: webhook signing secrets (plaintext ones of
-//! rows written before secrets were sealed included), retained bodies, inbox bodies. Rows under
-//! the current key already are left alone, so a second run changes nothing; a row that does
-//! not open stops the run, naming it (what was moved before stays moved).
+//! rows written before secrets were sealed included), retained bodies, inbox bodies, the kept
+//! inputs of resends. Rows under the current key already are left alone, so a second run
+//! changes nothing; a row that does not open stops the run, naming it (what was moved before
+//! stays moved).
 //!
 //! The tables are the ledger's and the delivery's; this is the one place outside them that
 //! writes their ciphertext columns, and it writes nothing else.
@@ -34,6 +35,8 @@ pub struct Rotated {
     pub bodies: u64,
     /// Bodies of inbox notifications.
     pub inbox_bodies: u64,
+    /// Inputs kept for resends (payload and address of an ended delivery).
+    pub resend_inputs: u64,
 }
 
 /// `herald keys rotate`: the keyring of the settings, on the settings' database; returns the
@@ -60,6 +63,7 @@ pub async fn rotate(pool: &PgPool, keyring: &Keyring, batch: i64) -> Result<Rota
         webhook_secrets: webhook_secrets(pool, keyring, batch, false).await?,
         bodies: bodies(pool, keyring, batch, Body::Content).await?,
         inbox_bodies: bodies(pool, keyring, batch, Body::Inbox).await?,
+        resend_inputs: bodies(pool, keyring, batch, Body::ResendInput).await?,
     })
 }
 
@@ -150,11 +154,12 @@ async fn store_secret(
     Ok(())
 }
 
-/// The two tables of sealed bodies.
+/// The tables of sealed bodies.
 #[derive(Clone, Copy)]
 enum Body {
     Content,
     Inbox,
+    ResendInput,
 }
 
 impl Body {
@@ -175,6 +180,12 @@ impl Body {
                 "UPDATE inbox_notification SET body_key_id = $2, body_nonce = $3, body_ciphertext = $4
                  WHERE notification_id = $1",
             ),
+            Body::ResendInput => (
+                "SELECT communication_id AS id, key_id, nonce, ciphertext FROM resend_input
+                 WHERE key_id <> $1 ORDER BY communication_id LIMIT $2 FOR UPDATE",
+                "UPDATE resend_input SET key_id = $2, nonce = $3, ciphertext = $4
+                 WHERE communication_id = $1",
+            ),
         }
     }
 
@@ -182,6 +193,7 @@ impl Body {
         match self {
             Body::Content => "the retained body of communication",
             Body::Inbox => "the body of inbox notification",
+            Body::ResendInput => "the resend inputs of communication",
         }
     }
 }

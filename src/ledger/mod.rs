@@ -56,6 +56,13 @@ pub enum LedgerError {
     /// A sealed body that does not open (no keyring, a key id the ring lacks, a wrong key).
     #[error("sealed content: {0}")]
     Sealed(#[from] crate::keyring::KeyError),
+    /// A stored value that does not read as herald wrote it (named, never shown: it may hold
+    /// an address or a payload).
+    #[error("communication {id}: its {what} do not read as herald wrote them")]
+    Unreadable {
+        id: CommunicationId,
+        what: &'static str,
+    },
 }
 
 impl From<sqlx::Error> for LedgerError {
@@ -88,8 +95,11 @@ pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, 
 pub struct Ledger {
     pool: PgPool,
     correlation_deadline: Duration,
-    /// Opens the sealed bodies of inbox notifications.
+    /// Opens the sealed bodies of inbox notifications and the kept inputs of resends; seals
+    /// the latter.
     keyring: Option<crate::keyring::Keyring>,
+    /// How long what a resend needs is kept once a delivery job ended (zero: nothing is).
+    resend_window: Duration,
 }
 
 impl Ledger {
@@ -98,12 +108,22 @@ impl Ledger {
             pool,
             correlation_deadline,
             keyring: None,
+            resend_window: Duration::ZERO,
         }
     }
 
-    /// The ledger that opens sealed inbox bodies with `keyring`.
+    /// The ledger that opens sealed inbox bodies and kept resend inputs with `keyring` (and
+    /// seals the latter with it).
     pub fn with_keyring(mut self, keyring: Option<crate::keyring::Keyring>) -> Ledger {
         self.keyring = keyring;
+        self
+    }
+
+    /// The ledger that keeps what a resend needs for `window` after a delivery job ended
+    /// (`delivery.resend_window`), sealed with its keyring; without a keyring, or with a zero
+    /// window, nothing is kept (see [`resend`]).
+    pub fn keeping_resend_inputs(mut self, window: Duration) -> Ledger {
+        self.resend_window = window;
         self
     }
 

@@ -220,11 +220,18 @@ impl Ledger {
         let mut tx = self.pool.begin().await?;
         let ended = transition::end_attempts(&mut tx, worker, &ends).await?;
         let mut hashed = (Vec::new(), Vec::new(), Vec::new());
-        for ((job, result), end) in finished.iter().zip(&ended) {
-            if !end.fenced {
+        // What a resend needs, kept sealed as the job erases it (nothing without a keyring).
+        let mut kept = Vec::new();
+        for (((job, result), end), outcome) in finished.iter().zip(&ends).zip(&ended) {
+            if !outcome.fenced {
                 continue;
             }
-            if !end.moved {
+            if self.keyring.is_some()
+                && super::resend::keeps_inputs(job, end.retry_after.is_some(), self.resend_window)
+            {
+                kept.push(*job);
+            }
+            if !outcome.moved {
                 tracing::error!(communicationId = %job.communication_id,
                     "the attempt ended but the record was no longer SENDING; its status is kept");
             }
@@ -253,6 +260,9 @@ impl Ledger {
                 hashed.1.push(artifact_id.clone());
                 hashed.2.push(hash.clone());
             }
+        }
+        if let Some(keyring) = &self.keyring {
+            super::resend::keep_inputs(&mut tx, keyring, self.resend_window, &kept).await?;
         }
         if !hashed.0.is_empty() {
             sqlx::query(

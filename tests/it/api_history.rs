@@ -301,11 +301,6 @@ async fn the_order_confirmation_command_sends_and_its_detail_shows_the_history()
     let text = detail.to_string();
     assert!(!text.contains("olga@customer.example"), "{text}");
 
-    // A sent confirmation's content is gone: it is asked for again with its command (409).
-    let (status, refused) = api
-        .post(&format!("/v1/communications/{id}/resend"), json!({}))
-        .await;
-    assert_eq!(status, 409, "{refused}");
     // Bad commands write nothing.
     let before = records(&db).await;
     for body in [

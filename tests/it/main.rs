@@ -30,6 +30,7 @@ mod lock_loss;
 mod noise;
 mod policy;
 mod proposal_e2e;
+mod resends;
 mod retries;
 mod secrets_at_rest;
 mod templates_governance;

@@ -191,6 +191,9 @@ async fn keys_rotate_moves_every_ciphertext_under_the_new_key_and_delivery_still
         ("INSERT INTO communication_content (communication_id, key_id, nonce, ciphertext) VALUES ($1::uuid, $2, $3, $4)", body.seal(&t1)),
         ("INSERT INTO inbox_notification (notification_id, tenant_id, recipient_ref, communication_type, title, body_text, body_html, body_key_id, body_nonce, body_ciphertext)
           SELECT communication_id, 'acme', 'user:kim', communication_type, '', '', '', $2, $3, $4 FROM communication_record WHERE communication_id = $1::uuid", body.seal(&t1)),
+        // The inputs a resend of it needs, as delivery keeps them once its job ended.
+        ("INSERT INTO resend_input (communication_id, key_id, nonce, ciphertext, kept_until) VALUES ($1::uuid, $2, $3, $4, now() + interval '1 day')",
+         t1.seal(br#"{"payload":{"orderNumber":"ON-1"},"address":"kim@customer.example"}"#)),
     ] {
         sqlx::query(sql)
             .bind(&id)
@@ -213,19 +216,22 @@ async fn keys_rotate_moves_every_ciphertext_under_the_new_key_and_delivery_still
     assert!(ok, "{stdout}{stderr}");
     assert!(
         stdout
-            .contains("under key t2: 2 webhook signing secrets, 1 retained bodies, 1 inbox bodies"),
+            .contains("under key t2: 2 webhook signing secrets, 1 retained bodies, 1 inbox bodies, 1 resend inputs"),
         "{stdout}"
     );
     assert_eq!(secrets_not_sealed_under(&db, "t2").await, 0);
     for sql in [
         "SELECT count(*) FROM communication_content WHERE key_id <> 't2'",
         "SELECT count(*) FROM inbox_notification WHERE body_key_id <> 't2'",
+        "SELECT count(*) FROM resend_input WHERE key_id <> 't2'",
     ] {
         assert_eq!(db.scalar_i64(sql).await, 0, "{sql}");
     }
     let (ok, stdout, _) = keys_rotate(&db, &both).await;
     assert!(
-        ok && stdout.contains("0 webhook signing secrets, 0 retained bodies, 0 inbox bodies"),
+        ok && stdout.contains(
+            "0 webhook signing secrets, 0 retained bodies, 0 inbox bodies, 0 resend inputs"
+        ),
         "a second run moves nothing: {stdout}"
     );
 
