@@ -22,7 +22,9 @@ fn operations() -> Vec<(reqwest::Method, String, Option<Scope>)> {
                 .replace("{contactId}", "c-scope")
                 .replace("{recipientRef}", "contact:c-scope")
                 .replace("{orderId}", "O-scope")
-                .replace("{caseId}", "FC-scope");
+                .replace("{caseId}", "FC-scope")
+                .replace("{addressHash}", &"5c0e".repeat(16))
+                .replace("{domain}", "scope.example");
             assert!(!filled.contains('{'), "a parameter of {path} is not filled");
             let scope = operation
                 .get("x-herald-scope")
