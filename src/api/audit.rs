@@ -12,12 +12,13 @@ use super::auth::{Authenticated, Credential};
 use super::ApiState;
 
 /// The keys of an answer that name what a call made or changed, in the order they are looked for.
-const TARGET_KEYS: [&str; 5] = [
+const TARGET_KEYS: [&str; 6] = [
     "communicationId",
     "subscriptionId",
     "artifactId",
     "contactId",
     "notificationId",
+    "addressHash",
 ];
 
 /// Answers larger than this (or of unknown length) are not searched for a target id.

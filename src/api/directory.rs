@@ -54,7 +54,6 @@ pub struct ContactInput {
 /// both or neither; the contactId required (an import) or left out (the path's).
 fn contact_schema(with_id: bool) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     use serde_json::json;
-    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Type};
     const ID: &str =
         r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\s\x00-\x1f\x7f-\x9f])?$";
     let mut schema = serde_json::to_value(<ContactInput as utoipa::PartialSchema>::schema())
@@ -65,14 +64,9 @@ fn contact_schema(with_id: bool) -> utoipa::openapi::RefOr<utoipa::openapi::Sche
     }
     fields["email"]["format"] = "email".into();
     fields["email"]["pattern"] = ID.into();
-    let zones: Vec<serde_json::Value> = chrono_tz::TZ_VARIANTS
-        .iter()
-        .map(|zone| json!(zone.name()))
-        .chain([serde_json::Value::Null])
-        .collect();
-    fields["timezone"]["enum"] = zones.into();
+    fields["timezone"]["enum"] = zone_names(true).into();
     for quiet in ["quietStart", "quietEnd"] {
-        fields[quiet]["pattern"] = "^([01][0-9]|2[0-3]):[0-5][0-9]$".into();
+        fields[quiet]["pattern"] = QUIET_TIME.into();
     }
     if with_id {
         fields["contactId"]["type"] = "string".into();
@@ -88,6 +82,27 @@ fn contact_schema(with_id: bool) -> utoipa::openapi::RefOr<utoipa::openapi::Sche
     }
     let object: utoipa::openapi::Schema =
         serde_json::from_value(schema).expect("the contact's schema is a schema");
+    quiet_together(object)
+}
+
+/// The pattern of a time of quiet hours, `HH:MM`.
+pub(super) const QUIET_TIME: &str = "^([01][0-9]|2[0-3]):[0-5][0-9]$";
+
+/// The IANA time zones chrono_tz knows (and `null` when the field may be null), as a schema's
+/// `enum`.
+pub(super) fn zone_names(nullable: bool) -> Vec<serde_json::Value> {
+    chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|zone| serde_json::json!(zone.name()))
+        .chain(nullable.then_some(serde_json::Value::Null))
+        .collect()
+}
+
+/// `object` with its `quietStart` and `quietEnd` going together: both strings, or neither.
+pub(super) fn quiet_together(
+    object: utoipa::openapi::Schema,
+) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Type};
     let quiet = |ty: Type| {
         ObjectBuilder::new()
             .property("quietStart", ObjectBuilder::new().schema_type(ty.clone()))

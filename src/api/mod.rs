@@ -1,10 +1,11 @@
-//! herald's HTTP API (axum), all of it under `/v1/`: commands (proposals, events, artifacts),
-//! the contact directory and preferences, webhook endpoints, inboxes, provider feedback and
-//! communication history. Every route but the provider feedback needs a credential of the
-//! tenant (`Authorization: Bearer <API key>`, see `auth`); the tenant comes from the credential,
-//! never from the request. Errors are problem documents (`problem`); bodies are checked strictly
-//! (`input`), and every body, path segment and query parameter against its schema in the API's
-//! own document (`contract`): what the document says a request may hold is the check.
+//! herald's HTTP API (axum), all of it under `/v1/`: commands (proposals, events, artifacts), the
+//! contact directory and preferences, webhook endpoints, inboxes, provider feedback, communication
+//! history, the suppression list, retries and the tenant's policy. Every route but the provider
+//! feedback needs a credential of the tenant (`Authorization: Bearer <API key>`, see `auth`); the
+//! tenant comes from the credential, never from the request. Errors are problem documents
+//! (`problem`); bodies are checked strictly (`input`), and every body, path segment and query
+//! parameter against its schema in the API's own document (`contract`): what the document says a
+//! request may hold is the check.
 //!
 //! ## Adding a route (routes and spec cannot drift)
 //! 1. Write the handler with `#[utoipa::path(method, path = "/v1/…", tag = "…", security(…),
@@ -35,10 +36,13 @@ pub mod keys;
 pub mod limit;
 mod meta;
 mod orders;
+mod policy;
 pub mod problem;
 mod resend;
+mod retry;
 pub mod spec;
 mod subscriptions;
+mod suppressions;
 
 use std::sync::Arc;
 
@@ -85,6 +89,8 @@ fn routes(state: Option<&ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(orders::post_order_confirmation))
         .routes(routes!(orders::post_escalation))
         .routes(routes!(resend::post_resend))
+        .routes(routes!(retry::post_retry))
+        .routes(routes!(suppressions::post_suppression))
         .routes(routes!(directory::import_contacts))
         .routes(routes!(subscriptions::replay))
         .routes(routes!(subscriptions::post_subscription))
@@ -106,6 +112,14 @@ fn routes(state: Option<&ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(history::list_quote_communications))
         .routes(routes!(subscriptions::get_subscription))
         .routes(routes!(subscriptions::get_inbox))
+        .routes(routes!(suppressions::list_suppressions))
+        .routes(routes!(suppressions::delete_suppression))
+        // The tenant's policy (admin): PUT and DELETE are idempotent by nature.
+        .routes(routes!(policy::get_policy, policy::put_policy))
+        .routes(routes!(
+            policy::put_blocked_domain,
+            policy::delete_blocked_domain
+        ))
         // Provider feedback is matched across tenants, and deduplicated by its feedbackId.
         .routes(routes!(feedback::post_email_feedback))
         .merge(commands);

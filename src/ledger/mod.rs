@@ -16,6 +16,8 @@ pub mod queue;
 pub mod replay;
 pub mod request;
 pub mod resend;
+pub mod retry;
+pub mod suppression;
 pub mod transition;
 pub mod wakeup;
 

@@ -1,6 +1,7 @@
 //! herald's directory: the contacts of each tenant and the recipients' preferences, with what
 //! the preference checks read beside them (tenant policy, suppression list, blocked domains,
-//! maintenance windows). The intake reads it; the API writes contacts and preferences.
+//! maintenance windows). The intake reads it; the API writes contacts, preferences and the
+//! tenant's policy (`tenant`).
 
 use chrono::{DateTime, NaiveTime, Utc};
 use sqlx::PgPool;
@@ -9,6 +10,7 @@ use crate::ledger::{Channel, MessageCategory, ResolvedRecipient};
 
 use super::preferences::{load_facts, PolicyFacts};
 use super::recipients::contact_email;
+use super::tenant::{self, BlockedDomain, TenantPolicy};
 use super::Resolution;
 
 /// The directory's tables, on the ledger's database.
@@ -114,5 +116,52 @@ impl Directory {
         .execute(&self.pool)
         .await
         .map(|_| ())
+    }
+
+    /// The tenant's policy (the defaults when it has set none).
+    pub async fn tenant_policy(&self, tenant_id: &str) -> Result<TenantPolicy, sqlx::Error> {
+        tenant::get(&self.pool, tenant_id).await
+    }
+
+    /// Sets the tenant's policy: communicating or not, quiet hours (both or neither) in a zone.
+    pub async fn set_tenant_policy(
+        &self,
+        tenant_id: &str,
+        communications_enabled: bool,
+        quiet: Option<(NaiveTime, NaiveTime)>,
+        timezone: chrono_tz::Tz,
+    ) -> Result<TenantPolicy, sqlx::Error> {
+        tenant::put(
+            &self.pool,
+            tenant_id,
+            communications_enabled,
+            quiet,
+            timezone,
+        )
+        .await
+    }
+
+    /// The tenant's own blocked domains, by name.
+    pub async fn blocked_domains(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<BlockedDomain>, sqlx::Error> {
+        tenant::blocked_domains(&self.pool, tenant_id).await
+    }
+
+    /// Blocks a domain checked by [`tenant::domain`] (or gives its block a new reason): the
+    /// block, and whether it is new.
+    pub async fn block_domain(
+        &self,
+        tenant_id: &str,
+        domain: &str,
+        reason: Option<&str>,
+    ) -> Result<(BlockedDomain, bool), sqlx::Error> {
+        tenant::block(&self.pool, tenant_id, domain, reason).await
+    }
+
+    /// Unblocks the tenant's own block of a domain: false when it has none.
+    pub async fn unblock_domain(&self, tenant_id: &str, domain: &str) -> Result<bool, sqlx::Error> {
+        tenant::unblock(&self.pool, tenant_id, domain).await
     }
 }

@@ -10,6 +10,7 @@ pub mod noise;
 pub mod preferences;
 pub mod recipients;
 pub mod rules;
+pub mod tenant;
 
 pub use keys::{derive_key, KeyError};
 pub use recipients::{

@@ -9,6 +9,7 @@ mod api_auth;
 mod api_history;
 mod api_idempotency;
 mod api_openapi;
+mod api_operate;
 mod approval_notices;
 mod artifacts;
 mod bpmn_patterns;
