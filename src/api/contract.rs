@@ -142,31 +142,58 @@ fn kind_of(schema: &Value, components: &Value) -> Kind {
     }
 }
 
+/// At most this many problems are listed for one request (a body of thousands of wrong items
+/// gets a short answer, cheaply).
+const MAX_PROBLEMS: usize = 50;
+
+/// The operation a request is checked as: a HEAD is answered by the route's GET.
+fn key(method: &Method, route: &str) -> (Method, String) {
+    let method = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
+    (method, route.to_string())
+}
+
+/// A routed request whose operation the document lacks: a fault of herald, never let through.
+fn undocumented(method: &Method, route: &str) -> ApiError {
+    ApiError::internal(format!(
+        "{method} {route} is routed but not in the API's document"
+    ))
+}
+
 /// The problems of `instance` under `validator`, each at `pointer` followed by where inside.
 fn problems(validator: &Validator, instance: &Value, pointer: &str) -> Vec<FieldProblem> {
     let mut problems: Vec<FieldProblem> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for error in validator.iter_errors(instance) {
+        if problems.len() >= MAX_PROBLEMS {
+            break;
+        }
         let at = format!("{pointer}{}", error.instance_path().as_str());
         let detail = error.masked().to_string();
-        let problem = if at.is_empty() {
+        if !seen.insert((at.clone(), detail.clone())) {
+            continue;
+        }
+        problems.push(if at.is_empty() {
             FieldProblem::general(detail)
         } else {
             FieldProblem::at(at, detail)
-        };
-        if !problems
-            .iter()
-            .any(|p| p.pointer == problem.pointer && p.detail == problem.detail)
-        {
-            problems.push(problem);
-        }
+        });
     }
     problems
 }
 
 /// Checks a JSON body against the schema of its operation (`route` as the router matched it).
 pub fn check_body(method: &Method, route: &str, body: &Value) -> Result<(), ApiError> {
-    let Some(validator) = CONTRACT.bodies.get(&(method.clone(), route.to_string())) else {
-        return Ok(());
+    let key = key(method, route);
+    if !CONTRACT.parameters.contains_key(&key) {
+        return Err(undocumented(method, route));
+    }
+    // An operation the document gives no body takes none the handler reads as JSON.
+    let Some(validator) = CONTRACT.bodies.get(&key) else {
+        return Err(undocumented(method, route));
     };
     let found = problems(validator, body, "");
     if found.is_empty() {
@@ -210,11 +237,8 @@ fn check_parameters<'v>(
     location: Location,
     value_of: impl Fn(&str) -> Option<Vec<&'v str>>,
 ) -> Result<(), ApiError> {
-    let Some(parameters) = CONTRACT
-        .parameters
-        .get(&(method.clone(), route.to_string()))
-    else {
-        return Ok(());
+    let Some(parameters) = CONTRACT.parameters.get(&key(method, route)) else {
+        return Err(undocumented(method, route));
     };
     let mut found = Vec::new();
     for parameter in parameters.iter().filter(|p| p.location == location) {
@@ -258,7 +282,17 @@ mod tests {
         for (route, operations) in document["paths"].as_object().unwrap() {
             for (method, operation) in operations.as_object().unwrap() {
                 let key = (method.to_ascii_uppercase().parse().unwrap(), route.clone());
-                assert!(contract.parameters.contains_key(&key), "{route}");
+                let documented = operation["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["in"] == "path" || p["in"] == "query")
+                    .count();
+                assert_eq!(
+                    contract.parameters[&key].len(),
+                    documented,
+                    "{method} {route}"
+                );
                 if operation.get("requestBody").is_some() {
                     assert!(contract.bodies.contains_key(&key), "{method} {route}");
                     bodies += 1;
@@ -291,6 +325,10 @@ mod tests {
         );
         let both = json!({"recipientContactId": "c-1", "recipientEmail": "kim@example.com"});
         assert!(check_body(&Method::POST, route, &both).is_err());
+        // Thousands of wrong items: a short answer.
+        let many = serde_json::Value::Array(vec![json!({"displayName": " "}); 5000]);
+        let err = check_body(&Method::POST, "/v1/contacts/import", &many).unwrap_err();
+        assert_eq!(err.errors.len(), MAX_PROBLEMS);
     }
 
     #[test]
@@ -307,6 +345,13 @@ mod tests {
         assert!(check_query(&Method::GET, list, "from=yesterday").is_err());
         // A text where a number belongs is left to the typed reading.
         assert!(check_query(&Method::GET, list, "limit=many").is_ok());
-        assert!(check_query(&Method::GET, "/v1/no-such-route", "limit=201").is_ok());
+        // A HEAD is checked as its GET; a route the document lacks is refused, never let through.
+        assert!(check_query(&Method::HEAD, list, "limit=201").is_err());
+        assert_eq!(
+            check_query(&Method::GET, "/v1/no-such-route", "")
+                .unwrap_err()
+                .kind,
+            super::super::ProblemKind::Internal
+        );
     }
 }

@@ -28,17 +28,18 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         require_json(req.headers())?;
         let method = req.method().clone();
-        let route = req.extensions().get::<MatchedPath>().cloned();
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("a JSON body read outside a routed request"))?;
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection)?;
-        let value = parse_json(&bytes)?;
-        if let Some(route) = route {
-            // The document's rules: parse_json took the body, so it is JSON.
-            let document: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|_| ApiError::new(ProblemKind::InvalidRequest, "the body is not JSON"))?;
-            contract::check_body(&method, route.as_str(), &document)?;
-        }
+        // The document's rules first (they name where, never what was sent), then the type.
+        let document: serde_json::Value = parse_json(&bytes)?;
+        contract::check_body(&method, route.as_str(), &document)?;
+        let value = typed(document)?;
         Ok(Body(value))
     }
 }
@@ -141,6 +142,22 @@ where
         .map_err(|_| D::Error::custom(format!("{number} is out of range")))
 }
 
+/// Reads a checked JSON value as `T`: a wrong field is a 400 with its pointer.
+fn typed<T: DeserializeOwned>(document: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(document).map_err(|err| {
+        let text = err.inner().to_string();
+        let path = err.path().to_string();
+        if path == "." || path.is_empty() {
+            ApiError::invalid(vec![FieldProblem::general(text)])
+        } else {
+            ApiError::invalid(vec![FieldProblem::at(
+                super::problem::pointer_of(&path),
+                text,
+            )])
+        }
+    })
+}
+
 /// Path segments of type `T`; one that does not parse is a 400 naming it.
 pub struct PathOf<T>(pub T);
 
@@ -152,18 +169,22 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let value = axum::extract::Path::<T>::from_request_parts(parts, state)
+        // The document's rules first (they name the segment), then the type.
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("path segments read outside a routed request"))?;
+        let segments = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::internal(format!("path segments: {}", e.body_text())))?;
+        contract::check_path(&parts.method, route.as_str(), segments.iter())?;
+        axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| PathOf(p.0))
             .map_err(|e: PathRejection| {
                 ApiError::invalid(vec![FieldProblem::at("path", e.body_text())])
-            })?;
-        if let Some(route) = parts.extensions.get::<MatchedPath>().cloned() {
-            if let Ok(segments) = RawPathParams::from_request_parts(parts, state).await {
-                contract::check_path(&parts.method, route.as_str(), segments.iter())?;
-            }
-        }
-        Ok(value)
+            })
     }
 }
 
@@ -178,20 +199,22 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let value = axum::extract::Query::<T>::from_request_parts(parts, state)
+        // The document's rules first (they name the parameter), then the type.
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .ok_or_else(|| ApiError::internal("a query read outside a routed request"))?;
+        contract::check_query(
+            &parts.method,
+            route.as_str(),
+            parts.uri.query().unwrap_or(""),
+        )?;
+        axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| QueryOf(q.0))
             .map_err(|e: QueryRejection| {
                 ApiError::invalid(vec![FieldProblem::at("query", e.body_text())])
-            })?;
-        if let Some(route) = parts.extensions.get::<MatchedPath>() {
-            contract::check_query(
-                &parts.method,
-                route.as_str(),
-                parts.uri.query().unwrap_or(""),
-            )?;
-        }
-        Ok(value)
+            })
     }
 }
 

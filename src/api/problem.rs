@@ -229,12 +229,13 @@ impl ApiError {
         ApiError::new(ProblemKind::NotFound, what)
     }
 
-    /// The ledger database (or another dependency) failed: logged here, never shown.
+    /// The ledger database or another dependency (the engine) failed: logged here, never shown.
     pub fn unavailable(err: impl std::fmt::Display) -> ApiError {
         tracing::warn!(error = %err, "request failed on a dependency");
         ApiError::new(
             ProblemKind::Unavailable,
-            "the ledger database is unavailable; nothing was written, try again",
+            "a dependency of herald (its database or the engine) is unavailable; nothing was \
+             written, try again",
         )
         .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
     }

@@ -208,7 +208,7 @@ fn example_of(kind: ProblemKind) -> Value {
         ProblemKind::Unprocessable => "rule 'order-confirmation': the template has no version",
         ProblemKind::RateLimited => "this credential is over its request rate; retry in 1 s",
         ProblemKind::Unavailable => {
-            "the ledger database is unavailable; nothing was written, try again"
+            "a dependency of herald (its database or the engine) is unavailable; nothing was written, try again"
         }
         ProblemKind::Internal => "herald could not answer this request; the fault is logged",
     };

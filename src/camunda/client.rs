@@ -589,12 +589,19 @@ impl CamundaClient {
         struct Count {
             count: u64,
         }
+        // Asked once, briefly: the caller waits on it (an API request holding its key's lease).
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([("id", group_id), ("memberOfTenant", tenant_id)])
+            .finish();
         let found: Count = self
-            .get_query(
-                "/group/count",
-                &[("id", group_id), ("memberOfTenant", tenant_id)],
+            .call(
+                Method::GET,
+                &format!("/group/count?{query}"),
+                None,
+                Some(Duration::from_secs(5)),
             )
-            .await?;
+            .await?
+            .unwrap_or_default();
         Ok(found.count > 0)
     }
 
