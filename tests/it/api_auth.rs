@@ -233,10 +233,24 @@ async fn another_tenants_resources_answer_as_missing_ones_and_platform_keys_name
             .find(|o| o.method == theirs.method && o.route == theirs.route)
             .unwrap();
         let at = format!("{} {}", theirs.method, theirs.path);
-        let (status, _, body) =
-            call(&globex, &theirs.method, &theirs.path, Some(&globex.key)).await;
-        let (missing_status, _, missing_body) =
-            call(&globex, &missing.method, &missing.path, Some(&globex.key)).await;
+        let sent = valid_body(&theirs.route);
+        let (status, _, body) = call_with(
+            &globex,
+            &theirs.method,
+            &theirs.path,
+            Some(&globex.key),
+            &sent,
+        )
+        .await;
+        let (missing_status, _, missing_body) = call_with(
+            &globex,
+            &missing.method,
+            &missing.path,
+            Some(&globex.key),
+            &sent,
+        )
+        .await;
+        assert_ne!(status, 400, "{at}: the call must reach the lookup: {body}");
         assert_eq!(status, missing_status, "{at}: {body} / {missing_body}");
         if status == 404 {
             assert_eq!(
