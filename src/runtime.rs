@@ -148,6 +148,8 @@ pub async fn start(
     if !(components.workers || components.delivery || components.relay || components.api) {
         return Err(RuntimeError::NothingToRun);
     }
+    // The metrics recorder, before anything is counted (what happens before it is lost).
+    crate::metrics::handle();
     // One pool for the ledger and the other rooms' tables on its database (directory, artifact
     // registry, webhook endpoints, inboxes), each reached through its own handle.
     let pool = ledger::connect_lazy(&settings.database_url, settings.database.max_connections)?;

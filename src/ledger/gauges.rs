@@ -15,7 +15,7 @@ impl Ledger {
         .await?;
         let (queue_depth, oldest_due_age): (i64, f64) = sqlx::query_as(
             "SELECT count(*),
-                    COALESCE(EXTRACT(EPOCH FROM now() - MIN(due_at)) FILTER (WHERE due_at < now()), 0)::float8
+                    COALESCE(EXTRACT(EPOCH FROM now() - MIN(due_at) FILTER (WHERE due_at < now())), 0)::float8
              FROM delivery_job WHERE NOT done",
         )
         .fetch_one(&self.pool)

@@ -130,7 +130,7 @@ impl Drop for PrivatePostgres {
 }
 
 /// `text` without the terminal colours of the text log format.
-fn plain(text: &str) -> String {
+pub fn plain(text: &str) -> String {
     let mut plain = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('\u{1b}') {
@@ -145,7 +145,7 @@ fn plain(text: &str) -> String {
 }
 
 /// The API address `herald run` logged at start.
-async fn api_address(herald: &Herald) -> String {
+pub async fn api_address(herald: &Herald) -> String {
     wait_for(
         "the API's address in the log",
         Duration::from_secs(60),

@@ -28,6 +28,7 @@ mod incidents;
 mod jwt;
 mod ledger_queue;
 mod lock_loss;
+mod metrics;
 mod noise;
 mod policy;
 mod proposal_e2e;
