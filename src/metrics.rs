@@ -165,7 +165,18 @@ pub fn lock_lost(topic: &str) {
 /// An API request answered; `route` is the documented path (`/v1/communications/{id}`), or
 /// `unmatched` for none, so that ids never become labels.
 pub fn api_request(route: &str, method: &str, status: u16) {
-    counter!("herald_api_requests_total", "route" => route.to_string(), "method" => method.to_string(),
+    // HTTP allows any token as a method: the label takes the known ones, the rest are `other`.
+    let method: &'static str = match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
+    counter!("herald_api_requests_total", "route" => route.to_string(), "method" => method,
         "status" => status.to_string())
     .increment(1);
 }

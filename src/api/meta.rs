@@ -151,7 +151,7 @@ pub async fn ready(State(state): State<ApiState>) -> Response {
     let (database, migrations, engine) = tokio::join!(database, migrations, engine);
     let deaf: Vec<&str> = crate::ledger::wakeup::listeners()
         .into_iter()
-        .filter(|(_, connected)| !connected)
+        .filter(|(_, down)| *down)
         .map(|(channel, _)| channel)
         .collect();
     let listeners =
@@ -179,31 +179,46 @@ pub async fn ready(State(state): State<ApiState>) -> Response {
     (status, Json(answer)).into_response()
 }
 
-/// `GET /metrics`: herald's metrics in Prometheus' text format (no credential needed; no label
-/// names a tenant, a recipient or an id). The ledger's gauges are read at each scrape.
+/// `GET /metrics`: herald's metrics in Prometheus' text format, for a platform credential of
+/// `read` (operations staff: the counts span tenants, though no label names a tenant, a
+/// recipient or an id). The ledger's gauges are read at most every 10 s, however often it is
+/// scraped.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "meta",
     operation_id = "getMetrics",
+    security(("apiKey" = ["read"]), ("jwt" = ["read"])),
     responses(
         (status = 200, description = "Every metric, its name starting with herald_", content_type = "text/plain", body = String),
         (status = 503, description = "The ledger cannot be read for its gauges"),
     )
 )]
-pub async fn metrics(State(state): State<ApiState>) -> Response {
+pub async fn metrics(
+    State(state): State<ApiState>,
+    _caller: super::auth::PlatformCaller<super::auth::Read>,
+) -> Response {
+    static LAST: tokio::sync::Mutex<Option<(std::time::Instant, String)>> =
+        tokio::sync::Mutex::const_new(None);
+    let mut last = LAST.lock().await;
+    if let Some((at, text)) = last.as_ref() {
+        if at.elapsed() < GAUGES_EVERY {
+            return ([(header::CONTENT_TYPE, METRICS_TYPE)], text.clone()).into_response();
+        }
+    }
     match state.intake.ledger.gauges().await {
-        Ok(gauges) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            crate::metrics::render(&gauges),
-        )
-            .into_response(),
+        Ok(gauges) => {
+            let text = crate::metrics::render(&gauges);
+            *last = Some((std::time::Instant::now(), text.clone()));
+            ([(header::CONTENT_TYPE, METRICS_TYPE)], text).into_response()
+        }
         Err(err) => super::ApiError::unavailable(err).into_response(),
     }
 }
+
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// How often a scrape reads the ledger's gauges (a scrape in between gets the last text).
+const GAUGES_EVERY: Duration = Duration::from_secs(10);
 
 /// `GET /v1/openapi.json`: this API's OpenAPI document (no credential needed).
 #[utoipa::path(

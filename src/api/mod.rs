@@ -112,6 +112,8 @@ fn routes(state: Option<&ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(history::list_quote_communications))
         .routes(routes!(subscriptions::get_subscription))
         .routes(routes!(subscriptions::get_inbox))
+        // Operations staff: a platform credential of `read`.
+        .routes(routes!(meta::metrics))
         .routes(routes!(suppressions::list_suppressions))
         .routes(routes!(suppressions::delete_suppression))
         // The tenant's policy (admin): PUT and DELETE are idempotent by nature.
@@ -142,7 +144,6 @@ fn routes(state: Option<&ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(meta::health))
         .routes(routes!(meta::live))
         .routes(routes!(meta::ready))
-        .routes(routes!(meta::metrics))
         .routes(routes!(meta::openapi_json))
         // Postmark calls this one with its own credentials (see feedback.rs).
         .merge(postmark)

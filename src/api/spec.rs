@@ -513,7 +513,6 @@ mod tests {
             "getHealth",
             "getLiveness",
             "getReadiness",
-            "getMetrics",
             "getOpenApi",
             "postPostmarkFeedback",
             // (the last one has its own basic authentication)

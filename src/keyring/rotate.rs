@@ -181,8 +181,9 @@ impl Body {
                  WHERE notification_id = $1",
             ),
             Body::ResendInput => (
+                // Expired rows are the sweeper's to delete, not to re-seal (their key may be gone).
                 "SELECT communication_id AS id, key_id, nonce, ciphertext FROM resend_input
-                 WHERE key_id <> $1 ORDER BY communication_id LIMIT $2 FOR UPDATE",
+                 WHERE key_id <> $1 AND kept_until > now() ORDER BY communication_id LIMIT $2 FOR UPDATE",
                 "UPDATE resend_input SET key_id = $2, nonce = $3, ciphertext = $4
                  WHERE communication_id = $1",
             ),

@@ -5,7 +5,7 @@ use crate::metrics::LedgerGauges;
 
 impl Ledger {
     /// Communications by type, channel and status; the delivery queue's depth and most overdue
-    /// job; the oldest unpublished outbox event; the correlations pending and failed.
+    /// job no sender holds; the oldest unpublished outbox event; the correlations pending and failed.
     pub async fn gauges(&self) -> Result<LedgerGauges, LedgerError> {
         let communications: Vec<(String, String, String, i64)> = sqlx::query_as(
             "SELECT communication_type, channel, status, count(*)
@@ -15,7 +15,7 @@ impl Ledger {
         .await?;
         let (queue_depth, oldest_due_age): (i64, f64) = sqlx::query_as(
             "SELECT count(*),
-                    COALESCE(EXTRACT(EPOCH FROM now() - MIN(due_at) FILTER (WHERE due_at < now())), 0)::float8
+                    COALESCE(EXTRACT(EPOCH FROM now() - MIN(due_at) FILTER (WHERE due_at < now() AND (locked_until IS NULL OR locked_until < now()))), 0)::float8
              FROM delivery_job WHERE NOT done",
         )
         .fetch_one(&self.pool)

@@ -1,7 +1,7 @@
 //! Wake-ups through PostgreSQL LISTEN/NOTIFY with a polling fallback: an idle process sleeps
 //! until a notification arrives (new work within milliseconds) or its poll interval ends.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
@@ -13,24 +13,31 @@ pub struct Wakeup {
     channel: &'static str,
     listener: Option<PgListener>,
     /// Whether this listener is connected, as readiness reads it ([`listeners`]).
-    connected: Arc<AtomicBool>,
+    state: Arc<AtomicU8>,
 }
 
-/// A listener as readiness sees it: its channel, and whether it is connected (while it lives).
-type ListenerFlag = (&'static str, Weak<AtomicBool>);
+/// A listener that has not tried to connect yet (its loop is busy, and listens when idle).
+const UNTRIED: u8 = 0;
+const UP: u8 = 1;
+/// It tried and has no connection (lost, or refused): it polls instead, and misses nothing.
+const DOWN: u8 = 2;
+
+/// A listener as readiness sees it: its channel, and its state (while it lives).
+type ListenerFlag = (&'static str, Weak<AtomicU8>);
 
 /// The listeners of this process.
 static LISTENERS: LazyLock<Mutex<Vec<ListenerFlag>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 
-/// Each live listener of this process: its channel, and whether it is connected (a listener
-/// not connected misses notifications and falls back to polling).
+/// Each live listener of this process: its channel, and whether it is down (it tried to
+/// connect and has no connection: it polls instead). One that has not tried yet, because its
+/// loop has been busy since the start, is not down.
 pub fn listeners() -> Vec<(&'static str, bool)> {
     let mut all = LISTENERS.lock().unwrap_or_else(|e| e.into_inner());
     all.retain(|(_, flag)| flag.strong_count() > 0);
     all.iter()
         .filter_map(|(channel, flag)| {
             flag.upgrade()
-                .map(|f| (*channel, f.load(Ordering::Relaxed)))
+                .map(|f| (*channel, f.load(Ordering::Relaxed) == DOWN))
         })
         .collect()
 }
@@ -65,22 +72,25 @@ pub fn listener_pool(pool: &PgPool) -> PgPool {
 
 impl Wakeup {
     pub fn new(pool: PgPool, channel: &'static str) -> Wakeup {
-        let connected = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(AtomicU8::new(UNTRIED));
         LISTENERS
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((channel, Arc::downgrade(&connected)));
+            .push((channel, Arc::downgrade(&state)));
         Wakeup {
             pool: listener_pool(&pool),
             channel,
             listener: None,
-            connected,
+            state,
         }
     }
 
     /// Keeps `listener` (or its loss) and says so to readiness.
     fn keep(&mut self, listener: Option<PgListener>) {
-        self.connected.store(listener.is_some(), Ordering::Relaxed);
+        self.state.store(
+            if listener.is_some() { UP } else { DOWN },
+            Ordering::Relaxed,
+        );
         self.listener = listener;
     }
 
@@ -90,11 +100,13 @@ impl Wakeup {
                 Ok(mut listener) => match listener.listen(self.channel).await {
                     Ok(()) => self.keep(Some(listener)),
                     Err(err) => {
-                        tracing::warn!(channel = self.channel, error = %err, "LISTEN failed; polling")
+                        tracing::warn!(channel = self.channel, error = %err, "LISTEN failed; polling");
+                        self.keep(None);
                     }
                 },
                 Err(err) => {
-                    tracing::warn!(channel = self.channel, error = %err, "no listener connection; polling")
+                    tracing::warn!(channel = self.channel, error = %err, "no listener connection; polling");
+                    self.keep(None);
                 }
             }
         }
@@ -110,7 +122,11 @@ impl Wakeup {
         match tokio::time::timeout(timeout, listener.try_recv()).await {
             Err(_) => Heard::Quiet,
             Ok(Ok(Some(notification))) => Heard::Payload(notification.payload().to_string()),
-            Ok(Ok(None)) => Heard::Deaf,
+            Ok(Ok(None)) => {
+                // The connection was lost: a new one is made at the next call.
+                self.keep(None);
+                Heard::Deaf
+            }
             Ok(Err(err)) => {
                 tracing::warn!(channel = self.channel, error = %err, "listener failed; reconnecting");
                 self.keep(None);
@@ -145,8 +161,12 @@ impl Wakeup {
             _ = &mut sleep => Woke::TimedOut,
             received = listener.try_recv() => match received {
                 Ok(Some(_)) => Woke::Notified,
-                // The connection was lost: notifications may have been missed, so look for work.
-                Ok(None) => Woke::Notified,
+                // The connection was lost: notifications may have been missed, so look for work
+                // (a new connection is made at the next wait).
+                Ok(None) => {
+                    self.keep(None);
+                    Woke::Notified
+                }
                 Err(err) => {
                     tracing::warn!(channel, error = %err, "listener failed; reconnecting");
                     self.keep(None);

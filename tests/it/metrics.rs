@@ -95,8 +95,17 @@ async fn scraped_values_equal_the_ledger_and_the_requests_made() {
     })
     .await;
 
+    // For operations staff: a tenant's key is refused, a platform key of `read` scrapes.
+    let tenant_scrape = http
+        .get(format!("http://{address}/metrics"))
+        .bearer_auth(api_key(&db.pool, Some("acme"), &Scope::ALL).await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tenant_scrape.status().as_u16(), 403);
     let scraped = http
         .get(format!("http://{address}/metrics"))
+        .bearer_auth(api_key(&db.pool, None, &[Scope::Read]).await)
         .send()
         .await
         .unwrap();
