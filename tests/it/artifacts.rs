@@ -132,6 +132,28 @@ async fn an_attachment_goes_out_with_the_hash_of_its_bytes_recorded() {
     assert_eq!(recorded.as_deref(), Some(expected.as_str()));
 }
 
+/// The external task of `instance_id` once the worker reported a failure whose message fits.
+async fn failure_report(
+    camunda: &herald::camunda::CamundaClient,
+    instance_id: &str,
+    fits: impl Fn(&str) -> bool,
+) -> serde_json::Value {
+    let path = format!("/external-task?processInstanceId={instance_id}");
+    wait_for("a failure report", Duration::from_secs(30), || {
+        let camunda = camunda.clone();
+        let path = path.clone();
+        let task = async move { camunda.get_json(&path).await.unwrap() };
+        let fits = &fits;
+        async move {
+            task.await
+                .as_array()
+                .and_then(|a| a.first().cloned())
+                .filter(|t| t["errorMessage"].as_str().is_some_and(fits))
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn superseded_documents_fail_the_proposal_for_good_and_foreign_ones_look_missing() {
     let camunda = camunda();
@@ -185,19 +207,7 @@ async fn superseded_documents_fail_the_proposal_for_good_and_foreign_ones_look_m
         )
         .await
         .unwrap();
-    let path = format!("/external-task?processInstanceId={}", instance.id);
-    let task = wait_for("a failure report", Duration::from_secs(30), || {
-        let camunda = camunda.clone();
-        let path = path.clone();
-        async move {
-            let tasks = camunda.get_json(&path).await.unwrap();
-            tasks
-                .as_array()
-                .and_then(|a| a.first().cloned())
-                .filter(|t| t["errorMessage"].is_string())
-        }
-    })
-    .await;
+    let task = failure_report(&camunda, &instance.id, |_| true).await;
     let message = task["errorMessage"].as_str().unwrap();
     assert!(message.contains("not available yet"), "{task}");
     assert!(
@@ -229,23 +239,7 @@ async fn a_document_not_yet_available_makes_the_task_wait_then_it_goes_out() {
     )
     .await;
     // The worker reports a failure with retries left and a retry timeout: no incident.
-    let path = format!("/external-task?processInstanceId={}", instance.id);
-    let task = wait_for("a failure report", Duration::from_secs(30), || {
-        let camunda = camunda.clone();
-        let path = path.clone();
-        async move {
-            let tasks = camunda.get_json(&path).await.unwrap();
-            tasks
-                .as_array()
-                .and_then(|a| a.first().cloned())
-                .filter(|t| {
-                    t["errorMessage"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("not available yet"))
-                })
-        }
-    })
-    .await;
+    let task = failure_report(&camunda, &instance.id, |m| m.contains("not available yet")).await;
     assert!(task["retries"].as_i64().unwrap() > 0, "{task}");
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM communication_record")
